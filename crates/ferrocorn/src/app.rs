@@ -1,0 +1,163 @@
+//! The seam between the I/O core and the application side: a request goes in, response events
+//! come out. Nothing here knows about Python; the WSGI glue implements [`App`].
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::http::error::BodyError;
+use crate::http::request::RequestHead;
+use crate::http::response::ResponseHead;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    Unix,
+}
+
+/// Where a connection was accepted.
+#[derive(Debug, Clone)]
+pub enum Local {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A request handed to an app thread.
+#[derive(Debug)]
+pub struct Request {
+    pub head: RequestHead,
+    pub peer: Peer,
+    pub local: Local,
+}
+
+/// A unit of work for an app thread: the request and the channel back to its connection.
+pub struct Exchange {
+    pub request: Request,
+    pub responder: Responder,
+}
+
+/// The application: runs on each of the worker's app threads.
+pub trait App: Send + Sync + 'static {
+    /// Serves exchanges from `jobs` until it returns `None`, then returns.
+    fn run_thread(&self, jobs: Jobs);
+}
+
+/// The queue of exchanges an app thread takes work from.
+pub struct Jobs(pub(crate) async_channel::Receiver<Exchange>);
+
+impl Jobs {
+    /// Blocks until the next exchange, or `None` when the worker is shutting down.
+    pub fn next(&self) -> Option<Exchange> {
+        self.0.recv_blocking().ok()
+    }
+}
+
+/// Messages from the app side to the connection task.
+#[derive(Debug)]
+pub(crate) enum AppMsg {
+    /// Read up to this many body bytes and answer on the body channel.
+    ReadBody(usize),
+    /// The response head, optionally with the first body bytes; `last` when nothing follows.
+    Head {
+        head: Box<ResponseHead>,
+        body: Bytes,
+        last: bool,
+    },
+    Data(Bytes),
+    /// Send `len` bytes of `file` from `offset` with sendfile(2).
+    File { file: File, offset: u64, len: u64 },
+    /// The response is complete.
+    End,
+    /// The app failed after the head was sent: close the connection without completing it.
+    Abort,
+}
+
+/// The client went away (or the connection was closed): stop producing the response.
+#[derive(Debug, thiserror::Error)]
+#[error("client disconnected")]
+pub struct Disconnected;
+
+/// The app side of one exchange. Every method blocks, so call them with the GIL released.
+pub struct Responder {
+    pub(crate) tx: mpsc::Sender<AppMsg>,
+    pub(crate) body_rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+    pub(crate) body_done: bool,
+    pub(crate) body_error: Option<BodyError>,
+}
+
+impl Responder {
+    /// Reads the next piece of the request body (at most `max` bytes); empty at its end.
+    pub fn read_body(&mut self, max: usize) -> Result<Bytes, BodyError> {
+        if let Some(e) = &self.body_error {
+            return Err(e.clone());
+        }
+        if self.body_done {
+            return Ok(Bytes::new());
+        }
+        if self.tx.blocking_send(AppMsg::ReadBody(max.max(1))).is_err() {
+            return Err(self.fail(BodyError::Io("connection closed".into())));
+        }
+        match self.body_rx.blocking_recv() {
+            Some(Ok(b)) => {
+                self.body_done = b.is_empty();
+                Ok(b)
+            }
+            Some(Err(e)) => Err(self.fail(e)),
+            None => Err(self.fail(BodyError::Io("connection closed".into()))),
+        }
+    }
+
+    fn fail(&mut self, e: BodyError) -> BodyError {
+        self.body_error = Some(e.clone());
+        e
+    }
+
+    /// The error the body ended with, if reading it failed.
+    pub fn body_error(&self) -> Option<&BodyError> {
+        self.body_error.as_ref()
+    }
+
+    pub fn send_head(&self, head: ResponseHead, body: Bytes, last: bool) -> Result<(), Disconnected> {
+        self.send(AppMsg::Head {
+            head: Box::new(head),
+            body,
+            last,
+        })
+    }
+
+    pub fn send_data(&self, data: Bytes) -> Result<(), Disconnected> {
+        self.send(AppMsg::Data(data))
+    }
+
+    pub fn send_file(&self, file: File, offset: u64, len: u64) -> Result<(), Disconnected> {
+        self.send(AppMsg::File { file, offset, len })
+    }
+
+    /// The response is complete.
+    pub fn finish(&self) -> Result<(), Disconnected> {
+        self.send(AppMsg::End)
+    }
+
+    /// The response cannot be completed: the connection is closed.
+    pub fn abort(&self) {
+        let _ = self.send(AppMsg::Abort);
+    }
+
+    fn send(&self, msg: AppMsg) -> Result<(), Disconnected> {
+        // Most sends find room in the channel; only a full one needs to block.
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(msg)) => self.tx.blocking_send(msg).map_err(|_| Disconnected),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Disconnected),
+        }
+    }
+
+    /// True when the send would not block (used to decide whether to release the GIL).
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() > 0
+    }
+}

@@ -1,0 +1,160 @@
+//! Bind addresses (`HOST:PORT`, `[::1]:PORT`, `unix:PATH`) and the listening sockets for them.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BindError {
+    #[error("invalid bind address {0:?}: expected HOST:PORT, [IPV6]:PORT or unix:PATH")]
+    Syntax(String),
+    #[error("cannot resolve {0:?}: {1}")]
+    Resolve(String, std::io::Error),
+    #[error("cannot bind to {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// One `--bind` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+impl FromStr for BindAddr {
+    type Err = BindError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BindError::Syntax(s.to_owned());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, rest) = rest.split_once(']').ok_or_else(bad)?;
+            let port = match rest {
+                "" => "8000",
+                p => p.strip_prefix(':').ok_or_else(bad)?,
+            };
+            (host.to_owned(), port)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, _)) if h.contains(':') => return Err(bad()),
+                Some((h, p)) => (h.to_owned(), p),
+                None => (s.to_owned(), "8000"),
+            }
+        };
+        let port = port.parse::<u16>().map_err(|_| bad())?;
+        let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
+        Ok(Self::Tcp { host, port })
+    }
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Self::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A listening socket, bound before any worker starts.
+#[derive(Debug)]
+pub enum BoundListener {
+    Tcp(std::net::TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl BoundListener {
+    /// What the `Listening at:` line shows: the real address (port 0 resolved).
+    pub fn url(&self) -> String {
+        match self {
+            Self::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("http://{a}"),
+                Err(_) => "http://?".into(),
+            },
+            Self::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+}
+
+/// Binds every address of `addr` with `backlog`.
+pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Vec<BoundListener>, BindError> {
+    match addr {
+        BindAddr::Unix(path) => {
+            // A stale socket file from a previous run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            }) {
+                let _ = std::fs::remove_file(path);
+            }
+            let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            let sa = socket2::SockAddr::unix(path).map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            sock.bind(&sa).map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            sock.listen(backlog).map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            Ok(vec![BoundListener::Unix(UnixListener::from(std::os::fd::OwnedFd::from(sock)), path.clone())])
+        }
+        BindAddr::Tcp { host, port } => {
+            let addrs: Vec<SocketAddr> = (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| BindError::Resolve(addr.to_string(), e))?
+                .collect();
+            let mut out = Vec::new();
+            for sa in addrs {
+                out.push(BoundListener::Tcp(bind_tcp(sa, backlog).map_err(|e| BindError::Bind(sa.to_string(), e))?));
+                // Like Gunicorn: a name such as "localhost" binds its first address only.
+                break;
+            }
+            if out.is_empty() {
+                return Err(BindError::Resolve(addr.to_string(), std::io::ErrorKind::NotFound.into()));
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn bind_tcp(sa: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if sa.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.bind(&sa.into())?;
+    sock.listen(backlog)?;
+    Ok(sock.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bind_forms() {
+        let tcp = |h: &str, p| BindAddr::Tcp { host: h.into(), port: p };
+        assert_eq!("127.0.0.1:4000".parse::<BindAddr>().unwrap(), tcp("127.0.0.1", 4000));
+        assert_eq!("[::1]:4000".parse::<BindAddr>().unwrap(), tcp("::1", 4000));
+        assert_eq!("localhost".parse::<BindAddr>().unwrap(), tcp("localhost", 8000));
+        assert_eq!(":5000".parse::<BindAddr>().unwrap(), tcp("0.0.0.0", 5000));
+        assert_eq!("unix:/tmp/a.sock".parse::<BindAddr>().unwrap(), BindAddr::Unix("/tmp/a.sock".into()));
+        for bad in ["127.0.0.1:http", "::1:80", "[::1", "unix:", "h:70000"] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn binds_port_zero() {
+        let l = bind(&"127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        assert!(l[0].url().starts_with("http://127.0.0.1:"));
+        assert!(!l[0].url().ends_with(":0"));
+    }
+}

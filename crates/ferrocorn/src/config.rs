@@ -1,0 +1,113 @@
+//! The settings, declared once: command-line flags, environment variables, defaults and help
+//! all come from this one definition.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::bind::{BindAddr, BindError};
+use crate::http::request::Limits;
+use crate::http::ConnConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            Self::Debug => log::LevelFilter::Debug,
+            Self::Info => log::LevelFilter::Info,
+            Self::Warning => log::LevelFilter::Warn,
+            Self::Error | Self::Critical => log::LevelFilter::Error,
+        }
+    }
+}
+
+/// ferrocorn: a WSGI HTTP server with its HTTP core in Rust. Flags follow Gunicorn's.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferrocorn", version, about, max_term_width = 100)]
+pub struct Settings {
+    /// The WSGI application: `module:callable`, `module:factory()`, `module:factory('arg',
+    /// key=1)`, `module` (its `application`) or Twisted's `package.module.attribute`.
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// Socket to bind: HOST:PORT, [IPV6]:PORT or unix:PATH. Repeat to bind several.
+    /// [default: 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set]
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    pub bind: Vec<String>,
+
+    /// Python threads serving requests concurrently (per worker).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+
+    /// Change to this directory before loading the app.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Comma-separated directories to add to the Python path before loading the app.
+    #[arg(long, value_name = "DIRS")]
+    pub pythonpath: Option<String>,
+
+    /// Error log verbosity.
+    #[arg(long, value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]
+    pub log_level: LogLevel,
+
+    /// Seconds to wait for the next request on a kept-alive connection.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub keep_alive: u64,
+
+    /// Seconds in-flight requests get to finish on shutdown.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub graceful_timeout: u64,
+
+    /// Maximum number of pending connections in the listen queue.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub backlog: i32,
+
+    /// Maximum size of the request line in bytes (414 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 4094, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub limit_request_line: u32,
+
+    /// Maximum number of header fields in a request (431 beyond).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=32_768))]
+    pub limit_request_fields: u32,
+
+    /// Maximum size of one request header field in bytes (431 beyond).
+    #[arg(long = "limit-request-field_size", alias = "limit-request-field-size", value_name = "BYTES",
+          default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub limit_request_field_size: u32,
+}
+
+impl Settings {
+    /// The addresses to bind: `--bind`, else `0.0.0.0:$PORT`, else `127.0.0.1:8000`.
+    pub fn bind_addrs(&self) -> Result<Vec<BindAddr>, BindError> {
+        if self.bind.is_empty() {
+            let default = match std::env::var("PORT") {
+                Ok(p) if !p.is_empty() => format!("0.0.0.0:{p}"),
+                _ => "127.0.0.1:8000".to_owned(),
+            };
+            return Ok(vec![default.parse()?]);
+        }
+        self.bind.iter().map(|b| b.parse()).collect()
+    }
+
+    pub fn conn_config(&self) -> ConnConfig {
+        ConnConfig {
+            limits: Limits {
+                request_line: self.limit_request_line as usize,
+                fields: self.limit_request_fields as usize,
+                field_size: self.limit_request_field_size as usize,
+            },
+            keep_alive: Duration::from_secs(self.keep_alive),
+            ..ConnConfig::default()
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Reading a request body off the connection as the app asks for it, by its framing.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+
+use super::chunked::{ChunkedDecoder, Decoded};
+use super::error::BodyError;
+use super::request::Framing;
+use crate::net::Stream;
+
+/// How much is read from the socket at once.
+const READ_SIZE: usize = 64 * 1024;
+
+/// The unread rest of one request's body.
+#[derive(Debug)]
+pub enum BodyReader {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+impl BodyReader {
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::None | Framing::Length(0) => Self::Done,
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(ChunkedDecoder::new()),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    /// The next piece of the body, at most `max` bytes; empty once the body is complete.
+    /// Bytes past the body stay in `buf` for the next request.
+    pub async fn read(
+        &mut self,
+        io: &mut Stream,
+        buf: &mut BytesMut,
+        max: usize,
+        stall: Duration,
+    ) -> Result<Bytes, BodyError> {
+        loop {
+            match self {
+                Self::Done => return Ok(Bytes::new()),
+                Self::Length(remaining) => {
+                    if !buf.is_empty() {
+                        let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len()).min(max);
+                        *remaining -= n as u64;
+                        if *remaining == 0 {
+                            *self = Self::Done;
+                        }
+                        return Ok(buf.split_to(n).freeze());
+                    }
+                }
+                Self::Chunked(dec) => match dec.decode(buf, max)? {
+                    Decoded::Data(d) => return Ok(d),
+                    Decoded::End => {
+                        *self = Self::Done;
+                        return Ok(Bytes::new());
+                    }
+                    Decoded::NeedMore => {}
+                },
+            }
+            fill(io, buf, stall).await?;
+        }
+    }
+
+    /// Reads and discards what is left of the body, up to `limit` bytes. False when the body
+    /// could not be finished that way (the connection must then be closed).
+    pub async fn drain(&mut self, io: &mut Stream, buf: &mut BytesMut, limit: u64, stall: Duration) -> bool {
+        let mut seen = 0u64;
+        while !self.is_done() {
+            if let Self::Length(n) = self {
+                if *n > limit.saturating_sub(seen) + buf.len() as u64 {
+                    return false;
+                }
+            }
+            match self.read(io, buf, READ_SIZE, stall).await {
+                Ok(b) => {
+                    seen += b.len() as u64;
+                    if seen > limit {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Reads more bytes from the client into `buf`, failing if it sends nothing for `stall`.
+async fn fill(io: &mut Stream, buf: &mut BytesMut, stall: Duration) -> Result<(), BodyError> {
+    buf.reserve(READ_SIZE);
+    match tokio::time::timeout(stall, io.read_buf(buf)).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(0)) => Err(BodyError::Incomplete),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
+    }
+}

@@ -1,0 +1,405 @@
+//! One client connection: read a request head, hand the exchange to an app thread, carry out
+//! the app's response events in order, then keep the connection alive or close it.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use super::body::BodyReader;
+use super::error::RequestError;
+use super::request::{parse_head, Limits, RequestHead, Version};
+use super::response::{encode_head, request_error_response, BodyFraming, ResponseHead};
+use crate::app::{AppMsg, Exchange, Local, Peer, Request, Responder};
+use crate::net::Stream;
+
+/// Settings every connection of a worker shares.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub limits: Limits,
+    /// Idle time allowed between requests on a kept-alive connection (`--keep-alive`).
+    pub keep_alive: Duration,
+    /// Time allowed to receive a whole request head once it has started.
+    pub head_timeout: Duration,
+    /// Time a request body may stall, and a response write may block, before the connection
+    /// is dropped.
+    pub io_timeout: Duration,
+    /// Unread request body the server will discard to keep a connection alive.
+    pub max_drain: u64,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            keep_alive: Duration::from_secs(2),
+            head_timeout: Duration::from_secs(30),
+            io_timeout: Duration::from_secs(30),
+            max_drain: 1024 * 1024,
+        }
+    }
+}
+
+/// What a connection needs from its worker.
+pub(crate) struct ConnCtx {
+    pub config: ConnConfig,
+    pub jobs: async_channel::Sender<Exchange>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves one connection to its end.
+pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(8 * 1024),
+        out: BytesMut::with_capacity(1024),
+        peer,
+        local,
+        ctx,
+    };
+    conn.run().await;
+}
+
+struct Conn {
+    io: Stream,
+    buf: BytesMut,
+    out: BytesMut,
+    peer: Peer,
+    local: Local,
+    ctx: Arc<ConnCtx>,
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    Closed,
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        let mut first = true;
+        loop {
+            let head = match self.read_head(first).await {
+                Ok(HeadRead::Head(h)) => h,
+                Ok(HeadRead::Closed) => break,
+                Err(e) => {
+                    log::debug!("{}: bad request: {e}", self.peer_text());
+                    let resp = request_error_response(&e);
+                    let _ = tokio::time::timeout(self.ctx.config.io_timeout, self.io.write_all(&resp)).await;
+                    break;
+                }
+            };
+            first = false;
+            match self.exchange(head).await {
+                Ok(true) => {}
+                Ok(false) | Err(()) => break,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    fn peer_text(&self) -> String {
+        match &self.peer {
+            Peer::Tcp(a) => a.to_string(),
+            Peer::Unix => "unix socket".into(),
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.ctx.shutdown.borrow()
+    }
+
+    async fn read_head(&mut self, first: bool) -> Result<HeadRead, RequestError> {
+        let limits = self.ctx.config.limits;
+        loop {
+            if !self.buf.is_empty() {
+                if let Some((head, used)) = parse_head(&self.buf, &limits)? {
+                    self.buf.advance(used);
+                    return Ok(HeadRead::Head(head));
+                }
+            }
+            let idle = self.buf.is_empty();
+            if idle && self.shutting_down() {
+                return Ok(HeadRead::Closed);
+            }
+            let wait = if idle && !first {
+                self.ctx.config.keep_alive
+            } else {
+                self.ctx.config.head_timeout
+            };
+            self.buf.reserve(8 * 1024);
+            let mut shutdown = self.ctx.shutdown.clone();
+            let read = tokio::select! {
+                r = tokio::time::timeout(wait, self.io.read_buf(&mut self.buf)) => r,
+                _ = shutdown.wait_for(|s| *s), if idle => return Ok(HeadRead::Closed),
+            };
+            match read {
+                Err(_) => {
+                    log::debug!("{}: {} timed out", self.peer_text(), if idle { "keep-alive" } else { "request head" });
+                    return Ok(HeadRead::Closed);
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(HeadRead::Closed),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
+    async fn exchange(&mut self, head: RequestHead) -> Result<bool, ()> {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (body_tx, body_rx) = mpsc::channel(1);
+        let mut body = BodyReader::new(head.framing);
+        let mut writer = Writer::new(&head);
+        let expect_continue = head.expect_continue && !body.is_done();
+        let exchange = Exchange {
+            request: Request {
+                head,
+                peer: self.peer.clone(),
+                local: self.local.clone(),
+            },
+            responder: Responder {
+                tx,
+                body_rx,
+                body_done: body.is_done(),
+                body_error: None,
+            },
+        };
+        if self.ctx.jobs.send(exchange).await.is_err() {
+            return Err(());
+        }
+        let io_timeout = self.ctx.config.io_timeout;
+        let mut continue_sent = false;
+        loop {
+            let Some(msg) = rx.recv().await else {
+                // The app side went away without finishing the response.
+                return Err(());
+            };
+            match msg {
+                AppMsg::ReadBody(max) => {
+                    if expect_continue && !continue_sent && !writer.started {
+                        // RFC 9110 §10.1.1: the client waits for this before sending the body.
+                        continue_sent = true;
+                        self.write(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).await?;
+                    }
+                    let r = body.read(&mut self.io, &mut self.buf, max, io_timeout).await;
+                    if let Err(e) = &r {
+                        log::debug!("{}: request body: {e}", self.peer_text());
+                    }
+                    let failed = r.is_err();
+                    let _ = body_tx.send(r).await;
+                    if failed {
+                        writer.keep_alive = false;
+                    }
+                }
+                AppMsg::Head { head, body: first, last } => {
+                    writer.start(*head, first.len(), last, self.shutting_down(), &mut self.out);
+                    let data = writer.frame(&first, &mut self.out);
+                    let suffix = writer.chunk_suffix(&data);
+                    let tail = if last { writer.finish() } else { &b""[..] };
+                    let out = std::mem::take(&mut self.out);
+                    let r = self.write(&[&out, &data, suffix, tail]).await;
+                    self.out = out;
+                    r?;
+                    if last {
+                        break;
+                    }
+                }
+                AppMsg::Data(data) => {
+                    self.out.clear();
+                    let data = writer.frame(&data, &mut self.out);
+                    let suffix = writer.chunk_suffix(&data);
+                    let out = std::mem::take(&mut self.out);
+                    let r = self.write(&[&out, &data, suffix]).await;
+                    self.out = out;
+                    r?;
+                }
+                AppMsg::File { file, offset, len } => {
+                    let len = writer.limit(len);
+                    if len > 0 {
+                        if writer.chunked() {
+                            self.write(&[format!("{len:x}\r\n").as_bytes()]).await?;
+                        }
+                        let sent = tokio::time::timeout(io_timeout * 4, self.io.sendfile(&file, offset, len))
+                            .await
+                            .map_err(|_| ())?
+                            .map_err(|_| ())?;
+                        writer.written += sent;
+                        if sent < len {
+                            // The file shrank under us: the framing promise is broken.
+                            return Err(());
+                        }
+                        if writer.chunked() {
+                            self.write(&[b"\r\n"]).await?;
+                        }
+                    }
+                }
+                AppMsg::End => {
+                    let tail = writer.finish();
+                    if !tail.is_empty() {
+                        self.write(&[tail]).await?;
+                    }
+                    break;
+                }
+                AppMsg::Abort => return Err(()),
+            }
+        }
+        if !writer.complete() {
+            return Ok(false);
+        }
+        if !body.is_done() {
+            if expect_continue && !continue_sent {
+                // The client may never send the body it asked permission for.
+                return Ok(false);
+            }
+            let drained = body
+                .drain(&mut self.io, &mut self.buf, self.ctx.config.max_drain, io_timeout)
+                .await;
+            if !drained {
+                return Ok(false);
+            }
+        }
+        Ok(writer.keep_alive)
+    }
+
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), ()> {
+        let timeout = self.ctx.config.io_timeout;
+        match tokio::time::timeout(timeout, write_all_vectored(&mut self.io, parts)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                log::debug!("{}: write failed: {e}", self.peer_text());
+                Err(())
+            }
+            Err(_) => {
+                log::debug!("{}: write timed out", self.peer_text());
+                Err(())
+            }
+        }
+    }
+}
+
+async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = io.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// Response framing state for one exchange.
+struct Writer {
+    version: Version,
+    is_head: bool,
+    keep_alive: bool,
+    started: bool,
+    framing: BodyFraming,
+    written: u64,
+    finished: bool,
+}
+
+impl Writer {
+    fn new(req: &RequestHead) -> Self {
+        Self {
+            version: req.version,
+            is_head: &*req.method == "HEAD",
+            keep_alive: req.keep_alive,
+            started: false,
+            framing: BodyFraming::Empty,
+            written: 0,
+            finished: false,
+        }
+    }
+
+    fn chunked(&self) -> bool {
+        self.framing == BodyFraming::Chunked
+    }
+
+    /// Decides the framing and encodes the head into `out`.
+    fn start(&mut self, head: ResponseHead, first_len: usize, last: bool, closing: bool, out: &mut BytesMut) {
+        self.started = true;
+        let known = head.content_length.or(last.then_some(first_len as u64));
+        self.framing = if self.is_head || head.bodiless() {
+            BodyFraming::Empty
+        } else if let Some(n) = known {
+            BodyFraming::Length(n)
+        } else if self.version == Version::Http11 {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::CloseDelimited
+        };
+        if self.framing == BodyFraming::CloseDelimited || closing {
+            self.keep_alive = false;
+        }
+        out.clear();
+        encode_head(&head, self.version, self.framing, known, self.keep_alive, out);
+    }
+
+    /// How much of a `len`-byte piece may still be sent under the framing.
+    fn limit(&mut self, len: u64) -> u64 {
+        match self.framing {
+            BodyFraming::Empty => 0,
+            BodyFraming::Length(total) => {
+                let room = total.saturating_sub(self.written);
+                if len > room {
+                    log::warn!("response body is longer than its Content-Length ({total}); the excess is not sent");
+                    self.keep_alive = false;
+                }
+                len.min(room)
+            }
+            BodyFraming::Chunked | BodyFraming::CloseDelimited => len,
+        }
+    }
+
+    /// Returns the bytes of `data` to send, with a chunk-size line appended to `out` when chunked
+    /// (the caller writes `out`, the data, then [`Writer::chunk_suffix`]).
+    fn frame(&mut self, data: &Bytes, out: &mut BytesMut) -> Bytes {
+        let n = self.limit(data.len() as u64) as usize;
+        if n == 0 {
+            return Bytes::new();
+        }
+        self.written += n as u64;
+        if self.chunked() {
+            use std::fmt::Write as _;
+            let mut line = String::with_capacity(12);
+            let _ = write!(line, "{n:x}\r\n");
+            out.extend_from_slice(line.as_bytes());
+        }
+        data.slice(..n)
+    }
+
+    /// The CRLF that closes a chunk's data.
+    fn chunk_suffix(&self, data: &[u8]) -> &'static [u8] {
+        if self.chunked() && !data.is_empty() {
+            b"\r\n"
+        } else {
+            b""
+        }
+    }
+
+    /// Ends the body; returns the bytes that close it on the wire.
+    fn finish(&mut self) -> &'static [u8] {
+        if self.finished {
+            return b"";
+        }
+        self.finished = true;
+        match self.framing {
+            BodyFraming::Chunked => b"0\r\n\r\n",
+            _ => b"",
+        }
+    }
+
+    /// True when the client got a complete, well-framed response.
+    fn complete(&self) -> bool {
+        match self.framing {
+            BodyFraming::Length(n) => self.written == n,
+            BodyFraming::CloseDelimited => false,
+            BodyFraming::Empty | BodyFraming::Chunked => self.started && self.finished,
+        }
+    }
+}

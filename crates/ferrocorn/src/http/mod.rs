@@ -1,0 +1,11 @@
+//! HTTP/1.1 on a byte stream: request parsing, body decoding, response encoding, connections.
+//! Everything protocol-specific stays inside this module.
+
+pub mod body;
+pub mod chunked;
+pub(crate) mod conn;
+pub mod error;
+pub mod request;
+pub mod response;
+
+pub use conn::ConnConfig;

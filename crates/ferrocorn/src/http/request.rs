@@ -1,0 +1,507 @@
+//! Parsing and validating a request head (RFC 9112 §2–§6) into a [`RequestHead`].
+//!
+//! `httparse` does the tokenising; this module adds what RFC 9112 asks of a server on top of it:
+//! Gunicorn's size limits, exactly one Host in HTTP/1.1, message framing that cannot be read two
+//! ways (no Content-Length beside Transfer-Encoding, chunked last and once), and a request target
+//! of visible ASCII only.
+
+use super::error::RequestError;
+
+/// HTTP version of a request (only 1.0 and 1.1 are spoken on HTTP/1 connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "HTTP/1.0",
+            Self::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the request body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Gunicorn's request limits (`--limit-request-line`, `--limit-request-fields`,
+/// `--limit-request-field_size`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_line: usize,
+    pub fields: usize,
+    pub field_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_line: 4094,
+            fields: 100,
+            field_size: 8190,
+        }
+    }
+}
+
+impl Limits {
+    /// The most bytes a whole head may take: the line, every field, and their line ends.
+    pub fn max_head(&self) -> usize {
+        self.request_line + 2 + self.fields * (self.field_size + 2) + 2
+    }
+}
+
+/// One header field as received: the name as sent (case kept), the value with surrounding
+/// whitespace removed (RFC 9112 §5.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: Box<str>,
+    pub value: Box<[u8]>,
+}
+
+/// A parsed, validated request head.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Box<str>,
+    /// The request target exactly as sent (visible ASCII).
+    pub target: Box<str>,
+    pub version: Version,
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    /// The connection should stay open after the response (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent (RFC 9110 §10.1.1).
+    pub expect_continue: bool,
+}
+
+impl RequestHead {
+    /// The target's path, without the query, for origin-form and absolute-form targets.
+    pub fn path(&self) -> &str {
+        let t = &*self.target;
+        let t = match t.find("://") {
+            Some(i) if !t.starts_with('/') => {
+                let rest = &t[i + 3..];
+                rest.find('/').map_or("", |j| &rest[j..])
+            }
+            _ => t,
+        };
+        let end = t.find(['?', '#']).unwrap_or(t.len());
+        &t[..end]
+    }
+
+    /// The raw query string (after `?`, before any `#`), empty when there is none.
+    pub fn query(&self) -> &str {
+        let t = &*self.target;
+        match t.find('?') {
+            Some(i) => {
+                let q = &t[i + 1..];
+                &q[..q.find('#').unwrap_or(q.len())]
+            }
+            None => "",
+        }
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| &*h.value)
+    }
+}
+
+/// Parses the head at the start of `buf`. `Ok(None)` means more bytes are needed; on success the
+/// head and the number of bytes it used are returned.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, RequestError> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line_end = buf[start..].iter().position(|&b| b == b'\n');
+    match line_end {
+        None if buf.len() - start > limits.request_line + 1 => {
+            return Err(RequestError::LineTooLong(limits.request_line))
+        }
+        None => return Ok(None),
+        Some(n) => {
+            let line = &buf[start..start + n];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > limits.request_line {
+                return Err(RequestError::LineTooLong(limits.request_line));
+            }
+            check_request_line(line)?;
+        }
+    }
+
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.fields];
+    let mut req = httparse::Request::new(&mut slots);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_head() {
+                return Err(RequestError::HeaderTooLarge(limits.field_size));
+            }
+            check_partial_fields(buf, limits)?;
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(RequestError::TooManyHeaders(limits.fields))
+        }
+        Err(e) => return Err(classify(e, buf)),
+    };
+
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        _ => Version::Http11,
+    };
+    check_target(method, target)?;
+
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        if h.name.len() + 2 + h.value.len() > limits.field_size {
+            return Err(RequestError::HeaderTooLarge(limits.field_size));
+        }
+        headers.push(Header {
+            name: h.name.into(),
+            value: trim_ows(h.value).into(),
+        });
+    }
+    let framing = framing(version, &headers)?;
+    let (keep_alive, expect_continue) = connection_options(version, &headers)?;
+    Ok(Some((
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            version,
+            headers,
+            framing,
+            keep_alive,
+            expect_continue,
+        },
+        used,
+    )))
+}
+
+/// The request line's own checks, before the fields are parsed: `method SP target SP version`,
+/// single spaces (RFC 9112 §3), a target of visible ASCII (RFC 9112 §3.2, RFC 3986).
+fn check_request_line(line: &[u8]) -> Result<(), RequestError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(RequestError::RequestLine);
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(RequestError::Method);
+    }
+    if target.is_empty() || !target.iter().all(|&b| b.is_ascii_graphic()) {
+        return Err(RequestError::Target);
+    }
+    match version {
+        b"HTTP/1.1" | b"HTTP/1.0" => Ok(()),
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(RequestError::Version)
+        }
+        _ => Err(RequestError::VersionSyntax),
+    }
+}
+
+/// While the head is still incomplete, refuse a field line that is already over the limit, so
+/// a client cannot make us buffer up to the whole-head limit one field at a time.
+fn check_partial_fields(buf: &[u8], limits: &Limits) -> Result<(), RequestError> {
+    let tail = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &buf[i + 1..],
+        None => return Ok(()),
+    };
+    if tail.len() > limits.field_size + 1 {
+        return Err(RequestError::HeaderTooLarge(limits.field_size));
+    }
+    Ok(())
+}
+
+fn classify(e: httparse::Error, buf: &[u8]) -> RequestError {
+    match e {
+        httparse::Error::HeaderName => {
+            // A field line that starts with whitespace is obs-fold (RFC 9112 §5.2).
+            let folded = buf
+                .windows(2)
+                .any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'));
+            if folded {
+                RequestError::LineFolding
+            } else {
+                RequestError::HeaderName
+            }
+        }
+        httparse::Error::HeaderValue => RequestError::HeaderValue,
+        httparse::Error::NewLine => RequestError::NewLine,
+        httparse::Error::Version => RequestError::VersionSyntax,
+        httparse::Error::Token | httparse::Error::Status => RequestError::RequestLine,
+        httparse::Error::TooManyHeaders => RequestError::TooManyHeaders(0),
+    }
+}
+
+/// RFC 9112 §3.2: origin-form for most methods, absolute-form from proxies, authority-form only
+/// for CONNECT and asterisk-form only for OPTIONS.
+fn check_target(method: &str, target: &str) -> Result<(), RequestError> {
+    let ok = if target.starts_with('/') {
+        true
+    } else if target == "*" {
+        method == "OPTIONS"
+    } else if method == "CONNECT" {
+        !target.contains('/')
+    } else {
+        let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+        lower.starts_with("http://") || lower.starts_with("https://")
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(RequestError::Target)
+    }
+}
+
+/// RFC 9112 §6.1–§6.3: decides how the body is delimited, refusing anything a proxy in front of
+/// us could read another way (the root of request smuggling).
+fn framing(version: Version, headers: &[Header]) -> Result<Framing, RequestError> {
+    let mut length: Option<u64> = None;
+    let mut codings: Vec<String> = Vec::new();
+    let mut has_te = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(&h.value).ok_or(RequestError::ContentLength)?;
+            if length.is_some_and(|prev| prev != n) {
+                return Err(RequestError::ContentLength);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            has_te = true;
+            let value = std::str::from_utf8(&h.value).map_err(|_| RequestError::UnsupportedEncoding)?;
+            for coding in value.split(',') {
+                let coding = coding.trim_matches([' ', '\t']);
+                if coding.is_empty() {
+                    continue;
+                }
+                codings.push(coding.to_ascii_lowercase());
+            }
+        }
+    }
+    if !has_te {
+        return Ok(length.map_or(Framing::None, Framing::Length));
+    }
+    if version == Version::Http10 {
+        return Err(RequestError::EncodingInHttp10);
+    }
+    if length.is_some() {
+        return Err(RequestError::LengthAndEncoding);
+    }
+    let chunked_count = codings.iter().filter(|c| *c == "chunked").count();
+    match codings.last().map(String::as_str) {
+        Some("chunked") if chunked_count == 1 => {}
+        _ if chunked_count > 0 || codings.is_empty() => return Err(RequestError::ChunkedNotLast),
+        _ => return Err(RequestError::UnsupportedEncoding),
+    }
+    // Only plain chunked is decoded; gzip/deflate underneath it are not implemented.
+    if codings.len() > 1 {
+        return Err(RequestError::UnsupportedEncoding);
+    }
+    Ok(Framing::Chunked)
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): no sign, no spaces inside, no list.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Host rules (RFC 9112 §3.2), the `Connection` options and `Expect`.
+fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, bool), RequestError> {
+    let mut hosts = 0;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut expect_continue = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for opt in h.value.split(|&b| b == b',') {
+                let opt = trim_ows(opt);
+                if opt.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if opt.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = version == Version::Http11;
+        }
+    }
+    if hosts > 1 {
+        return Err(RequestError::DuplicateHost);
+    }
+    if hosts == 0 && version == Version::Http11 {
+        return Err(RequestError::MissingHost);
+    }
+    let persistent = match version {
+        Version::Http11 => !close,
+        Version::Http10 => keep_alive && !close,
+    };
+    Ok((persistent, expect_continue))
+}
+
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// `tchar` from RFC 9110 §5.6.2.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<Option<RequestHead>, RequestError> {
+        parse_head(raw, &Limits::default()).map(|o| o.map(|(h, _)| h))
+    }
+
+    fn err(raw: &[u8]) -> RequestError {
+        match parse(raw) {
+            Err(e) => e,
+            Ok(h) => panic!("expected an error for {:?}, got {h:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = parse(b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(&*h.method, "GET");
+        assert_eq!(h.path(), "/a/b");
+        assert_eq!(h.query(), "x=1&y=%20");
+        assert_eq!(h.version, Version::Http11);
+        assert_eq!(h.framing, Framing::None);
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        let full = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n";
+        for i in 0..full.len() {
+            assert!(parse(&full[..i]).unwrap().is_none(), "prefix {i}");
+        }
+        let (h, used) = parse_head(full, &Limits::default()).unwrap().unwrap();
+        assert_eq!(used, full.len());
+        assert_eq!(h.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn absolute_form_path() {
+        let h = parse(b"GET http://example.com/p?q HTTP/1.1\r\nHost: e\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.path(), "/p");
+        assert_eq!(h.query(), "q");
+    }
+
+    #[test]
+    fn http10_keep_alive_rules() {
+        let h = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        assert!(h.keep_alive);
+        let h = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn refusals_and_their_statuses() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET /\r\n\r\n", 400),
+            (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+            (b"GET / FOO/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            (b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ];
+        for (raw, status) in cases {
+            assert_eq!(err(raw).status(), *status, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn same_content_length_twice_is_accepted() {
+        let h = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn limits() {
+        let limits = Limits::default();
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(err(long.as_bytes()).status(), 414);
+        // Even before the line is complete.
+        let long = format!("GET /{}", "a".repeat(5000));
+        assert_eq!(err(long.as_bytes()).status(), 414);
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+        assert_eq!(err(raw.as_bytes()).status(), 431);
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "v".repeat(8190));
+        assert_eq!(err(big.as_bytes()).status(), 431);
+        let partial = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}", "v".repeat(9000));
+        assert_eq!(err(partial.as_bytes()).status(), 431);
+        let at_limit = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "v".repeat(8190 - 3));
+        assert!(parse_head(at_limit.as_bytes(), &limits).unwrap().is_some());
+    }
+
+    #[test]
+    fn expect_continue_only_in_http11() {
+        let h = parse(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.expect_continue);
+        let h = parse(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let h = parse(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        assert_eq!(&*h.method, "GET");
+    }
+}

@@ -1,0 +1,311 @@
+//! Validating a response head handed over by the app and encoding it for HTTP/1.x.
+//!
+//! An app can never split a response: names must be tokens, values may hold no CR, LF or other
+//! control character (RFC 9110 §5.5), and hop-by-hop fields are refused (PEP 3333, "Other HTTP
+//! Features"): framing and connection management belong to the server.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, BytesMut};
+
+use super::error::{RequestError, ResponseError};
+use super::request::{is_tchar, trim_ows, Version};
+
+pub const SERVER: &str = concat!("ferrocorn/", env!("CARGO_PKG_VERSION"));
+
+/// A validated response head from the app.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The app's own `Content-Length`, when it sent one.
+    pub content_length: Option<u64>,
+    has_date: bool,
+    has_server: bool,
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl ResponseHead {
+    /// Validates a WSGI status line (`"200 OK"`) and header list.
+    pub fn new(status: &str, headers: Vec<(String, Vec<u8>)>) -> Result<Self, ResponseError> {
+        let (status, reason) = parse_status(status)?;
+        let mut content_length = None;
+        let mut has_date = false;
+        let mut has_server = false;
+        for (name, value) in &headers {
+            if name.is_empty() || !name.bytes().all(is_tchar) {
+                return Err(ResponseError::HeaderName(name.clone()));
+            }
+            if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(ResponseError::HeaderValue(name.clone()));
+            }
+            let lower = name.to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lower.as_str()) {
+                return Err(ResponseError::HopByHop(name.clone()));
+            }
+            match lower.as_str() {
+                "content-length" => {
+                    let text = String::from_utf8_lossy(value);
+                    let n = trim_ows(value)
+                        .iter()
+                        .try_fold(0u64, |n, &d| {
+                            d.is_ascii_digit()
+                                .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                                .flatten()
+                        })
+                        .filter(|_| !trim_ows(value).is_empty())
+                        .ok_or_else(|| ResponseError::ContentLength(text.to_string()))?;
+                    if content_length.is_some_and(|prev| prev != n) {
+                        return Err(ResponseError::ContentLength(text.to_string()));
+                    }
+                    content_length = Some(n);
+                }
+                "date" => has_date = true,
+                "server" => has_server = true,
+                _ => {}
+            }
+        }
+        Ok(Self {
+            status,
+            reason: reason.to_owned(),
+            headers,
+            content_length,
+            has_date,
+            has_server,
+        })
+    }
+
+    /// A plain-text response the server itself sends (errors).
+    pub fn plain(status: u16, reason: &str) -> Self {
+        Self {
+            status,
+            reason: reason.to_owned(),
+            headers: vec![("Content-Type".into(), b"text/plain; charset=utf-8".to_vec())],
+            content_length: None,
+            has_date: false,
+            has_server: false,
+        }
+    }
+
+    /// True when this status never carries a body (RFC 9110 §6.4.1).
+    pub fn bodiless(&self) -> bool {
+        self.status < 200 || self.status == 204 || self.status == 304
+    }
+}
+
+/// `status = 3DIGIT SP reason-phrase`, where the reason may be empty but not contain controls.
+fn parse_status(line: &str) -> Result<(u16, &str), ResponseError> {
+    let bad = || ResponseError::Status(line.to_owned());
+    let bytes = line.as_bytes();
+    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let code: u16 = line[..3].parse().map_err(|_| bad())?;
+    if !(200..=599).contains(&code) {
+        return Err(bad());
+    }
+    let reason = match &line[3..] {
+        "" => "",
+        rest if rest.starts_with(' ') => &rest[1..],
+        _ => return Err(bad()),
+    };
+    if reason.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(bad());
+    }
+    Ok((code, reason))
+}
+
+/// How the body of a response is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body is sent (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 without a length: the body ends when the connection closes.
+    CloseDelimited,
+}
+
+/// Writes the status line and header section.
+pub fn encode_head(
+    head: &ResponseHead,
+    version: Version,
+    framing: BodyFraming,
+    declared_length: Option<u64>,
+    keep_alive: bool,
+    out: &mut BytesMut,
+) {
+    out.reserve(256 + head.headers.len() * 48);
+    out.put_slice(version.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(&itoa3(head.status));
+    out.put_u8(b' ');
+    out.put_slice(head.reason.as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in &head.headers {
+        if framing == BodyFraming::Chunked && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    if !head.has_server {
+        out.put_slice(b"Server: ");
+        out.put_slice(SERVER.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if !head.has_date {
+        out.put_slice(b"Date: ");
+        with_date(|d| out.put_slice(d.as_bytes()));
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        BodyFraming::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::Length(n) if head.content_length.is_none() => {
+            let mut s = String::with_capacity(24);
+            let _ = write!(s, "Content-Length: {n}\r\n");
+            out.put_slice(s.as_bytes());
+        }
+        BodyFraming::Empty if head.content_length.is_none() && !head.bodiless() => {
+            // A HEAD response: announce the length the GET would have had, when known.
+            if let Some(n) = declared_length {
+                let mut s = String::with_capacity(24);
+                let _ = write!(s, "Content-Length: {n}\r\n");
+                out.put_slice(s.as_bytes());
+            }
+        }
+        _ => {}
+    }
+    match (version, keep_alive) {
+        (Version::Http11, false) => out.put_slice(b"Connection: close\r\n"),
+        (Version::Http10, true) => out.put_slice(b"Connection: keep-alive\r\n"),
+        _ => {}
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn itoa3(n: u16) -> [u8; 3] {
+    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+}
+
+/// The canonical reason phrase for a status the server sends itself.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// A complete error response with a short plain-text body naming the problem; the connection is
+/// closed after it.
+pub fn error_response(status: u16, message: &str, version: Version) -> BytesMut {
+    let body = format!("{} {}: {}\n", status, reason(status), message);
+    let mut head = ResponseHead::plain(status, reason(status));
+    head.content_length = None;
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    encode_head(&head, version, BodyFraming::Length(body.len() as u64), None, false, &mut out);
+    out.put_slice(body.as_bytes());
+    out
+}
+
+/// The response to a request the parser refused.
+pub fn request_error_response(err: &RequestError) -> BytesMut {
+    error_response(err.status(), &err.to_string(), Version::Http11)
+}
+
+thread_local! {
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Calls `f` with the current IMF-fixdate, formatted at most once a second per thread.
+pub fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if cache.0 != secs {
+            *cache = (secs, httpdate::fmt_http_date(now));
+        }
+        f(&cache.1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: &str, headers: &[(&str, &[u8])]) -> Result<ResponseHead, ResponseError> {
+        ResponseHead::new(
+            status,
+            headers.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect(),
+        )
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(head("200 OK", &[]).unwrap().status, 200);
+        let h = head("299 Custom Reason", &[]).unwrap();
+        assert_eq!((h.status, h.reason.as_str()), (299, "Custom Reason"));
+        for bad in ["20 OK", "2000 OK", "abc OK", "200OK", "099 X", "600 X", "200 a\r\nX: y", ""] {
+            assert!(matches!(head(bad, &[]), Err(ResponseError::Status(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        assert!(matches!(
+            head("200 OK", &[("X-A", b"a\r\nSet-Cookie: x")]),
+            Err(ResponseError::HeaderValue(_))
+        ));
+        assert!(matches!(head("200 OK", &[("X A", b"a")]), Err(ResponseError::HeaderName(_))));
+        assert!(matches!(head("200 OK", &[("X\nA", b"a")]), Err(ResponseError::HeaderName(_))));
+        for hop in ["Connection", "Transfer-Encoding", "keep-alive", "Upgrade"] {
+            assert!(matches!(head("200 OK", &[(hop, b"x")]), Err(ResponseError::HopByHop(_))), "{hop}");
+        }
+        assert!(head("200 OK", &[("X-Latin", b"caf\xe9")]).is_ok());
+    }
+
+    #[test]
+    fn content_length_is_read() {
+        assert_eq!(head("200 OK", &[("Content-Length", b"12")]).unwrap().content_length, Some(12));
+        assert!(head("200 OK", &[("Content-Length", b"-1")]).is_err());
+        assert!(head("200 OK", &[("Content-Length", b"")]).is_err());
+    }
+
+    #[test]
+    fn encodes_head() {
+        let h = head("200 OK", &[("Content-Type", b"text/plain")]).unwrap();
+        let mut out = BytesMut::new();
+        encode_head(&h, Version::Http11, BodyFraming::Chunked, None, false, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: ferrocorn/"));
+        assert!(text.contains("\r\nDate: "));
+        assert!(text.ends_with("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
+    }
+}

@@ -1,0 +1,10 @@
+//! ferrocorn's core: settings, listeners, the HTTP/1.1 server and the worker that runs it.
+//! Nothing here depends on Python; the WSGI side plugs in through [`app::App`].
+
+pub mod app;
+pub mod bind;
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod net;
+pub mod worker;

@@ -1,0 +1,120 @@
+//! Accepted connections over TCP or a unix socket, behind one type, with sendfile(2).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::app::{Local, Peer};
+
+/// A bound, listening socket owned by a worker.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    pub async fn accept(&self) -> io::Result<(Stream, Peer, Local)> {
+        match self {
+            Self::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                let local = s.local_addr()?;
+                Ok((Stream::Tcp(s), Peer::Tcp(peer), Local::Tcp(local)))
+            }
+            Self::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                Ok((Stream::Unix(s), Peer::Unix, Local::Unix(path.clone())))
+            }
+        }
+    }
+}
+
+/// One client connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Sends `len` bytes of `file` starting at `offset`, zero-copy; returns the bytes sent
+    /// (fewer than `len` only if the file was shorter).
+    pub async fn sendfile(&self, file: &File, mut offset: u64, len: u64) -> io::Result<u64> {
+        let mut sent = 0u64;
+        while sent < len {
+            let chunk = usize::try_from(len - sent).unwrap_or(usize::MAX).min(1 << 30);
+            let n = match self {
+                Self::Tcp(s) => s.async_io(Interest::WRITABLE, || sendfile_once(s, file, &mut offset, chunk)).await?,
+                Self::Unix(s) => s.async_io(Interest::WRITABLE, || sendfile_once(s, file, &mut offset, chunk)).await?,
+            };
+            if n == 0 {
+                break;
+            }
+            sent += n as u64;
+        }
+        Ok(sent)
+    }
+}
+
+fn sendfile_once(sock: &impl AsRawFd, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
+    let mut off = libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both descriptors are open for the duration of the call and `off` is a valid
+    // pointer to a local; sendfile(2) reads the file and writes the socket, nothing more.
+    let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = off as u64;
+    Ok(n as usize)
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
