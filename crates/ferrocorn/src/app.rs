@@ -34,10 +34,11 @@ pub struct Request {
     pub local: Local,
 }
 
-/// A unit of work for an app thread: the request and the channel back to its connection.
+/// A unit of work for an app thread: the request, its body, and the way back to its connection.
 pub struct Exchange {
     pub request: Request,
-    pub responder: Responder,
+    pub body: BodyStream,
+    pub response: ResponseSink,
 }
 
 /// The application: runs on each of the worker's app threads.
@@ -69,7 +70,11 @@ pub(crate) enum AppMsg {
     },
     Data(Bytes),
     /// Send `len` bytes of `file` from `offset` with sendfile(2).
-    File { file: File, offset: u64, len: u64 },
+    File {
+        file: File,
+        offset: u64,
+        len: u64,
+    },
     /// The response is complete.
     End,
     /// The app failed after the head was sent: close the connection without completing it.
@@ -81,29 +86,29 @@ pub(crate) enum AppMsg {
 #[error("client disconnected")]
 pub struct Disconnected;
 
-/// The app side of one exchange. Every method blocks, so call them with the GIL released.
-pub struct Responder {
+/// The request body as the app reads it. Blocking: call with the GIL released.
+pub struct BodyStream {
     pub(crate) tx: mpsc::Sender<AppMsg>,
-    pub(crate) body_rx: mpsc::Receiver<Result<Bytes, BodyError>>,
-    pub(crate) body_done: bool,
-    pub(crate) body_error: Option<BodyError>,
+    pub(crate) rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+    pub(crate) done: bool,
+    pub(crate) error: Option<BodyError>,
 }
 
-impl Responder {
+impl BodyStream {
     /// Reads the next piece of the request body (at most `max` bytes); empty at its end.
-    pub fn read_body(&mut self, max: usize) -> Result<Bytes, BodyError> {
-        if let Some(e) = &self.body_error {
+    pub fn read(&mut self, max: usize) -> Result<Bytes, BodyError> {
+        if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        if self.body_done {
+        if self.done {
             return Ok(Bytes::new());
         }
         if self.tx.blocking_send(AppMsg::ReadBody(max.max(1))).is_err() {
             return Err(self.fail(BodyError::Io("connection closed".into())));
         }
-        match self.body_rx.blocking_recv() {
+        match self.rx.blocking_recv() {
             Some(Ok(b)) => {
-                self.body_done = b.is_empty();
+                self.done = b.is_empty();
                 Ok(b)
             }
             Some(Err(e)) => Err(self.fail(e)),
@@ -111,17 +116,37 @@ impl Responder {
         }
     }
 
+    /// True when the whole body has been read (or there was none).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     fn fail(&mut self, e: BodyError) -> BodyError {
-        self.body_error = Some(e.clone());
+        self.error = Some(e.clone());
         e
     }
 
     /// The error the body ended with, if reading it failed.
-    pub fn body_error(&self) -> Option<&BodyError> {
-        self.body_error.as_ref()
+    pub fn error(&self) -> Option<&BodyError> {
+        self.error.as_ref()
     }
+}
 
-    pub fn send_head(&self, head: ResponseHead, body: Bytes, last: bool) -> Result<(), Disconnected> {
+/// Where the app's response goes. Sends block only when the connection is behind, so callers
+/// check [`ResponseSink::has_room`] to decide whether to release the GIL first.
+#[derive(Clone)]
+pub struct ResponseSink {
+    pub(crate) tx: mpsc::Sender<AppMsg>,
+}
+
+impl ResponseSink {
+    /// The head, with the first body bytes; `last` when the response is complete with them.
+    pub fn send_head(
+        &self,
+        head: ResponseHead,
+        body: Bytes,
+        last: bool,
+    ) -> Result<(), Disconnected> {
         self.send(AppMsg::Head {
             head: Box::new(head),
             body,
@@ -148,15 +173,16 @@ impl Responder {
     }
 
     fn send(&self, msg: AppMsg) -> Result<(), Disconnected> {
-        // Most sends find room in the channel; only a full one needs to block.
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(msg)) => self.tx.blocking_send(msg).map_err(|_| Disconnected),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.tx.blocking_send(msg).map_err(|_| Disconnected)
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Disconnected),
         }
     }
 
-    /// True when the send would not block (used to decide whether to release the GIL).
+    /// True when a send will not block.
     pub fn has_room(&self) -> bool {
         self.tx.capacity() > 0
     }

@@ -52,7 +52,11 @@ impl FromStr for BindAddr {
             }
         };
         let port = port.parse::<u16>().map_err(|_| bad())?;
-        let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
+        let host = if host.is_empty() {
+            "0.0.0.0".to_owned()
+        } else {
+            host
+        };
         Ok(Self::Tcp { host, port })
     }
 }
@@ -98,27 +102,30 @@ pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Vec<BoundListener>, BindErr
             }) {
                 let _ = std::fs::remove_file(path);
             }
-            let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| BindError::Bind(addr.to_string(), e))?;
-            let sa = socket2::SockAddr::unix(path).map_err(|e| BindError::Bind(addr.to_string(), e))?;
-            sock.bind(&sa).map_err(|e| BindError::Bind(addr.to_string(), e))?;
-            sock.listen(backlog).map_err(|e| BindError::Bind(addr.to_string(), e))?;
-            Ok(vec![BoundListener::Unix(UnixListener::from(std::os::fd::OwnedFd::from(sock)), path.clone())])
+            let sock = Socket::new(Domain::UNIX, Type::STREAM, None)
+                .map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            let sa =
+                socket2::SockAddr::unix(path).map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            sock.bind(&sa)
+                .map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            sock.listen(backlog)
+                .map_err(|e| BindError::Bind(addr.to_string(), e))?;
+            Ok(vec![BoundListener::Unix(
+                UnixListener::from(std::os::fd::OwnedFd::from(sock)),
+                path.clone(),
+            )])
         }
         BindAddr::Tcp { host, port } => {
-            let addrs: Vec<SocketAddr> = (host.as_str(), *port)
+            // Like Gunicorn: a name such as "localhost" binds its first address only.
+            let sa: SocketAddr = (host.as_str(), *port)
                 .to_socket_addrs()
                 .map_err(|e| BindError::Resolve(addr.to_string(), e))?
-                .collect();
-            let mut out = Vec::new();
-            for sa in addrs {
-                out.push(BoundListener::Tcp(bind_tcp(sa, backlog).map_err(|e| BindError::Bind(sa.to_string(), e))?));
-                // Like Gunicorn: a name such as "localhost" binds its first address only.
-                break;
-            }
-            if out.is_empty() {
-                return Err(BindError::Resolve(addr.to_string(), std::io::ErrorKind::NotFound.into()));
-            }
-            Ok(out)
+                .next()
+                .ok_or_else(|| {
+                    BindError::Resolve(addr.to_string(), std::io::ErrorKind::NotFound.into())
+                })?;
+            let listener = bind_tcp(sa, backlog).map_err(|e| BindError::Bind(sa.to_string(), e))?;
+            Ok(vec![BoundListener::Tcp(listener)])
         }
     }
 }
@@ -140,12 +147,24 @@ mod tests {
 
     #[test]
     fn parses_bind_forms() {
-        let tcp = |h: &str, p| BindAddr::Tcp { host: h.into(), port: p };
-        assert_eq!("127.0.0.1:4000".parse::<BindAddr>().unwrap(), tcp("127.0.0.1", 4000));
+        let tcp = |h: &str, p| BindAddr::Tcp {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(
+            "127.0.0.1:4000".parse::<BindAddr>().unwrap(),
+            tcp("127.0.0.1", 4000)
+        );
         assert_eq!("[::1]:4000".parse::<BindAddr>().unwrap(), tcp("::1", 4000));
-        assert_eq!("localhost".parse::<BindAddr>().unwrap(), tcp("localhost", 8000));
+        assert_eq!(
+            "localhost".parse::<BindAddr>().unwrap(),
+            tcp("localhost", 8000)
+        );
         assert_eq!(":5000".parse::<BindAddr>().unwrap(), tcp("0.0.0.0", 5000));
-        assert_eq!("unix:/tmp/a.sock".parse::<BindAddr>().unwrap(), BindAddr::Unix("/tmp/a.sock".into()));
+        assert_eq!(
+            "unix:/tmp/a.sock".parse::<BindAddr>().unwrap(),
+            BindAddr::Unix("/tmp/a.sock".into())
+        );
         for bad in ["127.0.0.1:http", "::1:80", "[::1", "unix:", "h:70000"] {
             assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
         }

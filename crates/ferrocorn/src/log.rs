@@ -16,7 +16,13 @@ pub fn init(level: LogLevel) {
 
 /// Writes one formatted line (or several, for a multi-line message) to stderr.
 pub fn write_line(level: &str, message: &str) {
-    let line = format!("[{}] [{}] [{}] {}\n", timestamp(), std::process::id(), level, message);
+    let line = format!(
+        "[{}] [{}] [{}] {}\n",
+        timestamp(),
+        std::process::id(),
+        level,
+        message
+    );
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(line.as_bytes());
     let _ = err.flush();

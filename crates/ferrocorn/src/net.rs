@@ -46,10 +46,22 @@ impl Stream {
     pub async fn sendfile(&self, file: &File, mut offset: u64, len: u64) -> io::Result<u64> {
         let mut sent = 0u64;
         while sent < len {
-            let chunk = usize::try_from(len - sent).unwrap_or(usize::MAX).min(1 << 30);
+            let chunk = usize::try_from(len - sent)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
             let n = match self {
-                Self::Tcp(s) => s.async_io(Interest::WRITABLE, || sendfile_once(s, file, &mut offset, chunk)).await?,
-                Self::Unix(s) => s.async_io(Interest::WRITABLE, || sendfile_once(s, file, &mut offset, chunk)).await?,
+                Self::Tcp(s) => {
+                    s.async_io(Interest::WRITABLE, || {
+                        sendfile_once(s, file, &mut offset, chunk)
+                    })
+                    .await?
+                }
+                Self::Unix(s) => {
+                    s.async_io(Interest::WRITABLE, || {
+                        sendfile_once(s, file, &mut offset, chunk)
+                    })
+                    .await?
+                }
             };
             if n == 0 {
                 break;
@@ -60,8 +72,14 @@ impl Stream {
     }
 }
 
-fn sendfile_once(sock: &impl AsRawFd, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
-    let mut off = libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+fn sendfile_once(
+    sock: &impl AsRawFd,
+    file: &File,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: both descriptors are open for the duration of the call and `off` is a valid
     // pointer to a local; sendfile(2) reads the file and writes the socket, nothing more.
     let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
@@ -73,7 +91,11 @@ fn sendfile_once(sock: &impl AsRawFd, file: &File, offset: &mut u64, count: usiz
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
@@ -82,7 +104,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),

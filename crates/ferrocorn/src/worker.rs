@@ -32,7 +32,13 @@ pub enum Exit {
 }
 
 /// Serves `listeners` until a stop signal, then returns.
-pub fn run(listeners: Vec<BoundListener>, app: Arc<dyn App>, config: WorkerConfig) -> std::io::Result<Exit> {
+/// `on_ready` runs once the worker accepts connections and handles stop signals.
+pub fn run(
+    listeners: Vec<BoundListener>,
+    app: Arc<dyn App>,
+    config: WorkerConfig,
+    on_ready: impl FnOnce(),
+) -> std::io::Result<Exit> {
     let (jobs_tx, jobs_rx) = async_channel::bounded(config.threads.max(1));
     let threads: Vec<JoinHandle<()>> = (0..config.threads.max(1))
         .map(|i| {
@@ -45,7 +51,9 @@ pub fn run(listeners: Vec<BoundListener>, app: Arc<dyn App>, config: WorkerConfi
         .collect::<Result<_, _>>()?;
     drop(jobs_rx);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let graceful = config.graceful_timeout;
     runtime.block_on(async move {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -58,15 +66,25 @@ pub fn run(listeners: Vec<BoundListener>, app: Arc<dyn App>, config: WorkerConfi
         let (alive, mut idle) = mpsc::channel::<()>(1);
         for listener in listeners {
             let listener = into_tokio(listener)?;
-            tokio::spawn(accept_loop(listener, Arc::clone(&ctx), alive.clone(), shutdown_rx.clone()));
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&ctx),
+                alive.clone(),
+                shutdown_rx.clone(),
+            ));
         }
         drop(alive);
-        wait_for_stop().await?;
+        let stop = StopSignals::new()?;
+        on_ready();
+        stop.wait().await;
         log::info!("Shutting down: stopping new connections, finishing in-flight requests");
         let _ = shutdown_tx.send(true);
         drop(ctx);
         if tokio::time::timeout(graceful, idle.recv()).await.is_err() {
-            log::warn!("Graceful timeout ({}s) reached: closing the remaining connections", graceful.as_secs());
+            log::warn!(
+                "Graceful timeout ({}s) reached: closing the remaining connections",
+                graceful.as_secs()
+            );
         }
         Ok::<(), std::io::Error>(())
     })?;
@@ -100,7 +118,12 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
     })
 }
 
-async fn accept_loop(listener: Listener, ctx: Arc<ConnCtx>, alive: mpsc::Sender<()>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: Listener,
+    ctx: Arc<ConnCtx>,
+    alive: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -124,14 +147,27 @@ async fn accept_loop(listener: Listener, ctx: Arc<ConnCtx>, alive: mpsc::Sender<
     }
 }
 
-async fn wait_for_stop() -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut quit = signal(SignalKind::quit())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = quit.recv() => {}
+/// The signals that stop a worker, registered before it reports ready.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.quit.recv() => {}
+        }
+    }
 }

@@ -48,7 +48,10 @@ impl BodyReader {
                 Self::Done => return Ok(Bytes::new()),
                 Self::Length(remaining) => {
                     if !buf.is_empty() {
-                        let n = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len()).min(max);
+                        let n = usize::try_from(*remaining)
+                            .unwrap_or(usize::MAX)
+                            .min(buf.len())
+                            .min(max);
                         *remaining -= n as u64;
                         if *remaining == 0 {
                             *self = Self::Done;
@@ -71,7 +74,13 @@ impl BodyReader {
 
     /// Reads and discards what is left of the body, up to `limit` bytes. False when the body
     /// could not be finished that way (the connection must then be closed).
-    pub async fn drain(&mut self, io: &mut Stream, buf: &mut BytesMut, limit: u64, stall: Duration) -> bool {
+    pub async fn drain(
+        &mut self,
+        io: &mut Stream,
+        buf: &mut BytesMut,
+        limit: u64,
+        stall: Duration,
+    ) -> bool {
         let mut seen = 0u64;
         while !self.is_done() {
             if let Self::Length(n) = self {

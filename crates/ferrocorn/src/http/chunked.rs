@@ -68,15 +68,26 @@ impl ChunkedDecoder {
                         return Ok(Decoded::NeedMore);
                     };
                     let size = parse_size_line(&line)?;
-                    self.state = if size == 0 { State::Trailers } else { State::Data(size) };
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::Data(size)
+                    };
                 }
                 State::Data(remaining) => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
-                    let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len()).min(max.max(1));
+                    let n = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len())
+                        .min(max.max(1));
                     let left = remaining - n as u64;
-                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
                     return Ok(Decoded::Data(buf.split_to(n).freeze()));
                 }
                 State::DataEnd => {
@@ -93,7 +104,8 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::Trailers => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS, BodyError::TrailerTooLarge)? else {
+                    let Some(line) = take_line(buf, MAX_TRAILERS, BodyError::TrailerTooLarge)?
+                    else {
                         return Ok(Decoded::NeedMore);
                     };
                     self.trailer_bytes += line.len() + 2;
@@ -112,7 +124,11 @@ impl ChunkedDecoder {
 }
 
 /// Takes one CRLF-terminated line off `buf` (without the CRLF), or `None` if it is incomplete.
-fn take_line(buf: &mut BytesMut, limit: usize, too_long: BodyError) -> Result<Option<Bytes>, BodyError> {
+fn take_line(
+    buf: &mut BytesMut,
+    limit: usize,
+    too_long: BodyError,
+) -> Result<Option<Bytes>, BodyError> {
     match buf.iter().position(|&b| b == b'\n') {
         None if buf.len() > limit => Err(too_long),
         None => Ok(None),
@@ -144,7 +160,11 @@ fn parse_size_line(line: &[u8]) -> Result<u64, BodyError> {
     let ext = rest.trim_ascii_start();
     if ext.is_empty() {
         // Whitespace after the size with no extension is not in the grammar.
-        return if rest.is_empty() { Ok(size) } else { Err(BodyError::ChunkSize) };
+        return if rest.is_empty() {
+            Ok(size)
+        } else {
+            Err(BodyError::ChunkSize)
+        };
     }
     // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ): we ignore extensions but
     // refuse control characters in them.
@@ -181,7 +201,10 @@ const FORBIDDEN_TRAILERS: &[&str] = &[
 ];
 
 fn check_trailer(line: &[u8]) -> Result<(), BodyError> {
-    let colon = line.iter().position(|&b| b == b':').ok_or(BodyError::Trailer)?;
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(BodyError::Trailer)?;
     let name = &line[..colon];
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(BodyError::Trailer);
@@ -216,9 +239,13 @@ mod tests {
 
     #[test]
     fn decodes_chunks_extensions_and_trailers() {
-        let body = decode_all(b"5\r\nhello\r\n6;name=val\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n").unwrap();
+        let body = decode_all(b"5\r\nhello\r\n6;name=val\r\n world\r\n0\r\nX-Checksum: 1\r\n\r\n")
+            .unwrap();
         assert_eq!(body, b"hello world");
-        assert_eq!(decode_all(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap(), b"0123456789");
+        assert_eq!(
+            decode_all(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap(),
+            b"0123456789"
+        );
     }
 
     #[test]
@@ -229,11 +256,8 @@ mod tests {
         let mut out = Vec::new();
         for &b in input.iter() {
             buf.extend_from_slice(&[b]);
-            loop {
-                match dec.decode(&mut buf, 1024).unwrap() {
-                    Decoded::Data(d) => out.extend_from_slice(&d),
-                    Decoded::NeedMore | Decoded::End => break,
-                }
+            while let Decoded::Data(d) = dec.decode(&mut buf, 1024).unwrap() {
+                out.extend_from_slice(&d);
             }
         }
         assert!(dec.is_done());
@@ -254,7 +278,11 @@ mod tests {
             b"5\r\nhello\n0\r\n\r\n",
             b"\r\n",
         ] {
-            assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_all(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(
             decode_all(b"ffffffffffffffffffff\r\n"),
@@ -267,11 +295,17 @@ mod tests {
         for name in ["Content-Length", "Transfer-Encoding", "Host", "If-Match"] {
             let raw = format!("1\r\na\r\n0\r\n{name}: 5\r\n\r\n");
             assert!(
-                matches!(decode_all(raw.as_bytes()), Err(BodyError::ForbiddenTrailer(_))),
+                matches!(
+                    decode_all(raw.as_bytes()),
+                    Err(BodyError::ForbiddenTrailer(_))
+                ),
                 "{name}"
             );
         }
-        assert_eq!(decode_all(b"0\r\nbad name: x\r\n\r\n"), Err(BodyError::Trailer));
+        assert_eq!(
+            decode_all(b"0\r\nbad name: x\r\n\r\n"),
+            Err(BodyError::Trailer)
+        );
     }
 
     #[test]

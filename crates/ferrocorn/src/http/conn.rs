@@ -13,7 +13,7 @@ use super::body::BodyReader;
 use super::error::RequestError;
 use super::request::{parse_head, Limits, RequestHead, Version};
 use super::response::{encode_head, request_error_response, BodyFraming, ResponseHead};
-use crate::app::{AppMsg, Exchange, Local, Peer, Request, Responder};
+use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink};
 use crate::net::Stream;
 
 /// Settings every connection of a worker shares.
@@ -87,7 +87,9 @@ impl Conn {
                 Err(e) => {
                     log::debug!("{}: bad request: {e}", self.peer_text());
                     let resp = request_error_response(&e);
-                    let _ = tokio::time::timeout(self.ctx.config.io_timeout, self.io.write_all(&resp)).await;
+                    let _ =
+                        tokio::time::timeout(self.ctx.config.io_timeout, self.io.write_all(&resp))
+                            .await;
                     break;
                 }
             };
@@ -137,7 +139,11 @@ impl Conn {
             };
             match read {
                 Err(_) => {
-                    log::debug!("{}: {} timed out", self.peer_text(), if idle { "keep-alive" } else { "request head" });
+                    log::debug!(
+                        "{}: {} timed out",
+                        self.peer_text(),
+                        if idle { "keep-alive" } else { "request head" }
+                    );
                     return Ok(HeadRead::Closed);
                 }
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(HeadRead::Closed),
@@ -159,12 +165,13 @@ impl Conn {
                 peer: self.peer.clone(),
                 local: self.local.clone(),
             },
-            responder: Responder {
-                tx,
-                body_rx,
-                body_done: body.is_done(),
-                body_error: None,
+            body: BodyStream {
+                tx: tx.clone(),
+                rx: body_rx,
+                done: body.is_done(),
+                error: None,
             },
+            response: ResponseSink { tx },
         };
         if self.ctx.jobs.send(exchange).await.is_err() {
             return Err(());
@@ -183,7 +190,9 @@ impl Conn {
                         continue_sent = true;
                         self.write(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).await?;
                     }
-                    let r = body.read(&mut self.io, &mut self.buf, max, io_timeout).await;
+                    let r = body
+                        .read(&mut self.io, &mut self.buf, max, io_timeout)
+                        .await;
                     if let Err(e) = &r {
                         log::debug!("{}: request body: {e}", self.peer_text());
                     }
@@ -193,8 +202,18 @@ impl Conn {
                         writer.keep_alive = false;
                     }
                 }
-                AppMsg::Head { head, body: first, last } => {
-                    writer.start(*head, first.len(), last, self.shutting_down(), &mut self.out);
+                AppMsg::Head {
+                    head,
+                    body: first,
+                    last,
+                } => {
+                    writer.start(
+                        *head,
+                        first.len(),
+                        last,
+                        self.shutting_down(),
+                        &mut self.out,
+                    );
                     let data = writer.frame(&first, &mut self.out);
                     let suffix = writer.chunk_suffix(&data);
                     let tail = if last { writer.finish() } else { &b""[..] };
@@ -221,10 +240,13 @@ impl Conn {
                         if writer.chunked() {
                             self.write(&[format!("{len:x}\r\n").as_bytes()]).await?;
                         }
-                        let sent = tokio::time::timeout(io_timeout * 4, self.io.sendfile(&file, offset, len))
-                            .await
-                            .map_err(|_| ())?
-                            .map_err(|_| ())?;
+                        let sent = tokio::time::timeout(
+                            io_timeout * 4,
+                            self.io.sendfile(&file, offset, len),
+                        )
+                        .await
+                        .map_err(|_| ())?
+                        .map_err(|_| ())?;
                         writer.written += sent;
                         if sent < len {
                             // The file shrank under us: the framing promise is broken.
@@ -254,7 +276,12 @@ impl Conn {
                 return Ok(false);
             }
             let drained = body
-                .drain(&mut self.io, &mut self.buf, self.ctx.config.max_drain, io_timeout)
+                .drain(
+                    &mut self.io,
+                    &mut self.buf,
+                    self.ctx.config.max_drain,
+                    io_timeout,
+                )
                 .await;
             if !drained {
                 return Ok(false);
@@ -280,7 +307,11 @@ impl Conn {
 }
 
 async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
     let mut bufs = &mut slices[..];
     while !bufs.is_empty() {
         let n = io.write_vectored(bufs).await?;
@@ -321,7 +352,14 @@ impl Writer {
     }
 
     /// Decides the framing and encodes the head into `out`.
-    fn start(&mut self, head: ResponseHead, first_len: usize, last: bool, closing: bool, out: &mut BytesMut) {
+    fn start(
+        &mut self,
+        head: ResponseHead,
+        first_len: usize,
+        last: bool,
+        closing: bool,
+        out: &mut BytesMut,
+    ) {
         self.started = true;
         let known = head.content_length.or(last.then_some(first_len as u64));
         self.framing = if self.is_head || head.bodiless() {
@@ -337,7 +375,14 @@ impl Writer {
             self.keep_alive = false;
         }
         out.clear();
-        encode_head(&head, self.version, self.framing, known, self.keep_alive, out);
+        encode_head(
+            &head,
+            self.version,
+            self.framing,
+            known,
+            self.keep_alive,
+            out,
+        );
     }
 
     /// How much of a `len`-byte piece may still be sent under the framing.

@@ -118,8 +118,14 @@ impl RequestHead {
 
 /// Parses the head at the start of `buf`. `Ok(None)` means more bytes are needed; on success the
 /// head and the number of bytes it used are returned.
-pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, RequestError> {
-    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+pub fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(RequestHead, usize)>, RequestError> {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
     let line_end = buf[start..].iter().position(|&b| b == b'\n');
     match line_end {
         None if buf.len() - start > limits.request_line + 1 => {
@@ -282,7 +288,8 @@ fn framing(version: Version, headers: &[Header]) -> Result<Framing, RequestError
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             has_te = true;
-            let value = std::str::from_utf8(&h.value).map_err(|_| RequestError::UnsupportedEncoding)?;
+            let value =
+                std::str::from_utf8(&h.value).map_err(|_| RequestError::UnsupportedEncoding)?;
             for coding in value.split(',') {
                 let coding = coding.trim_matches([' ', '\t']);
                 if coding.is_empty() {
@@ -319,9 +326,9 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    value
-        .iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Host rules (RFC 9112 §3.2), the `Connection` options and `Expect`.
@@ -342,7 +349,9 @@ fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, boo
                     keep_alive = true;
                 }
             }
-        } else if h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue") {
+        } else if h.name.eq_ignore_ascii_case("expect")
+            && h.value.eq_ignore_ascii_case(b"100-continue")
+        {
             expect_continue = version == Version::Http11;
         }
     }
@@ -360,8 +369,14 @@ fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, boo
 }
 
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
     &v[start..end]
 }
 
@@ -381,13 +396,18 @@ mod tests {
     fn err(raw: &[u8]) -> RequestError {
         match parse(raw) {
             Err(e) => e,
-            Ok(h) => panic!("expected an error for {:?}, got {h:?}", String::from_utf8_lossy(raw)),
+            Ok(h) => panic!(
+                "expected an error for {:?}, got {h:?}",
+                String::from_utf8_lossy(raw)
+            ),
         }
     }
 
     #[test]
     fn simple_get() {
-        let h = parse(b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        let h = parse(b"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(&*h.method, "GET");
         assert_eq!(h.path(), "/a/b");
         assert_eq!(h.query(), "x=1&y=%20");
@@ -409,7 +429,9 @@ mod tests {
 
     #[test]
     fn absolute_form_path() {
-        let h = parse(b"GET http://example.com/p?q HTTP/1.1\r\nHost: e\r\n\r\n").unwrap().unwrap();
+        let h = parse(b"GET http://example.com/p?q HTTP/1.1\r\nHost: e\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.path(), "/p");
         assert_eq!(h.query(), "q");
     }
@@ -418,9 +440,13 @@ mod tests {
     fn http10_keep_alive_rules() {
         let h = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let h = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        let h = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(h.keep_alive);
-        let h = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let h = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!h.keep_alive);
     }
 
@@ -456,15 +482,21 @@ mod tests {
             (b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ];
         for (raw, status) in cases {
-            assert_eq!(err(raw).status(), *status, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                err(raw).status(),
+                *status,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
     #[test]
     fn same_content_length_twice_is_accepted() {
-        let h = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h =
+            parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(h.framing, Framing::Length(3));
     }
 
@@ -479,19 +511,27 @@ mod tests {
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
         assert_eq!(err(raw.as_bytes()).status(), 431);
-        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "v".repeat(8190));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "v".repeat(8190)
+        );
         assert_eq!(err(big.as_bytes()).status(), 431);
         let partial = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}", "v".repeat(9000));
         assert_eq!(err(partial.as_bytes()).status(), 431);
-        let at_limit = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "v".repeat(8190 - 3));
+        let at_limit = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "v".repeat(8190 - 3)
+        );
         assert!(parse_head(at_limit.as_bytes(), &limits).unwrap().is_some());
     }
 
     #[test]
     fn expect_continue_only_in_http11() {
-        let h = parse(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = parse(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert!(h.expect_continue);
         let h = parse(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
             .unwrap()
@@ -501,7 +541,9 @@ mod tests {
 
     #[test]
     fn leading_empty_lines_are_skipped() {
-        let h = parse(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().unwrap();
+        let h = parse(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(&*h.method, "GET");
     }
 }

@@ -123,7 +123,10 @@ fn parse_status(line: &str) -> Result<(u16, &str), ResponseError> {
         rest if rest.starts_with(' ') => &rest[1..],
         _ => return Err(bad()),
     };
-    if reason.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if reason
+        .bytes()
+        .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(bad());
     }
     Ok((code, reason))
@@ -201,7 +204,11 @@ pub fn encode_head(
 }
 
 fn itoa3(n: u16) -> [u8; 3] {
-    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+    [
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
 }
 
 /// The canonical reason phrase for a status the server sends itself.
@@ -229,7 +236,14 @@ pub fn error_response(status: u16, message: &str, version: Version) -> BytesMut 
     let mut head = ResponseHead::plain(status, reason(status));
     head.content_length = None;
     let mut out = BytesMut::with_capacity(256 + body.len());
-    encode_head(&head, version, BodyFraming::Length(body.len() as u64), None, false, &mut out);
+    encode_head(
+        &head,
+        version,
+        BodyFraming::Length(body.len() as u64),
+        None,
+        false,
+        &mut out,
+    );
     out.put_slice(body.as_bytes());
     out
 }
@@ -263,7 +277,10 @@ mod tests {
     fn head(status: &str, headers: &[(&str, &[u8])]) -> Result<ResponseHead, ResponseError> {
         ResponseHead::new(
             status,
-            headers.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect(),
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
+                .collect(),
         )
     }
 
@@ -272,8 +289,20 @@ mod tests {
         assert_eq!(head("200 OK", &[]).unwrap().status, 200);
         let h = head("299 Custom Reason", &[]).unwrap();
         assert_eq!((h.status, h.reason.as_str()), (299, "Custom Reason"));
-        for bad in ["20 OK", "2000 OK", "abc OK", "200OK", "099 X", "600 X", "200 a\r\nX: y", ""] {
-            assert!(matches!(head(bad, &[]), Err(ResponseError::Status(_))), "{bad:?}");
+        for bad in [
+            "20 OK",
+            "2000 OK",
+            "abc OK",
+            "200OK",
+            "099 X",
+            "600 X",
+            "200 a\r\nX: y",
+            "",
+        ] {
+            assert!(
+                matches!(head(bad, &[]), Err(ResponseError::Status(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -283,17 +312,34 @@ mod tests {
             head("200 OK", &[("X-A", b"a\r\nSet-Cookie: x")]),
             Err(ResponseError::HeaderValue(_))
         ));
-        assert!(matches!(head("200 OK", &[("X A", b"a")]), Err(ResponseError::HeaderName(_))));
-        assert!(matches!(head("200 OK", &[("X\nA", b"a")]), Err(ResponseError::HeaderName(_))));
+        assert!(matches!(
+            head("200 OK", &[("X A", b"a")]),
+            Err(ResponseError::HeaderName(_))
+        ));
+        assert!(matches!(
+            head("200 OK", &[("X\nA", b"a")]),
+            Err(ResponseError::HeaderName(_))
+        ));
         for hop in ["Connection", "Transfer-Encoding", "keep-alive", "Upgrade"] {
-            assert!(matches!(head("200 OK", &[(hop, b"x")]), Err(ResponseError::HopByHop(_))), "{hop}");
+            assert!(
+                matches!(
+                    head("200 OK", &[(hop, b"x")]),
+                    Err(ResponseError::HopByHop(_))
+                ),
+                "{hop}"
+            );
         }
         assert!(head("200 OK", &[("X-Latin", b"caf\xe9")]).is_ok());
     }
 
     #[test]
     fn content_length_is_read() {
-        assert_eq!(head("200 OK", &[("Content-Length", b"12")]).unwrap().content_length, Some(12));
+        assert_eq!(
+            head("200 OK", &[("Content-Length", b"12")])
+                .unwrap()
+                .content_length,
+            Some(12)
+        );
         assert!(head("200 OK", &[("Content-Length", b"-1")]).is_err());
         assert!(head("200 OK", &[("Content-Length", b"")]).is_err());
     }
@@ -302,9 +348,18 @@ mod tests {
     fn encodes_head() {
         let h = head("200 OK", &[("Content-Type", b"text/plain")]).unwrap();
         let mut out = BytesMut::new();
-        encode_head(&h, Version::Http11, BodyFraming::Chunked, None, false, &mut out);
+        encode_head(
+            &h,
+            Version::Http11,
+            BodyFraming::Chunked,
+            None,
+            false,
+            &mut out,
+        );
         let text = String::from_utf8(out.to_vec()).unwrap();
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: ferrocorn/"));
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: ferrocorn/")
+        );
         assert!(text.contains("\r\nDate: "));
         assert!(text.ends_with("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"));
     }

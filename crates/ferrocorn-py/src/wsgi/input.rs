@@ -1,0 +1,142 @@
+//! `wsgi.input`: the request body as a file-like object, streamed from the connection as the
+//! app reads it (never more than one chunk buffered, never past the body's end).
+
+use bytes::{Buf, BytesMut};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use ferrocorn::app::BodyStream;
+use ferrocorn::http::error::BodyError;
+
+/// How much is asked of the connection at once.
+const CHUNK: usize = 64 * 1024;
+
+#[pyclass(module = "ferrocorn")]
+pub struct InputStream {
+    body: BodyStream,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl InputStream {
+    pub(crate) fn new(body: BodyStream) -> Self {
+        let eof = body.is_done();
+        Self {
+            body,
+            buf: BytesMut::new(),
+            eof,
+        }
+    }
+
+    /// The body error the client caused, if reading failed because of it.
+    pub(crate) fn client_error(&self) -> Option<BodyError> {
+        self.body.error().filter(|e| e.is_client_error()).cloned()
+    }
+
+    /// Reads one more chunk into the buffer; false at the end of the body.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let body = &mut self.body;
+        let chunk = py
+            .detach(|| body.read(CHUNK))
+            .map_err(|e| PyOSError::new_err(format!("error reading the request body: {e}")))?;
+        if chunk.is_empty() {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.buf.extend_from_slice(&chunk);
+        Ok(true)
+    }
+
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
+        let n = n.min(self.buf.len());
+        let out = PyBytes::new(py, &self.buf[..n]);
+        self.buf.advance(n);
+        out
+    }
+
+    fn line<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut scanned = 0;
+        loop {
+            if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i + 1;
+                return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
+            }
+            scanned = self.buf.len();
+            if limit.is_some_and(|l| scanned >= l) || !self.fill(py)? {
+                let n = limit.map_or(self.buf.len(), |l| l.min(self.buf.len()));
+                return Ok(self.take(py, n));
+            }
+        }
+    }
+}
+
+fn size_arg(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl InputStream {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        match size_arg(size) {
+            Some(n) => {
+                while self.buf.len() < n && self.fill(py)? {}
+                Ok(self.take(py, n))
+            }
+            None => {
+                while self.fill(py)? {}
+                Ok(self.take(py, self.buf.len()))
+            }
+        }
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<isize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.line(py, size_arg(size))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint).filter(|&h| h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.line(py, None)?;
+            let n = line.as_bytes().len();
+            if n == 0 {
+                break;
+            }
+            lines.append(line)?;
+            total += n;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.line(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}

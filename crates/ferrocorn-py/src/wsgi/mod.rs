@@ -1,0 +1,240 @@
+//! PEP 3333: calling the app for one exchange and turning what it returns into response events.
+
+pub(crate) mod environ;
+pub(crate) mod errors;
+pub(crate) mod input;
+pub(crate) mod start_response;
+
+use bytes::Bytes;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use ferrocorn::app::Exchange;
+use ferrocorn::http::response::ResponseHead;
+
+use self::input::InputStream;
+use self::start_response::{Sent, StartResponse};
+
+/// What every app thread of a worker shares.
+pub(crate) struct Shared {
+    pub app: Py<PyAny>,
+    pub multithread: bool,
+    pub multiprocess: bool,
+}
+
+/// Per-thread state: the environ template and cached Python objects.
+pub(crate) struct ThreadCtx {
+    app: Py<PyAny>,
+    template: Py<PyDict>,
+    file_wrapper: Py<PyAny>,
+    format_exception: Py<PyAny>,
+}
+
+impl ThreadCtx {
+    pub fn new(py: Python<'_>, shared: &Shared) -> PyResult<Self> {
+        let file_wrapper = py.import("ferrocorn._wsgi")?.getattr("FileWrapper")?;
+        let template = environ::template(py, shared, &file_wrapper)?;
+        Ok(Self {
+            app: shared.app.clone_ref(py),
+            template: template.unbind(),
+            file_wrapper: file_wrapper.unbind(),
+            format_exception: py
+                .import("traceback")?
+                .getattr("format_exception")?
+                .unbind(),
+        })
+    }
+}
+
+/// Formats an exception with its traceback, as Python prints it.
+pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.getattr("format_exception"))
+        .and_then(|f| f.call1((err.value(py),)));
+    join_lines(formatted).unwrap_or_else(|| err.to_string())
+}
+
+fn join_lines(lines: PyResult<Bound<'_, PyAny>>) -> Option<String> {
+    let lines = lines.ok()?;
+    let mut out = String::new();
+    for line in lines.try_iter().ok()? {
+        out.push_str(&line.ok()?.extract::<String>().ok()?);
+    }
+    Some(out.trim_end().to_owned())
+}
+
+/// Why a response could not be completed.
+pub(crate) enum Failure {
+    /// The client went away; nothing to report to it.
+    Disconnected,
+    /// The app (or its result) raised.
+    App(PyErr),
+}
+
+impl From<PyErr> for Failure {
+    fn from(e: PyErr) -> Self {
+        Self::App(e)
+    }
+}
+
+/// Serves one exchange on this app thread. Never raises: every failure becomes a response, a
+/// closed connection, or a log line.
+pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
+    let Exchange {
+        request,
+        body,
+        response,
+    } = exchange;
+    let path = request.head.target.clone();
+    let outcome = (|| -> Result<(), Failure> {
+        let input = Bound::new(py, InputStream::new(body))?;
+        let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
+        let environ = environ::build(py, ctx.template.bind(py), &request, &input)?;
+        let result = ctx.app.bind(py).call1((environ, &start));
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => return Err(fail(py, &start, &input, e)),
+        };
+        let sent = send_result(py, ctx, &start, &result);
+        let closed = close_result(&result);
+        let finished = sent.and_then(|()| closed.map_err(Failure::App));
+        match finished {
+            Ok(()) => start.get().finish(py).map_err(|_| Failure::Disconnected),
+            Err(Failure::App(e)) => Err(fail(py, &start, &input, e)),
+            Err(d) => Err(d),
+        }
+    })();
+    match outcome {
+        Ok(()) | Err(Failure::Disconnected) => {}
+        Err(Failure::App(e)) => {
+            log::error!(
+                "Error handling request {path}\n{}",
+                format_with(py, ctx, &e)
+            );
+        }
+    }
+}
+
+fn format_with(py: Python<'_>, ctx: &ThreadCtx, err: &PyErr) -> String {
+    join_lines(ctx.format_exception.bind(py).call1((err.value(py),)))
+        .unwrap_or_else(|| err.to_string())
+}
+
+/// Turns an exception from the app into the right ending: a 400 when the client's body was
+/// bad, a 500 when nothing was sent yet, a closed connection otherwise. Returns what is left to
+/// log (nothing, for a client at fault or gone).
+fn fail(
+    py: Python<'_>,
+    start: &Bound<'_, StartResponse>,
+    input: &Bound<'_, InputStream>,
+    err: PyErr,
+) -> Failure {
+    let sr = start.get();
+    if sr.disconnected() {
+        return Failure::Disconnected;
+    }
+    if let Some(body_err) = input.borrow().client_error() {
+        log::debug!("request body refused: {body_err}");
+        if sr.sent() == Sent::Nothing {
+            sr.send_error(py, body_err.status(), &body_err.to_string());
+        } else {
+            sr.abort();
+        }
+        return Failure::Disconnected;
+    }
+    if sr.sent() == Sent::Nothing {
+        sr.send_error(py, 500, "the application raised an exception");
+    } else {
+        sr.abort();
+    }
+    Failure::App(err)
+}
+
+/// Sends the app's result: sendfile for a file wrapper over a real file, one message for a
+/// single-item list, otherwise item by item.
+fn send_result(
+    py: Python<'_>,
+    ctx: &ThreadCtx,
+    start: &Bound<'_, StartResponse>,
+    result: &Bound<'_, PyAny>,
+) -> Result<(), Failure> {
+    let sr = start.get();
+    if result.is_instance(ctx.file_wrapper.bind(py))? && sr.sent() == Sent::Nothing {
+        if let Some(file) = start_response::real_file(result)? {
+            return sr.send_file(py, file).map_err(|_| Failure::Disconnected);
+        }
+    }
+    if let Ok(list) = result.cast_exact::<PyList>() {
+        if list.len() == 1 && sr.sent() == Sent::Nothing {
+            let item = list.get_item(0)?;
+            let bytes = item
+                .cast::<PyBytes>()
+                .map_err(|_| PyTypeError::new_err(item_type_error(&item)))?;
+            return sr
+                .send_last(py, Bytes::copy_from_slice(bytes.as_bytes()))
+                .map_err(|e| e.into_failure());
+        }
+    }
+    for item in result.try_iter()? {
+        let item = item?;
+        let bytes = item
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(item_type_error(&item)))?;
+        let data = bytes.as_bytes();
+        if data.is_empty() {
+            continue;
+        }
+        sr.send_body(py, Bytes::copy_from_slice(data))
+            .map_err(|e| e.into_failure())?;
+    }
+    Ok(())
+}
+
+fn item_type_error(item: &Bound<'_, PyAny>) -> String {
+    let name = item
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".into(), |n| n.to_string());
+    format!("the application's iterable must yield bytes, not {name}")
+}
+
+/// PEP 3333: the server calls the result's `close()` if it has one, whatever happened.
+fn close_result(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if result.cast_exact::<PyList>().is_ok() {
+        return Ok(());
+    }
+    match result.getattr(pyo3::intern!(result.py(), "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Validates a WSGI status and header list into a response head.
+pub(crate) fn response_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
+    let list = headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+    })?;
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let (name, value): (String, Bound<'_, PyAny>) = item
+            .extract()
+            .map_err(|_| PyTypeError::new_err("each response header must be a (str, str) tuple"))?;
+        let value: String = value.extract().map_err(|_| {
+            PyTypeError::new_err(format!("value of response header {name:?} must be a str"))
+        })?;
+        let bytes = latin1(&value).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "value of response header {name:?} is not latin-1 encodable"
+            ))
+        })?;
+        out.push((name, bytes));
+    }
+    ResponseHead::new(status, out)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
+fn latin1(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}

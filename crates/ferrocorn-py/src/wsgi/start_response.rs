@@ -1,0 +1,284 @@
+//! `start_response` and the `write()` callable it returns (PEP 3333), and the response state
+//! they share with the code that iterates the app's result.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use ferrocorn::app::{Disconnected, ResponseSink};
+use ferrocorn::http::request::Version;
+use ferrocorn::http::response::{reason, ResponseHead};
+
+use super::{response_head, Failure};
+
+/// How much of the response has gone to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Nothing,
+    Head,
+    Done,
+}
+
+struct State {
+    called: bool,
+    pending: Option<ResponseHead>,
+    sent: Sent,
+    disconnected: bool,
+}
+
+/// The `start_response` callable handed to the app.
+#[pyclass(frozen, module = "ferrocorn")]
+pub struct StartResponse {
+    sink: ResponseSink,
+    state: Mutex<State>,
+}
+
+/// A failed send: the client left, or the app's data was wrong.
+pub(crate) enum SendError {
+    Disconnected,
+    Py(PyErr),
+}
+
+impl SendError {
+    pub(crate) fn into_failure(self) -> Failure {
+        match self {
+            Self::Disconnected => Failure::Disconnected,
+            Self::Py(e) => Failure::App(e),
+        }
+    }
+
+    fn into_pyerr(self) -> PyErr {
+        match self {
+            Self::Disconnected => PyOSError::new_err("client disconnected"),
+            Self::Py(e) => e,
+        }
+    }
+}
+
+/// A `wsgi.file_wrapper` over a regular file, ready for sendfile.
+pub(crate) struct RealFile {
+    file: File,
+    offset: u64,
+    len: u64,
+}
+
+/// Returns the wrapped file when it is a real, regular file (else the result is iterated).
+pub(crate) fn real_file(wrapper: &Bound<'_, PyAny>) -> PyResult<Option<RealFile>> {
+    let Ok(filelike) = wrapper.getattr("filelike") else {
+        return Ok(None);
+    };
+    let Ok(fd) = filelike
+        .call_method0("fileno")
+        .and_then(|f| f.extract::<i32>())
+    else {
+        return Ok(None);
+    };
+    if fd < 0 {
+        return Ok(None);
+    }
+    // SAFETY: the descriptor belongs to `filelike`, which stays open for this call; it is only
+    // borrowed to duplicate it, and the duplicate is what we keep.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let Ok(owned) = borrowed.as_fd().try_clone_to_owned() else {
+        return Ok(None);
+    };
+    let file = File::from(owned);
+    let Ok(meta) = file.metadata() else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let offset: u64 = filelike
+        .call_method0("tell")
+        .and_then(|t| t.extract())
+        .unwrap_or_default();
+    Ok(Some(RealFile {
+        file,
+        offset,
+        len: meta.len().saturating_sub(offset),
+    }))
+}
+
+impl StartResponse {
+    pub(crate) fn new(sink: ResponseSink, _version: Version) -> Self {
+        Self {
+            sink,
+            state: Mutex::new(State {
+                called: false,
+                pending: None,
+                sent: Sent::Nothing,
+                disconnected: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn sent(&self) -> Sent {
+        self.state().sent
+    }
+
+    pub(crate) fn disconnected(&self) -> bool {
+        self.state().disconnected
+    }
+
+    /// Runs a send, releasing the GIL only if it may block.
+    fn send(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&ResponseSink) -> Result<(), Disconnected> + Send,
+    ) -> Result<(), SendError> {
+        let sink = &self.sink;
+        let r = if sink.has_room() {
+            f(sink)
+        } else {
+            py.detach(|| f(sink))
+        };
+        r.map_err(|_| {
+            self.state().disconnected = true;
+            SendError::Disconnected
+        })
+    }
+
+    /// Takes the head set by `start_response`, for sending now.
+    fn take_head(&self, next: Sent) -> Result<ResponseHead, SendError> {
+        let mut st = self.state();
+        let head = st.pending.take().ok_or_else(|| {
+            SendError::Py(PyRuntimeError::new_err(
+                "the application produced body data before calling start_response()",
+            ))
+        })?;
+        st.sent = next;
+        Ok(head)
+    }
+
+    /// Sends a piece of body, preceded by the head if it has not gone yet.
+    pub(crate) fn send_body(&self, py: Python<'_>, data: Bytes) -> Result<(), SendError> {
+        if self.sent() == Sent::Nothing {
+            let head = self.take_head(Sent::Head)?;
+            self.send(py, move |s| s.send_head(head, data, false))
+        } else {
+            self.send(py, move |s| s.send_data(data))
+        }
+    }
+
+    /// Sends the whole response at once: head and its only body piece.
+    pub(crate) fn send_last(&self, py: Python<'_>, data: Bytes) -> Result<(), SendError> {
+        let head = self.take_head(Sent::Done)?;
+        self.send(py, move |s| s.send_head(head, data, true))
+    }
+
+    /// Sends a response whose body is a file, zero-copy.
+    pub(crate) fn send_file(&self, py: Python<'_>, file: RealFile) -> Result<(), SendError> {
+        let mut head = self.take_head(Sent::Done)?;
+        let len = match head.content_length {
+            Some(n) => n.min(file.len),
+            None => {
+                head.headers
+                    .push(("Content-Length".into(), file.len.to_string().into_bytes()));
+                head.content_length = Some(file.len);
+                file.len
+            }
+        };
+        self.send(py, move |s| {
+            s.send_head(head, Bytes::new(), false)?;
+            s.send_file(file.file, file.offset, len)?;
+            s.finish()
+        })
+    }
+
+    /// Completes the response (an empty body if nothing was sent).
+    pub(crate) fn finish(&self, py: Python<'_>) -> Result<(), SendError> {
+        match self.sent() {
+            Sent::Nothing => self.send_last(py, Bytes::new()),
+            Sent::Head => {
+                self.state().sent = Sent::Done;
+                self.send(py, |s| s.finish())
+            }
+            Sent::Done => Ok(()),
+        }
+    }
+
+    /// Sends an error response of the server's own (nothing may have been sent yet).
+    pub(crate) fn send_error(&self, py: Python<'_>, status: u16, message: &str) {
+        let head = ResponseHead::plain(status, reason(status));
+        let body = Bytes::from(format!("{status} {}: {message}\n", reason(status)));
+        self.state().sent = Sent::Done;
+        let _ = self.send(py, move |s| s.send_head(head, body, true));
+    }
+
+    pub(crate) fn abort(&self) {
+        self.state().sent = Sent::Done;
+        self.sink.abort();
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("status must be a str, e.g. '200 OK'"))?
+            .to_str()?
+            .to_owned();
+        match exc_info.filter(|e| !e.is_none()) {
+            // PEP 3333: once the head has gone, the error is re-raised to the app.
+            Some(exc) if this.sent() != Sent::Nothing => return Err(reraise(exc)),
+            Some(_) => {}
+            None if this.state().called => {
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called a second time without exc_info",
+                ));
+            }
+            None => {}
+        }
+        let head = response_head(&status, headers)?;
+        let mut st = this.state();
+        st.called = true;
+        st.pending = Some(head);
+        drop(st);
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// The `write()` callable of PEP 3333 (for old-style apps).
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        if bytes.as_bytes().is_empty() {
+            return Ok(());
+        }
+        self.send_body(py, Bytes::copy_from_slice(bytes.as_bytes()))
+            .map_err(SendError::into_pyerr)
+    }
+}
+
+/// Re-raises `exc_info`'s exception with its traceback.
+fn reraise(exc: &Bound<'_, PyAny>) -> PyErr {
+    let parts = exc.cast::<PyTuple>().ok().filter(|t| t.len() == 3);
+    match parts {
+        Some(t) => match (t.get_item(1), t.get_item(2)) {
+            (Ok(value), Ok(tb)) => {
+                let value = value.call_method1("with_traceback", (tb,)).unwrap_or(value);
+                PyErr::from_value(value)
+            }
+            _ => PyTypeError::new_err("exc_info must be a (type, value, traceback) tuple"),
+        },
+        None => PyTypeError::new_err("exc_info must be a (type, value, traceback) tuple"),
+    }
+}
