@@ -1,6 +1,5 @@
 //! `ferrocorn` on the command line: parse the settings, load the app, bind, serve.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,13 +7,10 @@ use pyo3::prelude::*;
 
 use ferrocorn::bind::{self, BindAddr, BoundListener};
 use ferrocorn::config::Settings;
-use ferrocorn::worker::{self, Exit, WorkerConfig};
+use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
 
-use crate::pool::WsgiApp;
-use crate::wsgi::Shared;
+use crate::fork::Forker;
 
-/// Exit code when the app cannot be imported (Gunicorn's APP_LOAD_ERROR).
-const EXIT_APP_LOAD: i32 = 4;
 /// Exit code for a configuration or start-up error.
 const EXIT_CONFIG: i32 = 1;
 
@@ -55,63 +51,79 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         .bind_addrs()
         .map_err(|e| config_error(e.to_string()))?;
     prepare_python_path(py, settings)?;
-    let app = crate::loader::load(py, &settings.app).map_err(|message| StartError {
-        code: EXIT_APP_LOAD,
-        message,
-    })?;
+    let preloaded = if settings.preload {
+        let app = crate::loader::load(py, &settings.app).map_err(|message| StartError {
+            code: EXIT_APP_LOAD,
+            message,
+        })?;
+        Some(app)
+    } else {
+        None
+    };
 
     let mut listeners: Vec<BoundListener> = Vec::new();
     for addr in &addrs {
         listeners
             .extend(bind::bind(addr, settings.backlog).map_err(|e| config_error(e.to_string()))?);
     }
-    let urls: Vec<String> = listeners.iter().map(BoundListener::url).collect();
-    let unix_paths: Vec<std::path::PathBuf> = addrs
-        .iter()
-        .filter_map(|a| match a {
-            BindAddr::Unix(p) => Some(p.clone()),
-            BindAddr::Tcp { .. } => None,
-        })
-        .collect();
+    let pid = std::process::id();
+    let pidfile = settings
+        .pidfile
+        .as_ref()
+        .map(|path| PidFile::create(path, pid))
+        .transpose()
+        .map_err(|e| config_error(e.to_string()))?;
 
     log::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
-    let threads = usize::from(settings.threads);
-    let app = Arc::new(WsgiApp {
-        shared: Shared {
-            app,
-            multithread: threads > 1,
-            multiprocess: false,
-        },
-    });
-    let config = WorkerConfig {
-        threads,
-        conn: settings.conn_config(),
+    for l in &listeners {
+        log::info!("Listening at: {} ({pid})", l.url());
+    }
+    log::info!("Using worker: threads ({} per worker)", settings.threads);
+
+    let forker = Forker {
+        settings: settings.clone(),
+        listeners,
+        preloaded,
+        master_pid: pid,
+    };
+    let config = MasterConfig {
+        workers: usize::from(settings.workers),
+        timeout: Duration::from_secs(settings.timeout),
         graceful_timeout: Duration::from_secs(settings.graceful_timeout),
     };
-    let pid = std::process::id();
-    let result = py.detach(|| {
-        worker::run(listeners, app, config, || {
-            for url in &urls {
-                log::info!("Listening at: {url} ({pid})");
-            }
-            log::info!("Using {threads} app thread(s)");
-        })
-    });
-    for path in unix_paths {
-        let _ = std::fs::remove_file(path);
+    let master = Master::new(forker, config)
+        .map_err(|e| config_error(format!("cannot start the master: {e}")))?;
+    let code = py.detach(|| master.run());
+    for addr in &addrs {
+        if let BindAddr::Unix(path) = addr {
+            let _ = std::fs::remove_file(path);
+        }
     }
-    match result {
-        Ok(Exit::Clean) => {
-            log::info!("Shutdown complete");
-            Ok(0)
-        }
-        Ok(Exit::ThreadsBusy) => {
-            // App threads still inside the app cannot be joined; the interpreter must not be
-            // finalised under them, so leave without it.
-            log::warn!("Exiting with app threads still busy");
-            std::process::exit(0);
-        }
-        Err(e) => Err(config_error(format!("worker failed: {e}"))),
+    drop(pidfile);
+    Ok(code)
+}
+
+/// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path, pid: u32) -> std::io::Result<Self> {
+        let tmp = path.with_extension(format!("tmp{pid}"));
+        std::fs::write(&tmp, format!("{pid}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write pid file {}: {e}", path.display()),
+                )
+            })?;
+        Ok(Self(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

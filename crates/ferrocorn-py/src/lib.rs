@@ -2,6 +2,7 @@
 //! loads the app, runs it on Python threads and speaks WSGI (PEP 3333) to it.
 
 mod entry;
+mod fork;
 mod loader;
 mod pool;
 mod wsgi;

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -11,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::http::error::BodyError;
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
+use crate::master::heartbeat::monotonic_ms;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -47,13 +50,36 @@ pub trait App: Send + Sync + 'static {
     fn run_thread(&self, jobs: Jobs);
 }
 
+/// What one app thread is doing, for the worker's hung-request check.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadSlot {
+    /// Monotonic milliseconds when the current request started; 0 when idle.
+    pub busy_since: AtomicU64,
+    /// `METHOD target` of the current request.
+    pub request: Mutex<String>,
+}
+
 /// The queue of exchanges an app thread takes work from.
-pub struct Jobs(pub(crate) async_channel::Receiver<Exchange>);
+pub struct Jobs {
+    pub(crate) rx: async_channel::Receiver<Exchange>,
+    pub(crate) slot: Arc<ThreadSlot>,
+}
 
 impl Jobs {
     /// Blocks until the next exchange, or `None` when the worker is shutting down.
     pub fn next(&self) -> Option<Exchange> {
-        self.0.recv_blocking().ok()
+        self.slot.busy_since.store(0, Ordering::Relaxed);
+        let ex = self.rx.recv_blocking().ok()?;
+        if let Ok(mut r) = self.slot.request.lock() {
+            r.clear();
+            r.push_str(&ex.request.head.method);
+            r.push(' ');
+            r.push_str(&ex.request.head.target);
+        }
+        self.slot
+            .busy_since
+            .store(monotonic_ms().max(1), Ordering::Relaxed);
+        Some(ex)
     }
 }
 

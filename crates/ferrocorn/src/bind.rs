@@ -79,6 +79,14 @@ pub enum BoundListener {
 }
 
 impl BoundListener {
+    /// A second handle on the same socket (for a worker).
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(l) => Self::Tcp(l.try_clone()?),
+            Self::Unix(l, p) => Self::Unix(l.try_clone()?, p.clone()),
+        })
+    }
+
     /// What the `Listening at:` line shows: the real address (port 0 resolved).
     pub fn url(&self) -> String {
         match self {

@@ -44,6 +44,32 @@ pub struct Settings {
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
     pub bind: Vec<String>,
 
+    /// Number of worker processes.
+    #[arg(short = 'w', long, value_name = "N", env = "WEB_CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+
+    /// Workers whose app call runs longer than this many seconds are killed and replaced, with
+    /// the Python traceback of every thread in the log first (0 disables).
+    #[arg(short = 't', long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+
+    /// Restart a worker gracefully after it has served about this many requests (0 disables).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Add a random 0..=J to --max-requests per worker, so workers do not restart together.
+    #[arg(long, value_name = "J", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Import the app in the master before forking the workers.
+    #[arg(long = "preload", alias = "preload-app")]
+    pub preload: bool,
+
+    /// Write the master's pid to this file (removed on exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
     /// Python threads serving requests concurrently (per worker).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,

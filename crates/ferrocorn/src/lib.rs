@@ -6,5 +6,6 @@ pub mod bind;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod master;
 pub mod net;
 pub mod worker;

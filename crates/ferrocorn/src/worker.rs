@@ -1,18 +1,21 @@
 //! A worker: one tokio runtime doing all socket I/O, and a pool of app threads fed through a
-//! bounded queue. Stops gracefully on SIGTERM/SIGINT: no new connections, in-flight requests
-//! finish, bounded by the graceful timeout.
+//! bounded queue. Stops gracefully on SIGTERM (no new connections, in-flight requests finish,
+//! bounded by the graceful timeout), quickly on SIGINT/SIGQUIT, and by itself after
+//! `--max-requests` or when its master is gone.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, watch};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, watch, Notify};
 
-use crate::app::{App, Jobs};
+use crate::app::{App, Jobs, ThreadSlot};
 use crate::bind::BoundListener;
 use crate::http::conn::{serve, ConnCtx};
 use crate::http::ConnConfig;
+use crate::master::heartbeat::{monotonic_ms, BeatHandle};
 use crate::net::Listener;
 
 #[derive(Debug, Clone)]
@@ -20,6 +23,14 @@ pub struct WorkerConfig {
     pub threads: usize,
     pub conn: ConnConfig,
     pub graceful_timeout: Duration,
+    /// An app call running longer than this stops the heartbeat (`--timeout`; zero: never).
+    pub timeout: Duration,
+    /// Retire after this many requests (zero: never).
+    pub max_requests: u64,
+    /// The heartbeat shared with the master, when there is one.
+    pub heartbeat: Option<BeatHandle>,
+    /// The master's pid: the worker stops when its parent is no longer that process.
+    pub master_pid: Option<u32>,
 }
 
 /// How the worker ended.
@@ -27,23 +38,36 @@ pub struct WorkerConfig {
 pub enum Exit {
     /// Every app thread finished.
     Clean,
-    /// Some app threads were still busy when the graceful timeout ran out.
+    /// Some app threads were still busy when the worker gave up waiting for them.
     ThreadsBusy,
 }
 
-/// Serves `listeners` until a stop signal, then returns.
-/// `on_ready` runs once the worker accepts connections and handles stop signals.
+/// Why the worker stops.
+enum Stop {
+    Graceful,
+    Quick,
+}
+
+/// Serves `listeners` until told to stop, then returns. `on_ready` runs once the worker accepts
+/// connections and handles its stop signals.
 pub fn run(
     listeners: Vec<BoundListener>,
     app: Arc<dyn App>,
     config: WorkerConfig,
     on_ready: impl FnOnce(),
 ) -> std::io::Result<Exit> {
-    let (jobs_tx, jobs_rx) = async_channel::bounded(config.threads.max(1));
-    let threads: Vec<JoinHandle<()>> = (0..config.threads.max(1))
-        .map(|i| {
+    let nthreads = config.threads.max(1);
+    let (jobs_tx, jobs_rx) = async_channel::bounded(nthreads);
+    let slots: Vec<Arc<ThreadSlot>> = (0..nthreads).map(|_| Arc::default()).collect();
+    let threads: Vec<JoinHandle<()>> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| {
             let app = Arc::clone(&app);
-            let jobs = Jobs(jobs_rx.clone());
+            let jobs = Jobs {
+                rx: jobs_rx.clone(),
+                slot: Arc::clone(slot),
+            };
             std::thread::Builder::new()
                 .name(format!("ferrocorn-app-{i}"))
                 .spawn(move || app.run_thread(jobs))
@@ -55,12 +79,16 @@ pub fn run(
         .enable_all()
         .build()?;
     let graceful = config.graceful_timeout;
-    runtime.block_on(async move {
+    let stop = runtime.block_on(async move {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let retire = Arc::new(Notify::new());
         let ctx = Arc::new(ConnCtx {
             config: config.conn.clone(),
             jobs: jobs_tx,
             shutdown: shutdown_rx.clone(),
+            served: Default::default(),
+            max_requests: config.max_requests,
+            retire: Arc::clone(&retire),
         });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
         let (alive, mut idle) = mpsc::channel::<()>(1);
@@ -74,23 +102,54 @@ pub fn run(
             ));
         }
         drop(alive);
-        let stop = StopSignals::new()?;
+        let mut signals = StopSignals::new()?;
+        let master_gone = Arc::new(Notify::new());
+        tokio::spawn(heartbeat_loop(
+            config.clone(),
+            slots,
+            Arc::clone(&master_gone),
+        ));
         on_ready();
-        stop.wait().await;
-        log::info!("Shutting down: stopping new connections, finishing in-flight requests");
+        if let Some(hb) = config.heartbeat {
+            hb.set_ready();
+        }
+        let stop = tokio::select! {
+            s = signals.wait() => s,
+            _ = retire.notified() => {
+                log::info!("Autorestarting worker after {} requests", config.max_requests);
+                Stop::Graceful
+            }
+            _ = master_gone.notified() => {
+                log::warn!("Master is gone: stopping this worker");
+                Stop::Graceful
+            }
+        };
         let _ = shutdown_tx.send(true);
         drop(ctx);
-        if tokio::time::timeout(graceful, idle.recv()).await.is_err() {
+        let limit = match stop {
+            Stop::Graceful => graceful,
+            Stop::Quick => Duration::ZERO,
+        };
+        let finished = tokio::select! {
+            r = tokio::time::timeout(limit, idle.recv()) => r.is_ok(),
+            // A quick stop, or a second signal during a graceful one, ends now.
+            _ = signals.wait() => false,
+        };
+        if !finished && !limit.is_zero() {
             log::warn!(
                 "Graceful timeout ({}s) reached: closing the remaining connections",
-                graceful.as_secs()
+                limit.as_secs()
             );
         }
-        Ok::<(), std::io::Error>(())
+        Ok::<Stop, std::io::Error>(stop)
     })?;
     drop(runtime);
-    // The job queue's sender is gone with the connections: app threads see the end of it.
-    let deadline = Instant::now() + Duration::from_secs(1);
+    // The job queue's sender went with the connections: idle app threads see its end.
+    let wait = match stop {
+        Stop::Graceful => Duration::from_secs(1),
+        Stop::Quick => Duration::from_millis(100),
+    };
+    let deadline = Instant::now() + wait;
     let mut exit = Exit::Clean;
     for t in threads {
         while !t.is_finished() && Instant::now() < deadline {
@@ -103,6 +162,56 @@ pub fn run(
         }
     }
     Ok(exit)
+}
+
+/// Beats while no app call has run past the timeout; reports the hung request once; notices
+/// when the master is gone.
+async fn heartbeat_loop(
+    config: WorkerConfig,
+    slots: Vec<Arc<ThreadSlot>>,
+    master_gone: Arc<Notify>,
+) {
+    let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
+    let period = if config.timeout.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        (config.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    };
+    let mut reported = false;
+    loop {
+        tokio::time::sleep(period).await;
+        if let Some(pid) = config.master_pid {
+            if std::os::unix::process::parent_id() != pid {
+                master_gone.notify_one();
+            }
+        }
+        let now = monotonic_ms();
+        let hung = (timeout_ms > 0)
+            .then(|| {
+                slots.iter().find(|s| {
+                    let since = s.busy_since.load(Ordering::Relaxed);
+                    since != 0 && now.saturating_sub(since) > timeout_ms
+                })
+            })
+            .flatten();
+        match hung {
+            Some(slot) => {
+                if !reported {
+                    reported = true;
+                    let request = slot.request.lock().map(|r| r.clone()).unwrap_or_default();
+                    log::error!(
+                        "Request \"{request}\" has run for more than {}s (--timeout): the worker will be stopped",
+                        config.timeout.as_secs()
+                    );
+                }
+            }
+            None => {
+                if let Some(hb) = config.heartbeat {
+                    hb.beat();
+                }
+            }
+        }
+    }
 }
 
 fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
@@ -147,11 +256,14 @@ async fn accept_loop(
     }
 }
 
-/// The signals that stop a worker, registered before it reports ready.
+/// The signals a worker acts on, registered before it reports ready. USR1 and HUP are taken
+/// so that their default action (terminate) never applies; log reopening has no files yet.
 struct StopSignals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    quit: tokio::signal::unix::Signal,
+    term: Signal,
+    int: Signal,
+    quit: Signal,
+    usr1: Signal,
+    hup: Signal,
 }
 
 impl StopSignals {
@@ -160,14 +272,20 @@ impl StopSignals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-            _ = self.quit.recv() => {}
+    async fn wait(&mut self) -> Stop {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Stop::Graceful,
+                _ = self.int.recv() => return Stop::Quick,
+                _ = self.quit.recv() => return Stop::Quick,
+                _ = self.usr1.recv() => {}
+                _ = self.hup.recv() => {}
+            }
         }
     }
 }

@@ -2,12 +2,13 @@
 //! the app's response events in order, then keep the connection alive or close it.
 
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 use super::body::BodyReader;
 use super::error::RequestError;
@@ -48,6 +49,12 @@ pub(crate) struct ConnCtx {
     pub config: ConnConfig,
     pub jobs: async_channel::Sender<Exchange>,
     pub shutdown: watch::Receiver<bool>,
+    /// Requests handed to the app so far.
+    pub served: AtomicU64,
+    /// Retire the worker after this many requests (zero: never).
+    pub max_requests: u64,
+    /// Notified once `max_requests` is reached.
+    pub retire: Arc<Notify>,
 }
 
 /// Serves one connection to its end.
@@ -175,6 +182,10 @@ impl Conn {
         };
         if self.ctx.jobs.send(exchange).await.is_err() {
             return Err(());
+        }
+        let served = self.ctx.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if served == self.ctx.max_requests {
+            self.ctx.retire.notify_one();
         }
         let io_timeout = self.ctx.config.io_timeout;
         let mut continue_sent = false;

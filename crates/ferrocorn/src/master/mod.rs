@@ -1,0 +1,299 @@
+//! The master process: binds nothing itself (the caller hands it the listeners), forks workers,
+//! and runs one loop: wait for a signal or a second, handle queued signals, reap children, kill
+//! hung workers, keep the worker count. No threads, no runtime.
+
+pub mod heartbeat;
+pub mod signals;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use signal_hook::consts::signal::*;
+
+use self::heartbeat::Heartbeat;
+use self::signals::SignalQueue;
+
+/// Exit code of a worker that could not import the app (Gunicorn's APP_LOAD_ERROR).
+pub const EXIT_APP_LOAD: i32 = 4;
+/// Exit code of a worker that failed to boot for another reason (Gunicorn's WORKER_BOOT_ERROR).
+pub const EXIT_WORKER_BOOT: i32 = 3;
+
+/// What the master needs from the embedding: a way to start one worker process.
+pub trait Spawn {
+    /// Forks a worker. In the parent, returns the child's pid; the child never returns (it
+    /// serves, then exits the process). `signals` must be released in the child.
+    fn spawn(
+        &mut self,
+        heartbeat: &Heartbeat,
+        signals: &SignalQueue,
+        worker_id: u64,
+    ) -> std::io::Result<Pid>;
+
+    /// SIGHUP: re-read what can change before the new workers are forked.
+    fn reload(&mut self) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub workers: usize,
+    /// A worker whose heartbeat is older than this is killed (`--timeout`); zero disables.
+    pub timeout: Duration,
+    pub graceful_timeout: Duration,
+}
+
+struct Worker {
+    pid: Pid,
+    id: u64,
+    generation: u64,
+    heartbeat: Heartbeat,
+    born: Instant,
+    /// Set once asked to stop, with the time of asking.
+    stopping: Option<Instant>,
+    /// Set once killed for a timeout.
+    aborted: Option<Instant>,
+}
+
+enum Mode {
+    Running,
+    /// Stop: workers were sent SIGTERM (graceful) or SIGQUIT (quick) at this time.
+    Stopping {
+        since: Instant,
+        graceful: bool,
+    },
+}
+
+pub struct Master<S: Spawn> {
+    spawner: S,
+    config: MasterConfig,
+    workers: Vec<Worker>,
+    signals: SignalQueue,
+    generation: u64,
+    next_id: u64,
+    mode: Mode,
+    exit_code: i32,
+}
+
+impl<S: Spawn> Master<S> {
+    pub fn new(spawner: S, config: MasterConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            spawner,
+            config,
+            workers: Vec::new(),
+            signals: SignalQueue::install()?,
+            generation: 0,
+            next_id: 1,
+            mode: Mode::Running,
+            exit_code: 0,
+        })
+    }
+
+    /// Runs until every worker has stopped; returns the exit code for the process.
+    pub fn run(mut self) -> i32 {
+        loop {
+            if let Mode::Running = self.mode {
+                self.maintain();
+            }
+            let pending = self.signals.wait(Duration::from_millis(500));
+            for sig in pending {
+                self.on_signal(sig);
+            }
+            self.reap();
+            self.check_timeouts();
+            self.retire_old_generation();
+            if let Mode::Stopping { since, graceful } = self.mode {
+                if self.workers.is_empty() {
+                    break;
+                }
+                let limit = if graceful {
+                    self.config.graceful_timeout
+                } else {
+                    Duration::from_secs(1)
+                };
+                if since.elapsed() > limit + Duration::from_secs(1) {
+                    for w in &self.workers {
+                        let _ = kill(w.pid, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        log::info!("Shutting down: Master");
+        self.exit_code
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        if sig != SIGCHLD {
+            log::info!("Handling signal: {}", signals::name(sig));
+        }
+        match sig {
+            SIGTERM => self.stop(true),
+            SIGINT | SIGQUIT => self.stop(false),
+            SIGHUP => {
+                self.spawner.reload();
+                self.generation += 1;
+                log::info!("Reloading: starting {} new worker(s)", self.config.workers);
+            }
+            SIGTTIN => {
+                self.config.workers += 1;
+                log::info!("Increasing workers to {}", self.config.workers);
+            }
+            SIGTTOU => {
+                self.config.workers = self.config.workers.saturating_sub(1).max(1);
+                log::info!("Decreasing workers to {}", self.config.workers);
+            }
+            SIGUSR1 => {
+                for w in &self.workers {
+                    let _ = kill(w.pid, Signal::SIGUSR1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stop(&mut self, graceful: bool) {
+        // A quick stop may follow a graceful one, not the other way round.
+        if let Mode::Stopping { graceful: was, .. } = self.mode {
+            if graceful || !was {
+                return;
+            }
+        }
+        let sig = if graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGQUIT
+        };
+        for w in &mut self.workers {
+            let _ = kill(w.pid, sig);
+            w.stopping.get_or_insert_with(Instant::now);
+        }
+        self.mode = Mode::Stopping {
+            since: Instant::now(),
+            graceful,
+        };
+    }
+
+    /// Forks workers until the current generation has the configured count; stops extras.
+    fn maintain(&mut self) {
+        let current: Vec<usize> = (0..self.workers.len())
+            .filter(|&i| {
+                self.workers[i].generation == self.generation && self.workers[i].stopping.is_none()
+            })
+            .collect();
+        if current.len() > self.config.workers {
+            // Stop the oldest extras, as Gunicorn does on TTOU.
+            let mut extra: Vec<usize> = current.clone();
+            extra.sort_by_key(|&i| self.workers[i].born);
+            for &i in extra.iter().take(current.len() - self.config.workers) {
+                let w = &mut self.workers[i];
+                let _ = kill(w.pid, Signal::SIGTERM);
+                w.stopping = Some(Instant::now());
+            }
+        }
+        for _ in current.len()..self.config.workers {
+            let heartbeat = match Heartbeat::new() {
+                Ok(h) => h,
+                Err(e) => {
+                    log::error!("cannot create a worker heartbeat: {e}");
+                    return;
+                }
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            match self.spawner.spawn(&heartbeat, &self.signals, id) {
+                Ok(pid) => {
+                    log::info!("Booting worker with pid: {pid}");
+                    self.workers.push(Worker {
+                        pid,
+                        id,
+                        generation: self.generation,
+                        heartbeat,
+                        born: Instant::now(),
+                        stopping: None,
+                        aborted: None,
+                    });
+                }
+                Err(e) => {
+                    log::error!("cannot fork a worker: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After a reload, stop the previous generation once every new worker is ready (or gone).
+    fn retire_old_generation(&mut self) {
+        let new_ready = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == self.generation)
+            .all(|w| w.heartbeat.is_ready());
+        if !new_ready {
+            return;
+        }
+        for w in &mut self.workers {
+            if w.generation < self.generation && w.stopping.is_none() {
+                let _ = kill(w.pid, Signal::SIGTERM);
+                w.stopping = Some(Instant::now());
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, Some(code), None),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid, None, Some(sig)),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, code: Option<i32>, sig: Option<Signal>) {
+        let Some(pos) = self.workers.iter().position(|w| w.pid == pid) else {
+            return;
+        };
+        let w = self.workers.remove(pos);
+        let expected = w.stopping.is_some() || w.aborted.is_some();
+        match (code, sig) {
+            (Some(0), _) if expected => log::info!("Worker exiting (pid: {pid})"),
+            (Some(0), _) => log::info!("Worker exited (pid: {pid})"),
+            (Some(c), _) if c == EXIT_APP_LOAD || c == EXIT_WORKER_BOOT => {
+                log::error!("Worker (pid:{pid}) failed to boot; stopping");
+                if matches!(self.mode, Mode::Running) {
+                    self.exit_code = c;
+                    self.stop(false);
+                }
+            }
+            (Some(c), _) => log::error!("Worker (pid:{pid}) exited with code {c}"),
+            (None, Some(s)) if expected => log::info!("Worker (pid:{pid}) stopped by {s}"),
+            (None, Some(s)) => log::error!("Worker (pid:{pid}) was sent {s}!"),
+            (None, None) => {}
+        }
+        let _ = w.id;
+    }
+
+    /// A worker whose heartbeat stopped is hung: SIGABRT first (its faulthandler prints every
+    /// thread's traceback into the error log), SIGKILL if it is still there a few seconds later.
+    fn check_timeouts(&mut self) {
+        if self.config.timeout.is_zero() {
+            return;
+        }
+        for w in &mut self.workers {
+            if let Some(at) = w.aborted {
+                if at.elapsed() > Duration::from_secs(5) {
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                }
+                continue;
+            }
+            if w.heartbeat.age() > self.config.timeout
+                && (w.heartbeat.is_ready() || w.born.elapsed() > self.config.timeout)
+            {
+                log::error!("WORKER TIMEOUT (pid:{})", w.pid);
+                let _ = kill(w.pid, Signal::SIGABRT);
+                w.aborted = Some(Instant::now());
+            }
+        }
+    }
+}

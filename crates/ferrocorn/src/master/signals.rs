@@ -1,0 +1,86 @@
+//! The master's signals: handlers only record the signal and wake the loop through a self-pipe
+//! (async-signal-safe); the loop does the work.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use signal_hook::consts::signal::*;
+use signal_hook::SigId;
+
+/// The signals the master acts on, in the order it handles them when several are pending.
+pub const HANDLED: &[i32] = &[
+    SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD,
+];
+
+pub struct SignalQueue {
+    flags: Vec<(i32, Arc<AtomicBool>)>,
+    ids: Vec<SigId>,
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl SignalQueue {
+    pub fn install() -> std::io::Result<Self> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(std::io::Error::from)?;
+        let mut flags = Vec::new();
+        let mut ids = Vec::new();
+        for &sig in HANDLED {
+            let flag = Arc::new(AtomicBool::new(false));
+            ids.push(signal_hook::flag::register(sig, Arc::clone(&flag))?);
+            ids.push(signal_hook::low_level::pipe::register_raw(
+                sig,
+                write.as_raw_fd(),
+            )?);
+            flags.push((sig, flag));
+        }
+        Ok(Self {
+            flags,
+            ids,
+            read,
+            write,
+        })
+    }
+
+    /// Waits until a signal arrives or `timeout` passes; returns the pending signals.
+    pub fn wait(&self, timeout: Duration) -> Vec<i32> {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let mut sink = [0u8; 64];
+        while matches!(nix::unistd::read(&self.read, &mut sink), Ok(n) if n > 0) {}
+        self.flags
+            .iter()
+            .filter(|(_, f)| f.swap(false, Ordering::SeqCst))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// In a forked worker: drop the master's handlers so signals reach the worker's own.
+    pub fn forget_in_child(&self) {
+        for id in &self.ids {
+            signal_hook::low_level::unregister(*id);
+        }
+        let _ = nix::unistd::close(self.write.as_raw_fd());
+        let _ = nix::unistd::close(self.read.as_raw_fd());
+    }
+}
+
+/// A signal's usual name, for the log.
+pub fn name(sig: i32) -> &'static str {
+    match sig {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGQUIT => "SIGQUIT",
+        SIGHUP => "SIGHUP",
+        SIGTTIN => "SIGTTIN",
+        SIGTTOU => "SIGTTOU",
+        SIGUSR1 => "SIGUSR1",
+        SIGCHLD => "SIGCHLD",
+        _ => "signal",
+    }
+}
