@@ -28,7 +28,6 @@ pub(crate) struct ThreadCtx {
     app: Py<PyAny>,
     template: Py<PyDict>,
     file_wrapper: Py<PyAny>,
-    format_exception: Py<PyAny>,
 }
 
 impl ThreadCtx {
@@ -39,10 +38,6 @@ impl ThreadCtx {
             app: shared.app.clone_ref(py),
             template: template.unbind(),
             file_wrapper: file_wrapper.unbind(),
-            format_exception: py
-                .import("traceback")?
-                .getattr("format_exception")?
-                .unbind(),
         })
     }
 }
@@ -52,7 +47,7 @@ pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py
         .import("traceback")
         .and_then(|tb| tb.getattr("format_exception"))
-        .and_then(|f| f.call1((err.value(py),)));
+        .and_then(|f| f.call1((err.get_type(py), err.value(py), err.traceback(py))));
     join_lines(formatted).unwrap_or_else(|| err.to_string())
 }
 
@@ -111,15 +106,10 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
         Err(Failure::App(e)) => {
             log::error!(
                 "Error handling request {path}\n{}",
-                format_with(py, ctx, &e)
+                format_exception(py, &e)
             );
         }
     }
-}
-
-fn format_with(py: Python<'_>, ctx: &ThreadCtx, err: &PyErr) -> String {
-    join_lines(ctx.format_exception.bind(py).call1((err.value(py),)))
-        .unwrap_or_else(|| err.to_string())
 }
 
 /// Turns an exception from the app into the right ending: a 400 when the client's body was
