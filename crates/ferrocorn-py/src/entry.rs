@@ -9,7 +9,7 @@ use ferrocorn::bind::{self, BindAddr, BoundListener};
 use ferrocorn::config::Settings;
 use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
 
-use crate::fork::Forker;
+use crate::fork::{Forker, PidFile};
 
 /// Exit code for a configuration or start-up error.
 const EXIT_CONFIG: i32 = 1;
@@ -85,6 +85,7 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         listeners,
         preloaded,
         master_pid: pid,
+        pidfile,
     };
     let config = MasterConfig {
         workers: usize::from(settings.workers),
@@ -93,38 +94,15 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
     };
     let master = Master::new(forker, config)
         .map_err(|e| config_error(format!("cannot start the master: {e}")))?;
-    let code = py.detach(|| master.run());
-    for addr in &addrs {
-        if let BindAddr::Unix(path) = addr {
-            let _ = std::fs::remove_file(path);
+    let outcome = py.detach(|| master.run());
+    if !outcome.handed_over {
+        for addr in &addrs {
+            if let BindAddr::Unix(path) = addr {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
-    drop(pidfile);
-    Ok(code)
-}
-
-/// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit.
-struct PidFile(std::path::PathBuf);
-
-impl PidFile {
-    fn create(path: &std::path::Path, pid: u32) -> std::io::Result<Self> {
-        let tmp = path.with_extension(format!("tmp{pid}"));
-        std::fs::write(&tmp, format!("{pid}\n"))
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot write pid file {}: {e}", path.display()),
-                )
-            })?;
-        Ok(Self(path.to_owned()))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    Ok(outcome.code)
 }
 
 /// `--chdir` and `--pythonpath`, as Gunicorn applies them: the working directory and each path

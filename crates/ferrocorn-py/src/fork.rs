@@ -1,13 +1,16 @@
 //! Forking worker processes from the Python master, the way `os.fork()` does it (so
 //! `os.register_at_fork` hooks run), and the life of a worker process after the fork.
 
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::unistd::{fork, ForkResult, Pid};
 use pyo3::prelude::*;
 
-use ferrocorn::bind::BoundListener;
+use ferrocorn::bind::{BoundListener, INHERITED_FDS_VAR};
 use ferrocorn::config::Settings;
 use ferrocorn::master::heartbeat::{monotonic_ms, BeatHandle, Heartbeat};
 use ferrocorn::master::signals::SignalQueue;
@@ -24,9 +27,48 @@ pub(crate) struct Forker {
     /// The app, when `--preload` imported it in the master.
     pub preloaded: Option<Py<PyAny>>,
     pub master_pid: u32,
+    pub pidfile: Option<PidFile>,
+}
+
+/// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit;
+/// renamed to `FILE.oldbin` when a USR2 upgrade hands the name to the new master.
+pub(crate) struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(path: &Path, pid: u32) -> std::io::Result<Self> {
+        let tmp = path.with_extension(format!("tmp{pid}"));
+        std::fs::write(&tmp, format!("{pid}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write pid file {}: {e}", path.display()),
+                )
+            })?;
+        Ok(Self(path.to_owned()))
+    }
+
+    fn retire(&mut self) {
+        let mut old = self.0.clone().into_os_string();
+        old.push(".oldbin");
+        let old = PathBuf::from(old);
+        if std::fs::rename(&self.0, &old).is_ok() {
+            self.0 = old;
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Spawn for Forker {
+    fn upgrade(&mut self) -> std::io::Result<Pid> {
+        self.exec_successor()
+    }
+
     fn spawn(
         &mut self,
         heartbeat: &Heartbeat,
@@ -62,6 +104,58 @@ impl Spawn for Forker {
 }
 
 impl Forker {
+    /// Starts a new master: the same Python running the same command line, with our listening
+    /// sockets inherited (see `INHERITED_FDS_VAR`).
+    fn exec_successor(&mut self) -> std::io::Result<Pid> {
+        let (exe, argv) = Python::attach(|py| -> PyResult<(String, Vec<String>)> {
+            let sys = py.import("sys")?;
+            Ok((
+                sys.getattr("executable")?.extract()?,
+                sys.getattr("orig_argv")?.extract()?,
+            ))
+        })
+        .map_err(|e| std::io::Error::other(format!("cannot read the command line: {e}")))?;
+        let fds: Vec<i32> = self.listeners.iter().map(AsRawFd::as_raw_fd).collect();
+        let list = fds.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let cstr =
+            |s: &str| CString::new(s).map_err(|_| std::io::Error::other("NUL in the command line"));
+        let exe = cstr(&exe)?;
+        let argv: Vec<CString> = argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != INHERITED_FDS_VAR)
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_encoded_bytes();
+                kv.push(b'=');
+                kv.extend(v.into_encoded_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        env.push(cstr(&format!("{INHERITED_FDS_VAR}={list}"))?);
+        for &fd in &fds {
+            set_inheritable(fd, true)?;
+        }
+        // SAFETY: the child only calls execve (async-signal-safe) on buffers prepared above,
+        // then _exit if that fails.
+        let forked = unsafe { fork() };
+        match forked {
+            Ok(ForkResult::Child) => {
+                let _ = nix::unistd::execve(&exe, &argv, &env);
+                // SAFETY: leaving the failed child without running anything of the master's.
+                unsafe { libc::_exit(127) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                for &fd in &fds {
+                    let _ = set_inheritable(fd, false);
+                }
+                if let Some(p) = self.pidfile.as_mut() {
+                    p.retire();
+                }
+                Ok(child)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The worker: load the app (unless preloaded), serve, return the exit code.
     fn worker_process(&self, py: Python<'_>, heartbeat: BeatHandle, worker_id: u64) -> i32 {
         enable_faulthandler(py);
@@ -113,6 +207,20 @@ impl Forker {
             }
         }
     }
+}
+
+fn set_inheritable(fd: i32, inheritable: bool) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // SAFETY: `fd` is one of our listening sockets, open for the life of the master.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = if inheritable {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))
+        .map(drop)
+        .map_err(std::io::Error::from)
 }
 
 /// `--max-requests` plus a per-worker share of `--max-requests-jitter`.

@@ -1,4 +1,5 @@
-//! Bind addresses (`HOST:PORT`, `[::1]:PORT`, `unix:PATH`) and the listening sockets for them.
+//! Bind addresses (`HOST:PORT`, `[::1]:PORT`, `unix:PATH`, `fd://N`) and the listening sockets
+//! for them, including those inherited from systemd (`LISTEN_FDS`) or a previous master (USR2).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -8,6 +9,10 @@ use std::str::FromStr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
+
+/// Environment variable through which a master passes its listening sockets to the new master
+/// it starts on USR2 (comma-separated descriptor numbers).
+pub const INHERITED_FDS_VAR: &str = "FERROCORN_FDS";
 
 #[derive(Debug, Error)]
 pub enum BindError {
@@ -22,8 +27,13 @@ pub enum BindError {
 /// One `--bind` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindAddr {
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Unix(PathBuf),
+    /// An already listening socket inherited as file descriptor N.
+    Fd(i32),
 }
 
 impl FromStr for BindAddr {
@@ -31,6 +41,14 @@ impl FromStr for BindAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BindError::Syntax(s.to_owned());
+        if let Some(fd) = s.strip_prefix("fd://") {
+            return fd
+                .parse::<i32>()
+                .ok()
+                .filter(|&n| n >= 0)
+                .map(Self::Fd)
+                .ok_or_else(bad);
+        }
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad());
@@ -67,6 +85,7 @@ impl fmt::Display for BindAddr {
             Self::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             Self::Tcp { host, port } => write!(f, "{host}:{port}"),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Fd(n) => write!(f, "fd://{n}"),
         }
     }
 }
@@ -76,6 +95,15 @@ impl fmt::Display for BindAddr {
 pub enum BoundListener {
     Tcp(std::net::TcpListener),
     Unix(UnixListener, PathBuf),
+}
+
+impl std::os::fd::AsRawFd for BoundListener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Self::Tcp(l) => l.as_raw_fd(),
+            Self::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
 }
 
 impl BoundListener {
@@ -102,6 +130,9 @@ impl BoundListener {
 /// Binds every address of `addr` with `backlog`.
 pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Vec<BoundListener>, BindError> {
     match addr {
+        BindAddr::Fd(fd) => Ok(vec![
+            from_fd(*fd).map_err(|e| BindError::Bind(addr.to_string(), e))?
+        ]),
         BindAddr::Unix(path) => {
             // A stale socket file from a previous run would make bind fail.
             if std::fs::symlink_metadata(path).is_ok_and(|m| {
@@ -136,6 +167,56 @@ pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Vec<BoundListener>, BindErr
             Ok(vec![BoundListener::Tcp(listener)])
         }
     }
+}
+
+/// Takes over an inherited listening socket, whatever its family.
+fn from_fd(fd: i32) -> std::io::Result<BoundListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // The descriptor must be an open socket: check before taking ownership of it.
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open and was handed to this process to own (fd://N,
+    // LISTEN_FDS or an upgrade); nothing else in the process uses it.
+    let sock = Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let local = sock.local_addr()?;
+    sock.set_cloexec(true)?;
+    if let Some(path) = local.as_pathname() {
+        let path = path.to_owned();
+        return Ok(BoundListener::Unix(
+            UnixListener::from(OwnedFd::from(sock)),
+            path,
+        ));
+    }
+    if local.as_socket().is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a TCP or unix socket",
+        ));
+    }
+    Ok(BoundListener::Tcp(sock.into()))
+}
+
+/// Listening sockets passed by systemd socket activation (`LISTEN_PID`, `LISTEN_FDS`), as
+/// `fd://N` addresses; the variables are removed so workers and children do not reuse them.
+pub fn systemd_fds() -> Vec<BindAddr> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    if !ours || count <= 0 {
+        return Vec::new();
+    }
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    // SD_LISTEN_FDS_START is 3.
+    (3..3 + count).map(BindAddr::Fd).collect()
 }
 
 fn bind_tcp(sa: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
@@ -173,9 +254,31 @@ mod tests {
             "unix:/tmp/a.sock".parse::<BindAddr>().unwrap(),
             BindAddr::Unix("/tmp/a.sock".into())
         );
-        for bad in ["127.0.0.1:http", "::1:80", "[::1", "unix:", "h:70000"] {
+        for bad in [
+            "127.0.0.1:http",
+            "::1:80",
+            "[::1",
+            "unix:",
+            "h:70000",
+            "fd://x",
+            "fd://-1",
+        ] {
             assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn takes_over_an_inherited_socket() {
+        use std::os::fd::IntoRawFd;
+        let l = bind(&"127.0.0.1:0".parse().unwrap(), 16).unwrap().remove(0);
+        let url = l.url();
+        let BoundListener::Tcp(tcp) = l else {
+            panic!("tcp")
+        };
+        let fd = tcp.into_raw_fd();
+        let again = bind(&BindAddr::Fd(fd), 16).unwrap().remove(0);
+        assert_eq!(again.url(), url);
+        assert!(bind(&BindAddr::Fd(9999), 16).is_err());
     }
 
     #[test]

@@ -115,6 +115,18 @@ pub struct Settings {
 impl Settings {
     /// The addresses to bind: `--bind`, else `0.0.0.0:$PORT`, else `127.0.0.1:8000`.
     pub fn bind_addrs(&self) -> Result<Vec<BindAddr>, BindError> {
+        // Sockets handed over by a previous master (USR2) or by systemd come first.
+        if let Ok(fds) = std::env::var(crate::bind::INHERITED_FDS_VAR) {
+            std::env::remove_var(crate::bind::INHERITED_FDS_VAR);
+            return fds
+                .split(',')
+                .map(|fd| format!("fd://{fd}").parse())
+                .collect();
+        }
+        let systemd = crate::bind::systemd_fds();
+        if !systemd.is_empty() {
+            return Ok(systemd);
+        }
         if self.bind.is_empty() {
             let default = match std::env::var("PORT") {
                 Ok(p) if !p.is_empty() => format!("0.0.0.0:{p}"),

@@ -33,6 +33,19 @@ pub trait Spawn {
 
     /// SIGHUP: re-read what can change before the new workers are forked.
     fn reload(&mut self) {}
+
+    /// SIGUSR2: start a new master from the installed program, handing it the listening
+    /// sockets; returns its pid.
+    fn upgrade(&mut self) -> std::io::Result<Pid>;
+}
+
+/// How the master ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// The exit code for the process.
+    pub code: i32,
+    /// A new master (USR2) owns the sockets now: leave unix socket files in place.
+    pub handed_over: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +86,8 @@ pub struct Master<S: Spawn> {
     next_id: u64,
     mode: Mode,
     exit_code: i32,
+    /// The new master started by USR2, while it runs.
+    successor: Option<Pid>,
 }
 
 impl<S: Spawn> Master<S> {
@@ -86,11 +101,12 @@ impl<S: Spawn> Master<S> {
             next_id: 1,
             mode: Mode::Running,
             exit_code: 0,
+            successor: None,
         })
     }
 
-    /// Runs until every worker has stopped; returns the exit code for the process.
-    pub fn run(mut self) -> i32 {
+    /// Runs until every worker has stopped.
+    pub fn run(mut self) -> Outcome {
         loop {
             if let Mode::Running = self.mode {
                 self.maintain();
@@ -119,7 +135,10 @@ impl<S: Spawn> Master<S> {
             }
         }
         log::info!("Shutting down: Master");
-        self.exit_code
+        Outcome {
+            code: self.exit_code,
+            handed_over: self.successor.is_some(),
+        }
     }
 
     fn on_signal(&mut self, sig: i32) {
@@ -139,8 +158,25 @@ impl<S: Spawn> Master<S> {
                 log::info!("Increasing workers to {}", self.config.workers);
             }
             SIGTTOU => {
-                self.config.workers = self.config.workers.saturating_sub(1).max(1);
+                if self.config.workers > 1 {
+                    self.config.workers -= 1;
+                }
                 log::info!("Decreasing workers to {}", self.config.workers);
+            }
+            SIGUSR2 => match self.successor {
+                Some(pid) => log::warn!("USR2 ignored: an upgrade (pid {pid}) is already running"),
+                None => match self.spawner.upgrade() {
+                    Ok(pid) => {
+                        log::info!("Upgrading: new master started with pid {pid}");
+                        self.successor = Some(pid);
+                    }
+                    Err(e) => log::error!("upgrade failed: {e}"),
+                },
+            },
+            SIGWINCH => {
+                // After an upgrade: the old master's workers stop; the master waits for TERM.
+                self.config.workers = 0;
+                log::info!("Stopping all workers (WINCH)");
             }
             SIGUSR1 => {
                 for w in &self.workers {
@@ -251,6 +287,11 @@ impl<S: Spawn> Master<S> {
     }
 
     fn on_exit(&mut self, pid: Pid, code: Option<i32>, sig: Option<Signal>) {
+        if self.successor == Some(pid) {
+            log::warn!("The new master (pid {pid}) exited; this master goes on serving");
+            self.successor = None;
+            return;
+        }
         let Some(pos) = self.workers.iter().position(|w| w.pid == pid) else {
             return;
         };

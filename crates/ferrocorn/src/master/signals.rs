@@ -80,6 +80,8 @@ pub fn name(sig: i32) -> &'static str {
         SIGTTIN => "SIGTTIN",
         SIGTTOU => "SIGTTOU",
         SIGUSR1 => "SIGUSR1",
+        SIGUSR2 => "SIGUSR2",
+        SIGWINCH => "SIGWINCH",
         SIGCHLD => "SIGCHLD",
         _ => "signal",
     }
