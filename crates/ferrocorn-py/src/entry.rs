@@ -10,6 +10,7 @@ use ferrocorn::config::Settings;
 use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
 
 use crate::fork::{Forker, PidFile};
+use crate::process::{daemonize, set_title, Identity};
 
 /// Exit code for a configuration or start-up error.
 const EXIT_CONFIG: i32 = 1;
@@ -50,7 +51,15 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
     let addrs = settings
         .bind_addrs()
         .map_err(|e| config_error(e.to_string()))?;
+    let identity = Identity::resolve(settings.user.as_deref(), settings.group.as_deref())
+        .map_err(config_error)?;
+    if let Some(mask) = settings.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     prepare_python_path(py, settings)?;
+    if settings.daemon {
+        daemonize(py).map_err(|e| config_error(format!("cannot daemonize: {e}")))?;
+    }
     let preloaded = if settings.preload {
         let app = crate::loader::load(py, &settings.app).map_err(|message| StartError {
             code: EXIT_APP_LOAD,
@@ -66,7 +75,13 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         listeners
             .extend(bind::bind(addr, settings.backlog).map_err(|e| config_error(e.to_string()))?);
     }
+    for addr in &addrs {
+        if let BindAddr::Unix(path) = addr {
+            identity.chown(path);
+        }
+    }
     let pid = std::process::id();
+    set_title(py, &format!("ferrocorn: master [{}]", settings.app));
     let pidfile = settings
         .pidfile
         .as_ref()
@@ -86,6 +101,7 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         preloaded,
         master_pid: pid,
         pidfile,
+        identity,
     };
     let config = MasterConfig {
         workers: usize::from(settings.workers),

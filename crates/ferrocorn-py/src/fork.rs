@@ -18,6 +18,7 @@ use ferrocorn::master::{Spawn, EXIT_APP_LOAD, EXIT_WORKER_BOOT};
 use ferrocorn::worker::{self, WorkerConfig};
 
 use crate::pool::WsgiApp;
+use crate::process::{set_title, Identity};
 use crate::wsgi::Shared;
 
 /// Everything a worker needs, held by the master and inherited through the fork.
@@ -28,6 +29,7 @@ pub(crate) struct Forker {
     pub preloaded: Option<Py<PyAny>>,
     pub master_pid: u32,
     pub pidfile: Option<PidFile>,
+    pub identity: Identity,
 }
 
 /// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit;
@@ -158,6 +160,11 @@ impl Forker {
 
     /// The worker: load the app (unless preloaded), serve, return the exit code.
     fn worker_process(&self, py: Python<'_>, heartbeat: BeatHandle, worker_id: u64) -> i32 {
+        set_title(py, &format!("ferrocorn: worker [{}]", self.settings.app));
+        if let Err(e) = self.identity.apply() {
+            eprintln!("Error: cannot switch the worker to the configured user/group: {e}");
+            return EXIT_WORKER_BOOT;
+        }
         enable_faulthandler(py);
         let app = match &self.preloaded {
             Some(app) => app.clone_ref(py),

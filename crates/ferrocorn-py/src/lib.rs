@@ -5,6 +5,7 @@ mod entry;
 mod fork;
 mod loader;
 mod pool;
+mod process;
 mod wsgi;
 
 use pyo3::prelude::*;

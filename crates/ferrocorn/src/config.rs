@@ -32,7 +32,12 @@ impl LogLevel {
 
 /// ferrocorn: a WSGI HTTP server with its HTTP core in Rust. Flags follow Gunicorn's.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ferrocorn", version, about, max_term_width = 100)]
+#[command(
+    name = "ferrocorn",
+    version,
+    about = "ferrocorn: a WSGI HTTP server with its HTTP core in Rust. Flags follow Gunicorn's.",
+    max_term_width = 100
+)]
 pub struct Settings {
     /// The WSGI application: `module:callable`, `module:factory()`, `module:factory('arg',
     /// key=1)`, `module` (its `application`) or Twisted's `package.module.attribute`.
@@ -69,6 +74,22 @@ pub struct Settings {
     /// Write the master's pid to this file (removed on exit).
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+
+    /// Detach from the terminal and run in the background.
+    #[arg(short = 'D', long)]
+    pub daemon: bool,
+
+    /// Switch worker processes to this user (name or uid).
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Switch worker processes to this group (name or gid).
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// File mode creation mask, in octal (e.g. 0o22 or 022).
+    #[arg(short = 'm', long, value_name = "MASK", value_parser = parse_umask)]
+    pub umask: Option<u32>,
 
     /// Python threads serving requests concurrently (per worker).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -110,6 +131,17 @@ pub struct Settings {
     #[arg(long = "limit-request-field_size", alias = "limit-request-field-size", value_name = "BYTES",
           default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub limit_request_field_size: u32,
+}
+
+fn parse_umask(s: &str) -> Result<u32, String> {
+    let digits = s
+        .strip_prefix("0o")
+        .or_else(|| s.strip_prefix("0O"))
+        .unwrap_or(s);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|&m| m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode mask such as 0o22"))
 }
 
 impl Settings {
