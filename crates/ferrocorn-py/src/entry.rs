@@ -72,8 +72,10 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
 
     let mut listeners: Vec<BoundListener> = Vec::new();
     for addr in &addrs {
-        listeners
-            .extend(bind::bind(addr, settings.backlog).map_err(|e| config_error(e.to_string()))?);
+        listeners.extend(
+            bind::bind_with(addr, settings.backlog, settings.reuse_port)
+                .map_err(|e| config_error(e.to_string()))?,
+        );
     }
     for addr in &addrs {
         if let BindAddr::Unix(path) = addr {

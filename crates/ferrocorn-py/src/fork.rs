@@ -158,6 +158,20 @@ impl Forker {
         }
     }
 
+    /// The shared listening sockets, plus with `--reuse-port` a socket of the worker's own for
+    /// each TCP address (the kernel balances between them; the shared ones are still accepted
+    /// on, so no connection waits on a socket nobody serves).
+    fn worker_listeners(&self) -> std::io::Result<Vec<BoundListener>> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            out.push(l.try_clone()?);
+            if self.settings.reuse_port {
+                out.extend(ferrocorn::bind::reuse_port_twin(l, self.settings.backlog)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The worker: load the app (unless preloaded), serve, return the exit code.
     fn worker_process(&self, py: Python<'_>, heartbeat: BeatHandle, worker_id: u64) -> i32 {
         set_title(py, &format!("ferrocorn: worker [{}]", self.settings.app));
@@ -176,12 +190,7 @@ impl Forker {
                 }
             },
         };
-        let listeners = match self
-            .listeners
-            .iter()
-            .map(BoundListener::try_clone)
-            .collect::<Result<Vec<_>, _>>()
-        {
+        let listeners = match self.worker_listeners() {
             Ok(l) => l,
             Err(e) => {
                 log::error!("cannot use the listening sockets: {e}");

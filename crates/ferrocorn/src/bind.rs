@@ -129,6 +129,30 @@ impl BoundListener {
 
 /// Binds every address of `addr` with `backlog`.
 pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Vec<BoundListener>, BindError> {
+    bind_with(addr, backlog, false)
+}
+
+/// A worker's own SO_REUSEPORT socket on the same address as `listener` (TCP only).
+pub fn reuse_port_twin(
+    listener: &BoundListener,
+    backlog: i32,
+) -> std::io::Result<Option<BoundListener>> {
+    match listener {
+        BoundListener::Tcp(l) => Ok(Some(BoundListener::Tcp(bind_tcp(
+            l.local_addr()?,
+            backlog,
+            true,
+        )?))),
+        BoundListener::Unix(..) => Ok(None),
+    }
+}
+
+/// Binds `addr`, with SO_REUSEPORT on TCP sockets when `reuse_port`.
+pub fn bind_with(
+    addr: &BindAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<Vec<BoundListener>, BindError> {
     match addr {
         BindAddr::Fd(fd) => Ok(vec![
             from_fd(*fd).map_err(|e| BindError::Bind(addr.to_string(), e))?
@@ -163,7 +187,8 @@ pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Vec<BoundListener>, BindErr
                 .ok_or_else(|| {
                     BindError::Resolve(addr.to_string(), std::io::ErrorKind::NotFound.into())
                 })?;
-            let listener = bind_tcp(sa, backlog).map_err(|e| BindError::Bind(sa.to_string(), e))?;
+            let listener = bind_tcp(sa, backlog, reuse_port)
+                .map_err(|e| BindError::Bind(sa.to_string(), e))?;
             Ok(vec![BoundListener::Tcp(listener)])
         }
     }
@@ -219,9 +244,16 @@ pub fn systemd_fds() -> Vec<BindAddr> {
     (3..3 + count).map(BindAddr::Fd).collect()
 }
 
-fn bind_tcp(sa: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+fn bind_tcp(
+    sa: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
     let sock = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     if sa.is_ipv6() {
         sock.set_only_v6(true)?;
     }

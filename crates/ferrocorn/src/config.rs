@@ -115,6 +115,11 @@ pub struct Settings {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub graceful_timeout: u64,
 
+    /// Set SO_REUSEPORT: each worker also listens on a socket of its own for the same address,
+    /// and the kernel spreads connections over them.
+    #[arg(long)]
+    pub reuse_port: bool,
+
     /// Maximum number of pending connections in the listen queue.
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub backlog: i32,
