@@ -204,6 +204,7 @@ impl Forker {
                 app,
                 multithread: threads > 1,
                 multiprocess: settings.workers > 1,
+                root_path: settings.root_path.clone(),
             },
         });
         let config = WorkerConfig {

@@ -14,6 +14,7 @@ use crate::http::error::BodyError;
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::master::heartbeat::monotonic_ms;
+use crate::proxy::Forwarded;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Request {
     pub head: RequestHead,
     pub peer: Peer,
     pub local: Local,
+    /// What a trusted proxy said about the original request (empty otherwise).
+    pub forwarded: Forwarded,
 }
 
 /// A unit of work for an app thread: the request, its body, and the way back to its connection.

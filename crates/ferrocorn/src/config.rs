@@ -9,6 +9,8 @@ use clap::{Parser, ValueEnum};
 use crate::bind::{BindAddr, BindError};
 use crate::http::request::Limits;
 use crate::http::ConnConfig;
+use crate::proxy::{ProxyConfig, Trusted};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -120,6 +122,51 @@ pub struct Settings {
     #[arg(long)]
     pub reuse_port: bool,
 
+    /// Peers trusted to send X-Forwarded-* and Forwarded headers: IPs and CIDR ranges,
+    /// comma-separated, or * for any. Unix-socket peers are always trusted.
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        env = "FORWARDED_ALLOW_IPS",
+        default_value = "127.0.0.1,::1"
+    )]
+    pub forwarded_allow_ips: Trusted,
+
+    /// Header carrying the client address from a trusted proxy.
+    #[arg(long, value_name = "NAME", default_value = "X-Forwarded-For")]
+    pub forwarded_for_header: String,
+
+    /// Header carrying the original scheme (http or https) from a trusted proxy.
+    #[arg(long, value_name = "NAME", default_value = "X-Forwarded-Proto")]
+    pub forwarded_proto_header: String,
+
+    /// Header carrying the original Host from a trusted proxy.
+    #[arg(long, value_name = "NAME", default_value = "X-Forwarded-Host")]
+    pub forwarded_host_header: String,
+
+    /// Header carrying the original port from a trusted proxy.
+    #[arg(long, value_name = "NAME", default_value = "X-Forwarded-Port")]
+    pub forwarded_port_header: String,
+
+    /// Header carrying the path prefix the proxy mounts the app under (becomes SCRIPT_NAME).
+    #[arg(long, value_name = "NAME", default_value = "X-Forwarded-Prefix")]
+    pub forwarded_prefix_header: String,
+
+    /// Headers (and the value) by which a trusted proxy says the request came over HTTPS,
+    /// as HEADER=VALUE pairs, comma-separated.
+    #[arg(long, value_name = "PAIRS", default_value = "X-Forwarded-Protocol=ssl,X-Forwarded-Ssl=on",
+          value_parser = parse_scheme_headers)]
+    pub secure_scheme_headers: SchemeHeaders,
+
+    /// Path the app is mounted under when no proxy says so (SCRIPT_NAME).
+    #[arg(long, value_name = "PATH", default_value = "", value_parser = parse_root_path)]
+    pub root_path: String,
+
+    /// Expect the HAProxy PROXY protocol (v1 or v2) preamble on every connection from a
+    /// trusted peer; connections from other peers are closed.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
     /// Maximum number of pending connections in the listen queue.
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub backlog: i32,
@@ -136,6 +183,32 @@ pub struct Settings {
     #[arg(long = "limit-request-field_size", alias = "limit-request-field-size", value_name = "BYTES",
           default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub limit_request_field_size: u32,
+}
+
+/// `--secure-scheme-headers` pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemeHeaders(pub Vec<(String, String)>);
+
+fn parse_scheme_headers(s: &str) -> Result<SchemeHeaders, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((h, v)) if !h.trim().is_empty() => {
+                Ok((h.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            }
+            _ => Err(format!("{pair:?} is not HEADER=VALUE")),
+        })
+        .collect::<Result<_, _>>()
+        .map(SchemeHeaders)
+}
+
+fn parse_root_path(s: &str) -> Result<String, String> {
+    if s.is_empty() || (s.starts_with('/') && s.bytes().all(|b| b.is_ascii_graphic())) {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!("{s:?} must be empty or a path starting with /"))
+    }
 }
 
 fn parse_umask(s: &str) -> Result<u32, String> {
@@ -182,6 +255,16 @@ impl Settings {
                 field_size: self.limit_request_field_size as usize,
             },
             keep_alive: Duration::from_secs(self.keep_alive),
+            proxy: Arc::new(ProxyConfig {
+                trusted: self.forwarded_allow_ips.clone(),
+                for_header: self.forwarded_for_header.to_ascii_lowercase(),
+                proto_header: self.forwarded_proto_header.to_ascii_lowercase(),
+                host_header: self.forwarded_host_header.to_ascii_lowercase(),
+                port_header: self.forwarded_port_header.to_ascii_lowercase(),
+                prefix_header: self.forwarded_prefix_header.to_ascii_lowercase(),
+                secure_scheme_headers: self.secure_scheme_headers.0.clone(),
+            }),
+            proxy_protocol: self.proxy_protocol,
             ..ConnConfig::default()
         }
     }

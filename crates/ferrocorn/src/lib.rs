@@ -8,4 +8,5 @@ pub mod http;
 pub mod log;
 pub mod master;
 pub mod net;
+pub mod proxy;
 pub mod worker;

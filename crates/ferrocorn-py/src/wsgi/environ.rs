@@ -30,7 +30,7 @@ pub(crate) fn template<'py>(
     d.set_item("wsgi.input_terminated", true)?;
     d.set_item("wsgi.file_wrapper", file_wrapper)?;
     d.set_item("SERVER_SOFTWARE", SERVER)?;
-    d.set_item("SCRIPT_NAME", "")?;
+    d.set_item("SCRIPT_NAME", shared.root_path.as_str())?;
     Ok(d)
 }
 
@@ -40,31 +40,51 @@ pub(crate) fn build<'py>(
     template: &Bound<'py, PyDict>,
     req: &Request,
     input: &Bound<'py, InputStream>,
+    root_path: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
+    let fwd = &req.forwarded;
     let env = template.copy()?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "REQUEST_METHOD"), &*head.method)?;
+    let path = percent_decode(head.path().as_bytes());
+    let script_name = match &fwd.prefix {
+        Some(prefix) => {
+            env.set_item(intern!(py, "SCRIPT_NAME"), prefix.as_str())?;
+            prefix.as_str()
+        }
+        None => root_path,
+    };
     env.set_item(
         intern!(py, "PATH_INFO"),
-        latin1_str(py, &percent_decode(head.path().as_bytes())),
+        latin1_str(py, strip_prefix(&path, script_name)),
     )?;
     env.set_item(intern!(py, "QUERY_STRING"), head.query())?;
     env.set_item(intern!(py, "RAW_URI"), &*head.target)?;
     env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
+    let scheme = fwd.scheme.unwrap_or("http");
+    if scheme != "http" {
+        env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    }
 
-    match &req.peer {
-        Peer::Tcp(addr) => {
+    match (&fwd.client, &req.peer) {
+        (Some(ip), _) => {
+            env.set_item(intern!(py, "REMOTE_ADDR"), ip.to_string())?;
+            if let Some(port) = fwd.client_port {
+                env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
+            }
+        }
+        (None, Peer::Tcp(addr)) => {
             env.set_item(intern!(py, "REMOTE_ADDR"), addr.ip().to_string())?;
             env.set_item(intern!(py, "REMOTE_PORT"), addr.port().to_string())?;
         }
-        Peer::Unix => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
+        (None, Peer::Unix) => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
     }
 
     // HTTP_* keys (RFC 3875 §4.1.18). Repeated fields are joined with "," (RFC 9110 §5.3).
     // Names holding "_" are dropped: once "-" maps to "_" they could pass for another header
     // (X_Forwarded_For for X-Forwarded-For).
-    let mut host: Option<&[u8]> = None;
+    let mut host: Option<&[u8]> = fwd.host.as_deref().map(str::as_bytes);
     let mut merged: Vec<(String, Vec<u8>)> = Vec::with_capacity(head.headers.len());
     for h in &head.headers {
         if h.name.contains('_') {
@@ -76,6 +96,9 @@ pub(crate) fn build<'py>(
             "CONTENT_LENGTH".to_owned()
         } else {
             if h.name.eq_ignore_ascii_case("host") {
+                if fwd.host.is_some() {
+                    continue;
+                }
                 host = Some(&h.value);
             }
             let mut k = String::with_capacity(5 + h.name.len());
@@ -99,18 +122,41 @@ pub(crate) fn build<'py>(
             None => merged.push((key, h.value.to_vec())),
         }
     }
+    if let Some(h) = &fwd.host {
+        merged.push(("HTTP_HOST".to_owned(), h.as_bytes().to_vec()));
+    }
     for (k, v) in &merged {
         env.set_item(k, latin1_str(py, v))?;
     }
 
-    let (name, port) = server_name_port(host, &req.local);
+    let (name, port) = server_name_port(host, &req.local, scheme);
     env.set_item(intern!(py, "SERVER_NAME"), name.as_ref())?;
-    env.set_item(intern!(py, "SERVER_PORT"), port.as_ref())?;
+    match fwd.port {
+        Some(p) => env.set_item(intern!(py, "SERVER_PORT"), p.to_string())?,
+        None => env.set_item(intern!(py, "SERVER_PORT"), port.as_ref())?,
+    }
     Ok(env)
 }
 
+/// PATH_INFO is the path after SCRIPT_NAME when the path still carries it (PEP 3333: the two
+/// together make the whole path).
+fn strip_prefix<'a>(path: &'a [u8], script_name: &str) -> &'a [u8] {
+    if script_name.is_empty() {
+        return path;
+    }
+    match path.strip_prefix(script_name.as_bytes()) {
+        Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
+        _ => path,
+    }
+}
+
 /// SERVER_NAME and SERVER_PORT: from the Host header when present, else the local socket.
-fn server_name_port<'a>(host: Option<&'a [u8]>, local: &Local) -> (Cow<'a, str>, Cow<'a, str>) {
+fn server_name_port<'a>(
+    host: Option<&'a [u8]>,
+    local: &Local,
+    scheme: &str,
+) -> (Cow<'a, str>, Cow<'a, str>) {
+    let default_port = if scheme == "https" { "443" } else { "80" };
     if let Some(host) = host
         .and_then(|h| std::str::from_utf8(h).ok())
         .filter(|h| !h.is_empty())
@@ -126,7 +172,7 @@ fn server_name_port<'a>(host: Option<&'a [u8]>, local: &Local) -> (Cow<'a, str>,
                 None => (host, None),
             }
         };
-        let port = port.filter(|p| !p.is_empty()).unwrap_or("80");
+        let port = port.filter(|p| !p.is_empty()).unwrap_or(default_port);
         return (Cow::Borrowed(name), Cow::Borrowed(port));
     }
     match local {
@@ -134,7 +180,7 @@ fn server_name_port<'a>(host: Option<&'a [u8]>, local: &Local) -> (Cow<'a, str>,
             Cow::Owned(a.ip().to_string()),
             Cow::Owned(a.port().to_string()),
         ),
-        Local::Unix(_) => (Cow::Borrowed("localhost"), Cow::Borrowed("80")),
+        Local::Unix(_) => (Cow::Borrowed("localhost"), Cow::Borrowed(default_port)),
     }
 }
 
@@ -184,15 +230,25 @@ mod tests {
     }
 
     #[test]
+    fn path_info_after_script_name() {
+        assert_eq!(strip_prefix(b"/app/x", "/app"), b"/x");
+        assert_eq!(strip_prefix(b"/app", "/app"), b"");
+        assert_eq!(strip_prefix(b"/application", "/app"), b"/application");
+        assert_eq!(strip_prefix(b"/x", ""), b"/x");
+    }
+
+    #[test]
     fn server_name_from_host() {
         let local = Local::Tcp("127.0.0.1:9000".parse().unwrap());
-        let (n, p) = server_name_port(Some(b"example.com:8080"), &local);
+        let (n, p) = server_name_port(Some(b"example.com:8080"), &local, "http");
         assert_eq!((n.as_ref(), p.as_ref()), ("example.com", "8080"));
-        let (n, p) = server_name_port(Some(b"[::1]:81"), &local);
+        let (n, p) = server_name_port(Some(b"[::1]:81"), &local, "http");
         assert_eq!((n.as_ref(), p.as_ref()), ("::1", "81"));
-        let (n, p) = server_name_port(Some(b"example.com"), &local);
+        let (n, p) = server_name_port(Some(b"example.com"), &local, "http");
         assert_eq!((n.as_ref(), p.as_ref()), ("example.com", "80"));
-        let (n, p) = server_name_port(None, &local);
+        let (_, p) = server_name_port(Some(b"example.com"), &local, "https");
+        assert_eq!(p.as_ref(), "443");
+        let (n, p) = server_name_port(None, &local, "http");
         assert_eq!((n.as_ref(), p.as_ref()), ("127.0.0.1", "9000"));
     }
 }

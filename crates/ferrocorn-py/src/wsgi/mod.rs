@@ -21,12 +21,15 @@ pub(crate) struct Shared {
     pub app: Py<PyAny>,
     pub multithread: bool,
     pub multiprocess: bool,
+    /// `--root-path`: SCRIPT_NAME when no trusted proxy sends a prefix.
+    pub root_path: String,
 }
 
 /// Per-thread state: the environ template and cached Python objects.
 pub(crate) struct ThreadCtx {
     app: Py<PyAny>,
     template: Py<PyDict>,
+    root_path: String,
     file_wrapper: Py<PyAny>,
 }
 
@@ -37,6 +40,7 @@ impl ThreadCtx {
         Ok(Self {
             app: shared.app.clone_ref(py),
             template: template.unbind(),
+            root_path: shared.root_path.clone(),
             file_wrapper: file_wrapper.unbind(),
         })
     }
@@ -86,7 +90,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
     let outcome = (|| -> Result<(), Failure> {
         let input = Bound::new(py, InputStream::new(body))?;
         let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
-        let environ = environ::build(py, ctx.template.bind(py), &request, &input)?;
+        let environ = environ::build(py, ctx.template.bind(py), &request, &input, &ctx.root_path)?;
         let result = ctx.app.bind(py).call1((environ, &start));
         let result = match result {
             Ok(r) => r,

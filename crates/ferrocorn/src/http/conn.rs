@@ -12,10 +12,14 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use super::body::BodyReader;
 use super::error::RequestError;
+use super::proxy_protocol;
 use super::request::{parse_head, Limits, RequestHead, Version};
-use super::response::{encode_head, request_error_response, BodyFraming, ResponseHead};
+use super::response::{
+    encode_head, error_response, request_error_response, BodyFraming, ResponseHead,
+};
 use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink};
 use crate::net::Stream;
+use crate::proxy::ProxyConfig;
 
 /// Settings every connection of a worker shares.
 #[derive(Debug, Clone)]
@@ -30,6 +34,10 @@ pub struct ConnConfig {
     pub io_timeout: Duration,
     /// Unread request body the server will discard to keep a connection alive.
     pub max_drain: u64,
+    /// Which peers' forwarded headers count, and under which names.
+    pub proxy: Arc<ProxyConfig>,
+    /// Read a PROXY protocol preamble first on every connection.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ConnConfig {
@@ -40,6 +48,8 @@ impl Default for ConnConfig {
             head_timeout: Duration::from_secs(30),
             io_timeout: Duration::from_secs(30),
             max_drain: 1024 * 1024,
+            proxy: Arc::default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -67,6 +77,9 @@ pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx
         local,
         ctx,
     };
+    if conn.ctx.config.proxy_protocol && !conn.read_preamble().await {
+        return;
+    }
     conn.run().await;
 }
 
@@ -120,6 +133,40 @@ impl Conn {
         *self.ctx.shutdown.borrow()
     }
 
+    /// `--proxy-protocol`: takes the client address from the preamble. False when the
+    /// connection must be closed (untrusted peer, bad or missing preamble).
+    async fn read_preamble(&mut self) -> bool {
+        if !self.ctx.config.proxy.trusts(&self.peer) {
+            log::debug!(
+                "{}: PROXY protocol from an untrusted peer; closing",
+                self.peer_text()
+            );
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + self.ctx.config.head_timeout;
+        loop {
+            match proxy_protocol::parse(&self.buf) {
+                Ok(Some((addr, used))) => {
+                    self.buf.advance(used);
+                    if let Some(addr) = addr {
+                        self.peer = Peer::Tcp(addr);
+                    }
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::debug!("{}: {e}; closing", self.peer_text());
+                    return false;
+                }
+            }
+            self.buf.reserve(512);
+            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
+        }
+    }
+
     async fn read_head(&mut self, first: bool) -> Result<HeadRead, RequestError> {
         let limits = self.ctx.config.limits;
         loop {
@@ -161,6 +208,20 @@ impl Conn {
 
     /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
     async fn exchange(&mut self, head: RequestHead) -> Result<bool, ()> {
+        let forwarded = match self.ctx.config.proxy.resolve(&self.peer, &head.headers) {
+            Ok(f) => f,
+            Err(e) => {
+                log::warn!(
+                    "{}: refused request {} {}: {e}",
+                    self.peer_text(),
+                    head.method,
+                    head.target
+                );
+                let resp = error_response(400, &e.to_string(), head.version);
+                let _ = self.write(&[&resp]).await;
+                return Ok(false);
+            }
+        };
         let (tx, mut rx) = mpsc::channel(8);
         let (body_tx, body_rx) = mpsc::channel(1);
         let mut body = BodyReader::new(head.framing);
@@ -171,6 +232,7 @@ impl Conn {
                 head,
                 peer: self.peer.clone(),
                 local: self.local.clone(),
+                forwarded,
             },
             body: BodyStream {
                 tx: tx.clone(),

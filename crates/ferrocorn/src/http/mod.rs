@@ -5,6 +5,7 @@ pub mod body;
 pub mod chunked;
 pub(crate) mod conn;
 pub mod error;
+pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 
