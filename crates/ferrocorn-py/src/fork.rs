@@ -111,10 +111,18 @@ impl Forker {
     fn exec_successor(&mut self) -> std::io::Result<Pid> {
         let (exe, argv) = Python::attach(|py| -> PyResult<(String, Vec<String>)> {
             let sys = py.import("sys")?;
-            Ok((
-                sys.getattr("executable")?.extract()?,
-                sys.getattr("orig_argv")?.extract()?,
-            ))
+            let exe: String = sys.getattr("executable")?.extract()?;
+            // sys.orig_argv is 3.10+; before, the interpreter plus sys.argv is the same thing
+            // for the console script and `python -m ferrocorn` alike.
+            let argv: Vec<String> = match sys.getattr("orig_argv") {
+                Ok(a) => a.extract()?,
+                Err(_) => {
+                    let mut argv = vec![exe.clone()];
+                    argv.extend(sys.getattr("argv")?.extract::<Vec<String>>()?);
+                    argv
+                }
+            };
+            Ok((exe, argv))
         })
         .map_err(|e| std::io::Error::other(format!("cannot read the command line: {e}")))?;
         let fds: Vec<i32> = self.listeners.iter().map(AsRawFd::as_raw_fd).collect();

@@ -132,8 +132,9 @@ pub fn run(
         };
         let finished = tokio::select! {
             r = tokio::time::timeout(limit, idle.recv()) => r.is_ok(),
-            // A quick stop, or a second signal during a graceful one, ends now.
-            _ = signals.wait() => false,
+            // A quick stop (INT/QUIT) during a graceful one ends it now. Another TERM does not:
+            // systemd and `kill -- -PGID` send it to the master and the worker alike.
+            _ = signals.wait_quick() => false,
         };
         if !finished && !limit.is_zero() {
             log::warn!(
@@ -275,6 +276,11 @@ impl StopSignals {
             usr1: signal(SignalKind::user_defined1())?,
             hup: signal(SignalKind::hangup())?,
         })
+    }
+
+    /// Waits for a quick-stop signal, ignoring further TERMs.
+    async fn wait_quick(&mut self) {
+        while let Stop::Graceful = self.wait().await {}
     }
 
     async fn wait(&mut self) -> Stop {

@@ -1,0 +1,92 @@
+# ferrocorn's developer tasks. `make run` serves the example Flask app; `make test` runs every
+# test. Everything is installed into .venv; stamp files inside it make each step run only when
+# its inputs changed (delete .venv and everything is redone).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.ferrocorn
+
+# One target/ for every build: the release wheel (maturin) and cargo test/clippy share it.
+unexport CARGO_TARGET_DIR
+# pyo3's build script reruns when PYO3_PYTHON changes, so cargo and maturin must agree on it.
+export PYO3_PYTHON := $(abspath $(PY))
+
+# The wheel is rebuilt when any of these change.
+SOURCES := $(shell find crates python -type f -not -path '*/__pycache__/*' -not -name '*.so') \
+	Cargo.toml $(wildcard Cargo.lock) pyproject.toml README.md
+
+# Programs the integration tests drive, as Debian names them.
+TEST_TOOLS := curl nginx wrk
+
+.PHONY: help venv build install run test-deps test lint clean
+
+help:
+	@echo "make run        build a release build into .venv and serve examples/flask_app.py"
+	@echo "                at http://127.0.0.1:8000"
+	@echo "make test       install what the tests need, then cargo test and pytest"
+	@echo "make install    (re)build the release wheel and install it into .venv"
+	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make clean      remove build outputs (keeps .venv)"
+
+venv: $(STAMP)-venv
+
+$(STAMP)-venv:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet 'maturin>=1.5,<2' flask
+	@touch $@
+
+# maturin builds the release wheel in target/ (incremental: only the crates that changed are
+# recompiled), then pip swaps it into the venv: ferrocorn itself always (same version number,
+# new build), its dependencies only when missing.
+build install: $(STAMP)-install
+
+$(STAMP)-install: $(STAMP)-venv $(SOURCES)
+	rm -f dist/ferrocorn-*.whl
+	$(VENV)/bin/maturin build --release --interpreter $(PY) --out dist
+	$(PIP) install --quiet --force-reinstall --no-deps dist/ferrocorn-*.whl
+	$(PIP) install --quiet dist/ferrocorn-*.whl  # its dependencies, if any are missing
+	@touch $@
+
+run: install
+	$(VENV)/bin/ferrocorn -b 127.0.0.1:8000 --chdir examples flask_app:app
+
+test-deps: $(STAMP)-test-deps
+	@missing=""; \
+	for tool in $(TEST_TOOLS); do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+			echo "Installing$$missing with apt-get"; \
+			$$sudo apt-get update -qq; \
+			$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else \
+			echo "warning: no apt-get here; install$$missing by hand, the tests need them" >&2; \
+		fi; \
+	fi
+
+$(STAMP)-test-deps: $(STAMP)-venv
+	$(PIP) install --quiet pytest flask
+	@touch $@
+
+test: test-deps install
+	cargo test --workspace
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)-venv
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf dist .pytest_cache $(STAMP)-install
+	find python tests examples -name __pycache__ -type d -prune -exec rm -rf {} +
