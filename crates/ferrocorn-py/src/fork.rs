@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +93,8 @@ impl Spawn for Forker {
                     // SAFETY: first thing in the child, GIL held.
                     unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
                     signals.forget_in_child();
-                    let code = self.worker_process(py, heartbeat.handle(), worker_id);
+                    let early_stop = worker::early_stop_flag().ok();
+                    let code = self.worker_process(py, heartbeat.handle(), worker_id, early_stop);
                     exit_process(py, code)
                 }
                 Err(e) => {
@@ -181,7 +183,13 @@ impl Forker {
     }
 
     /// The worker: load the app (unless preloaded), serve, return the exit code.
-    fn worker_process(&self, py: Python<'_>, heartbeat: BeatHandle, worker_id: u64) -> i32 {
+    fn worker_process(
+        &self,
+        py: Python<'_>,
+        heartbeat: BeatHandle,
+        worker_id: u64,
+        early_stop: Option<Arc<AtomicBool>>,
+    ) -> i32 {
         set_title(py, &format!("ferrocorn: worker [{}]", self.settings.app));
         if let Err(e) = self.identity.apply() {
             eprintln!("Error: cannot switch the worker to the configured user/group: {e}");
@@ -223,6 +231,7 @@ impl Forker {
             max_requests: max_requests(settings, worker_id),
             heartbeat: Some(heartbeat),
             master_pid: Some(self.master_pid),
+            early_stop,
         };
         match py.detach(|| worker::run(listeners, app, config, || {})) {
             Ok(_) => 0,

@@ -3,7 +3,7 @@
 //! bounded by the graceful timeout), quickly on SIGINT/SIGQUIT, and by itself after
 //! `--max-requests` or when its master is gone.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +31,19 @@ pub struct WorkerConfig {
     pub heartbeat: Option<BeatHandle>,
     /// The master's pid: the worker stops when its parent is no longer that process.
     pub master_pid: Option<u32>,
+    /// Set by a stop signal that arrived while the worker was still booting (see
+    /// [`early_stop_flag`]).
+    pub early_stop: Option<Arc<AtomicBool>>,
+}
+
+/// Records TERM/INT/QUIT from the moment it is called (right after the fork) until the worker
+/// installs its own handlers, so a stop sent while the app is still importing is not lost.
+pub fn early_stop_flag() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
 }
 
 /// How the worker ended.
@@ -113,7 +126,12 @@ pub fn run(
         if let Some(hb) = config.heartbeat {
             hb.set_ready();
         }
+        let early = config
+            .early_stop
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst));
         let stop = tokio::select! {
+            _ = std::future::ready(()), if early => Stop::Graceful,
             s = signals.wait() => s,
             _ = retire.notified() => {
                 log::info!("Autorestarting worker after {} requests", config.max_requests);

@@ -12,7 +12,7 @@ use signal_hook::SigId;
 
 /// The signals the master acts on, in the order it handles them when several are pending.
 pub const HANDLED: &[i32] = &[
-    SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGCHLD,
+    SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD,
 ];
 
 pub struct SignalQueue {

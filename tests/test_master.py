@@ -1,0 +1,350 @@
+"""The pre-fork master (issue 3): workers, signals, reloads, upgrades, hung-worker kill.
+
+Each test starts the real `ferrocorn` command and drives it with real clients and signals.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+BIN = os.environ.get("FERROCORN_BIN") or str(Path(sys.executable).parent / "ferrocorn")
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
+    """Polls `cond` until it returns something truthy, or fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def children(pid: int) -> set[int]:
+    """Pids of the live, non-zombie children of `pid`."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces: the fields after it are fixed.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(entry))
+    return out
+
+
+class Master:
+    """A running `ferrocorn` master with its stderr collected."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APPS), *args],
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        match = wait_for(lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log), what="Listening at")
+        assert isinstance(match, re.Match)
+        self.port = int(match.group(1))
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def workers(self) -> set[int]:
+        return children(self.pid)
+
+    def get(self, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode()
+        finally:
+            conn.close()
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        finally:
+            self._reader.join(5)
+
+
+@pytest.fixture
+def master_factory() -> Iterator[Callable[..., Master]]:
+    started: list[Master] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Master:
+        m = Master(*args, env=env)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        if m.proc.poll() is None:
+            m.proc.kill()
+            m.proc.wait(5)
+
+
+class LoadLoop:
+    """Requests in a background loop (bounded in count and time), counting failures."""
+
+    def __init__(self, port: int, limit: int = 5000, seconds: float = 30.0) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[str] = set()
+        self._stop = threading.Event()
+        self._limit = limit
+        self._deadline = time.monotonic() + seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.ok + len(self.failures) < self._limit and time.monotonic() < self._deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                body = resp.read().decode()
+                conn.close()
+                if resp.status == 200:
+                    self.ok += 1
+                    self.pids.add(body)
+                else:
+                    self.failures.append(f"status {resp.status}")
+            except OSError as e:
+                self.failures.append(repr(e))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_workers_flag_forks_that_many(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("-w", "3", "master_app:app")
+    pids = wait_for(lambda: len(m.workers()) == 3 and m.workers(), what="3 workers")
+    served = {m.get()[1] for _ in range(30)}
+    assert served <= {str(p) for p in pids}  # type: ignore[union-attr]
+    assert m.stop() == 0
+    assert "Shutting down: Master" in m.log
+
+
+def test_web_concurrency_sets_the_default(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("master_app:app", env={"WEB_CONCURRENCY": "2"})
+    wait_for(lambda: len(m.workers()) == 2, what="2 workers")
+    assert m.stop() == 0
+
+
+def test_hup_replaces_workers_without_failing_requests(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("-w", "2", "master_app:app")
+    old = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
+    load = LoadLoop(m.port)
+    wait_for(lambda: load.ok > 20, what="load running")
+    m.signal(signal.SIGHUP)
+    new = wait_for(lambda: (w := m.workers()) and len(w) == 2 and not (w & old) and w, what="new workers")  # type: ignore[operator]
+    before = load.ok
+    wait_for(lambda: load.ok > before + 50, what="requests served by the new workers")
+    load.stop()
+    assert load.failures == []
+    assert {str(p) for p in new} & load.pids  # type: ignore[union-attr]
+    assert m.stop() == 0
+
+
+def test_term_lets_the_request_in_flight_finish(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("master_app:app")
+    wait_for(lambda: m.workers(), what="a worker")
+    result: dict[str, object] = {}
+
+    def slow() -> None:
+        result["response"] = m.get("/slow?1.5")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    # The request is in the app once its worker has it: poll the worker's connection count.
+    worker = next(iter(m.workers()))
+    wait_for(lambda: _established(worker), what="the slow request to reach the worker")
+    m.signal(signal.SIGTERM)
+    t.join(15)
+    assert result["response"] == (200, str(worker))
+    assert m.proc.wait(15) == 0
+
+
+def _established(pid: int) -> bool:
+    """True when `pid` holds an established TCP connection (a client being served)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "01" and parts[9] in inodes:  # 01 = ESTABLISHED
+                return True
+    return False
+
+
+def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("-w", "2", "master_app:app")
+    pids = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
+    victim = next(iter(pids))  # type: ignore[call-overload]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(w := m.workers()) == 2 and victim not in w, timeout=5, what="a replacement worker")
+    assert m.get()[0] == 200
+    assert m.stop() == 0
+
+
+def test_term_to_one_worker_replaces_it(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("master_app:app")
+    (worker,) = wait_for(lambda: m.workers(), what="a worker")  # type: ignore[misc]
+    os.kill(worker, signal.SIGTERM)
+    wait_for(lambda: (w := m.workers()) and worker not in w, what="a replacement worker")
+    assert m.get()[0] == 200
+    assert m.stop() == 0
+
+
+def test_ttin_and_ttou_change_the_count(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("-w", "2", "master_app:app")
+    wait_for(lambda: len(m.workers()) == 2, what="2 workers")
+    m.signal(signal.SIGTTIN)
+    wait_for(lambda: len(m.workers()) == 3, what="3 workers after TTIN")
+    # Signals of one kind coalesce while pending: send the next once the first took effect.
+    m.signal(signal.SIGTTOU)
+    wait_for(lambda: len(m.workers()) == 2, what="2 workers after TTOU")
+    m.signal(signal.SIGTTOU)
+    wait_for(lambda: len(m.workers()) == 1, what="1 worker after two TTOU")
+    m.signal(signal.SIGTTOU)  # never below one
+    assert m.get()[0] == 200
+    assert len(m.workers()) == 1
+    assert m.stop() == 0
+
+
+def test_hung_worker_is_killed_with_its_traceback(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("--timeout", "2", "master_app:app")
+    (worker,) = wait_for(lambda: m.workers(), what="a worker")  # type: ignore[misc]
+    conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=20)
+    conn.request("GET", "/hang")
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        conn.getresponse()
+    conn.close()
+    wait_for(lambda: (w := m.workers()) and worker not in w, what="a replacement worker")
+    log = m.log
+    assert f"WORKER TIMEOUT (pid:{worker})" in log
+    assert 'Request "GET /hang" has run for more than 2s' in log
+    # faulthandler's dump: the hung thread's Python frame.
+    assert re.search(r'File ".*master_app\.py", line \d+ in _app', log)
+    assert m.get()[0] == 200
+    assert m.stop() == 0
+
+
+def test_max_requests_recycles_workers(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("--max-requests", "10", "master_app:app")
+    (first,) = wait_for(lambda: m.workers(), what="a worker")  # type: ignore[misc]
+    served = [m.get() for _ in range(25)]
+    assert all(status == 200 for status, _ in served)
+    assert len({body for _, body in served}) >= 2
+    assert "Autorestarting worker after 10 requests" in m.log
+    assert m.stop() == 0
+
+
+def test_preload_imports_the_app_once_in_the_master(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+    log = tmp_path / "imports"
+    m = master_factory("--preload", "-w", "2", "master_app:app", env={"MASTER_APP_IMPORT_LOG": str(log)})
+    wait_for(lambda: len(m.workers()) == 2, what="2 workers")
+    assert m.get()[0] == 200
+    assert log.read_text().split() == [str(m.pid)]
+    assert m.stop() == 0
+
+
+def test_app_import_failure_stops_the_master(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [BIN, "-w", "2", "-b", "127.0.0.1:0", "--pythonpath", str(APPS), "master_app:nope"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 4
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    assert errors and "nope" in errors[0]
+    # No respawn loop: at most one boot per configured worker.
+    assert proc.stderr.count("Booting worker") <= 2
+
+
+def test_pid_file_appears_and_disappears(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+    pidfile = tmp_path / "ferrocorn.pid"
+    m = master_factory("-p", str(pidfile), "master_app:app")
+    assert pidfile.read_text().strip() == str(m.pid)
+    assert m.stop() == 0
+    assert not pidfile.exists()
+
+
+def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+    pidfile = tmp_path / "ferrocorn.pid"
+    m = master_factory("-w", "2", "-p", str(pidfile), "master_app:app")
+    wait_for(lambda: len(m.workers()) == 2, what="2 workers")
+    load = LoadLoop(m.port)
+    wait_for(lambda: load.ok > 20, what="load running")
+    m.signal(signal.SIGUSR2)
+    oldbin = Path(str(pidfile) + ".oldbin")
+    wait_for(lambda: oldbin.exists() and pidfile.exists(), what="the new master's pid file")
+    new_master = int(wait_for(lambda: pidfile.read_text().strip(), what="new pid"))  # type: ignore[arg-type]
+    assert new_master != m.pid
+    wait_for(lambda: len(children(new_master)) == 2, what="the new master's workers")
+    # The old master stops its workers (WINCH), then itself (TERM).
+    m.signal(signal.SIGWINCH)
+    wait_for(lambda: not (m.workers() - {new_master}), what="the old workers to stop")
+    before = load.ok
+    wait_for(lambda: load.ok > before + 50, what="requests served by the new master's workers")
+    assert m.stop() == 0
+    load.stop()
+    try:
+        assert load.failures == []
+        assert {str(p) for p in children(new_master)} & load.pids
+    finally:
+        os.kill(new_master, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{new_master}").exists() or "Z" in Path(f"/proc/{new_master}/stat").read_text().split(")")[1][:3], what="the new master to stop")
+    assert not oldbin.exists()
