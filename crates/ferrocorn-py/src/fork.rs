@@ -229,6 +229,8 @@ impl Forker {
             graceful_timeout: Duration::from_secs(settings.graceful_timeout),
             timeout: Duration::from_secs(settings.timeout),
             max_requests: max_requests(settings, worker_id),
+            max_connections: settings.worker_connections as usize,
+            max_pending: settings.max_pending as usize,
             heartbeat: Some(heartbeat),
             master_pid: Some(self.master_pid),
             early_stop,

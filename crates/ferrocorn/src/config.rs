@@ -113,6 +113,31 @@ pub struct Settings {
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     pub keep_alive: u64,
 
+    /// Most simultaneous connections per worker; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_connections: u32,
+
+    /// Requests allowed to wait for a free app thread, per worker, before the server answers
+    /// 503 with Retry-After (0: they wait, reading of their bodies paused).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_pending: u32,
+
+    /// Largest request body in bytes (413 beyond; 0: no limit).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub limit_request_body: u64,
+
+    /// Seconds a client gets to send a whole request head (slow clients are dropped).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+
+    /// Seconds a request body may stall before the app's read fails.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+
+    /// Seconds a response write may wait on a client that stopped reading.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
+
     /// Seconds in-flight requests get to finish on shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub graceful_timeout: u64,
@@ -255,6 +280,10 @@ impl Settings {
                 field_size: self.limit_request_field_size as usize,
             },
             keep_alive: Duration::from_secs(self.keep_alive),
+            head_timeout: Duration::from_secs(self.header_timeout),
+            body_timeout: Duration::from_secs(self.body_timeout),
+            write_timeout: Duration::from_secs(self.write_timeout),
+            max_body: self.limit_request_body,
             proxy: Arc::new(ProxyConfig {
                 trusted: self.forwarded_allow_ips.clone(),
                 for_header: self.forwarded_for_header.to_ascii_lowercase(),

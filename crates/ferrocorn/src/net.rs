@@ -41,6 +41,27 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Waits until the socket has bytes (or EOF) to read, then reads what is there into `buf`.
+    /// Memory for the read is only reserved once data is ready, so an idle connection holds no
+    /// buffer.
+    pub async fn read_ready(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        loop {
+            match self {
+                Self::Tcp(s) => s.readable().await?,
+                Self::Unix(s) => s.readable().await?,
+            }
+            buf.reserve(8 * 1024);
+            let r = match self {
+                Self::Tcp(s) => s.try_read_buf(buf),
+                Self::Unix(s) => s.try_read_buf(buf),
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+
     /// Sends `len` bytes of `file` starting at `offset`, zero-copy; returns the bytes sent
     /// (fewer than `len` only if the file was shorter).
     pub async fn sendfile(&self, file: &File, mut offset: u64, len: u64) -> io::Result<u64> {

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::app::{App, Jobs, ThreadSlot};
 use crate::bind::BoundListener;
@@ -27,6 +27,10 @@ pub struct WorkerConfig {
     pub timeout: Duration,
     /// Retire after this many requests (zero: never).
     pub max_requests: u64,
+    /// Most connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests that may wait for an app thread before 503 (zero: they wait).
+    pub max_pending: usize,
     /// The heartbeat shared with the master, when there is one.
     pub heartbeat: Option<BeatHandle>,
     /// The master's pid: the worker stops when its parent is no longer that process.
@@ -70,7 +74,8 @@ pub fn run(
     on_ready: impl FnOnce(),
 ) -> std::io::Result<Exit> {
     let nthreads = config.threads.max(1);
-    let (jobs_tx, jobs_rx) = async_channel::bounded(nthreads);
+    raise_fd_limit();
+    let (jobs_tx, jobs_rx) = async_channel::bounded(nthreads.max(config.max_pending));
     let slots: Vec<Arc<ThreadSlot>> = (0..nthreads).map(|_| Arc::default()).collect();
     let threads: Vec<JoinHandle<()>> = slots
         .iter()
@@ -102,7 +107,9 @@ pub fn run(
             served: Default::default(),
             max_requests: config.max_requests,
             retire: Arc::clone(&retire),
+            max_pending: config.max_pending,
         });
+        let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
         let (alive, mut idle) = mpsc::channel::<()>(1);
         for listener in listeners {
@@ -110,6 +117,7 @@ pub fn run(
             tokio::spawn(accept_loop(
                 listener,
                 Arc::clone(&ctx),
+                Arc::clone(&permits),
                 alive.clone(),
                 shutdown_rx.clone(),
             ));
@@ -249,10 +257,20 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
 async fn accept_loop(
     listener: Listener,
     ctx: Arc<ConnCtx>,
+    permits: Arc<Semaphore>,
     alive: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // `--worker-connections`: at the cap, stop accepting; new connections wait in the
+        // kernel's listen backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.wait_for(|s| *s) => return,
@@ -263,6 +281,7 @@ async fn accept_loop(
                 let guard = alive.clone();
                 tokio::spawn(async move {
                     serve(stream, peer, local, ctx).await;
+                    drop(permit);
                     drop(guard);
                 });
             }
@@ -271,6 +290,21 @@ async fn accept_loop(
                 log::error!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// Lifts the soft limit on open files to the hard limit: each connection is a descriptor.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

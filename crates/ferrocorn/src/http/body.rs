@@ -17,16 +17,19 @@ const READ_SIZE: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum BodyReader {
     Length(u64),
-    Chunked(ChunkedDecoder),
+    /// A chunked body, with the bytes decoded so far and the most allowed (zero: no limit).
+    Chunked(ChunkedDecoder, u64, u64),
     Done,
 }
 
 impl BodyReader {
-    pub fn new(framing: Framing) -> Self {
+    /// `max` is `--limit-request-body` (zero: none); a declared length over it is refused
+    /// before the app runs, so it only matters here for chunked bodies.
+    pub fn new(framing: Framing, max: u64) -> Self {
         match framing {
             Framing::None | Framing::Length(0) => Self::Done,
             Framing::Length(n) => Self::Length(n),
-            Framing::Chunked => Self::Chunked(ChunkedDecoder::new()),
+            Framing::Chunked => Self::Chunked(ChunkedDecoder::new(), 0, max),
         }
     }
 
@@ -59,8 +62,14 @@ impl BodyReader {
                         return Ok(buf.split_to(n).freeze());
                     }
                 }
-                Self::Chunked(dec) => match dec.decode(buf, max)? {
-                    Decoded::Data(d) => return Ok(d),
+                Self::Chunked(dec, seen, limit) => match dec.decode(buf, max)? {
+                    Decoded::Data(d) => {
+                        *seen += d.len() as u64;
+                        if *limit > 0 && *seen > *limit {
+                            return Err(BodyError::TooLarge(*limit));
+                        }
+                        return Ok(d);
+                    }
                     Decoded::End => {
                         *self = Self::Done;
                         return Ok(Bytes::new());

@@ -9,11 +9,12 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
 
 use super::body::BodyReader;
 use super::error::RequestError;
 use super::proxy_protocol;
-use super::request::{parse_head, Limits, RequestHead, Version};
+use super::request::{parse_head, Framing, Limits, RequestHead, Version};
 use super::response::{
     encode_head, error_response, request_error_response, BodyFraming, ResponseHead,
 };
@@ -27,11 +28,16 @@ pub struct ConnConfig {
     pub limits: Limits,
     /// Idle time allowed between requests on a kept-alive connection (`--keep-alive`).
     pub keep_alive: Duration,
-    /// Time allowed to receive a whole request head once it has started.
+    /// Time allowed to receive a whole request head once it has started (and the first one
+    /// after connecting).
     pub head_timeout: Duration,
-    /// Time a request body may stall, and a response write may block, before the connection
+    /// Time a request body may stall before the app's read fails.
+    pub body_timeout: Duration,
+    /// Time a response write may block (a client that stopped reading) before the connection
     /// is dropped.
-    pub io_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Largest request body accepted (`--limit-request-body`; zero: no limit).
+    pub max_body: u64,
     /// Unread request body the server will discard to keep a connection alive.
     pub max_drain: u64,
     /// Which peers' forwarded headers count, and under which names.
@@ -45,8 +51,10 @@ impl Default for ConnConfig {
         Self {
             limits: Limits::default(),
             keep_alive: Duration::from_secs(2),
-            head_timeout: Duration::from_secs(30),
-            io_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_body: 0,
             max_drain: 1024 * 1024,
             proxy: Arc::default(),
             proxy_protocol: false,
@@ -65,14 +73,25 @@ pub(crate) struct ConnCtx {
     pub max_requests: u64,
     /// Notified once `max_requests` is reached.
     pub retire: Arc<Notify>,
+    /// Requests allowed to wait for an app thread before the server answers 503 (zero: wait).
+    pub max_pending: usize,
+}
+
+/// Adds `Retry-After: 1` to an encoded error response, before its blank line.
+fn insert_retry_after(resp: &mut BytesMut) {
+    if let Some(pos) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+        let tail = resp.split_off(pos + 2);
+        resp.extend_from_slice(b"Retry-After: 1\r\n");
+        resp.unsplit(tail);
+    }
 }
 
 /// Serves one connection to its end.
 pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
     let mut conn = Conn {
         io,
-        buf: BytesMut::with_capacity(8 * 1024),
-        out: BytesMut::with_capacity(1024),
+        buf: BytesMut::new(),
+        out: BytesMut::new(),
         peer,
         local,
         ctx,
@@ -107,9 +126,11 @@ impl Conn {
                 Err(e) => {
                     log::debug!("{}: bad request: {e}", self.peer_text());
                     let resp = request_error_response(&e);
-                    let _ =
-                        tokio::time::timeout(self.ctx.config.io_timeout, self.io.write_all(&resp))
-                            .await;
+                    let _ = tokio::time::timeout(
+                        self.ctx.config.write_timeout,
+                        self.io.write_all(&resp),
+                    )
+                    .await;
                     break;
                 }
             };
@@ -169,6 +190,8 @@ impl Conn {
 
     async fn read_head(&mut self, first: bool) -> Result<HeadRead, RequestError> {
         let limits = self.ctx.config.limits;
+        // The whole head must arrive within `head_timeout` of its first byte (slowloris).
+        let mut deadline: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() {
                 if let Some((head, used)) = parse_head(&self.buf, &limits)? {
@@ -180,15 +203,23 @@ impl Conn {
             if idle && self.shutting_down() {
                 return Ok(HeadRead::Closed);
             }
-            let wait = if idle && !first {
-                self.ctx.config.keep_alive
-            } else {
-                self.ctx.config.head_timeout
-            };
-            self.buf.reserve(8 * 1024);
+            if idle {
+                // Hold no buffer while waiting for the next request.
+                self.buf = BytesMut::new();
+            } else if deadline.is_none() {
+                deadline = Some(Instant::now() + self.ctx.config.head_timeout);
+            }
+            let until = deadline.unwrap_or_else(|| {
+                Instant::now()
+                    + if first {
+                        self.ctx.config.head_timeout
+                    } else {
+                        self.ctx.config.keep_alive
+                    }
+            });
             let mut shutdown = self.ctx.shutdown.clone();
             let read = tokio::select! {
-                r = tokio::time::timeout(wait, self.io.read_buf(&mut self.buf)) => r,
+                r = tokio::time::timeout_at(until, self.io.read_ready(&mut self.buf)) => r,
                 _ = shutdown.wait_for(|s| *s), if idle => return Ok(HeadRead::Closed),
             };
             match read {
@@ -196,7 +227,11 @@ impl Conn {
                     log::debug!(
                         "{}: {} timed out",
                         self.peer_text(),
-                        if idle { "keep-alive" } else { "request head" }
+                        if idle && !first {
+                            "keep-alive"
+                        } else {
+                            "request head"
+                        }
                     );
                     return Ok(HeadRead::Closed);
                 }
@@ -222,9 +257,27 @@ impl Conn {
                 return Ok(false);
             }
         };
+        let max_body = self.ctx.config.max_body;
+        if let Framing::Length(n) = head.framing {
+            if max_body > 0 && n > max_body {
+                let e = RequestError::BodyTooLarge(max_body);
+                log::debug!("{}: {e}", self.peer_text());
+                let resp = error_response(e.status(), &e.to_string(), head.version);
+                let _ = self.write(&[&resp]).await;
+                return Ok(false);
+            }
+        }
+        if self.ctx.max_pending > 0 && self.ctx.jobs.len() >= self.ctx.max_pending {
+            // Every app thread is busy and the queue is full: say so rather than wait.
+            log::debug!("{}: queue full, 503", self.peer_text());
+            let mut resp = error_response(503, "the server is busy; retry shortly", head.version);
+            insert_retry_after(&mut resp);
+            let _ = self.write(&[&resp]).await;
+            return Ok(false);
+        }
         let (tx, mut rx) = mpsc::channel(8);
         let (body_tx, body_rx) = mpsc::channel(1);
-        let mut body = BodyReader::new(head.framing);
+        let mut body = BodyReader::new(head.framing, max_body);
         let mut writer = Writer::new(&head);
         let expect_continue = head.expect_continue && !body.is_done();
         let exchange = Exchange {
@@ -249,7 +302,7 @@ impl Conn {
         if served == self.ctx.max_requests {
             self.ctx.retire.notify_one();
         }
-        let io_timeout = self.ctx.config.io_timeout;
+        let body_timeout = self.ctx.config.body_timeout;
         let mut continue_sent = false;
         loop {
             let Some(msg) = rx.recv().await else {
@@ -264,7 +317,7 @@ impl Conn {
                         self.write(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).await?;
                     }
                     let r = body
-                        .read(&mut self.io, &mut self.buf, max, io_timeout)
+                        .read(&mut self.io, &mut self.buf, max, body_timeout)
                         .await;
                     if let Err(e) = &r {
                         log::debug!("{}: request body: {e}", self.peer_text());
@@ -314,7 +367,7 @@ impl Conn {
                             self.write(&[format!("{len:x}\r\n").as_bytes()]).await?;
                         }
                         let sent = tokio::time::timeout(
-                            io_timeout * 4,
+                            self.ctx.config.write_timeout * 4,
                             self.io.sendfile(&file, offset, len),
                         )
                         .await
@@ -353,7 +406,7 @@ impl Conn {
                     &mut self.io,
                     &mut self.buf,
                     self.ctx.config.max_drain,
-                    io_timeout,
+                    body_timeout,
                 )
                 .await;
             if !drained {
@@ -364,7 +417,7 @@ impl Conn {
     }
 
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), ()> {
-        let timeout = self.ctx.config.io_timeout;
+        let timeout = self.ctx.config.write_timeout;
         match tokio::time::timeout(timeout, write_all_vectored(&mut self.io, parts)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
