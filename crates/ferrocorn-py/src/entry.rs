@@ -110,6 +110,9 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         timeout: Duration::from_secs(settings.timeout),
         graceful_timeout: Duration::from_secs(settings.graceful_timeout),
     };
+    // From here on the master owns SIGINT (a quick stop, exit 0, as Gunicorn). Python's own
+    // handler would otherwise be chained by signal-hook and raise KeyboardInterrupt on return.
+    restore_default_sigint(py)?;
     let master = Master::new(forker, config)
         .map_err(|e| config_error(format!("cannot start the master: {e}")))?;
     let outcome = py.detach(|| master.run());
@@ -121,6 +124,16 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         }
     }
     Ok(outcome.code)
+}
+
+fn restore_default_sigint(py: Python<'_>) -> Result<(), StartError> {
+    py.import("signal")
+        .and_then(|signal| {
+            let dfl = signal.getattr("SIG_DFL")?;
+            signal.call_method1("signal", (signal.getattr("SIGINT")?, dfl))
+        })
+        .map(|_| ())
+        .map_err(|e| config_error(format!("cannot reset the SIGINT handler: {e}")))
 }
 
 /// `--chdir` and `--pythonpath`, as Gunicorn applies them: the working directory and each path

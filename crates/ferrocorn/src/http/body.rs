@@ -20,6 +20,9 @@ pub enum BodyReader {
     /// A chunked body, with the bytes decoded so far and the most allowed (zero: no limit).
     Chunked(ChunkedDecoder, u64, u64),
     Done,
+    /// Reading failed (bad framing, too large, stalled, closed): the rest of the stream cannot
+    /// be trusted as body or as a next request, so the connection must close.
+    Failed,
 }
 
 impl BodyReader {
@@ -46,9 +49,24 @@ impl BodyReader {
         max: usize,
         stall: Duration,
     ) -> Result<Bytes, BodyError> {
+        let result = self.read_inner(io, buf, max, stall).await;
+        if result.is_err() {
+            *self = Self::Failed;
+        }
+        result
+    }
+
+    async fn read_inner(
+        &mut self,
+        io: &mut Stream,
+        buf: &mut BytesMut,
+        max: usize,
+        stall: Duration,
+    ) -> Result<Bytes, BodyError> {
         loop {
             match self {
                 Self::Done => return Ok(Bytes::new()),
+                Self::Failed => return Err(BodyError::Failed),
                 Self::Length(remaining) => {
                     if !buf.is_empty() {
                         let n = usize::try_from(*remaining)
@@ -92,6 +110,9 @@ impl BodyReader {
     ) -> bool {
         let mut seen = 0u64;
         while !self.is_done() {
+            if matches!(self, Self::Failed) {
+                return false;
+            }
             if let Self::Length(n) = self {
                 if *n > limit.saturating_sub(seen) + buf.len() as u64 {
                     return false;

@@ -168,10 +168,57 @@ fn parse_size_line(line: &[u8]) -> Result<u64, BodyError> {
     }
     // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ): we ignore extensions but
     // refuse control characters in them.
-    if ext[0] != b';' || ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    if ext.iter().any(|&b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return Err(BodyError::ChunkSize);
+    }
+    if !valid_extensions(ext) {
         return Err(BodyError::ChunkSize);
     }
     Ok(size)
+}
+
+/// `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`, ext-val a token or quoted-string.
+fn valid_extensions(mut s: &[u8]) -> bool {
+    fn skip_ws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    fn token(s: &[u8]) -> (&[u8], &[u8]) {
+        let n = s.iter().take_while(|&&b| is_tchar(b)).count();
+        s.split_at(n)
+    }
+    loop {
+        s = skip_ws(s);
+        let [b';', rest @ ..] = s else {
+            return s.is_empty();
+        };
+        let (name, rest) = token(skip_ws(rest));
+        if name.is_empty() {
+            return false;
+        }
+        s = skip_ws(rest);
+        if let [b'=', rest @ ..] = s {
+            s = skip_ws(rest);
+            if let [b'"', rest @ ..] = s {
+                let mut i = 0;
+                loop {
+                    match rest.get(i) {
+                        None => return false,
+                        Some(b'"') => break,
+                        Some(b'\\') => i += 2,
+                        Some(_) => i += 1,
+                    }
+                }
+                s = &rest[i + 1..];
+            } else {
+                let (value, rest) = token(s);
+                if value.is_empty() {
+                    return false;
+                }
+                s = rest;
+            }
+        }
+    }
 }
 
 /// Trailer fields that must never be honoured (RFC 9110 §6.5.1): framing, routing, request
@@ -234,6 +281,30 @@ mod tests {
                 Decoded::End => return Ok(out),
                 Decoded::NeedMore => return Err(BodyError::Incomplete),
             }
+        }
+    }
+
+    #[test]
+    fn chunk_extension_grammar() {
+        for ok in [
+            &b""[..],
+            b";a",
+            b" ; a = b",
+            b";a=\"x;y \\\" z\";b",
+            b";a;b=1",
+        ] {
+            assert!(valid_extensions(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b";"[..],
+            b";=b",
+            b";a=",
+            b";a=\"open",
+            b"x",
+            b";a b",
+            b";a=b c",
+        ] {
+            assert!(!valid_extensions(bad), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

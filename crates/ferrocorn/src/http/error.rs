@@ -34,6 +34,8 @@ pub enum RequestError {
     MissingHost,
     #[error("more than one Host header")]
     DuplicateHost,
+    #[error("invalid Host header")]
+    InvalidHost,
     #[error("invalid Content-Length")]
     ContentLength,
     #[error("both Content-Length and Transfer-Encoding")]
@@ -86,6 +88,8 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("connection error while reading the body: {0}")]
     Io(String),
+    #[error("the request body already failed to read")]
+    Failed,
 }
 
 impl BodyError {

@@ -331,6 +331,34 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed.
+fn valid_host(value: &[u8]) -> bool {
+    fn reg_name_byte(b: u8) -> bool {
+        // unreserved / pct-encoded / sub-delims
+        b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    }
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        if literal.is_empty() || !literal.iter().all(|&b| reg_name_byte(b) || b == b':') {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&value[..0], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &value[..0]),
+        }
+    };
+    host.iter().all(|&b| reg_name_byte(b)) && port.iter().all(u8::is_ascii_digit)
+}
+
 /// Host rules (RFC 9112 §3.2), the `Connection` options and `Expect`.
 fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, bool), RequestError> {
     let mut hosts = 0;
@@ -340,6 +368,9 @@ fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, boo
     for h in headers {
         if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            if !valid_host(&h.value) {
+                return Err(RequestError::InvalidHost);
+            }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for opt in h.value.split(|&b| b == b',') {
                 let opt = trim_ows(opt);
@@ -467,6 +498,11 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", 400),
@@ -545,5 +581,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&*h.method, "GET");
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "",
+            "x",
+            "example.com:8080",
+            "[::1]",
+            "[::1]:80",
+            "127.0.0.1:",
+            "a-b_c.~%41",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in ["a b", "a/b", "a:b", "[::1", "[]", "[::1]x", "a@b", "a\tb"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
     }
 }

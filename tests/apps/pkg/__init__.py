@@ -1,0 +1,1 @@
+"""A package, for Twisted's dotted APP form (``pkg.sub.application``)."""
