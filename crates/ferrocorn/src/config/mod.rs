@@ -12,6 +12,9 @@ use crate::http::ConnConfig;
 use crate::proxy::{ProxyConfig, Trusted};
 use std::sync::Arc;
 
+pub mod observe;
+pub use observe::ObserveSettings;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
     Debug,
@@ -208,6 +211,9 @@ pub struct Settings {
     #[arg(long = "limit-request-field_size", alias = "limit-request-field-size", value_name = "BYTES",
           default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
     pub limit_request_field_size: u32,
+
+    #[command(flatten)]
+    pub observe: ObserveSettings,
 }
 
 /// `--secure-scheme-headers` pairs.
