@@ -25,7 +25,7 @@ SOURCES := $(shell find crates python -type f -not -path '*/__pycache__/*' -not 
 # Programs the integration tests drive, as Debian names them.
 TEST_TOOLS := curl nginx wrk
 
-.PHONY: help venv build install run test-deps test lint clean
+.PHONY: help venv build install run test-deps test lint docs clean
 
 help:
 	@echo "make run        build a release build into .venv and serve examples/flask_app.py"
@@ -33,6 +33,7 @@ help:
 	@echo "make test       install what the tests need, then cargo test and pytest"
 	@echo "make install    (re)build the release wheel and install it into .venv"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make docs       regenerate docs/settings.md from the settings' declaration"
 	@echo "make clean      remove build outputs (keeps .venv)"
 
 venv: $(STAMP)-venv
@@ -85,6 +86,10 @@ test: test-deps install
 lint: $(STAMP)-venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# docs/settings.md is generated from the settings' declaration; a test fails when it is stale.
+docs: $(STAMP)-venv
+	FERROCORN_WRITE_DOCS=1 cargo test -q -p ferrocorn --lib settings_doc_is_current
 
 clean:
 	cargo clean

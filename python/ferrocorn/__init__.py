@@ -1,8 +1,9 @@
 """ferrocorn: a WSGI HTTP server for Python whose HTTP core is written in Rust.
 
 The server itself lives in the native extension ``ferrocorn._ferrocorn`` and is started with
-the ``ferrocorn`` command (or ``python -m ferrocorn``). This package only holds the thin
-Python side: the command-line entry point, application loading and ``wsgi.file_wrapper``.
+the ``ferrocorn`` command (or ``python -m ferrocorn``), or from Python with :func:`serve` and
+:class:`WSGIServer`. This package only holds the thin Python side: the entry points, config
+files and server hooks, application loading and ``wsgi.file_wrapper``.
 """
 
 from __future__ import annotations
@@ -14,4 +15,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+from ferrocorn._api import WSGIServer, serve
+
+__all__ = ["WSGIServer", "__version__", "serve"]

@@ -2,31 +2,66 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use pyo3::prelude::*;
 
 use ferrocorn::bind::{self, BindAddr, BoundListener};
+use ferrocorn::config::file::FileValue;
+use ferrocorn::config::layers::{self, Effective, Layer, LayerError};
 use ferrocorn::config::Settings;
 use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
 
 use crate::fork::{Forker, PidFile};
+use crate::hooks::{Fact, Hooks};
 use crate::process::{daemonize, set_title, Identity};
 
 /// Exit code for a configuration or start-up error.
 const EXIT_CONFIG: i32 = 1;
 
-/// Runs the server with `argv` (program name first); returns the process exit code.
+/// Runs the server with `argv` (program name first); returns the process exit code. With
+/// `app`, that object is served instead of an `APP` spec (the programmatic API).
 #[pyfunction]
-pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    let settings = match Settings::try_parse_from(&argv) {
-        Ok(s) => s,
+#[pyo3(signature = (argv, app=None, settings=None))]
+pub fn main(
+    py: Python<'_>,
+    argv: Vec<String>,
+    app: Option<Py<PyAny>>,
+    settings: Option<Bound<'_, PyAny>>,
+) -> i32 {
+    let args: Vec<String> = argv.iter().skip(1).cloned().collect();
+    let programmatic = match settings.map(|s| file_values(&s)).transpose() {
+        Ok(p) => p,
         Err(e) => {
+            eprintln!("Error: invalid settings: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Some(values) = &programmatic {
+        PROGRAMMATIC.with(|p| *p.borrow_mut() = Some(values.clone()));
+    }
+    let loaded = match load_settings(py, &args) {
+        Ok(l) => l,
+        Err(LoadError::Cli(e)) => {
             let _ = e.print();
             return e.exit_code();
         }
+        Err(LoadError::Start(StartError { code, message })) => {
+            eprintln!("Error: {message}");
+            return code;
+        }
     };
-    ferrocorn::log::init(settings.log_level);
-    match serve(py, &settings) {
+    ferrocorn::log::init(loaded.settings.log_level);
+    for warning in &loaded.warnings {
+        log::warn!("{warning}");
+    }
+    let result = if loaded.settings.print_config {
+        print_config(&loaded.effective);
+        Ok(0)
+    } else if loaded.settings.check_config {
+        check_config(py, &loaded.settings, app.is_some())
+    } else {
+        serve(py, loaded, app, args)
+    };
+    match result {
         Ok(code) => code,
         Err(StartError { code, message }) => {
             eprintln!("Error: {message}");
@@ -35,19 +70,235 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
 }
 
-struct StartError {
-    code: i32,
-    message: String,
+/// Settings from every source, ready to serve with.
+pub(crate) struct Loaded {
+    pub settings: Settings,
+    effective: Vec<Effective>,
+    warnings: Vec<String>,
 }
 
-fn config_error(message: impl Into<String>) -> StartError {
+pub(crate) enum LoadError {
+    /// On the command line: clap prints it (also `--help` and `--version`).
+    Cli(clap::Error),
+    Start(StartError),
+}
+
+impl From<StartError> for LoadError {
+    fn from(e: StartError) -> Self {
+        Self::Start(e)
+    }
+}
+
+thread_local! {
+    /// Settings given to `ferrocorn.serve()`: they take the config file's place (and are kept
+    /// for SIGHUP, which reads the settings again).
+    static PROGRAMMATIC: std::cell::RefCell<Option<Vec<(String, FileValue)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Config files looked for in the working directory when `-c` is not given.
+const DEFAULT_CONFIG_FILES: [&str; 2] = ["ferrocorn.conf.py", "gunicorn.conf.py"];
+
+/// Reads the command line `args` (no program name), the `*_CMD_ARGS` variable and the config
+/// file, and merges them; installs the config file's hooks.
+pub(crate) fn load_settings(py: Python<'_>, args: &[String]) -> Result<Loaded, LoadError> {
+    let cli = Layer::command_line(args);
+    let env = Layer::from_env().map_err(|e| config_error(e.to_string()))?;
+    let upper: Vec<Layer> = env.into_iter().chain([cli]).collect();
+    let named = match layers::merge(&upper) {
+        Ok(s) => s.config,
+        Err(LayerError::Cli(e)) => return Err(LoadError::Cli(e)),
+        Err(e) => return Err(config_error(e.to_string()).into()),
+    };
+    let programmatic = PROGRAMMATIC.with(|p| p.borrow().clone());
+    let path = named.or_else(|| {
+        DEFAULT_CONFIG_FILES
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file() && programmatic.is_none())
+    });
+    let mut all = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(values) = programmatic {
+        let (layer, api_warnings) = Layer::from_file("serve()", values);
+        all.push(layer);
+        warnings.extend(api_warnings.into_iter().map(|w| format!("serve(): {w}")));
+    }
+    let hooks = match &path {
+        Some(path) => {
+            let (values, hooks) = read_config_file(py, &path.display().to_string())?;
+            let (layer, file_warnings) = Layer::from_file(&path.display().to_string(), values);
+            all.push(layer);
+            warnings.extend(
+                file_warnings
+                    .into_iter()
+                    .map(|w| format!("{}: {w}", path.display())),
+            );
+            Some(hooks)
+        }
+        None => None,
+    };
+    all.extend(upper);
+    let (settings, effective) = match layers::merge_with_values(&all) {
+        Ok(v) => v,
+        Err(LayerError::Cli(e)) => return Err(config_error(first_line(&e.to_string())).into()),
+        Err(e) => return Err(config_error(e.to_string()).into()),
+    };
+    install_hooks(py, hooks, &effective)?;
+    Ok(Loaded {
+        settings,
+        effective,
+        warnings,
+    })
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// A config file's settings, in its order.
+type FileValues = Vec<(String, FileValue)>;
+
+/// Runs the config file through `ferrocorn._config`; returns its settings and hooks.
+fn read_config_file(py: Python<'_>, path: &str) -> Result<(FileValues, Py<PyAny>), StartError> {
+    let result = py
+        .import("ferrocorn._config")
+        .and_then(|m| m.call_method1("load_config_file", (path,)));
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return Err(config_error(e.value(py).to_string())),
+    };
+    let parsed = (|| -> PyResult<(FileValues, Py<PyAny>)> {
+        let values = file_values(&result.get_item(0)?)?;
+        Ok((values, result.get_item(1)?.unbind()))
+    })();
+    parsed.map_err(|e| config_error(format!("config file {path}: {e}")))
+}
+
+/// `[(name, value)]` pairs, each value a bool, a str or a list of str (see `_config.normalise`).
+fn file_values(pairs: &Bound<'_, PyAny>) -> PyResult<Vec<(String, FileValue)>> {
+    let mut values = Vec::new();
+    for item in pairs.try_iter()? {
+        let (name, value): (String, Bound<'_, PyAny>) = item?.extract()?;
+        let value = if let Ok(b) = value.cast::<pyo3::types::PyBool>() {
+            FileValue::Bool(b.is_true())
+        } else if let Ok(s) = value.extract::<String>() {
+            FileValue::Str(s)
+        } else {
+            FileValue::List(value.extract::<Vec<String>>()?)
+        };
+        values.push((name, value));
+    }
+    Ok(values)
+}
+
+/// Hands the hooks (none: keep none) and the effective settings (`server.cfg`) to Python.
+fn install_hooks(
+    py: Python<'_>,
+    hooks: Option<Py<PyAny>>,
+    effective: &[Effective],
+) -> Result<(), StartError> {
+    let installed = (|| -> PyResult<()> {
+        let cfg = pyo3::types::PyDict::new(py);
+        for e in effective {
+            if e.many {
+                cfg.set_item(&e.name, &e.values)?;
+            } else if e.switch {
+                cfg.set_item(&e.name, e.values.first().is_some_and(|v| v == "true"))?;
+            } else {
+                cfg.set_item(&e.name, e.values.first())?;
+            }
+        }
+        let hooks = match hooks {
+            Some(h) => h.into_bound(py),
+            None => pyo3::types::PyDict::new(py).into_any(),
+        };
+        py.import("ferrocorn._hooks")?
+            .call_method1("install", (hooks, cfg))?;
+        Ok(())
+    })();
+    installed.map_err(|e| config_error(format!("cannot install the server hooks: {e}")))
+}
+
+/// `--print-config`: every setting as a config-file line.
+fn print_config(effective: &[Effective]) {
+    let quote = |v: &str| format!("{v:?}");
+    for e in effective {
+        let value = if e.many {
+            format!(
+                "[{}]",
+                e.values
+                    .iter()
+                    .map(|v| quote(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else if e.switch {
+            if e.values.first().is_some_and(|v| v == "true") {
+                "True".to_owned()
+            } else {
+                "False".to_owned()
+            }
+        } else {
+            match e.values.first() {
+                None => "None".to_owned(),
+                Some(v) if v.parse::<i64>().is_ok() => v.clone(),
+                Some(v) => quote(v),
+            }
+        };
+        println!("{} = {value}", e.name);
+    }
+}
+
+/// `--check-config`: the settings parsed already; the binds must parse and the app must load.
+fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i32, StartError> {
+    settings
+        .bind_addrs()
+        .map_err(|e| config_error(e.to_string()))?;
+    if !has_app {
+        let spec = settings.app.as_deref().ok_or_else(no_app_error)?;
+        prepare_python_path(py, settings)?;
+        crate::loader::load(py, spec).map_err(|message| StartError {
+            code: EXIT_APP_LOAD,
+            message,
+        })?;
+    }
+    println!("Config OK");
+    Ok(0)
+}
+
+fn no_app_error() -> StartError {
+    config_error(
+        "no APP given: name it on the command line (ferrocorn module:app) or as wsgi_app in \
+         the config file",
+    )
+}
+
+pub(crate) struct StartError {
+    pub code: i32,
+    pub message: String,
+}
+
+pub(crate) fn config_error(message: impl Into<String>) -> StartError {
     StartError {
         code: EXIT_CONFIG,
         message: message.into(),
     }
 }
 
-fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
+fn serve(
+    py: Python<'_>,
+    loaded: Loaded,
+    app: Option<Py<PyAny>>,
+    args: Vec<String>,
+) -> Result<i32, StartError> {
+    let settings = &loaded.settings;
+    if app.is_none() && settings.app.is_none() {
+        return Err(no_app_error());
+    }
+    let hooks = Hooks::current(py);
+    hooks.fire(py, "on_starting", &master_facts(settings));
     let addrs = settings
         .bind_addrs()
         .map_err(|e| config_error(e.to_string()))?;
@@ -60,14 +311,15 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
     if settings.daemon {
         daemonize(py).map_err(|e| config_error(format!("cannot daemonize: {e}")))?;
     }
-    let preloaded = if settings.preload {
-        let app = crate::loader::load(py, &settings.app).map_err(|message| StartError {
-            code: EXIT_APP_LOAD,
-            message,
-        })?;
-        Some(app)
-    } else {
-        None
+    let preloaded = match (app, &settings.app) {
+        (Some(app), _) => Some(app),
+        (None, Some(spec)) if settings.preload => {
+            Some(crate::loader::load(py, spec).map_err(|message| StartError {
+                code: EXIT_APP_LOAD,
+                message,
+            })?)
+        }
+        _ => None,
     };
 
     let mut listeners: Vec<BoundListener> = Vec::new();
@@ -83,7 +335,7 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
         }
     }
     let pid = std::process::id();
-    set_title(py, &format!("ferrocorn: master [{}]", settings.app));
+    set_title(py, &format!("ferrocorn: master [{}]", app_label(settings)));
     let pidfile = settings
         .pidfile
         .as_ref()
@@ -97,8 +349,11 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
     }
     log::info!("Using worker: threads ({} per worker)", settings.threads);
 
+    hooks.fire(py, "when_ready", &master_facts(settings));
     let forker = Forker {
         settings: settings.clone(),
+        args,
+        hooks: hooks.clone(),
         listeners,
         preloaded,
         master_pid: pid,
@@ -112,10 +367,15 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
     };
     // From here on the master owns SIGINT (a quick stop, exit 0, as Gunicorn). Python's own
     // handler would otherwise be chained by signal-hook and raise KeyboardInterrupt on return.
-    restore_default_sigint(py)?;
+    let python_sigint = swap_sigint(py, None)?;
     let master = Master::new(forker, config)
         .map_err(|e| config_error(format!("cannot start the master: {e}")))?;
     let outcome = py.detach(|| master.run());
+    hooks.fire(py, "on_exit", &master_facts(settings));
+    // For `ferrocorn.serve()` callers: Ctrl-C behaves as before once the server is done.
+    if let Err(e) = swap_sigint(py, Some(python_sigint)) {
+        log::warn!("{}", e.message);
+    }
     if !outcome.handed_over {
         for addr in &addrs {
             if let BindAddr::Unix(path) = addr {
@@ -126,19 +386,37 @@ fn serve(py: Python<'_>, settings: &Settings) -> Result<i32, StartError> {
     Ok(outcome.code)
 }
 
-fn restore_default_sigint(py: Python<'_>) -> Result<(), StartError> {
+/// Sets SIGINT's handler to `handler` (SIG_DFL when `None`); returns the one it replaces.
+fn swap_sigint(py: Python<'_>, handler: Option<Py<PyAny>>) -> Result<Py<PyAny>, StartError> {
     py.import("signal")
         .and_then(|signal| {
-            let dfl = signal.getattr("SIG_DFL")?;
-            signal.call_method1("signal", (signal.getattr("SIGINT")?, dfl))
+            let handler = match handler {
+                Some(h) => h.into_bound(py),
+                None => signal.getattr("SIG_DFL")?,
+            };
+            let previous = signal.call_method1("signal", (signal.getattr("SIGINT")?, handler))?;
+            Ok(previous.unbind())
         })
-        .map(|_| ())
-        .map_err(|e| config_error(format!("cannot reset the SIGINT handler: {e}")))
+        .map_err(|e| config_error(format!("cannot set the SIGINT handler: {e}")))
+}
+
+/// How the app is named in process titles and hooks.
+pub(crate) fn app_label(settings: &Settings) -> &str {
+    settings.app.as_deref().unwrap_or("<app object>")
+}
+
+/// What hooks learn about the master.
+pub(crate) fn master_facts(settings: &Settings) -> Vec<(&'static str, Fact<'_>)> {
+    vec![
+        ("master_pid", Fact::Int(i64::from(std::process::id()))),
+        ("app", Fact::Str(app_label(settings))),
+        ("num_workers", Fact::Int(i64::from(settings.workers))),
+    ]
 }
 
 /// `--chdir` and `--pythonpath`, as Gunicorn applies them: the working directory and each path
 /// go to the front of `sys.path`.
-fn prepare_python_path(py: Python<'_>, settings: &Settings) -> Result<(), StartError> {
+pub(crate) fn prepare_python_path(py: Python<'_>, settings: &Settings) -> Result<(), StartError> {
     if let Some(dir) = &settings.chdir {
         std::env::set_current_dir(dir).map_err(|e| {
             config_error(format!("cannot change directory to {}: {e}", dir.display()))

@@ -18,6 +18,8 @@ use ferrocorn::master::signals::SignalQueue;
 use ferrocorn::master::{Spawn, EXIT_APP_LOAD, EXIT_WORKER_BOOT};
 use ferrocorn::worker::{self, WorkerConfig};
 
+use crate::entry::{app_label, load_settings, master_facts, LoadError};
+use crate::hooks::{Fact, Hooks};
 use crate::pool::WsgiApp;
 use crate::process::{set_title, Identity};
 use crate::wsgi::Shared;
@@ -25,6 +27,9 @@ use crate::wsgi::Shared;
 /// Everything a worker needs, held by the master and inherited through the fork.
 pub(crate) struct Forker {
     pub settings: Settings,
+    /// The command line (no program name), re-read with the config file on SIGHUP.
+    pub args: Vec<String>,
+    pub hooks: Hooks,
     pub listeners: Vec<BoundListener>,
     /// The app, when `--preload` imported it in the master.
     pub preloaded: Option<Py<PyAny>>,
@@ -69,7 +74,55 @@ impl Drop for PidFile {
 
 impl Spawn for Forker {
     fn upgrade(&mut self) -> std::io::Result<Pid> {
+        if self.hooks.has("pre_exec") {
+            let facts = master_facts(&self.settings);
+            self.hooks.fire_detached("pre_exec", &facts);
+        }
         self.exec_successor()
+    }
+
+    /// SIGHUP: the config file and environment are read again; what changed applies to the
+    /// new workers (binds stay as they are). A broken config keeps the running one.
+    fn reload(&mut self) -> Option<usize> {
+        Python::attach(|py| match load_settings(py, &self.args) {
+            Ok(loaded) => {
+                let mut settings = loaded.settings;
+                if settings.bind != self.settings.bind {
+                    log::warn!("bind changes need a restart; keeping the current sockets");
+                    settings.bind.clone_from(&self.settings.bind);
+                }
+                self.settings = settings;
+                self.hooks = Hooks::current(py);
+                self.hooks
+                    .fire(py, "on_reload", &master_facts(&self.settings));
+                Some(usize::from(self.settings.workers))
+            }
+            Err(LoadError::Cli(e)) => {
+                log::error!("reload: keeping the running configuration: {e}");
+                None
+            }
+            Err(LoadError::Start(e)) => {
+                log::error!("reload: keeping the running configuration: {}", e.message);
+                None
+            }
+        })
+    }
+
+    fn child_exited(&mut self, pid: Pid, worker_id: u64) {
+        if self.hooks.has("child_exit") {
+            let facts = worker_facts(worker_id, pid.as_raw());
+            self.hooks.fire_detached("child_exit", &facts);
+        }
+    }
+
+    fn workers_changed(&mut self, new: usize, old: usize) {
+        if self.hooks.has("nworkers_changed") {
+            let facts = [
+                ("new", Fact::Int(new as i64)),
+                ("old", Fact::Int(old as i64)),
+            ];
+            self.hooks.fire_detached("nworkers_changed", &facts);
+        }
     }
 
     fn spawn(
@@ -79,6 +132,7 @@ impl Spawn for Forker {
         worker_id: u64,
     ) -> std::io::Result<Pid> {
         Python::attach(|py| {
+            self.hooks.fire(py, "pre_fork", &worker_facts(worker_id, 0));
             // SAFETY: called with the GIL held, bracketing fork() exactly as os.fork() does.
             unsafe { pyo3::ffi::PyOS_BeforeFork() };
             // SAFETY: the master is single-threaded (no runtime, no app threads), so the child
@@ -94,7 +148,10 @@ impl Spawn for Forker {
                     unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
                     signals.forget_in_child();
                     let early_stop = worker::early_stop_flag().ok();
+                    let me = worker_facts(worker_id, std::process::id() as i32);
+                    self.hooks.fire(py, "post_fork", &me);
                     let code = self.worker_process(py, heartbeat.handle(), worker_id, early_stop);
+                    self.hooks.fire(py, "worker_exit", &me);
                     exit_process(py, code)
                 }
                 Err(e) => {
@@ -168,6 +225,35 @@ impl Forker {
         }
     }
 
+    /// `--reload`: watches every loaded module's source and the extra files; a change sends
+    /// SIGHUP to the master, which starts new workers and retires this one once they are up.
+    fn start_reloader(&self, py: Python<'_>) -> Option<ferrocorn::reload::WatchHandle> {
+        let files = py
+            .import("ferrocorn._reload")
+            .and_then(|m| m.call_method0("module_files"))
+            .and_then(|f| f.extract::<Vec<PathBuf>>());
+        let mut files = match files {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("--reload: cannot list the app's modules: {e}");
+                return None;
+            }
+        };
+        files.extend(self.settings.reload_extra_file.iter().cloned());
+        let master = Pid::from_raw(self.master_pid as i32);
+        let watched = ferrocorn::reload::watch(files, move |path| {
+            log::info!("Reloading: {} changed", path.display());
+            let _ = nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGHUP);
+        });
+        match watched {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!("--reload: {e}");
+                None
+            }
+        }
+    }
+
     /// The shared listening sockets, plus with `--reuse-port` a socket of the worker's own for
     /// each TCP address (the kernel balances between them; the shared ones are still accepted
     /// on, so no connection waits on a socket nobody serves).
@@ -190,7 +276,10 @@ impl Forker {
         worker_id: u64,
         early_stop: Option<Arc<AtomicBool>>,
     ) -> i32 {
-        set_title(py, &format!("ferrocorn: worker [{}]", self.settings.app));
+        set_title(
+            py,
+            &format!("ferrocorn: worker [{}]", app_label(&self.settings)),
+        );
         if let Err(e) = self.identity.apply() {
             eprintln!("Error: cannot switch the worker to the configured user/group: {e}");
             return EXIT_WORKER_BOOT;
@@ -198,13 +287,34 @@ impl Forker {
         enable_faulthandler(py);
         let app = match &self.preloaded {
             Some(app) => app.clone_ref(py),
-            None => match crate::loader::load(py, &self.settings.app) {
-                Ok(app) => app,
-                Err(message) => {
-                    eprintln!("Error: {message}");
-                    return EXIT_APP_LOAD;
+            None => {
+                match crate::loader::load_with(py, self.settings.app_spec(), self.settings.reload) {
+                    Ok(app) => app,
+                    Err(message) => {
+                        eprintln!("Error: {message}");
+                        return EXIT_APP_LOAD;
+                    }
                 }
-            },
+            }
+        };
+        let app = if self.hooks.has("pre_request") || self.hooks.has("post_request") {
+            match py
+                .import("ferrocorn._hooks")
+                .and_then(|m| m.call_method1("wrap_app", (app.bind(py), worker_id)))
+            {
+                Ok(wrapped) => wrapped.unbind(),
+                Err(e) => {
+                    log::error!("cannot set up the request hooks: {e}");
+                    app
+                }
+            }
+        } else {
+            app
+        };
+        let _reloader = if self.settings.reload {
+            self.start_reloader(py)
+        } else {
+            None
         };
         let listeners = match self.worker_listeners() {
             Ok(l) => l,
@@ -213,6 +323,11 @@ impl Forker {
                 return EXIT_WORKER_BOOT;
             }
         };
+        self.hooks.fire(
+            py,
+            "post_worker_init",
+            &worker_facts(worker_id, std::process::id() as i32),
+        );
         let settings = &self.settings;
         let threads = usize::from(settings.threads);
         let app = Arc::new(WsgiApp {
@@ -236,13 +351,31 @@ impl Forker {
             early_stop,
         };
         match py.detach(|| worker::run(listeners, app, config, || {})) {
-            Ok(_) => 0,
+            Ok(exit) => {
+                if exit.quick {
+                    let me = worker_facts(worker_id, std::process::id() as i32);
+                    self.hooks.fire(py, "worker_int", &me);
+                }
+                0
+            }
             Err(e) => {
                 log::error!("worker failed: {e}");
                 EXIT_WORKER_BOOT
             }
         }
     }
+}
+
+/// What hooks learn about a worker (pid 0: not forked yet).
+fn worker_facts(worker_id: u64, pid: i32) -> [(&'static str, Fact<'static>); 3] {
+    [
+        ("worker_id", Fact::Int(worker_id as i64)),
+        ("worker_pid", Fact::Int(i64::from(pid))),
+        (
+            "master_pid",
+            Fact::Int(i64::from(nix::unistd::getppid().as_raw())),
+        ),
+    ]
 }
 
 fn set_inheritable(fd: i32, inheritable: bool) -> std::io::Result<()> {

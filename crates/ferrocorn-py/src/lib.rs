@@ -3,6 +3,7 @@
 
 mod entry;
 mod fork;
+mod hooks;
 mod loader;
 mod pool;
 mod process;
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(entry::main, m)?)?;
+    m.add_function(wrap_pyfunction!(hooks::log_message, m)?)?;
     m.add_class::<wsgi::input::InputStream>()?;
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_class::<wsgi::start_response::StartResponse>()?;

@@ -5,6 +5,12 @@ use pyo3::prelude::*;
 
 /// Imports the app; on failure returns the one-line message for the user.
 pub(crate) fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, String> {
+    load_with(py, spec, false)
+}
+
+/// [`load`]; with `traceback`, a failure's whole traceback goes to the error log too (for
+/// `--reload`, where the developer needs to see where their edit broke).
+pub(crate) fn load_with(py: Python<'_>, spec: &str, traceback: bool) -> Result<Py<PyAny>, String> {
     let loaded = py
         .import("ferrocorn._loader")
         .and_then(|m| m.getattr("load_app"))
@@ -16,7 +22,9 @@ pub(crate) fn load(py: Python<'_>, spec: &str) -> Result<Py<PyAny>, String> {
                 .import("ferrocorn._loader")
                 .and_then(|m| m.getattr("AppLoadError"))
                 .is_ok_and(|cls| e.is_instance(py, &cls));
-            if log::log_enabled!(log::Level::Debug) {
+            if traceback {
+                log::error!("{}", crate::wsgi::format_exception(py, &e));
+            } else if log::log_enabled!(log::Level::Debug) {
                 log::debug!("{}", crate::wsgi::format_exception(py, &e));
             }
             let msg = e.value(py).to_string();

@@ -9,4 +9,5 @@ pub mod log;
 pub mod master;
 pub mod net;
 pub mod proxy;
+pub mod reload;
 pub mod worker;

@@ -52,11 +52,11 @@ pub fn early_stop_flag() -> std::io::Result<Arc<AtomicBool>> {
 
 /// How the worker ended.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// Every app thread finished.
-    Clean,
+pub struct Exit {
     /// Some app threads were still busy when the worker gave up waiting for them.
-    ThreadsBusy,
+    pub threads_busy: bool,
+    /// Stopped by SIGINT or SIGQUIT rather than gracefully.
+    pub quick: bool,
 }
 
 /// Why the worker stops.
@@ -177,7 +177,10 @@ pub fn run(
         Stop::Quick => Duration::from_millis(100),
     };
     let deadline = Instant::now() + wait;
-    let mut exit = Exit::Clean;
+    let mut exit = Exit {
+        threads_busy: false,
+        quick: matches!(stop, Stop::Quick),
+    };
     for t in threads {
         while !t.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -185,7 +188,7 @@ pub fn run(
         if t.is_finished() {
             let _ = t.join();
         } else {
-            exit = Exit::ThreadsBusy;
+            exit.threads_busy = true;
         }
     }
     Ok(exit)

@@ -12,6 +12,9 @@ use crate::http::ConnConfig;
 use crate::proxy::{ProxyConfig, Trusted};
 use std::sync::Arc;
 
+pub mod docs;
+pub mod file;
+pub mod layers;
 pub mod observe;
 pub use observe::ObserveSettings;
 
@@ -47,7 +50,20 @@ pub struct Settings {
     /// The WSGI application: `module:callable`, `module:factory()`, `module:factory('arg',
     /// key=1)`, `module` (its `application`) or Twisted's `package.module.attribute`.
     #[arg(value_name = "APP")]
-    pub app: String,
+    pub app: Option<String>,
+
+    /// A Python config file (Gunicorn's format: settings as variables, server hooks as
+    /// functions). Read from ./ferrocorn.conf.py or ./gunicorn.conf.py when not given.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration and that the app loads, then exit (0 when all is well).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Print every setting's effective value, then exit.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// Socket to bind: HOST:PORT, [IPV6]:PORT or unix:PATH. Repeat to bind several.
     /// [default: 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set]
@@ -107,6 +123,15 @@ pub struct Settings {
     /// Comma-separated directories to add to the Python path before loading the app.
     #[arg(long, value_name = "DIRS")]
     pub pythonpath: Option<String>,
+
+    /// Restart the workers when a Python source file of the app (or a --reload-extra-file)
+    /// changes; for development. Code that fails to import leaves the old workers serving.
+    #[arg(long)]
+    pub reload: bool,
+
+    /// Another file whose change restarts the workers with --reload (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub reload_extra_file: Vec<PathBuf>,
 
     /// Error log verbosity.
     #[arg(long, value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]
@@ -254,6 +279,12 @@ fn parse_umask(s: &str) -> Result<u32, String> {
 }
 
 impl Settings {
+    /// The app spec; an empty string when none was given (a programmatic server's app is an
+    /// object, not a spec).
+    pub fn app_spec(&self) -> &str {
+        self.app.as_deref().unwrap_or("")
+    }
+
     /// The addresses to bind: `--bind`, else `0.0.0.0:$PORT`, else `127.0.0.1:8000`.
     pub fn bind_addrs(&self) -> Result<Vec<BindAddr>, BindError> {
         // Sockets handed over by a previous master (USR2) or by systemd come first.

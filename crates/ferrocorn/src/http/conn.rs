@@ -22,6 +22,9 @@ use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSin
 use crate::net::Stream;
 use crate::proxy::ProxyConfig;
 
+/// How long a connection accepted just before a graceful stop may take to send its request.
+const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
+
 /// Settings every connection of a worker shares.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
@@ -200,7 +203,8 @@ impl Conn {
                 }
             }
             let idle = self.buf.is_empty();
-            if idle && self.shutting_down() {
+            let stopping = self.shutting_down();
+            if idle && stopping && !first {
                 return Ok(HeadRead::Closed);
             }
             if idle {
@@ -209,7 +213,7 @@ impl Conn {
             } else if deadline.is_none() {
                 deadline = Some(Instant::now() + self.ctx.config.head_timeout);
             }
-            let until = deadline.unwrap_or_else(|| {
+            let mut until = deadline.unwrap_or_else(|| {
                 Instant::now()
                     + if first {
                         self.ctx.config.head_timeout
@@ -217,10 +221,20 @@ impl Conn {
                         self.ctx.config.keep_alive
                     }
             });
+            if idle && stopping {
+                // A connection accepted just before the stop usually has its request on the
+                // way: it gets a moment to arrive (and is answered with Connection: close).
+                until = until.min(Instant::now() + FRESH_CONNECTION_GRACE);
+            }
             let mut shutdown = self.ctx.shutdown.clone();
             let read = tokio::select! {
                 r = tokio::time::timeout_at(until, self.io.read_ready(&mut self.buf)) => r,
-                _ = shutdown.wait_for(|s| *s), if idle => return Ok(HeadRead::Closed),
+                _ = shutdown.wait_for(|s| *s), if idle && !stopping => {
+                    if first {
+                        continue;
+                    }
+                    return Ok(HeadRead::Closed);
+                }
             };
             match read {
                 Err(_) => {

@@ -31,8 +31,17 @@ pub trait Spawn {
         worker_id: u64,
     ) -> std::io::Result<Pid>;
 
-    /// SIGHUP: re-read what can change before the new workers are forked.
-    fn reload(&mut self) {}
+    /// SIGHUP: re-read what can change before the new workers are forked; returns the new
+    /// worker count when the configuration was read again.
+    fn reload(&mut self) -> Option<usize> {
+        None
+    }
+
+    /// A worker process ended (after it was reaped).
+    fn child_exited(&mut self, _pid: Pid, _worker_id: u64) {}
+
+    /// The target worker count changed (TTIN, TTOU, reload).
+    fn workers_changed(&mut self, _new: usize, _old: usize) {}
 
     /// SIGUSR2: start a new master from the installed program, handing it the listening
     /// sockets; returns its pid.
@@ -111,7 +120,10 @@ impl<S: Spawn> Master<S> {
             if let Mode::Running = self.mode {
                 self.maintain();
             }
-            let pending = self.signals.wait(Duration::from_millis(500));
+            let mut pending = self.signals.wait(Duration::from_millis(500));
+            // Several HUPs at once (every worker's --reload watcher saw the same save) are one.
+            let mut hup_seen = false;
+            pending.retain(|&s| s != SIGHUP || !std::mem::replace(&mut hup_seen, true));
             for sig in pending {
                 self.on_signal(sig);
             }
@@ -149,18 +161,18 @@ impl<S: Spawn> Master<S> {
             SIGTERM => self.stop(true),
             SIGINT | SIGQUIT => self.stop(false),
             SIGHUP => {
-                self.spawner.reload();
+                if let Some(n) = self.spawner.reload() {
+                    self.set_workers(n);
+                }
                 self.generation += 1;
                 log::info!("Reloading: starting {} new worker(s)", self.config.workers);
             }
             SIGTTIN => {
-                self.config.workers += 1;
+                self.set_workers(self.config.workers + 1);
                 log::info!("Increasing workers to {}", self.config.workers);
             }
             SIGTTOU => {
-                if self.config.workers > 1 {
-                    self.config.workers -= 1;
-                }
+                self.set_workers(self.config.workers.saturating_sub(1).max(1));
                 log::info!("Decreasing workers to {}", self.config.workers);
             }
             SIGUSR2 => match self.successor {
@@ -184,6 +196,14 @@ impl<S: Spawn> Master<S> {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn set_workers(&mut self, n: usize) {
+        let old = self.config.workers;
+        if n != old {
+            self.config.workers = n;
+            self.spawner.workers_changed(n, old);
         }
     }
 
@@ -259,12 +279,15 @@ impl<S: Spawn> Master<S> {
 
     /// After a reload, stop the previous generation once every new worker is ready (or gone).
     fn retire_old_generation(&mut self) {
-        let new_ready = self
+        // Every worker of the current generation must be up, and as many as configured (the
+        // generation may not even be forked yet when a HUP has just arrived).
+        let current = self
             .workers
             .iter()
-            .filter(|w| w.generation == self.generation)
-            .all(|w| w.heartbeat.is_ready());
-        if !new_ready {
+            .filter(|w| w.generation == self.generation && w.stopping.is_none());
+        let (count, ready) =
+            current.fold((0, true), |(n, r), w| (n + 1, r && w.heartbeat.is_ready()));
+        if !ready || count < self.config.workers {
             return;
         }
         for w in &mut self.workers {
@@ -301,10 +324,18 @@ impl<S: Spawn> Master<S> {
             (Some(0), _) if expected => log::info!("Worker exiting (pid: {pid})"),
             (Some(0), _) => log::info!("Worker exited (pid: {pid})"),
             (Some(c), _) if c == EXIT_APP_LOAD || c == EXIT_WORKER_BOOT => {
-                log::error!("Worker (pid:{pid}) failed to boot; stopping");
-                if matches!(self.mode, Mode::Running) {
-                    self.exit_code = c;
-                    self.stop(false);
+                if let Some(previous) = self.serving_generation_before(w.generation) {
+                    // A reload whose new code cannot boot: the running workers go on serving.
+                    log::error!(
+                        "Worker (pid:{pid}) failed to boot; the previous workers go on serving"
+                    );
+                    self.abandon_generation(w.generation, previous);
+                } else {
+                    log::error!("Worker (pid:{pid}) failed to boot; stopping");
+                    if matches!(self.mode, Mode::Running) {
+                        self.exit_code = c;
+                        self.stop(false);
+                    }
                 }
             }
             (Some(c), _) => log::error!("Worker (pid:{pid}) exited with code {c}"),
@@ -312,7 +343,29 @@ impl<S: Spawn> Master<S> {
             (None, Some(s)) => log::error!("Worker (pid:{pid}) was sent {s}!"),
             (None, None) => {}
         }
-        let _ = w.id;
+        self.spawner.child_exited(pid, w.id);
+    }
+
+    /// The newest generation older than `generation` that still has serving workers.
+    fn serving_generation_before(&self, generation: u64) -> Option<u64> {
+        self.workers
+            .iter()
+            .filter(|w| w.generation < generation && w.stopping.is_none())
+            .map(|w| w.generation)
+            .max()
+    }
+
+    /// Gives up on the workers of `failed` and makes `previous` the current generation again.
+    fn abandon_generation(&mut self, failed: u64, previous: u64) {
+        for w in &mut self.workers {
+            if w.generation >= failed && w.stopping.is_none() {
+                let _ = kill(w.pid, Signal::SIGTERM);
+                w.stopping = Some(Instant::now());
+            }
+        }
+        if self.generation == failed {
+            self.generation = previous;
+        }
     }
 
     /// A worker whose heartbeat stopped is hung: SIGABRT first (its faulthandler prints every
