@@ -300,3 +300,40 @@ def test_hup_with_an_app_that_no_longer_imports_keeps_the_old_workers(tmp_path: 
         assert server.running()
     finally:
         server.stop()
+
+
+def test_worker_abort_hook_runs_after_the_timeout_traceback(tmp_path: Path) -> None:
+    write(tmp_path / "ferrocorn.conf.py", """\
+        timeout = 2
+        def worker_abort(worker):
+            worker.log.warning("hook worker_abort pid=%s", worker.pid)
+    """)
+    server = Server("master_app:app", cwd=tmp_path).start()
+    try:
+        (worker,) = wait_for(lambda: server.worker_pids(), message="a worker")
+        conn = server.connect(timeout=20)
+        conn.send(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        log = server.wait_log(rf"hook worker_abort pid={worker}", timeout=20)
+        conn.close()
+        # faulthandler's dump of the hung thread comes first.
+        assert log.index("in _app") < log.index("hook worker_abort")
+        wait_for(lambda: server.worker_pids() and worker not in server.worker_pids(),
+                 message="a replacement worker")
+        assert server.get("/").status == 200
+    finally:
+        server.stop()
+
+
+def test_worker_int_hook_on_quick_stop(tmp_path: Path) -> None:
+    write(tmp_path / "ferrocorn.conf.py", """\
+        def worker_int(worker):
+            worker.log.info("hook worker_int pid=%s", worker.pid)
+    """)
+    server = Server("basic:app", cwd=tmp_path).start()
+    try:
+        (worker,) = wait_for(lambda: server.worker_pids(), message="a worker")
+        server.signal(signal.SIGINT)
+        assert server.wait_exit() == 0
+    finally:
+        server.stop()
+    assert f"hook worker_int pid={worker}" in server.log

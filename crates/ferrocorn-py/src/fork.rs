@@ -225,6 +225,46 @@ impl Forker {
         }
     }
 
+    /// The `worker_abort` hook, for a worker the master aborts (SIGABRT) after `--timeout`.
+    /// Registered before faulthandler: its SIGABRT handler prints every thread's traceback,
+    /// then hands the signal back to ours (registered first) instead of dying, and this
+    /// thread runs the hook and ends the process. If the hung code holds the GIL, the hook
+    /// cannot run and the master's SIGKILL ends the worker a few seconds later.
+    fn watch_abort(&self, worker_id: u64) {
+        let registered = std::os::unix::net::UnixStream::pair().and_then(|(mut rx, tx)| {
+            signal_hook::low_level::pipe::register(libc::SIGABRT, tx)?;
+            Ok(move || {
+                use std::io::Read;
+                let mut byte = [0u8; 1];
+                rx.read(&mut byte).is_ok_and(|n| n > 0)
+            })
+        });
+        let mut aborted = match registered {
+            Ok(wait) => wait,
+            Err(e) => {
+                log::warn!("worker_abort hook unavailable: {e}");
+                return;
+            }
+        };
+        let hooks = self.hooks.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ferrocorn-abort".into())
+            .spawn(move || {
+                if aborted() {
+                    let me = worker_facts(worker_id, std::process::id() as i32);
+                    Python::attach(|py| {
+                        hooks.fire(py, "worker_abort", &me);
+                        flush_python_streams(py);
+                    });
+                    // SAFETY: ending the aborted worker now, as the SIGABRT would have.
+                    unsafe { libc::_exit(1) }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("worker_abort hook unavailable: {e}");
+        }
+    }
+
     /// `--reload`: watches every loaded module's source and the extra files; a change sends
     /// SIGHUP to the master, which starts new workers and retires this one once they are up.
     fn start_reloader(&self, py: Python<'_>) -> Option<ferrocorn::reload::WatchHandle> {
@@ -283,6 +323,9 @@ impl Forker {
         if let Err(e) = self.identity.apply() {
             eprintln!("Error: cannot switch the worker to the configured user/group: {e}");
             return EXIT_WORKER_BOOT;
+        }
+        if self.hooks.has("worker_abort") {
+            self.watch_abort(worker_id);
         }
         enable_faulthandler(py);
         let app = match &self.preloaded {
@@ -416,16 +459,20 @@ fn enable_faulthandler(py: Python<'_>) {
     }
 }
 
+fn flush_python_streams(py: Python<'_>) {
+    if let Ok(sys) = py.import("sys") {
+        for stream in ["stdout", "stderr"] {
+            let _ = sys.getattr(stream).and_then(|s| s.call_method0("flush"));
+        }
+    }
+}
+
 /// Leaves the worker process: Python's atexit hooks run and output is flushed, but the
 /// interpreter is not finalised and nothing returns into the master's code.
 fn exit_process(py: Python<'_>, code: i32) -> ! {
     if let Ok(atexit) = py.import("atexit") {
         let _ = atexit.call_method0("_run_exitfuncs");
     }
-    if let Ok(sys) = py.import("sys") {
-        for stream in ["stdout", "stderr"] {
-            let _ = sys.getattr(stream).and_then(|s| s.call_method0("flush"));
-        }
-    }
+    flush_python_streams(py);
     std::process::exit(code)
 }
