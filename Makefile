@@ -87,9 +87,9 @@ lint: $(STAMP)-venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# docs/settings.md is generated from the settings' declaration; a test fails when it is stale.
+# docs/settings.md and the README's options table are generated from the settings' declaration; a test fails when it is stale.
 docs: $(STAMP)-venv
-	FERROCORN_WRITE_DOCS=1 cargo test -q -p ferrocorn --lib settings_doc_is_current
+	FERROCORN_WRITE_DOCS=1 cargo test -q -p ferrocorn --lib -- settings_doc_is_current readme_options_are_current
 
 clean:
 	cargo clean
