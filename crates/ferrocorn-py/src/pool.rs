@@ -24,7 +24,7 @@ impl App for WsgiApp {
                     return;
                 }
             };
-            while let Some(exchange) = py.detach(|| jobs.next()) {
+            while let Some(exchange) = jobs.try_next().or_else(|| py.detach(|| jobs.next())) {
                 wsgi::handle(py, &ctx, exchange);
             }
         });

@@ -75,7 +75,9 @@ pub fn run(
 ) -> std::io::Result<Exit> {
     let nthreads = config.threads.max(1);
     raise_fd_limit();
-    let (jobs_tx, jobs_rx) = async_channel::bounded(nthreads.max(config.max_pending));
+    // Room for a few requests per app thread: the I/O thread rarely waits for space (a wait costs
+    // a wake-up), while the queue stays bounded (backpressure: bodies are not read ahead).
+    let (jobs_tx, jobs_rx) = crate::jobs::queue(nthreads.saturating_mul(4).max(config.max_pending));
     let slots: Vec<Arc<ThreadSlot>> = (0..nthreads).map(|_| Arc::default()).collect();
     let threads: Vec<JoinHandle<()>> = slots
         .iter()

@@ -68,7 +68,7 @@ impl Default for ConnConfig {
 /// What a connection needs from its worker.
 pub(crate) struct ConnCtx {
     pub config: ConnConfig,
-    pub jobs: async_channel::Sender<Exchange>,
+    pub jobs: crate::jobs::Sender<Exchange>,
     pub shutdown: watch::Receiver<bool>,
     /// Requests handed to the app so far.
     pub served: AtomicU64,

@@ -1,0 +1,270 @@
+//! The queue between a worker's connections (async, on the I/O thread) and its app threads
+//! (blocking, one Python call at a time).
+//!
+//! A general-purpose channel wakes a sleeping consumer for every message. Here most of those
+//! wake-ups are wasted under load: an app thread that has just finished a request is about to
+//! look for the next one anyway. So an app thread with nothing to do first spins for a few
+//! microseconds (without the GIL), and a producer wakes a sleeping thread only when no thread
+//! is spinning. A blocking app (threads asleep in `time.sleep`, say) has no spinners, so every
+//! request still wakes a thread at once: concurrency is not traded for the fast path.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// How long an idle app thread looks for new work before it goes to sleep.
+const SPIN: Duration = Duration::from_micros(40);
+
+struct State<T> {
+    items: VecDeque<T>,
+    closed: bool,
+    sleepers: usize,
+}
+
+struct Queue<T> {
+    state: Mutex<State<T>>,
+    wake: Condvar,
+    /// App threads spinning for work right now.
+    spinning: AtomicUsize,
+    /// Items queued, readable without the lock (for spinning and `len`).
+    len: AtomicUsize,
+    /// Signalled when room appears in a full queue.
+    space: Notify,
+    capacity: usize,
+}
+
+impl<T> Queue<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock leaves plain data behind; go on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop_locked(&self, state: &mut State<T>) -> Option<T> {
+        let item = state.items.pop_front()?;
+        let before = self.len.fetch_sub(1, Ordering::AcqRel);
+        if before == self.capacity {
+            self.space.notify_one();
+        }
+        Some(item)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_all();
+        self.space.notify_waiters();
+    }
+}
+
+/// Creates a queue holding at most `capacity` items.
+pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let queue = Arc::new(Queue {
+        state: Mutex::new(State {
+            items: VecDeque::with_capacity(capacity),
+            closed: false,
+            sleepers: 0,
+        }),
+        wake: Condvar::new(),
+        spinning: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        space: Notify::new(),
+        capacity: capacity.max(1),
+    });
+    (
+        Sender {
+            guard: Arc::new(CloseOnDrop(Arc::clone(&queue))),
+        },
+        Receiver { queue },
+    )
+}
+
+/// Closes the queue when the last sender goes.
+struct CloseOnDrop<T>(Arc<Queue<T>>);
+
+impl<T> Drop for CloseOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The connections' end. Cloning shares it; the queue closes when every clone is dropped.
+pub struct Sender<T> {
+    guard: Arc<CloseOnDrop<T>>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            guard: Arc::clone(&self.guard),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").field("len", &self.len()).finish()
+    }
+}
+
+impl<T> Sender<T> {
+    /// Items waiting for an app thread.
+    pub fn len(&self) -> usize {
+        self.guard.0.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `item`, waiting while the queue is full; gives it back if the queue is closed.
+    pub async fn send(&self, item: T) -> Result<(), T> {
+        let queue = &self.guard.0;
+        loop {
+            let space = queue.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut state = queue.lock();
+                if state.closed {
+                    return Err(item);
+                }
+                if state.items.len() < queue.capacity {
+                    state.items.push_back(item);
+                    queue.len.fetch_add(1, Ordering::AcqRel);
+                    let wake = state.sleepers > 0 && queue.spinning.load(Ordering::Acquire) == 0;
+                    drop(state);
+                    if wake {
+                        queue.wake.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
+    }
+}
+
+/// An app thread's end.
+pub struct Receiver<T> {
+    queue: Arc<Queue<T>>,
+}
+
+impl<T> Clone for Receiver<T> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: Arc::clone(&self.queue),
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next item if one is waiting.
+    pub fn try_recv(&self) -> Option<T> {
+        let queue = &self.queue;
+        if queue.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        queue.pop_locked(&mut queue.lock())
+    }
+
+    fn spin(&self) -> Option<T> {
+        let deadline = Instant::now() + SPIN;
+        let mut spins = 0u32;
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            spins += 1;
+            if spins.is_multiple_of(16) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Blocks until the next item; `None` once the queue is closed and empty.
+    pub fn recv_blocking(&self) -> Option<T> {
+        let queue = &self.queue;
+        if let Some(item) = self.try_recv() {
+            return Some(item);
+        }
+        // One spinner at a time: more would only take the CPU from the I/O thread.
+        if queue
+            .spinning
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let found = self.spin();
+            queue.spinning.store(0, Ordering::Release);
+            if found.is_some() {
+                return found;
+            }
+        }
+        let mut state = queue.lock();
+        loop {
+            if let Some(item) = queue.pop_locked(&mut state) {
+                return Some(item);
+            }
+            if state.closed {
+                return None;
+            }
+            state.sleepers += 1;
+            state = queue.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.sleepers -= 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_arrives_once_across_threads_and_close_ends_them() {
+        let (tx, rx) = queue::<u32>(4);
+        let consumers: Vec<_> = (0..3)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some(i) = rx.recv_blocking() {
+                        got.push(i);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..10_000 {
+                tx.send(i).await.unwrap();
+            }
+        });
+        drop(tx);
+        let mut all: Vec<u32> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_closed_queue_gives_the_item_back() {
+        let (tx, rx) = queue::<u32>(1);
+        rx.queue.close();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(tx.send(7)), Err(7));
+    }
+}
