@@ -1,0 +1,176 @@
+"""Standing connections and hostile clients, at full size: memory per idle connection with
+10,000 idle keep-alive connections, request latency while 2,000 idle and 200 slowloris
+connections are open, and peak memory during a 10 GB streamed upload.
+
+    .venv/bin/python bench/hostile.py [--idle 10000] [--upload-gb 10]
+
+Runs the installed `ferrocorn` (the one beside this Python) with one worker on 127.0.0.1 and
+prints a small table. Not a test: it asserts nothing, it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent / "tests" / "apps"
+BIN = str(Path(sys.executable).parent / "ferrocorn")
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out.extend(int(c) for c in text)
+    return out
+
+
+class Server:
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APP_DIR), "--worker-connections",
+             "20000", *args, "hostile_app:app"],
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 20
+        self.port = 0
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+        if not self.port:
+            raise SystemExit("ferrocorn did not start")
+        deadline = time.monotonic() + 20
+        while not children(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.get()
+
+    @property
+    def worker(self) -> int:
+        return children(self.proc.pid)[0]
+
+    def get(self, path: str = "/hello") -> float:
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            while s.recv(65536):
+                pass
+        return time.monotonic() - start
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def idle_memory(count: int) -> tuple[float, int]:
+    server = Server()
+    try:
+        for _ in range(100):
+            server.get()
+        before = rss_kib(server.worker)
+        # Each connection makes one request (so it is accepted before the next one is opened,
+        # and the listen backlog never overflows), then stays open, idle.
+        socks = []
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(65536)
+            socks.append(s)
+        after = rss_kib(server.worker)
+        for s in socks:
+            s.close()
+        return (after - before) / count, after
+    finally:
+        server.stop()
+
+
+def latency_under_load(idle: int, slow: int, samples: int) -> tuple[float, float, float]:
+    server = Server("--keep-alive", "3600", "--header-timeout", "3600")
+    try:
+        quiet = sorted(server.get() for _ in range(samples))
+        socks = []
+        for _ in range(idle):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(65536)
+            socks.append(s)
+        for _ in range(slow):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            socks.append(s)
+        loaded = sorted(server.get() for _ in range(samples))
+        for s in socks:
+            s.close()
+        p = lambda xs, q: xs[min(len(xs) - 1, int(len(xs) * q))] * 1000  # noqa: E731
+        return statistics.median(quiet) * 1000, statistics.median(loaded) * 1000, p(loaded, 0.99)
+    finally:
+        server.stop()
+
+
+def upload_peak(gb: float) -> tuple[float, int, int]:
+    server = Server()
+    try:
+        before = rss_kib(server.worker)
+        total = int(gb * 1e9) // (1 << 20) * (1 << 20)
+        piece = b"u" * (1 << 20)
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            for _ in range(total // len(piece)):
+                s.sendall(piece)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        elapsed = time.monotonic() - start
+        assert reply.endswith(str(total).encode()), reply[-200:]
+        return total / elapsed / 1e9, before, rss_kib(server.worker, "VmHWM")
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--upload-gb", type=float, default=10.0)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.idle + 1000)), hard))
+
+    per_conn, total = idle_memory(args.idle)
+    quiet, loaded, p99 = latency_under_load(2000, 200, 500)
+    rate, before, peak = upload_peak(args.upload_gb)
+    print("| measurement | value |")
+    print("| --- | --- |")
+    print(f"| memory per idle keep-alive connection ({args.idle:,} open) | {per_conn:.1f} KiB |")
+    print(f"| worker RSS with {args.idle:,} idle connections | {total / 1024:.1f} MiB |")
+    print(f"| request latency p50, no other connections | {quiet:.2f} ms |")
+    print(f"| request latency p50 / p99, 2,000 idle + 200 slowloris open | "
+          f"{loaded:.2f} / {p99:.2f} ms |")
+    print(f"| {args.upload_gb:g} GB upload: worker RSS before / peak | "
+          f"{before / 1024:.1f} / {peak / 1024:.1f} MiB ({rate:.2f} GB/s) |")
+
+
+if __name__ == "__main__":
+    main()
