@@ -1,0 +1,369 @@
+"""Proxy setups: forwarded headers honoured only from trusted peers, configurable header names,
+PROXY protocol, and a real nginx in front (TCP, unix socket, an upstream with failover).
+
+Loopback addresses stand for machines: nginx talks to ferrocorn from 127.0.0.5 (the trusted
+proxy), clients reach nginx from 127.0.0.9, and a forger talks to ferrocorn directly from
+127.0.0.7 with made-up X-Forwarded-* headers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import RawConn, Server, free_port, http_request, wait_for
+
+APP = "environ_app:app"
+PROXY_IP = "127.0.0.5"
+CLIENT_IP = "127.0.0.9"
+FORGER_IP = "127.0.0.7"
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+FORGED = [
+    ("X-Forwarded-For", "6.6.6.6"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Prefix", "/evil"),
+]
+
+
+def environ_from(server: Server, headers: list[tuple[str, str]], source: str,
+                 path: str = "/p") -> dict[str, Any]:
+    """The app's environ for a request sent from ``source`` (a loopback address)."""
+    sock = socket.create_connection((server.host, server.port), timeout=10,
+                                    source_address=(source, 0))
+    with RawConn(sock) as conn:
+        conn.send(http_request(path, headers=headers))
+        resp = conn.response()
+    assert resp.status == 200, resp
+    return {k: v["value"] for k, v in resp.json().items() if isinstance(v, dict) and "value" in v}
+
+
+def status_from(server: Server, headers: list[tuple[str, str]], source: str) -> int:
+    sock = socket.create_connection((server.host, server.port), timeout=10,
+                                    source_address=(source, 0))
+    with RawConn(sock) as conn:
+        conn.send(http_request("/p", headers=headers))
+        return conn.response().status
+
+
+# ---------------------------------------------------------------------- trust, directly
+
+def test_trusted_proxy_headers_are_applied(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", f"{PROXY_IP},10.0.0.0/8")
+    env = environ_from(server, [
+        ("X-Forwarded-For", "203.0.113.9, 10.1.2.3"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "shop.example:8443"),
+        ("X-Forwarded-Prefix", "/shop"),
+    ], PROXY_IP, path="/shop/cart")
+    # Right-most untrusted hop: 10.1.2.3 is a trusted proxy too, so the client is 203.0.113.9.
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTP_HOST"] == "shop.example:8443"
+    assert env["SERVER_NAME"] == "shop.example" and env["SERVER_PORT"] == "8443"
+    assert env["SCRIPT_NAME"] == "/shop" and env["PATH_INFO"] == "/cart"
+
+
+def test_left_most_address_is_never_believed(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    env = environ_from(server, [("X-Forwarded-For", "1.2.3.4, 198.51.100.7")], PROXY_IP)
+    assert env["REMOTE_ADDR"] == "198.51.100.7"
+
+
+def test_forger_is_not_believed(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    env = environ_from(server, FORGED, FORGER_IP)
+    assert env["REMOTE_ADDR"] == FORGER_IP
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_HOST"] == "localhost"
+    assert env["SCRIPT_NAME"] == ""
+    # The app still sees what was sent, as plain headers.
+    assert env["HTTP_X_FORWARDED_FOR"] == "6.6.6.6"
+    assert env["HTTP_X_FORWARDED_PROTO"] == "https"
+
+
+def test_default_trusts_only_loopback(start_server) -> None:
+    server = start_server(APP)
+    assert environ_from(server, FORGED, "127.0.0.1")["REMOTE_ADDR"] == "6.6.6.6"
+    assert environ_from(server, FORGED, FORGER_IP)["REMOTE_ADDR"] == FORGER_IP
+
+
+def test_underscore_names_never_pose_as_forwarded_headers(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    env = environ_from(server, [("X_Forwarded_For", "6.6.6.6"), ("X_Forwarded_Proto", "https")],
+                       PROXY_IP)
+    assert env["REMOTE_ADDR"] == PROXY_IP
+    assert env["wsgi.url_scheme"] == "http"
+    assert "HTTP_X_FORWARDED_FOR" not in env
+
+
+def test_rfc7239_forwarded(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    env = environ_from(server, [("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=a.example')],
+                       PROXY_IP)
+    assert env["REMOTE_ADDR"] == "2001:db8::7"
+    assert env["REMOTE_PORT"] == "4711"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTP_HOST"] == "a.example"
+
+
+def test_secure_scheme_headers(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    assert environ_from(server, [("X-Forwarded-Ssl", "on")], PROXY_IP)["wsgi.url_scheme"] == "https"
+    server2 = start_server(APP, "--forwarded-allow-ips", PROXY_IP,
+                           "--secure-scheme-headers", "X-Is-Tls=yes")
+    assert environ_from(server2, [("X-Is-Tls", "yes")], PROXY_IP)["wsgi.url_scheme"] == "https"
+    assert environ_from(server2, [("X-Forwarded-Ssl", "on")], PROXY_IP)["wsgi.url_scheme"] == "http"
+
+
+def test_custom_header_names(start_server) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP,
+                          "--forwarded-host-header", "X-FHOST",
+                          "--forwarded-for-header", "X-Real-Client")
+    env = environ_from(server, [("X-FHOST", "custom.example"), ("X-Real-Client", "192.0.2.4"),
+                                ("X-Forwarded-Host", "ignored.example")], PROXY_IP)
+    assert env["HTTP_HOST"] == "custom.example"
+    assert env["REMOTE_ADDR"] == "192.0.2.4"
+
+
+def test_root_path(start_server) -> None:
+    server = start_server(APP, "--root-path", "/mounted")
+    env = environ_from(server, [], "127.0.0.1", path="/mounted/x")
+    assert env["SCRIPT_NAME"] == "/mounted" and env["PATH_INFO"] == "/x"
+
+
+@pytest.mark.parametrize("headers", [
+    [("X-Forwarded-For", "not-an-ip")],
+    [("X-Forwarded-Proto", "gopher")],
+    [("X-Forwarded-Proto", "https"), ("Forwarded", "proto=http")],
+    [("X-Forwarded-For", "192.0.2.1"), ("Forwarded", "for=192.0.2.2")],
+    [("X-Forwarded-Port", "port")],
+], ids=["bad-for", "bad-proto", "proto-conflict", "for-conflict", "bad-port"])
+def test_bad_values_from_a_trusted_proxy_get_400(start_server, headers) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    assert status_from(server, headers, PROXY_IP) == 400
+    server.wait_log(r"refused request GET /p: (malformed|conflicting)")
+    # The same values from an untrusted peer are just headers.
+    assert status_from(server, headers, FORGER_IP) == 200
+
+
+# --------------------------------------------------------------------------- PROXY protocol
+
+def v2_header(src: str, sport: int, dst: str, dport: int) -> bytes:
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    addrs = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    return sig + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
+
+
+@pytest.mark.parametrize("preamble", [
+    b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n",
+    v2_header("198.51.100.22", 51234, "10.0.0.1", 443),
+], ids=["v1", "v2"])
+def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes) -> None:
+    server = start_server(APP, "--proxy-protocol", "--forwarded-allow-ips", PROXY_IP)
+    sock = socket.create_connection((server.host, server.port), timeout=10,
+                                    source_address=(PROXY_IP, 0))
+    with RawConn(sock) as conn:
+        conn.send(preamble + http_request("/p"))
+        resp = conn.response()
+        assert resp.status == 200
+        env = resp.json()
+        assert env["REMOTE_ADDR"]["value"] == "198.51.100.22"
+        assert env["REMOTE_PORT"]["value"] == "51234"
+        # The preamble comes once; the next request on the connection is plain HTTP.
+        conn.send(http_request("/p"))
+        assert conn.response().status == 200
+
+
+@pytest.mark.parametrize(("source", "data"), [
+    (FORGER_IP, b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n"),
+    (PROXY_IP, b"PROXY TCP4 nonsense\r\n"),
+    (PROXY_IP, b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"),
+    (PROXY_IP, b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff"),
+], ids=["untrusted-peer", "malformed-v1", "missing", "truncated-v2"])
+def test_proxy_protocol_refusals_close_the_connection(start_server, source: str,
+                                                       data: bytes) -> None:
+    server = start_server(APP, "--proxy-protocol", "--forwarded-allow-ips", PROXY_IP,
+                          "--header-timeout", "2")
+    sock = socket.create_connection((server.host, server.port), timeout=10,
+                                    source_address=(source, 0))
+    with RawConn(sock) as conn:
+        conn.send(data + http_request("/p"))
+        rest = conn.read_until_close(timeout=5)
+        assert b"HTTP/1.1 200" not in rest
+
+
+# ------------------------------------------------------------------------------ real nginx
+
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+
+
+class Nginx:
+    """nginx as a foreground child process with its config in a temporary folder."""
+
+    def __init__(self, tmp: Path, servers: str, unix: bool = False) -> None:
+        # nginx talks to a TCP upstream from the proxy's own address; a unix socket has none.
+        bind = "" if unix else f"proxy_bind {PROXY_IP};"
+        self.port = free_port()
+        self.prefix = tmp / "nginx"
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(textwrap.dedent(f"""\
+            worker_processes 1;
+            error_log {self.prefix}/logs/error.log info;
+            pid {self.prefix}/nginx.pid;
+            events {{ worker_connections 256; }}
+            http {{
+                access_log off;
+                client_body_temp_path {self.prefix}/body;
+                proxy_temp_path {self.prefix}/proxy;
+                fastcgi_temp_path {self.prefix}/fastcgi;
+                uwsgi_temp_path {self.prefix}/uwsgi;
+                scgi_temp_path {self.prefix}/scgi;
+                {servers}
+                server {{
+                    listen 127.0.0.1:{self.port};
+                    listen {CLIENT_IP}:{self.port};
+                    location / {{
+                        proxy_pass http://backend;
+                        {bind}
+                        proxy_http_version 1.1;
+                        proxy_set_header Connection "";
+                        proxy_set_header Host $host;
+                        proxy_set_header X-Real-IP $remote_addr;
+                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                        proxy_set_header X-Forwarded-Proto $scheme;
+                        proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+                        proxy_connect_timeout 2s;
+                    }}
+                }}
+            }}
+        """))
+        user = ["-g", "daemon off; user root;"]
+        self.proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf), *user],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._listening, timeout=10, message="nginx to listen")
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise AssertionError(f"nginx exited: {err}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def get(self, path: str = "/p", headers: list[tuple[str, str]] | None = None,
+            source: str = CLIENT_IP) -> tuple[int, bytes]:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10,
+                                        source_address=(source, 0))
+        with RawConn(sock) as conn:
+            conn.send(http_request(path, host="app.example", headers=headers or []))
+            resp = conn.response()
+        return resp.status, resp.body
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def nginx_factory(tmp_path: Path):
+    started: list[Nginx] = []
+
+    def start(upstream: str) -> Nginx:
+        n = Nginx(tmp_path, f"upstream backend {{ {upstream} keepalive 8; }}",
+                  unix="unix:" in upstream)
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+def env_of(body: bytes) -> dict[str, Any]:
+    return {k: v["value"] for k, v in json.loads(body).items() if isinstance(v, dict) and "value" in v}
+
+
+@needs_nginx
+def test_behind_nginx_over_tcp(start_server, nginx_factory) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    nginx = nginx_factory(f"server 127.0.0.1:{server.port};")
+    status, body = nginx.get(headers=[("X-Forwarded-For", "6.6.6.6")])
+    assert status == 200
+    env = env_of(body)
+    # nginx appends the client's own address; the right-most untrusted one is the client.
+    assert env["REMOTE_ADDR"] == CLIENT_IP
+    assert env["HTTP_HOST"] == "app.example"
+    assert env["wsgi.url_scheme"] == "http"
+    # The same forged header sent straight to ferrocorn from another machine: ignored.
+    direct = environ_from(server, FORGED, FORGER_IP)
+    assert direct["REMOTE_ADDR"] == FORGER_IP and direct["wsgi.url_scheme"] == "http"
+
+
+@needs_nginx
+def test_behind_nginx_over_a_unix_socket(start_server, nginx_factory, tmp_path: Path) -> None:
+    sock_path = tmp_path / "app.sock"
+    server = start_server(APP, binds=[f"unix:{sock_path}"])
+    nginx = nginx_factory(f"server unix:{sock_path};")
+    status, body = nginx.get()
+    assert status == 200
+    env = env_of(body)
+    assert env["REMOTE_ADDR"] == CLIENT_IP  # unix-socket peers are trusted
+    assert env["HTTP_HOST"] == "app.example"
+    assert server.running()
+
+
+@needs_nginx
+def test_nginx_upstream_survives_one_instance_stopping(start_server, nginx_factory) -> None:
+    a = start_server("hostile_app:app", "--forwarded-allow-ips", PROXY_IP)
+    b = start_server("hostile_app:app", "--forwarded-allow-ips", PROXY_IP)
+    nginx = nginx_factory(f"server 127.0.0.1:{a.port} max_fails=1 fail_timeout=30s; "
+                          f"server 127.0.0.1:{b.port} max_fails=1 fail_timeout=30s;")
+    failures: list[str] = []
+    served = [0]
+    stop = threading.Event()
+
+    def client() -> None:
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and served[0] < 2000 and time.monotonic() < deadline:
+            try:
+                status, _ = nginx.get("/hello")
+                if status == 200:
+                    served[0] += 1
+                else:
+                    failures.append(f"status {status}")
+            except OSError as e:
+                failures.append(repr(e))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        wait_for(lambda: served[0] > 100, message="traffic through nginx")
+        a.signal(signal.SIGTERM)
+        assert a.wait_exit() == 0
+        before = served[0]
+        wait_for(lambda: served[0] > before + 200, message="traffic after one instance stopped")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert failures == []
+    assert b.running()
