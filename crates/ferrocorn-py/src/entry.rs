@@ -50,6 +50,23 @@ pub fn main(
         }
     };
     ferrocorn::log::init(loaded.settings.log_level);
+    let observe = &loaded.settings.observe;
+    if let Some(path) = observe.error_logfile.as_deref().filter(|p| *p != "-") {
+        if let Err(e) = ferrocorn::log::open_error_log(path.as_ref(), observe.capture_output) {
+            eprintln!("Error: cannot open error log {path}: {e}");
+            return EXIT_CONFIG;
+        }
+    }
+    if let Some(path) = observe.access_logfile.as_deref().filter(|p| *p != "-") {
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Err(e) = opened {
+            eprintln!("Error: cannot open access log {path}: {e}");
+            return EXIT_CONFIG;
+        }
+    }
     for warning in &loaded.warnings {
         log::warn!("{warning}");
     }

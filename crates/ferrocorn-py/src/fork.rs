@@ -384,6 +384,7 @@ impl Forker {
         let config = WorkerConfig {
             threads,
             conn: settings.conn_config(),
+            access_log: settings.access_log(),
             graceful_timeout: Duration::from_secs(settings.graceful_timeout),
             timeout: Duration::from_secs(settings.timeout),
             max_requests: max_requests(settings, worker_id),

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod log;
 pub mod master;
 pub mod net;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod worker;

@@ -6,6 +6,47 @@ use crate::config::LogLevel;
 
 struct ErrorLog;
 
+/// `--error-logfile`, kept for reopening on SIGUSR1.
+static ERROR_LOG: std::sync::Mutex<Option<(std::path::PathBuf, bool)>> =
+    std::sync::Mutex::new(None);
+
+/// Points stderr (and, with `capture_output`, stdout) at `path`, appending. Everything that
+/// writes to them afterwards, Python tracebacks included, lands in the file.
+pub fn open_error_log(path: &std::path::Path, capture_output: bool) -> std::io::Result<()> {
+    redirect(path, capture_output)?;
+    if let Ok(mut slot) = ERROR_LOG.lock() {
+        *slot = Some((path.to_owned(), capture_output));
+    }
+    Ok(())
+}
+
+fn redirect(path: &std::path::Path, capture_output: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let targets: &[i32] = if capture_output { &[1, 2] } else { &[2] };
+    for &fd in targets {
+        // SAFETY: dup2 onto the standard descriptors; `file` stays open for the call.
+        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// SIGUSR1: opens the error log file again (after logrotate moved it).
+pub fn reopen() {
+    let current = ERROR_LOG.lock().ok().and_then(|s| s.clone());
+    if let Some((path, capture)) = current {
+        if let Err(e) = redirect(&path, capture) {
+            log::error!("cannot reopen the error log {}: {e}", path.display());
+        }
+    }
+    crate::observe::accesslog::REOPEN.store(true, std::sync::atomic::Ordering::Release);
+}
+
 static LOGGER: ErrorLog = ErrorLog;
 
 /// Installs the error log at `level`. Calling it again only changes the level.
@@ -51,13 +92,26 @@ impl log::Log for ErrorLog {
     }
 }
 
+/// `unix` (seconds) as local broken-down time.
+pub(crate) fn local_time(unix: i64) -> libc::tm {
+    // SAFETY: an all-zero `tm` is a valid value; localtime_r only writes into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let t: libc::time_t = unix;
+    // SAFETY: both pointers are valid for the call.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    tm
+}
+
+/// Now, as Unix seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Local time as `2026-11-24 05:49:03 +0000`.
 fn timestamp() -> String {
-    // SAFETY: time(NULL) has no preconditions; localtime_r writes only into `tm`, a local.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let now = unsafe { libc::time(std::ptr::null_mut()) };
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&now, &mut tm) };
+    let tm = local_time(unix_now());
     let off = tm.tm_gmtoff / 60;
     let sign = if off < 0 { '-' } else { '+' };
     format!(

@@ -22,6 +22,8 @@ use crate::net::Listener;
 pub struct WorkerConfig {
     pub threads: usize,
     pub conn: ConnConfig,
+    /// `--access-logfile` (`-` for stdout) and how lines look; opened by the worker itself.
+    pub access_log: Option<(String, crate::observe::accesslog::Style)>,
     pub graceful_timeout: Duration,
     /// An app call running longer than this stops the heartbeat (`--timeout`; zero: never).
     pub timeout: Duration,
@@ -75,6 +77,13 @@ pub fn run(
 ) -> std::io::Result<Exit> {
     let nthreads = config.threads.max(1);
     raise_fd_limit();
+    let mut config = config;
+    if let Some((path, style)) = config.access_log.clone() {
+        let log = crate::observe::accesslog::AccessLog::open(&path, style).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot open access log {path}: {e}"))
+        })?;
+        config.conn.access_log = Some(log);
+    }
     // Room for a few requests per app thread: the I/O thread rarely waits for space (a wait costs
     // a wake-up), while the queue stays bounded (backpressure: bodies are not read ahead).
     let (jobs_tx, jobs_rx) = crate::jobs::queue(nthreads.saturating_mul(4).max(config.max_pending));
@@ -346,7 +355,7 @@ impl StopSignals {
                 _ = self.term.recv() => return Stop::Graceful,
                 _ = self.int.recv() => return Stop::Quick,
                 _ = self.quit.recv() => return Stop::Quick,
-                _ = self.usr1.recv() => {}
+                _ = self.usr1.recv() => crate::log::reopen(),
                 _ = self.hup.recv() => {}
             }
         }

@@ -279,6 +279,19 @@ fn parse_umask(s: &str) -> Result<u32, String> {
 }
 
 impl Settings {
+    /// The access log to open in each worker, if any.
+    pub fn access_log(&self) -> Option<(String, crate::observe::accesslog::Style)> {
+        let path = self.observe.access_logfile.clone()?;
+        let style = if self.observe.access_log_json {
+            crate::observe::accesslog::Style::Json
+        } else {
+            crate::observe::accesslog::Style::Format(Arc::new(
+                self.observe.access_logformat.clone(),
+            ))
+        };
+        Some((path, style))
+    }
+
     /// The app spec; an empty string when none was given (a programmatic server's app is an
     /// object, not a spec).
     pub fn app_spec(&self) -> &str {

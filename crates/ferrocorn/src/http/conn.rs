@@ -20,6 +20,7 @@ use super::response::{
 };
 use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink};
 use crate::net::Stream;
+use crate::observe::accesslog::{AccessLog, Entry};
 use crate::proxy::ProxyConfig;
 
 /// How long a connection accepted just before a graceful stop may take to send its request.
@@ -47,6 +48,65 @@ pub struct ConnConfig {
     pub proxy: Arc<ProxyConfig>,
     /// Read a PROXY protocol preamble first on every connection.
     pub proxy_protocol: bool,
+    /// Where finished requests are logged (`--access-logfile`), opened in the worker.
+    pub access_log: Option<AccessLog>,
+}
+
+/// An access log line in the making: what the request said, then what the response did.
+struct Record {
+    started: Instant,
+    started_unix: i64,
+    remote: String,
+    method: Box<str>,
+    target: Box<str>,
+    protocol: &'static str,
+    request_headers: Vec<crate::http::request::Header>,
+    status: Option<u16>,
+    response_headers: Vec<(String, Vec<u8>)>,
+    bytes: u64,
+}
+
+impl Record {
+    fn new(head: &RequestHead, peer: &Peer) -> Self {
+        Self {
+            started: Instant::now(),
+            started_unix: crate::log::unix_now(),
+            remote: match peer {
+                Peer::Tcp(a) => a.ip().to_string(),
+                Peer::Unix => String::new(),
+            },
+            method: head.method.clone(),
+            target: head.target.clone(),
+            protocol: match head.version {
+                Version::Http10 => "HTTP/1.0",
+                Version::Http11 => "HTTP/1.1",
+            },
+            request_headers: head.headers.clone(),
+            status: None,
+            response_headers: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Logs the exchange, if a response was started.
+    fn finish(&self, log: &AccessLog) {
+        let Some(status) = self.status else { return };
+        let path = self.target.split('?').next().unwrap_or_default();
+        let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        log.record(&Entry {
+            remote_addr: &self.remote,
+            method: &self.method,
+            target: &self.target,
+            path: &path,
+            protocol: self.protocol,
+            request_headers: &self.request_headers,
+            status,
+            response_headers: &self.response_headers,
+            bytes: self.bytes,
+            duration: self.started.elapsed(),
+            started_unix: self.started_unix,
+        });
+    }
 }
 
 impl Default for ConnConfig {
@@ -61,6 +121,7 @@ impl Default for ConnConfig {
             max_drain: 1024 * 1024,
             proxy: Arc::default(),
             proxy_protocol: false,
+            access_log: None,
         }
     }
 }
@@ -257,6 +318,20 @@ impl Conn {
 
     /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
     async fn exchange(&mut self, head: RequestHead) -> Result<bool, ()> {
+        let Some(log) = self.ctx.config.access_log.clone() else {
+            return self.exchange_inner(head, None).await;
+        };
+        let mut record = Record::new(&head, &self.peer);
+        let result = self.exchange_inner(head, Some(&mut record)).await;
+        record.finish(&log);
+        result
+    }
+
+    async fn exchange_inner(
+        &mut self,
+        head: RequestHead,
+        mut record: Option<&mut Record>,
+    ) -> Result<bool, ()> {
         let forwarded = match self.ctx.config.proxy.resolve(&self.peer, &head.headers) {
             Ok(f) => f,
             Err(e) => {
@@ -271,6 +346,9 @@ impl Conn {
                 return Ok(false);
             }
         };
+        if let (Some(r), Some(client)) = (record.as_deref_mut(), forwarded.client) {
+            r.remote = client.to_string();
+        }
         let max_body = self.ctx.config.max_body;
         if let Framing::Length(n) = head.framing {
             if max_body > 0 && n > max_body {
@@ -347,6 +425,11 @@ impl Conn {
                     body: first,
                     last,
                 } => {
+                    if let Some(r) = record.as_deref_mut() {
+                        r.status = Some(head.status);
+                        r.response_headers.clone_from(&head.headers);
+                        r.bytes += first.len() as u64;
+                    }
                     writer.start(
                         *head,
                         first.len(),
@@ -366,6 +449,9 @@ impl Conn {
                     }
                 }
                 AppMsg::Data(data) => {
+                    if let Some(r) = record.as_deref_mut() {
+                        r.bytes += data.len() as u64;
+                    }
                     self.out.clear();
                     let data = writer.frame(&data, &mut self.out);
                     let suffix = writer.chunk_suffix(&data);
@@ -388,6 +474,9 @@ impl Conn {
                         .map_err(|_| ())?
                         .map_err(|_| ())?;
                         writer.written += sent;
+                        if let Some(r) = record.as_deref_mut() {
+                            r.bytes += sent;
+                        }
                         if sent < len {
                             // The file shrank under us: the framing promise is broken.
                             return Err(());

@@ -191,6 +191,7 @@ impl<S: Spawn> Master<S> {
                 log::info!("Stopping all workers (WINCH)");
             }
             SIGUSR1 => {
+                crate::log::reopen();
                 for w in &self.workers {
                     let _ = kill(w.pid, Signal::SIGUSR1);
                 }
