@@ -130,7 +130,8 @@ pub struct Disconnected;
 /// The request body as the app reads it. Blocking: call with the GIL released.
 pub struct BodyStream {
     pub(crate) tx: mpsc::Sender<AppMsg>,
-    pub(crate) rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+    /// Body pieces, each with whether the body is now complete.
+    pub(crate) rx: mpsc::Receiver<Result<(Bytes, bool), BodyError>>,
     pub(crate) done: bool,
     pub(crate) error: Option<BodyError>,
 }
@@ -148,8 +149,10 @@ impl BodyStream {
             return Err(self.fail(BodyError::Io("connection closed".into())));
         }
         match self.rx.blocking_recv() {
-            Some(Ok(b)) => {
-                self.done = b.is_empty();
+            Some(Ok((b, done))) => {
+                // The connection says when the body is complete, so the app's next read (or
+                // its read to the end) needs no further round trip.
+                self.done = done || b.is_empty();
                 Ok(b)
             }
             Some(Err(e)) => Err(self.fail(e)),

@@ -62,6 +62,21 @@ impl Stream {
         }
     }
 
+    /// Reads what is already waiting on the socket into `buf`, without waiting. True when
+    /// something (or EOF) was there.
+    pub fn read_ready_now(&self, buf: &mut bytes::BytesMut) -> io::Result<bool> {
+        buf.reserve(64 * 1024);
+        let r = match self {
+            Self::Tcp(s) => s.try_read_buf(buf),
+            Self::Unix(s) => s.try_read_buf(buf),
+        };
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends `len` bytes of `file` starting at `offset`, zero-copy; returns the bytes sent
     /// (fewer than `len` only if the file was shorter).
     pub async fn sendfile(&self, file: &File, mut offset: u64, len: u64) -> io::Result<u64> {

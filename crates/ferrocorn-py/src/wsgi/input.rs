@@ -1,5 +1,5 @@
 //! `wsgi.input`: the request body as a file-like object, streamed from the connection as the
-//! app reads it (never more than one chunk buffered, never past the body's end).
+//! app reads it (at most what one read asks for buffered, never past the body's end).
 
 use bytes::{Buf, BytesMut};
 use pyo3::exceptions::PyOSError;
@@ -9,8 +9,10 @@ use pyo3::types::{PyBytes, PyList};
 use ferrocorn::app::BodyStream;
 use ferrocorn::http::error::BodyError;
 
-/// How much is asked of the connection at once.
+/// How much is asked of the connection at once for line reads and iteration.
 const CHUNK: usize = 64 * 1024;
+/// The most asked at once for `read(n)` and `read()`.
+const MAX_READ: usize = 1024 * 1024;
 
 #[pyclass(module = "ferrocorn")]
 pub struct InputStream {
@@ -36,12 +38,17 @@ impl InputStream {
 
     /// Reads one more chunk into the buffer; false at the end of the body.
     fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        self.fill_up_to(py, CHUNK)
+    }
+
+    /// Reads up to `want` more bytes (at least one chunk's worth may be asked) into the buffer.
+    fn fill_up_to(&mut self, py: Python<'_>, want: usize) -> PyResult<bool> {
         if self.eof {
             return Ok(false);
         }
         let body = &mut self.body;
         let chunk = py
-            .detach(|| body.read(CHUNK))
+            .detach(|| body.read(want.clamp(1, MAX_READ)))
             .map_err(|e| PyOSError::new_err(format!("error reading the request body: {e}")))?;
         if chunk.is_empty() {
             self.eof = true;
@@ -88,11 +95,11 @@ impl InputStream {
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         match size_arg(size) {
             Some(n) => {
-                while self.buf.len() < n && self.fill(py)? {}
+                while self.buf.len() < n && self.fill_up_to(py, n - self.buf.len())? {}
                 Ok(self.take(py, n))
             }
             None => {
-                while self.fill(py)? {}
+                while self.fill_up_to(py, MAX_READ)? {}
                 Ok(self.take(py, self.buf.len()))
             }
         }

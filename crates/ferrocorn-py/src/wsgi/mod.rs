@@ -5,6 +5,8 @@ pub(crate) mod errors;
 pub(crate) mod input;
 pub(crate) mod start_response;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -62,6 +64,64 @@ fn join_lines(lines: PyResult<Bound<'_, PyAny>>) -> Option<String> {
         out.push_str(&line.ok()?.extract::<String>().ok()?);
     }
     Some(out.trim_end().to_owned())
+}
+
+/// Bodies this large are sent straight from the Python `bytes` object (kept alive until the
+/// write is done) instead of being copied; smaller ones are cheaper to copy.
+const ZERO_COPY_MIN: usize = 32 * 1024;
+
+/// A Python `bytes` object lent to the I/O thread. Its buffer is immutable and stays where it is
+/// while the object lives, which the owned reference guarantees.
+struct PyBytesOwner {
+    ptr: *const u8,
+    len: usize,
+    _owner: Py<PyBytes>,
+}
+
+// SAFETY: the buffer is immutable and kept alive by `_owner`; pyo3 defers the reference
+// drop to a thread holding the GIL.
+unsafe impl Send for PyBytesOwner {}
+// SAFETY: as above; shared access only reads the immutable buffer.
+unsafe impl Sync for PyBytesOwner {}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` describe the buffer of `_owner`, alive and unchanged.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PyBytesOwner {
+    fn drop(&mut self) {
+        // Dropped on the I/O thread, where the reference cannot be released; pyo3 releases it
+        // when some thread next attaches. `body_bytes` makes sure that happens often enough.
+        AWAITING_RELEASE.fetch_add(self.len, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of lent bodies that are written and dropped but whose Python objects pyo3 has not
+/// released yet (it does so when a thread next detaches from and re-attaches to Python).
+static AWAITING_RELEASE: AtomicUsize = AtomicUsize::new(0);
+
+/// Past this much, the app thread detaches once so that pyo3 releases the written bodies:
+/// memory stays bounded while an app streams large pieces to a fast client.
+const RELEASE_EVERY: usize = 4 * 1024 * 1024;
+
+/// The body of a response piece: copied when small, lent (zero-copy) when large.
+pub(crate) fn body_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
+    let data = bytes.as_bytes();
+    if data.len() < ZERO_COPY_MIN {
+        return Bytes::copy_from_slice(data);
+    }
+    if AWAITING_RELEASE.load(Ordering::Relaxed) >= RELEASE_EVERY {
+        AWAITING_RELEASE.store(0, Ordering::Relaxed);
+        bytes.py().detach(|| ());
+    }
+    Bytes::from_owner(PyBytesOwner {
+        ptr: data.as_ptr(),
+        len: data.len(),
+        _owner: bytes.clone().unbind(),
+    })
 }
 
 /// Why a response could not be completed.
@@ -167,7 +227,7 @@ fn send_result(
                 .cast::<PyBytes>()
                 .map_err(|_| PyTypeError::new_err(item_type_error(&item)))?;
             return sr
-                .send_last(py, Bytes::copy_from_slice(bytes.as_bytes()))
+                .send_last(py, body_bytes(bytes))
                 .map_err(|e| e.into_failure());
         }
     }
@@ -176,11 +236,10 @@ fn send_result(
         let bytes = item
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err(item_type_error(&item)))?;
-        let data = bytes.as_bytes();
-        if data.is_empty() {
+        if bytes.as_bytes().is_empty() {
             continue;
         }
-        sr.send_body(py, Bytes::copy_from_slice(data))
+        sr.send_body(py, body_bytes(bytes))
             .map_err(|e| e.into_failure())?;
     }
     Ok(())

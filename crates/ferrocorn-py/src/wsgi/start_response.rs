@@ -263,7 +263,7 @@ impl StartResponse {
         if bytes.as_bytes().is_empty() {
             return Ok(());
         }
-        self.send_body(py, Bytes::copy_from_slice(bytes.as_bytes()))
+        self.send_body(py, super::body_bytes(bytes))
             .map_err(SendError::into_pyerr)
     }
 }

@@ -408,14 +408,12 @@ impl Conn {
                         continue_sent = true;
                         self.write(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).await?;
                     }
-                    let r = body
-                        .read(&mut self.io, &mut self.buf, max, body_timeout)
-                        .await;
+                    let r = self.read_body(&mut body, max, body_timeout).await;
                     if let Err(e) = &r {
                         log::debug!("{}: request body: {e}", self.peer_text());
                     }
                     let failed = r.is_err();
-                    let _ = body_tx.send(r).await;
+                    let _ = body_tx.send(r.map(|b| (b, body.is_done()))).await;
                     if failed {
                         writer.keep_alive = false;
                     }
@@ -517,6 +515,42 @@ impl Conn {
             }
         }
         Ok(writer.keep_alive)
+    }
+
+    /// Up to `max` bytes of the body for the app: as much as the client sends without
+    /// stalling, so that one request from the app thread (one round trip between threads)
+    /// brings a whole `read(n)` where possible.
+    async fn read_body(
+        &mut self,
+        body: &mut BodyReader,
+        max: usize,
+        stall: Duration,
+    ) -> Result<Bytes, crate::http::error::BodyError> {
+        let first = body.read(&mut self.io, &mut self.buf, max, stall).await?;
+        if first.len() >= max || first.is_empty() || body.is_done() {
+            return Ok(first);
+        }
+        let mut acc = BytesMut::with_capacity(max);
+        acc.extend_from_slice(&first);
+        while acc.len() < max && !body.is_done() {
+            // More only if it is already here or arrives promptly; never wait on a slow
+            // client for what the app may not need yet.
+            let nothing_waiting = self.buf.is_empty() && {
+                let now = self.io.read_ready_now(&mut self.buf);
+                !now.map_err(|e| crate::http::error::BodyError::Io(e.to_string()))?
+            };
+            if nothing_waiting {
+                break;
+            }
+            let more = body
+                .read(&mut self.io, &mut self.buf, max - acc.len(), stall)
+                .await?;
+            if more.is_empty() {
+                break;
+            }
+            acc.extend_from_slice(&more);
+        }
+        Ok(acc.freeze())
     }
 
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), ()> {
