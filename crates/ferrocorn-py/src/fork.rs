@@ -328,6 +328,16 @@ impl Forker {
             self.watch_abort(worker_id);
         }
         enable_faulthandler(py);
+        if self.settings.observe.capture_output {
+            // The app's print() reaches the error log line by line, not when a buffer fills.
+            let _ = py.import("sys").and_then(|sys| {
+                let kwargs = pyo3::types::PyDict::new(py);
+                kwargs.set_item("line_buffering", true)?;
+                sys.getattr("stdout")?
+                    .call_method("reconfigure", (), Some(&kwargs))
+                    .map(drop)
+            });
+        }
         let app = match &self.preloaded {
             Some(app) => app.clone_ref(py),
             None => {
