@@ -15,9 +15,8 @@ use super::body::BodyReader;
 use super::error::RequestError;
 use super::proxy_protocol;
 use super::request::{parse_head, Framing, Limits, RequestHead, Version};
-use super::response::{
-    encode_head, error_response, request_error_response, BodyFraming, ResponseHead,
-};
+use super::response::{error_response, request_error_response};
+use super::writer::Writer;
 use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink};
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
@@ -429,7 +428,7 @@ impl Conn {
                         r.bytes += first.len() as u64;
                     }
                     writer.start(
-                        *head,
+                        &head,
                         first.len(),
                         last,
                         self.shutting_down(),
@@ -584,130 +583,4 @@ async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
-}
-
-/// Response framing state for one exchange.
-struct Writer {
-    version: Version,
-    is_head: bool,
-    keep_alive: bool,
-    started: bool,
-    framing: BodyFraming,
-    written: u64,
-    finished: bool,
-}
-
-impl Writer {
-    fn new(req: &RequestHead) -> Self {
-        Self {
-            version: req.version,
-            is_head: &*req.method == "HEAD",
-            keep_alive: req.keep_alive,
-            started: false,
-            framing: BodyFraming::Empty,
-            written: 0,
-            finished: false,
-        }
-    }
-
-    fn chunked(&self) -> bool {
-        self.framing == BodyFraming::Chunked
-    }
-
-    /// Decides the framing and encodes the head into `out`.
-    fn start(
-        &mut self,
-        head: ResponseHead,
-        first_len: usize,
-        last: bool,
-        closing: bool,
-        out: &mut BytesMut,
-    ) {
-        self.started = true;
-        let known = head.content_length.or(last.then_some(first_len as u64));
-        self.framing = if self.is_head || head.bodiless() {
-            BodyFraming::Empty
-        } else if let Some(n) = known {
-            BodyFraming::Length(n)
-        } else if self.version == Version::Http11 {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::CloseDelimited
-        };
-        if self.framing == BodyFraming::CloseDelimited || closing {
-            self.keep_alive = false;
-        }
-        out.clear();
-        encode_head(
-            &head,
-            self.version,
-            self.framing,
-            known,
-            self.keep_alive,
-            out,
-        );
-    }
-
-    /// How much of a `len`-byte piece may still be sent under the framing.
-    fn limit(&mut self, len: u64) -> u64 {
-        match self.framing {
-            BodyFraming::Empty => 0,
-            BodyFraming::Length(total) => {
-                let room = total.saturating_sub(self.written);
-                if len > room {
-                    log::warn!("response body is longer than its Content-Length ({total}); the excess is not sent");
-                    self.keep_alive = false;
-                }
-                len.min(room)
-            }
-            BodyFraming::Chunked | BodyFraming::CloseDelimited => len,
-        }
-    }
-
-    /// Returns the bytes of `data` to send, with a chunk-size line appended to `out` when chunked
-    /// (the caller writes `out`, the data, then [`Writer::chunk_suffix`]).
-    fn frame(&mut self, data: &Bytes, out: &mut BytesMut) -> Bytes {
-        let n = self.limit(data.len() as u64) as usize;
-        if n == 0 {
-            return Bytes::new();
-        }
-        self.written += n as u64;
-        if self.chunked() {
-            use std::fmt::Write as _;
-            let mut line = String::with_capacity(12);
-            let _ = write!(line, "{n:x}\r\n");
-            out.extend_from_slice(line.as_bytes());
-        }
-        data.slice(..n)
-    }
-
-    /// The CRLF that closes a chunk's data.
-    fn chunk_suffix(&self, data: &[u8]) -> &'static [u8] {
-        if self.chunked() && !data.is_empty() {
-            b"\r\n"
-        } else {
-            b""
-        }
-    }
-
-    /// Ends the body; returns the bytes that close it on the wire.
-    fn finish(&mut self) -> &'static [u8] {
-        if self.finished {
-            return b"";
-        }
-        self.finished = true;
-        match self.framing {
-            BodyFraming::Chunked => b"0\r\n\r\n",
-            _ => b"",
-        }
-    }
-
-    /// True when the client got a complete, well-framed response.
-    fn complete(&self) -> bool {
-        match self.framing {
-            BodyFraming::Length(n) => self.written == n,
-            BodyFraming::CloseDelimited => false,
-            BodyFraming::Empty | BodyFraming::Chunked => self.started && self.finished,
-        }
-    }
 }

@@ -8,5 +8,6 @@ pub mod error;
 pub mod proxy_protocol;
 pub mod request;
 pub mod response;
+pub(crate) mod writer;
 
 pub use conn::ConnConfig;
