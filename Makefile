@@ -25,13 +25,14 @@ SOURCES := $(shell find crates python -type f -not -path '*/__pycache__/*' -not 
 # Programs the integration tests drive, as Debian names them.
 TEST_TOOLS := curl nginx wrk
 
-.PHONY: help venv build install run test-deps test lint docs clean
+.PHONY: help venv build install run test-deps test lint docs bench clean
 
 help:
 	@echo "make run        build a release build into .venv and serve examples/flask_app.py"
 	@echo "                at http://127.0.0.1:8000"
 	@echo "make test       install what the tests need, then cargo test and pytest"
 	@echo "make install    (re)build the release wheel and install it into .venv"
+	@echo "make bench      ferrocorn vs gunicorn and granian, side by side (BENCH_ARGS=--quick)"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make docs       regenerate docs/settings.md from the settings' declaration"
 	@echo "make clean      remove build outputs (keeps .venv)"
@@ -86,6 +87,25 @@ test: test-deps install
 lint: $(STAMP)-venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The peers ferrocorn is measured against live in their own venv.
+BENCH_VENV := .bench-venv
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.stamp:
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask matplotlib
+	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
+	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libev-dev || true; \
+	fi
+	$(BENCH_VENV)/bin/pip install --quiet bjoern || echo "bjoern did not build: the run goes on without it"
+	@touch $@
+
+bench: install test-deps $(BENCH_VENV)/.stamp
+	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 # docs/settings.md and the README's options table are generated from the settings' declaration; a test fails when it is stale.
 docs: $(STAMP)-venv

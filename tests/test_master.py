@@ -186,6 +186,7 @@ def test_hup_replaces_workers_without_failing_requests(master_factory: Callable[
     before = load.ok
     wait_for(lambda: load.ok > before + 50, what="requests served by the new workers")
     load.stop()
+    print(f"HUP: {load.ok} requests served during the reload, {len(load.failures)} failed")
     assert load.failures == []
     assert {str(p) for p in new} & load.pids  # type: ignore[union-attr]
     assert m.stop() == 0
@@ -341,6 +342,7 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
     wait_for(lambda: load.ok > before + 50, what="requests served by the new master's workers")
     assert m.stop() == 0
     load.stop()
+    print(f"USR2: {load.ok} requests served during the upgrade, {len(load.failures)} failed")
     try:
         assert load.failures == []
         assert {str(p) for p in children(new_master)} & load.pids

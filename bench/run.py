@@ -1,0 +1,380 @@
+"""ferrocorn against its peers, back to back in one run on this machine.
+
+    make bench                       # or: .bench-venv/bin/python bench/run.py [--quick]
+
+Every workload is served by each server in turn (2 worker processes each), loaded with wrk
+(-t1) on 127.0.0.1 after a warm-up, several times; medians are reported with p50/p99 latency,
+errors and the RSS of the server's whole process tree, plus ferrocorn's ratio to the best peer.
+The machine is shared and noisy: only ratios from one run mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+APPS = BENCH / "apps"
+RESULTS = BENCH / "results"
+FERROCORN = str(ROOT / ".venv" / "bin" / "ferrocorn")
+PEERS_BIN = Path(sys.executable).parent
+
+#: ferrocorn's one configuration for every workload.
+FERROCORN_ARGS = ["-w", "2", "--threads", "64"]
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    argv: list[str]  # {port} and {app} are filled in
+
+    def command(self, port: int, app: str) -> list[str]:
+        return [a.format(port=port, app=app) for a in self.argv]
+
+
+def servers() -> list[ServerSpec]:
+    gunicorn = str(PEERS_BIN / "gunicorn")
+    granian = str(PEERS_BIN / "granian")
+    specs = [
+        ServerSpec("ferrocorn", [FERROCORN, *FERROCORN_ARGS, "--log-level", "warning",
+                                 "-b", "127.0.0.1:{port}", "--chdir", str(APPS), "{app}"]),
+        ServerSpec("gunicorn sync", [gunicorn, "-w", "2", "-b", "127.0.0.1:{port}",
+                                     "--chdir", str(APPS), "--log-level", "warning", "{app}"]),
+        ServerSpec("gunicorn gthread", [gunicorn, "-w", "2", "-k", "gthread", "--threads", "32",
+                                        "-b", "127.0.0.1:{port}", "--chdir", str(APPS),
+                                        "--log-level", "warning", "{app}"]),
+        ServerSpec("granian", [granian, "--interface", "wsgi", "--workers", "2",
+                               "--host", "127.0.0.1", "--port", "{port}", "--working-dir",
+                               str(APPS), "--log-level", "warning", "{app}"]),
+        ServerSpec("granian bt8", [granian, "--interface", "wsgi", "--workers", "2",
+                                   "--blocking-threads", "8", "--host", "127.0.0.1",
+                                   "--port", "{port}", "--working-dir", str(APPS),
+                                   "--log-level", "warning", "{app}"]),
+    ]
+    specs = [s for s in specs if Path(s.argv[0]).exists()]
+    if subprocess.run([sys.executable, "-c", "import bjoern"], capture_output=True).returncode == 0:
+        specs.append(ServerSpec("bjoern (1 process)", [sys.executable,
+                                                       str(BENCH / "bjoern_serve.py"),
+                                                       "{app}", "{port}"]))
+    return specs
+
+
+@dataclass
+class Workload:
+    name: str
+    app: str
+    conns: int
+    path: str = "/"
+    script: str | None = None
+    limit: float | None = None  # the most any server can do (blocking app: conns / latency)
+
+
+WORKLOADS = [
+    Workload("hello", "hello:app", 64),
+    Workload("flask", "flask_hello:app", 64),
+    Workload("1 MiB response", "big:app", 16),
+    Workload("POST 64 KiB echo", "echo:app", 16, script=str(BENCH / "post64k.lua")),
+    Workload("50 ms blocking", "sleep50:app", 100, limit=100 / 0.05),
+]
+IDLE = "2,000 idle conns"
+
+
+@dataclass
+class Result:
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    errors: int = 0
+    rss_mib: float = 0.0
+    runs: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_rss_mib(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class Running:
+    def __init__(self, spec: ServerSpec, app: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(spec.command(self.port, app), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     cwd=APPS)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if s.recv(16).startswith(b"HTTP/1."):
+                        return
+            except OSError:
+                time.sleep(0.05)  # polling for readiness
+        self.stop()
+        raise RuntimeError(f"{spec.name} did not answer within 30 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{w.conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+    if w.script:
+        cmd += ["-s", w.script]
+    out = subprocess.run([*cmd, f"http://127.0.0.1:{port}{w.path}"], capture_output=True,
+                         text=True, timeout=seconds + 60).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return 0.0
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50": ms("50"), "p99": ms("99"),
+            "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+
+
+def measure(spec: ServerSpec, w: Workload, seconds: float, reps: int) -> Result:
+    server = Running(spec, w.app)
+    try:
+        wrk(server.port, w, 1)  # warm-up
+        runs = [wrk(server.port, w, seconds) for _ in range(reps)]
+        rss = tree_rss_mib(server.proc.pid)
+    finally:
+        server.stop()
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    return Result(rps=med("rps"), p50_ms=med("p50"), p99_ms=med("p99"),
+                  errors=int(sum(r["errors"] for r in runs)), rss_mib=rss,
+                  runs=[r["rps"] for r in runs])
+
+
+def measure_idle(spec: ServerSpec, count: int, samples: int) -> Result:
+    """RSS with `count` idle keep-alive connections open, and latency of requests meanwhile."""
+    server = Running(spec, "hello:app")
+    socks: list[socket.socket] = []
+    errors = 0
+    deadline = time.monotonic() + 30  # a server that cannot hold them gets no longer
+    try:
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                break
+            try:
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=2)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.recv(4096)
+                socks.append(s)
+            except OSError:
+                errors += 1
+                if errors > 20:
+                    break
+        latencies = []
+        deadline = time.monotonic() + 30
+        for _ in range(samples):
+            if time.monotonic() > deadline:
+                break
+            start = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=2) as s:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    while s.recv(65536):
+                        pass
+                latencies.append((time.monotonic() - start) * 1000)
+            except OSError:
+                errors += 1
+                if errors > 40:
+                    break
+        rss = tree_rss_mib(server.proc.pid)
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+    latencies.sort()
+    if not latencies:
+        return Result(errors=errors, rss_mib=rss, note=f"{len(socks)} connections held")
+    return Result(rps=0.0, p50_ms=statistics.median(latencies),
+                  p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+                  errors=errors, rss_mib=rss, note=f"{len(socks)} connections held")
+
+
+def table(results: dict[str, dict[str, Result]], names: list[str]) -> str:
+    lines = ["| workload | server | req/s | p50 ms | p99 ms | errors | RSS MiB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for wname, by_server in results.items():
+        for name in names:
+            r = by_server.get(name)
+            if r is None:
+                continue
+            rps = "-" if wname == IDLE else f"{r.rps:,.0f}"
+            lines.append(f"| {wname} | {name} | {rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                         f"{r.errors} | {r.rss_mib:.1f} |")
+    return "\n".join(lines)
+
+
+def ratios(results: dict[str, dict[str, Result]]) -> str:
+    lines = ["| workload | ferrocorn req/s | best peer | its req/s | ratio |",
+             "| --- | ---: | --- | ---: | ---: |"]
+    for w in WORKLOADS:
+        by = results.get(w.name, {})
+        ours = by.get("ferrocorn")
+        peers = {n: r for n, r in by.items() if n != "ferrocorn"}
+        if not ours or not peers:
+            continue
+        best = max(peers, key=lambda n: peers[n].rps)
+        ratio = ours.rps / peers[best].rps if peers[best].rps else float("inf")
+        extra = f" ({ours.rps / w.limit:.1%} of the {w.limit:,.0f} limit)" if w.limit else ""
+        lines.append(f"| {w.name} | {ours.rps:,.0f} | {best} | {peers[best].rps:,.0f} | "
+                     f"{ratio:.2f}x{extra} |")
+    idle = results.get(IDLE, {})
+    if "ferrocorn" in idle and "granian" in idle and idle["granian"].rss_mib:
+        lines.append(f"| RSS, {IDLE} | {idle['ferrocorn'].rss_mib:.1f} MiB | granian | "
+                     f"{idle['granian'].rss_mib:.1f} MiB | "
+                     f"{idle['ferrocorn'].rss_mib / idle['granian'].rss_mib:.2f}x |")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = [w.name for w in WORKLOADS if w.name in results]
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        values = []
+        for wname in workloads:
+            ours = results[wname].get("ferrocorn")
+            r = results[wname].get(name)
+            values.append(r.rps / ours.rps if r and ours and ours.rps else 0)
+        xs = [x + i * width for x in range(len(workloads))]
+        bars = ax.bar(xs, values, width, label=name)
+        for bar, wname in zip(bars, workloads):
+            r = results[wname].get(name)
+            if r:
+                ax.annotate(f"{r.rps:,.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(workloads))])
+    ax.set_xticklabels(workloads)
+    ax.set_ylabel("req/s relative to ferrocorn (labels: req/s)")
+    ax.set_title("WSGI servers, 2 workers each, wrk -t1 on 127.0.0.1 (higher is better)")
+    ax.axhline(1.0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--reps", type=int, default=3, help="wrk runs per server and workload")
+    parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition")
+    parser.add_argument("--only", help="comma-separated workload names to run")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.reps = 1.0, 1
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (make bench installs it)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+
+    specs = servers()
+    names = [s.name for s in specs]
+    chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
+    per_run = 1 + args.duration * args.reps + 3
+    estimate = len(specs) * (len(chosen) * per_run + 10)
+    print(f"servers: {', '.join(names)}; workloads: {len(chosen)} + idle; "
+          f"about {estimate / 60:.0f} min", flush=True)
+
+    results: dict[str, dict[str, Result]] = {}
+    for w in chosen:
+        results[w.name] = {}
+        for spec in specs:
+            try:
+                r = measure(spec, w, args.duration, args.reps)
+            except RuntimeError as e:
+                r = Result(note=str(e))
+            results[w.name][spec.name] = r
+            print(f"{w.name:>18} | {spec.name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
+                  f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB {r.note}", flush=True)
+    if not args.only:
+        results[IDLE] = {}
+        for spec in specs:
+            r = measure_idle(spec, 2000, 200)
+            results[IDLE][spec.name] = r
+            print(f"{IDLE:>18} | {spec.name:<16} p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms  "
+                  f"errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB  {r.note}", flush=True)
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    header = (f"# Benchmark {stamp}\n\n`make bench` (wrk -t1, {args.duration:g} s x {args.reps}, "
+              f"medians); ferrocorn `{' '.join(FERROCORN_ARGS)}`; {os.cpu_count()} CPUs.\n\n")
+    text = header + table(results, names) + "\n\n## ferrocorn vs the best peer\n\n" + \
+        ratios(results) + "\n"
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stamp}.md").write_text(text)
+    (RESULTS / "latest.md").write_text(text)
+    data = {w: {s: asdict(r) for s, r in by.items()} for w, by in results.items()}
+    (RESULTS / "latest.json").write_text(json.dumps({"when": stamp, "results": data}, indent=1))
+    try:
+        chart(results, names, RESULTS / "latest.png")
+        print(f"chart: {RESULTS / 'latest.png'}")
+    except ImportError:
+        print("matplotlib not installed: no chart")
+
+
+if __name__ == "__main__":
+    main()
