@@ -101,7 +101,11 @@ def spawn_on_port(app: str, *args: str) -> Server:
         except OSError:
             return False
 
-    wait_for(answers, timeout=15, message="the server to answer")
+    try:
+        wait_for(answers, timeout=15, message="the server to answer")
+    except AssertionError:
+        server.stop()
+        raise
     return server
 
 

@@ -390,9 +390,11 @@ impl Forker {
                 multiprocess: settings.workers > 1,
                 root_path: settings.root_path.clone(),
             },
+            inline_ctx: std::sync::OnceLock::new(),
         });
         let config = WorkerConfig {
             threads,
+            inline: !settings.no_inline,
             conn: settings.conn_config(),
             access_log: settings.access_log(),
             graceful_timeout: Duration::from_secs(settings.graceful_timeout),

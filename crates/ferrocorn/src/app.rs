@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -51,6 +52,13 @@ pub struct Exchange {
 pub trait App: Send + Sync + 'static {
     /// Serves exchanges from `jobs` until it returns `None`, then returns.
     fn run_thread(&self, jobs: Jobs);
+
+    /// Serves one exchange on the calling thread (the I/O thread), if the app can; gives it
+    /// back otherwise (`Some`). Only exchanges whose body is complete and whose response
+    /// channel never blocks are passed here.
+    fn run_inline(&self, exchange: Exchange) -> Option<Exchange> {
+        Some(exchange)
+    }
 }
 
 /// What one app thread is doing, for the worker's hung-request check.
@@ -108,6 +116,8 @@ pub(crate) enum AppMsg {
         head: Box<ResponseHead>,
         body: Bytes,
         last: bool,
+        /// With `last`: how long the app took to produce the response.
+        took: Duration,
     },
     Data(Bytes),
     /// Send `len` bytes of `file` from `offset` with sendfile(2).
@@ -116,10 +126,66 @@ pub(crate) enum AppMsg {
         offset: u64,
         len: u64,
     },
-    /// The response is complete.
-    End,
+    /// The response is complete, after the app worked on it this long.
+    End(Duration),
     /// The app failed after the head was sent: close the connection without completing it.
     Abort,
+}
+
+/// The app side's end of an exchange's channel: bounded for app threads (a slow client holds
+/// the app back), unbounded for an inline call (the I/O thread must never block on itself).
+#[derive(Clone)]
+pub(crate) enum Tx {
+    Bounded(mpsc::Sender<AppMsg>),
+    Unbounded(mpsc::UnboundedSender<AppMsg>),
+}
+
+impl Tx {
+    fn send(&self, msg: AppMsg) -> Result<(), Disconnected> {
+        match self {
+            Self::Bounded(tx) => match tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    tx.blocking_send(msg).map_err(|_| Disconnected)
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(Disconnected),
+            },
+            Self::Unbounded(tx) => tx.send(msg).map_err(|_| Disconnected),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        match self {
+            Self::Bounded(tx) => tx.capacity() > 0,
+            Self::Unbounded(_) => true,
+        }
+    }
+}
+
+/// The connection task's end of an exchange's channel.
+pub(crate) enum Rx {
+    Bounded(mpsc::Receiver<AppMsg>),
+    Unbounded(mpsc::UnboundedReceiver<AppMsg>),
+}
+
+impl Rx {
+    /// A channel for an exchange run by app threads (`inline` false) or on the I/O thread.
+    pub(crate) fn channel(inline: bool) -> (Tx, Rx) {
+        if inline {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Tx::Unbounded(tx), Rx::Unbounded(rx))
+        } else {
+            let (tx, rx) = mpsc::channel(8);
+            (Tx::Bounded(tx), Rx::Bounded(rx))
+        }
+    }
+
+    pub(crate) async fn recv(&mut self) -> Option<AppMsg> {
+        match self {
+            Self::Bounded(rx) => rx.recv().await,
+            Self::Unbounded(rx) => rx.recv().await,
+        }
+    }
 }
 
 /// The client went away (or the connection was closed): stop producing the response.
@@ -129,7 +195,7 @@ pub struct Disconnected;
 
 /// The request body as the app reads it. Blocking: call with the GIL released.
 pub struct BodyStream {
-    pub(crate) tx: mpsc::Sender<AppMsg>,
+    pub(crate) tx: Tx,
     /// Body pieces, each with whether the body is now complete.
     pub(crate) rx: mpsc::Receiver<Result<(Bytes, bool), BodyError>>,
     pub(crate) done: bool,
@@ -145,7 +211,7 @@ impl BodyStream {
         if self.done {
             return Ok(Bytes::new());
         }
-        if self.tx.blocking_send(AppMsg::ReadBody(max.max(1))).is_err() {
+        if self.tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
             return Err(self.fail(BodyError::Io("connection closed".into())));
         }
         match self.rx.blocking_recv() {
@@ -180,10 +246,18 @@ impl BodyStream {
 /// check [`ResponseSink::has_room`] to decide whether to release the GIL first.
 #[derive(Clone)]
 pub struct ResponseSink {
-    pub(crate) tx: mpsc::Sender<AppMsg>,
+    pub(crate) tx: Tx,
+    /// When the app started on the response.
+    pub(crate) started: Instant,
 }
 
 impl ResponseSink {
+    /// Starts the clock on the app's work: call once the app is about to be called (with the
+    /// GIL held, so waiting for it does not count as the app's time).
+    pub fn start_clock(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// The head, with the first body bytes; `last` when the response is complete with them.
     pub fn send_head(
         &self,
@@ -195,6 +269,7 @@ impl ResponseSink {
             head: Box::new(head),
             body,
             last,
+            took: self.started.elapsed(),
         })
     }
 
@@ -208,7 +283,7 @@ impl ResponseSink {
 
     /// The response is complete.
     pub fn finish(&self) -> Result<(), Disconnected> {
-        self.send(AppMsg::End)
+        self.send(AppMsg::End(self.started.elapsed()))
     }
 
     /// The response cannot be completed: the connection is closed.
@@ -217,17 +292,11 @@ impl ResponseSink {
     }
 
     fn send(&self, msg: AppMsg) -> Result<(), Disconnected> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                self.tx.blocking_send(msg).map_err(|_| Disconnected)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Disconnected),
-        }
+        self.tx.send(msg)
     }
 
     /// True when a send will not block.
     pub fn has_room(&self) -> bool {
-        self.tx.capacity() > 0
+        self.tx.has_room()
     }
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod bind;
 pub mod config;
 pub mod http;
+pub mod inline;
 pub mod jobs;
 pub mod log;
 pub mod master;

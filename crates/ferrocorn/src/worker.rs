@@ -15,12 +15,15 @@ use crate::app::{App, Jobs, ThreadSlot};
 use crate::bind::BoundListener;
 use crate::http::conn::{serve, ConnCtx};
 use crate::http::ConnConfig;
+use crate::inline::InlinePolicy;
 use crate::master::heartbeat::{monotonic_ms, BeatHandle};
 use crate::net::Listener;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub threads: usize,
+    /// Fast routes may run on the I/O thread (see [`crate::inline`]).
+    pub inline: bool,
     pub conn: ConnConfig,
     /// `--access-logfile` (`-` for stdout) and how lines look; opened by the worker itself.
     pub access_log: Option<(String, crate::observe::accesslog::Style)>,
@@ -113,6 +116,8 @@ pub fn run(
         let retire = Arc::new(Notify::new());
         let ctx = Arc::new(ConnCtx {
             config: config.conn.clone(),
+            app: Arc::clone(&app),
+            inline: InlinePolicy::new(config.inline),
             jobs: jobs_tx,
             shutdown: shutdown_rx.clone(),
             served: Default::default(),

@@ -144,8 +144,9 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
     let Exchange {
         request,
         body,
-        response,
+        mut response,
     } = exchange;
+    response.start_clock();
     let path = request.head.target.clone();
     let outcome = (|| -> Result<(), Failure> {
         let input = Bound::new(py, InputStream::new(body))?;

@@ -17,7 +17,8 @@ use super::proxy_protocol;
 use super::request::{parse_head, Framing, Limits, RequestHead, Version};
 use super::response::{error_response, request_error_response};
 use super::writer::Writer;
-use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink};
+use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
+use crate::inline::{InlinePolicy, RouteKey};
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
 use crate::proxy::ProxyConfig;
@@ -128,6 +129,10 @@ impl Default for ConnConfig {
 /// What a connection needs from its worker.
 pub(crate) struct ConnCtx {
     pub config: ConnConfig,
+    /// The app, for requests run on the I/O thread.
+    pub app: Arc<dyn App>,
+    /// Which requests run on the I/O thread.
+    pub inline: InlinePolicy,
     pub jobs: crate::jobs::Sender<Exchange>,
     pub shutdown: watch::Receiver<bool>,
     /// Requests handed to the app so far.
@@ -366,9 +371,11 @@ impl Conn {
             let _ = self.write(&[&resp]).await;
             return Ok(false);
         }
-        let (tx, mut rx) = mpsc::channel(8);
-        let (body_tx, body_rx) = mpsc::channel(1);
         let mut body = BodyReader::new(head.framing, max_body);
+        let route = RouteKey::new(&head.method, &head.target);
+        let inline = body.is_done() && self.ctx.inline.inline(route);
+        let (tx, mut rx) = Rx::channel(inline);
+        let (body_tx, body_rx) = mpsc::channel(1);
         let mut writer = Writer::new(&head);
         let expect_continue = head.expect_continue && !body.is_done();
         let exchange = Exchange {
@@ -384,10 +391,26 @@ impl Conn {
                 done: body.is_done(),
                 error: None,
             },
-            response: ResponseSink { tx },
+            response: ResponseSink {
+                tx,
+                started: std::time::Instant::now(),
+            },
         };
-        if self.ctx.jobs.send(exchange).await.is_err() {
-            return Err(());
+        let ctx = Arc::clone(&self.ctx);
+        let mut _unproven = None;
+        if inline {
+            // The app has been fast on this route: call it here, without two thread hand-offs.
+            // Its response is in the channel when it returns.
+            if let Some(exchange) = self.ctx.app.run_inline(exchange) {
+                if self.ctx.jobs.send(exchange).await.is_err() {
+                    return Err(());
+                }
+            }
+        } else {
+            _unproven = ctx.inline.dispatched(route);
+            if self.ctx.jobs.send(exchange).await.is_err() {
+                return Err(());
+            }
         }
         let served = self.ctx.served.fetch_add(1, Ordering::Relaxed) + 1;
         if served == self.ctx.max_requests {
@@ -421,7 +444,11 @@ impl Conn {
                     head,
                     body: first,
                     last,
+                    took,
                 } => {
+                    if last {
+                        self.ctx.inline.record(route, took);
+                    }
                     if let Some(r) = record.as_deref_mut() {
                         r.status = Some(head.status);
                         r.response_headers.clone_from(&head.headers);
@@ -483,7 +510,8 @@ impl Conn {
                         }
                     }
                 }
-                AppMsg::End => {
+                AppMsg::End(took) => {
+                    self.ctx.inline.record(route, took);
                     let tail = writer.finish();
                     if !tail.is_empty() {
                         self.write(&[tail]).await?;

@@ -1,0 +1,34 @@
+"""Says which Python thread served each request, to show when the I/O thread serves it.
+
+- ``/thread``: the serving thread's name (``MainThread`` is the worker's I/O thread);
+- ``/work?ms=N``: sleeps N milliseconds first;
+- ``/slow``: sleeps ``?ms=`` milliseconds (default 800) first; a route of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+
+def _app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    query = parse_qs(environ["QUERY_STRING"])
+    if environ["REQUEST_METHOD"] == "POST":
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    if path in ("/work", "/slow"):
+        default = "800" if path == "/slow" else "0"
+        time.sleep(int(query.get("ms", [default])[0]) / 1000)
+    elif path != "/thread":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found"]
+    body = threading.current_thread().name.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+app = validator(_app)

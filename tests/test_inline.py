@@ -1,0 +1,82 @@
+"""Fast routes served on the worker's I/O thread ("inline"), and everything else on app threads.
+
+The app reports the Python thread that ran it: ``MainThread`` is the worker's I/O thread.
+See crates/ferrocorn/src/inline.rs for the rules these tests pin down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import Server
+
+APP = "inline_app:app"
+QUALIFY = 8  # consecutive fast responses before a route runs inline
+
+
+def served_by(server: Server, path: str, method: str = "GET", body: bytes | None = None) -> str:
+    reply = server.request(method, path, body=body)
+    assert reply.status == 200, reply.body
+    return reply.body.decode()
+
+
+def until_inline(server: Server, path: str, limit: int = 200) -> list[str]:
+    """Requests `path` until the I/O thread serves it (bounded: a busy machine may make a
+    few responses too slow to count); the names of the threads that served them."""
+    names = [served_by(server, path)]
+    while names[-1] != "MainThread" and len(names) < limit:
+        names.append(served_by(server, path))
+    assert names[-1] == "MainThread", f"{path} never ran inline: {names[-5:]}"
+    return names
+
+
+def test_a_fast_route_moves_to_the_io_thread(start_server) -> None:
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    names = until_inline(server, "/thread")
+    assert names[0] != "MainThread", "an unknown route starts on the app threads"
+    assert len(names) > QUALIFY, "it takes several fast responses"
+    assert {served_by(server, "/thread") for _ in range(5)} == {"MainThread"}
+
+
+def test_no_inline_keeps_every_request_on_app_threads(start_server) -> None:
+    server = start_server(APP, "-w", "1", "--threads", "4", "--no-inline")
+    names = {served_by(server, "/thread") for _ in range(QUALIFY * 3)}
+    assert "MainThread" not in names
+
+
+def test_requests_with_a_body_stay_on_app_threads(start_server) -> None:
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    until_inline(server, "/thread")
+    assert served_by(server, "/thread", "POST", b"x" * 100) != "MainThread"
+
+
+def test_one_slow_response_sends_the_route_back_to_the_app_threads(start_server) -> None:
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    until_inline(server, "/work?ms=0")
+    assert served_by(server, "/work?ms=30") == "MainThread"  # ran inline, and was slow
+    assert served_by(server, "/work?ms=0") != "MainThread"
+
+
+def test_a_slow_request_on_the_app_threads_keeps_the_io_thread_free(start_server) -> None:
+    """While an unproven request is with the app threads, nothing runs inline, so a proven
+    route cannot queue behind the GIL on the I/O thread; it still answers at once."""
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    until_inline(server, "/thread")
+    slow: list[str] = []
+    worker = threading.Thread(target=lambda: slow.append(served_by(server, "/slow?ms=1500")))
+    started = time.monotonic()
+    worker.start()
+    try:
+        # Wait (bounded) until the slow request is with the app: then /thread leaves the I/O
+        # thread alone.
+        deadline = time.monotonic() + 1.0
+        name = served_by(server, "/thread")
+        while name == "MainThread" and time.monotonic() < deadline:
+            name = served_by(server, "/thread")
+        assert name != "MainThread"
+        assert time.monotonic() - started < 1.4, "a fast request waited for the slow one"
+    finally:
+        worker.join(10)
+    assert slow and slow[0] != "MainThread"
+    until_inline(server, "/thread", limit=20)  # back on the I/O thread once it is done
