@@ -5,8 +5,9 @@
 //! wake-ups are wasted under load: an app thread that has just finished a request is about to
 //! look for the next one anyway. So an app thread with nothing to do first spins for a few
 //! microseconds (without the GIL), and a producer wakes a sleeping thread only when no thread
-//! is spinning. A blocking app (threads asleep in `time.sleep`, say) has no spinners, so every
-//! request still wakes a thread at once: concurrency is not traded for the fast path.
+//! is spinning; a thread that takes an item and leaves others queued wakes the next sleeper. A
+//! blocking app (threads asleep in `time.sleep`, say) has no spinners, so every request still
+//! gets a thread at once: concurrency is not traded for the fast path.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +48,15 @@ impl<T> Queue<T> {
         let before = self.len.fetch_sub(1, Ordering::AcqRel);
         if before == self.capacity {
             self.space.notify_one();
+        }
+        // Items queued while a thread was spinning woke nobody; the thread that takes one
+        // passes the baton, so a burst of blocking requests spreads over the sleeping threads
+        // instead of waiting for this one to finish.
+        if !state.items.is_empty()
+            && state.sleepers > 0
+            && self.spinning.load(Ordering::Acquire) == 0
+        {
+            self.wake.notify_one();
         }
         Some(item)
     }
@@ -203,6 +213,13 @@ impl<T> Receiver<T> {
             let found = self.spin();
             queue.spinning.store(0, Ordering::Release);
             if found.is_some() {
+                // Taken while spinning, so `pop_locked` did not pass the baton: do it now.
+                if queue.len.load(Ordering::Acquire) > 0 {
+                    let state = queue.lock();
+                    if !state.items.is_empty() && state.sleepers > 0 {
+                        queue.wake.notify_one();
+                    }
+                }
                 return found;
             }
         }
