@@ -200,11 +200,17 @@ pub struct BodyStream {
     pub(crate) rx: mpsc::Receiver<Result<(Bytes, bool), BodyError>>,
     pub(crate) done: bool,
     pub(crate) error: Option<BodyError>,
+    /// Body bytes that arrived with the request head, served before asking the connection.
+    pub(crate) pending: Bytes,
 }
 
 impl BodyStream {
     /// Reads the next piece of the request body (at most `max` bytes); empty at its end.
     pub fn read(&mut self, max: usize) -> Result<Bytes, BodyError> {
+        if !self.pending.is_empty() {
+            let n = max.max(1).min(self.pending.len());
+            return Ok(self.pending.split_to(n));
+        }
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -228,7 +234,7 @@ impl BodyStream {
 
     /// True when the whole body has been read (or there was none).
     pub fn is_done(&self) -> bool {
-        self.done
+        self.done && self.pending.is_empty()
     }
 
     fn fail(&mut self, e: BodyError) -> BodyError {

@@ -40,6 +40,14 @@ impl BodyReader {
         matches!(self, Self::Done)
     }
 
+    /// The whole body, if it has a declared length and is all in `buf` already.
+    pub fn take_buffered(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        let Self::Length(n) = *self else { return None };
+        let n = usize::try_from(n).ok().filter(|&n| n <= buf.len())?;
+        *self = Self::Done;
+        Some(buf.split_to(n).freeze())
+    }
+
     /// The next piece of the body, at most `max` bytes; empty once the body is complete.
     /// Bytes past the body stay in `buf` for the next request.
     pub async fn read(

@@ -23,6 +23,9 @@ use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
 use crate::proxy::ProxyConfig;
 
+/// Request bodies up to this size are taken with the head when they are already on the socket.
+const PRELOAD_MAX: u64 = 64 * 1024;
+
 /// How long a connection accepted just before a graceful stop may take to send its request.
 const FRESH_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
@@ -372,6 +375,11 @@ impl Conn {
             return Ok(false);
         }
         let mut body = BodyReader::new(head.framing, max_body);
+        let preloaded = if head.expect_continue {
+            Bytes::new()
+        } else {
+            self.preload_body(&mut body)
+        };
         let route = RouteKey::new(&head.method, &head.target);
         let inline = body.is_done() && self.ctx.inline.inline(route);
         let (tx, mut rx) = Rx::channel(inline);
@@ -390,6 +398,7 @@ impl Conn {
                 rx: body_rx,
                 done: body.is_done(),
                 error: None,
+                pending: preloaded,
             },
             response: ResponseSink {
                 tx,
@@ -542,6 +551,26 @@ impl Conn {
             }
         }
         Ok(writer.keep_alive)
+    }
+
+    /// A small body that the client sent along with its head (the usual form post or JSON
+    /// call), taken whole if it is already here or on the socket: the app then reads it
+    /// without a round trip to this thread, and the request may run inline.
+    fn preload_body(&mut self, body: &mut BodyReader) -> Bytes {
+        let BodyReader::Length(n) = *body else {
+            return Bytes::new();
+        };
+        if n > PRELOAD_MAX {
+            return Bytes::new();
+        }
+        while (self.buf.len() as u64) < n {
+            let before = self.buf.len();
+            match self.io.read_ready_now(&mut self.buf) {
+                Ok(true) if self.buf.len() > before => {}
+                _ => break,
+            }
+        }
+        body.take_buffered(&mut self.buf).unwrap_or_default()
     }
 
     /// Up to `max` bytes of the body for the app: as much as the client sends without
