@@ -23,6 +23,8 @@ struct State<T> {
     items: VecDeque<T>,
     closed: bool,
     sleepers: usize,
+    /// Senders waiting for room in a full queue.
+    blocked: usize,
 }
 
 struct Queue<T> {
@@ -32,7 +34,7 @@ struct Queue<T> {
     spinning: AtomicUsize,
     /// Items queued, readable without the lock (for spinning and `len`).
     len: AtomicUsize,
-    /// Signalled when room appears in a full queue.
+    /// Signalled once for every item taken while senders wait for room.
     space: Notify,
     capacity: usize,
 }
@@ -45,8 +47,11 @@ impl<T> Queue<T> {
 
     fn pop_locked(&self, state: &mut State<T>) -> Option<T> {
         let item = state.items.pop_front()?;
-        let before = self.len.fetch_sub(1, Ordering::AcqRel);
-        if before == self.capacity {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        // One slot freed, one waiting sender woken. (Waking only when the queue had been full
+        // lost wake-ups: two items taken before the first woken sender ran left the others
+        // asleep with room in the queue, their requests never served.)
+        if state.blocked > 0 {
             self.space.notify_one();
         }
         // Items queued while a thread was spinning woke nobody; the thread that takes one
@@ -75,6 +80,7 @@ pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             items: VecDeque::with_capacity(capacity),
             closed: false,
             sleepers: 0,
+            blocked: 0,
         }),
         wake: Condvar::new(),
         spinning: AtomicUsize::new(0),
@@ -150,9 +156,20 @@ impl<T> Sender<T> {
                     }
                     return Ok(());
                 }
+                state.blocked += 1;
             }
+            let _waiting = Blocked(queue);
             space.await;
         }
+    }
+}
+
+/// A sender waiting for room, counted while it waits (also when its future is dropped).
+struct Blocked<'a, T>(&'a Queue<T>);
+
+impl<T> Drop for Blocked<'_, T> {
+    fn drop(&mut self) {
+        self.0.lock().blocked -= 1;
     }
 }
 
@@ -241,6 +258,51 @@ impl<T> Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn senders_waiting_for_room_are_all_woken() {
+        // Many senders blocked on a tiny queue, a consumer that takes items in bursts: every
+        // item must arrive (a lost wake-up leaves senders asleep with room in the queue).
+        for _ in 0..50 {
+            let (tx, rx) = queue::<u32>(2);
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let consumer = std::thread::spawn(move || {
+                let mut n = 0;
+                while rx.recv_blocking().is_some() {
+                    n += 1;
+                    if n == 64 {
+                        let _ = done_tx.send(());
+                    }
+                }
+            });
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let sends: Vec<_> = (0..64)
+                    .map(|i| {
+                        let tx = tx.clone();
+                        tokio::spawn(async move { tx.send(i).await.is_ok() })
+                    })
+                    .collect();
+                let all_sent = async {
+                    for s in sends {
+                        assert!(s.await.unwrap());
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(5), all_sent)
+                    .await
+                    .expect("senders left waiting with room in the queue");
+            });
+            assert!(
+                done_rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+                "items left undelivered"
+            );
+            drop(tx);
+            consumer.join().unwrap();
+        }
+    }
 
     #[test]
     fn every_item_arrives_once_across_threads_and_close_ends_them() {
