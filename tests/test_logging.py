@@ -151,3 +151,64 @@ def test_capture_output_sends_prints_to_the_error_log(tmp_path: Path) -> None:
         assert "printed by the app" not in server.stdout
     finally:
         server.stop()
+
+
+def gunicorn_style_logconfig(errors: Path, access: Path) -> dict:
+    """A logconfig_dict as Gunicorn users write it: handlers on gunicorn.error/access."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
+        "handlers": {
+            "errors": {"class": "logging.FileHandler", "filename": str(errors),
+                       "formatter": "plain"},
+            "access": {"class": "logging.FileHandler", "filename": str(access),
+                       "formatter": "plain"},
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["errors"], "level": "INFO", "propagate": False},
+            "gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def test_logconfig_dict_from_a_gunicorn_config_file(tmp_path: Path) -> None:
+    errors, access = tmp_path / "errors.log", tmp_path / "access.log"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"logconfig_dict = {gunicorn_style_logconfig(errors, access)!r}\n")
+    server = spawn_on_port(APP, "-w", "2", "-c", str(conf))
+    try:
+        wait_for(lambda: "gunicorn.error INFO Booting worker" in errors.read_text(),
+                 message="the error log through Python's logging")
+        assert "gunicorn.error INFO Listening at: http://127.0.0.1" in errors.read_text()
+        assert server.get("/hello?via=logging").status == 200
+        line = wait_for(lambda: next((x for x in lines(access) if "via=logging" in x), None),
+                        message="the access line through Python's logging")
+        assert re.fullmatch(rf'gunicorn\.access INFO 127\.0\.0\.1 - - {TIME} '
+                            r'"GET /hello\?via=logging HTTP/1\.1" 200 13 "-" "[^"]*"', line), line
+    finally:
+        server.stop()
+
+
+def test_logconfig_dict_on_the_command_line(tmp_path: Path) -> None:
+    errors = tmp_path / "errors.log"
+    config = {"version": 1,
+              "handlers": {"f": {"class": "logging.FileHandler", "filename": str(errors)}},
+              "loggers": {"ferrocorn.error": {"handlers": ["f"], "level": "DEBUG"}}}
+    server = spawn_on_port(APP, "--logconfig-dict", json.dumps(config))
+    try:
+        wait_for(lambda: "Booting worker" in errors.read_text(), message="ferrocorn.error lines")
+        assert "Booting worker" not in server.log, "the error log went to Python, not stderr"
+    finally:
+        server.stop()
+
+
+def test_bad_logconfig_dict_is_a_clear_error(tmp_path: Path) -> None:
+    for bad, expect in [("{not json", "--logconfig-dict: JSONDecodeError: Expecting property"),
+                        ('{"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}',
+                         "--logconfig-dict: ValueError: Unable to configure handler 'h'")]:
+        server = Server(APP, "--logconfig-dict", bad)
+        server.spawn()
+        assert server.wait_exit() != 0
+        assert expect in server.log, server.log
+        assert "Traceback" not in server.log and "panicked" not in server.log

@@ -8,7 +8,9 @@ use ferrocorn::bind::{self, BindAddr, BoundListener};
 use ferrocorn::config::file::FileValue;
 use ferrocorn::config::layers::{self, Effective, Layer, LayerError};
 use ferrocorn::config::Settings;
+use ferrocorn::master::scrape::ScrapeEndpoint;
 use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
+use ferrocorn::observe::metrics::Statsd;
 
 use crate::fork::{Forker, PidFile};
 use crate::hooks::{Fact, Hooks};
@@ -54,6 +56,12 @@ pub fn main(
     if let Some(path) = observe.error_logfile.as_deref().filter(|p| *p != "-") {
         if let Err(e) = ferrocorn::log::open_error_log(path.as_ref(), observe.capture_output) {
             eprintln!("Error: cannot open error log {path}: {e}");
+            return EXIT_CONFIG;
+        }
+    }
+    if let Some(json) = &observe.logconfig_dict {
+        if let Err(e) = crate::pylog::configure(py, json) {
+            eprintln!("Error: --logconfig-dict: {e}");
             return EXIT_CONFIG;
         }
     }
@@ -385,8 +393,17 @@ fn serve(
     // From here on the master owns SIGINT (a quick stop, exit 0, as Gunicorn). Python's own
     // handler would otherwise be chained by signal-hook and raise KeyboardInterrupt on return.
     let python_sigint = swap_sigint(py, None)?;
-    let master = Master::new(forker, config)
+    let mut master = Master::new(forker, config)
         .map_err(|e| config_error(format!("cannot start the master: {e}")))?;
+    if let Some(addr) = settings.observe.metrics_bind {
+        let inherited = addrs.iter().any(|a| matches!(a, BindAddr::Fd(_)));
+        master = master.with_scrape(metrics_endpoint(addr, inherited)?);
+    }
+    if let Some(host) = &settings.observe.statsd_host {
+        let statsd = Statsd::connect(host, &settings.observe.statsd_prefix)
+            .map_err(|e| config_error(format!("--statsd-host {host}: {e}")))?;
+        master = master.with_statsd(statsd);
+    }
     let outcome = py.detach(|| master.run());
     hooks.fire(py, "on_exit", &master_facts(settings));
     // For `ferrocorn.serve()` callers: Ctrl-C behaves as before once the server is done.
@@ -401,6 +418,20 @@ fn serve(
         }
     }
     Ok(outcome.code)
+}
+
+/// The `--metrics-bind` listener. A master that inherited its sockets (USR2) shares the
+/// address with the old one until that one stops, so it keeps retrying; any other master fails
+/// at once.
+fn metrics_endpoint(
+    addr: std::net::SocketAddr,
+    inherited: bool,
+) -> Result<ScrapeEndpoint, StartError> {
+    if inherited {
+        return Ok(ScrapeEndpoint::new(addr));
+    }
+    ScrapeEndpoint::bind(addr)
+        .map_err(|e| config_error(format!("cannot bind --metrics-bind {addr}: {e}")))
 }
 
 /// Sets SIGINT's handler to `handler` (SIG_DFL when `None`); returns the one it replaces.

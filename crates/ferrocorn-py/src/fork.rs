@@ -397,12 +397,20 @@ impl Forker {
             inline: !settings.no_inline,
             conn: settings.conn_config(),
             access_log: settings.access_log(),
+            access_sink: crate::pylog::access_sink()
+                .map(|sink| worker::AccessSink(sink, settings.access_log_style())),
             graceful_timeout: Duration::from_secs(settings.graceful_timeout),
             timeout: Duration::from_secs(settings.timeout),
             max_requests: max_requests(settings, worker_id),
             max_connections: settings.worker_connections as usize,
             max_pending: settings.max_pending as usize,
             heartbeat: Some(heartbeat),
+            metrics: settings.observe.metrics_bind.is_some(),
+            statsd: settings
+                .observe
+                .statsd_host
+                .clone()
+                .map(|host| (host, settings.observe.statsd_prefix.clone())),
             master_pid: Some(self.master_pid),
             early_stop,
         };

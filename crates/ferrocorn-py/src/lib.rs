@@ -7,6 +7,7 @@ mod hooks;
 mod loader;
 mod pool;
 mod process;
+mod pylog;
 mod wsgi;
 
 use pyo3::prelude::*;

@@ -49,6 +49,17 @@ pub fn reopen() {
 
 static LOGGER: ErrorLog = ErrorLog;
 
+/// Where error log records go instead of stderr: `--logconfig-dict` hands them to Python's
+/// `logging`. Returns false when it could not take the record (the line then goes to stderr).
+pub type Sink = Box<dyn Fn(log::Level, &str) -> bool + Send + Sync>;
+
+static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+
+/// Sends every later error log record to `sink`; only the first call counts.
+pub fn set_sink(sink: Sink) {
+    let _ = SINK.set(sink);
+}
+
 /// Installs the error log at `level`. Calling it again only changes the level.
 pub fn init(level: LogLevel) {
     let _ = log::set_logger(&LOGGER);
@@ -78,13 +89,20 @@ impl log::Log for ErrorLog {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let message = record.args().to_string();
+        if SINK
+            .get()
+            .is_some_and(|sink| sink(record.level(), &message))
+        {
+            return;
+        }
         let level = match record.level() {
             log::Level::Error => "ERROR",
             log::Level::Warn => "WARNING",
             log::Level::Info => "INFO",
             log::Level::Debug | log::Level::Trace => "DEBUG",
         };
-        write_line(level, &record.args().to_string());
+        write_line(level, &message);
     }
 
     fn flush(&self) {

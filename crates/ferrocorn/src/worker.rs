@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub conn: ConnConfig,
     /// `--access-logfile` (`-` for stdout) and how lines look; opened by the worker itself.
     pub access_log: Option<(String, crate::observe::accesslog::Style)>,
+    /// Without an access log file: where access lines go instead (Python's `logging`).
+    pub access_sink: Option<AccessSink>,
     pub graceful_timeout: Duration,
     /// An app call running longer than this stops the heartbeat (`--timeout`; zero: never).
     pub timeout: Duration,
@@ -38,11 +40,28 @@ pub struct WorkerConfig {
     pub max_pending: usize,
     /// The heartbeat shared with the master, when there is one.
     pub heartbeat: Option<BeatHandle>,
+    /// Count requests in the heartbeat page for the master's `--metrics-bind`.
+    pub metrics: bool,
+    /// `--statsd-host` and `--statsd-prefix`.
+    pub statsd: Option<(String, String)>,
     /// The master's pid: the worker stops when its parent is no longer that process.
     pub master_pid: Option<u32>,
     /// Set by a stop signal that arrived while the worker was still booting (see
     /// [`early_stop_flag`]).
     pub early_stop: Option<Arc<AtomicBool>>,
+}
+
+/// An access line sink and the line style, for [`WorkerConfig::access_sink`].
+#[derive(Clone)]
+pub struct AccessSink(
+    pub crate::observe::accesslog::LineSink,
+    pub crate::observe::accesslog::Style,
+);
+
+impl std::fmt::Debug for AccessSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessSink")
+    }
 }
 
 /// Records TERM/INT/QUIT from the moment it is called (right after the fork) until the worker
@@ -86,6 +105,17 @@ pub fn run(
             std::io::Error::new(e.kind(), format!("cannot open access log {path}: {e}"))
         })?;
         config.conn.access_log = Some(log);
+    } else if let Some(AccessSink(sink, style)) = config.access_sink.clone() {
+        config.conn.access_log = Some(crate::observe::accesslog::AccessLog::to_sink(sink, style)?);
+    }
+    if config.metrics {
+        config.conn.metrics.counters = config.heartbeat.map(|hb| hb.counters());
+    }
+    if let Some((host, prefix)) = &config.statsd {
+        let statsd = crate::observe::metrics::Statsd::connect(host, prefix).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot reach statsd at {host}: {e}"))
+        })?;
+        config.conn.metrics.statsd = Some(Arc::new(statsd));
     }
     // Room for a few requests per app thread: the I/O thread rarely waits for space (a wait costs
     // a wake-up), while the queue stays bounded (backpressure: bodies are not read ahead).

@@ -288,14 +288,18 @@ impl Settings {
     /// The access log to open in each worker, if any.
     pub fn access_log(&self) -> Option<(String, crate::observe::accesslog::Style)> {
         let path = self.observe.access_logfile.clone()?;
-        let style = if self.observe.access_log_json {
+        Some((path, self.access_log_style()))
+    }
+
+    /// How access lines look: `--access-log-json` or `--access-logformat`.
+    pub fn access_log_style(&self) -> crate::observe::accesslog::Style {
+        if self.observe.access_log_json {
             crate::observe::accesslog::Style::Json
         } else {
             crate::observe::accesslog::Style::Format(Arc::new(
                 self.observe.access_logformat.clone(),
             ))
-        };
-        Some((path, style))
+        }
     }
 
     /// The app spec; an empty string when none was given (a programmatic server's app is an

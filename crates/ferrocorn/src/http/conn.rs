@@ -21,6 +21,7 @@ use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, Respon
 use crate::inline::{InlinePolicy, RouteKey};
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
+use crate::observe::metrics::RequestMetrics;
 use crate::proxy::ProxyConfig;
 
 /// Request bodies up to this size are taken with the head when they are already on the socket.
@@ -53,6 +54,8 @@ pub struct ConnConfig {
     pub proxy_protocol: bool,
     /// Where finished requests are logged (`--access-logfile`), opened in the worker.
     pub access_log: Option<AccessLog>,
+    /// Where finished requests are counted (`--metrics-bind`, `--statsd-host`).
+    pub metrics: RequestMetrics,
 }
 
 /// An access log line in the making: what the request said, then what the response did.
@@ -70,7 +73,22 @@ struct Record {
 }
 
 impl Record {
-    fn new(head: &RequestHead, peer: &Peer) -> Self {
+    /// `for_log`: keep what an access log line shows (metrics need only status, time, size).
+    fn new(head: &RequestHead, peer: &Peer, for_log: bool) -> Self {
+        if !for_log {
+            return Self {
+                started: Instant::now(),
+                started_unix: 0,
+                remote: String::new(),
+                method: Box::default(),
+                target: Box::default(),
+                protocol: "",
+                request_headers: Vec::new(),
+                status: None,
+                response_headers: Vec::new(),
+                bytes: 0,
+            };
+        }
         Self {
             started: Instant::now(),
             started_unix: crate::log::unix_now(),
@@ -125,6 +143,7 @@ impl Default for ConnConfig {
             proxy: Arc::default(),
             proxy_protocol: false,
             access_log: None,
+            metrics: RequestMetrics::default(),
         }
     }
 }
@@ -325,12 +344,18 @@ impl Conn {
 
     /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
     async fn exchange(&mut self, head: RequestHead) -> Result<bool, ()> {
-        let Some(log) = self.ctx.config.access_log.clone() else {
+        let log = self.ctx.config.access_log.clone();
+        let metrics = self.ctx.config.metrics.clone();
+        if log.is_none() && !metrics.is_on() {
             return self.exchange_inner(head, None).await;
-        };
-        let mut record = Record::new(&head, &self.peer);
+        }
+        let mut record = Record::new(&head, &self.peer, log.is_some());
+        metrics.begin();
         let result = self.exchange_inner(head, Some(&mut record)).await;
-        record.finish(&log);
+        if let Some(log) = &log {
+            record.finish(log);
+        }
+        metrics.end(record.status, record.started.elapsed(), record.bytes);
         result
     }
 

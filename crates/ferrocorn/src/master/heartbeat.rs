@@ -1,5 +1,5 @@
 //! A page of memory shared between the master and one worker: the worker's last beat, whether
-//! it has booted, and its request count. The master reads it to find hung workers.
+//! it has booted, and its request metrics. The master reads it to find hung workers.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 
+use crate::observe::metrics::Counters;
+
 #[repr(C)]
 struct Beat {
     /// Monotonic milliseconds of the last beat.
     last_ms: AtomicU64,
     /// The worker loaded its app and accepts connections.
     ready: AtomicBool,
+    /// The worker's request metrics (kept when `--metrics-bind` is set).
+    counters: Counters,
 }
 
 /// The shared page. Created by the master before the fork; both processes see the same memory.
@@ -74,6 +78,11 @@ impl Heartbeat {
         self.get().ready.load(Ordering::Relaxed)
     }
 
+    /// The worker's request metrics.
+    pub fn counters(&self) -> &Counters {
+        &self.get().counters
+    }
+
     /// Time since the last beat.
     pub fn age(&self) -> Duration {
         Duration::from_millis(
@@ -114,6 +123,13 @@ impl BeatHandle {
 
     pub fn set_ready(&self) {
         self.get().ready.store(true, Ordering::Relaxed);
+    }
+
+    /// The worker's request metrics, for the rest of the worker's life.
+    pub fn counters(&self) -> &'static Counters {
+        // SAFETY: the page is never unmapped in a worker (see `Heartbeat::handle`), and
+        // `Counters` holds only atomics.
+        unsafe { &(*self.beat.as_ptr()).counters }
     }
 }
 

@@ -3,6 +3,7 @@
 //! hung workers, keep the worker count. No threads, no runtime.
 
 pub mod heartbeat;
+pub mod scrape;
 pub mod signals;
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,9 @@ use nix::unistd::Pid;
 use signal_hook::consts::signal::*;
 
 use self::heartbeat::Heartbeat;
+use self::scrape::ScrapeEndpoint;
 use self::signals::SignalQueue;
+use crate::observe::metrics::{Snapshot, Statsd};
 
 /// Exit code of a worker that could not import the app (Gunicorn's APP_LOAD_ERROR).
 pub const EXIT_APP_LOAD: i32 = 4;
@@ -97,6 +100,15 @@ pub struct Master<S: Spawn> {
     exit_code: i32,
     /// The new master started by USR2, while it runs.
     successor: Option<Pid>,
+    /// `--metrics-bind`, answered from this loop.
+    scrape: Option<ScrapeEndpoint>,
+    /// The scrape listener's descriptor is closed in every worker forked from now on.
+    scrape_fd_hidden: bool,
+    /// The metrics of workers that have exited, and how many did.
+    retired: Snapshot,
+    exits: u64,
+    /// `--statsd-host`: the worker count is sent as a gauge, at most once a second.
+    statsd: Option<(Statsd, Instant)>,
 }
 
 impl<S: Spawn> Master<S> {
@@ -111,16 +123,65 @@ impl<S: Spawn> Master<S> {
             mode: Mode::Running,
             exit_code: 0,
             successor: None,
+            scrape: None,
+            scrape_fd_hidden: false,
+            retired: Snapshot::default(),
+            exits: 0,
+            statsd: None,
         })
+    }
+
+    /// Serves Prometheus metrics (`--metrics-bind`) from the master's loop.
+    pub fn with_scrape(mut self, endpoint: ScrapeEndpoint) -> Self {
+        self.scrape = Some(endpoint);
+        self
+    }
+
+    /// Sends the worker count to statsd (`--statsd-host`).
+    pub fn with_statsd(mut self, statsd: Statsd) -> Self {
+        self.statsd = Some((statsd, Instant::now()));
+        self
+    }
+
+    /// Every worker's metrics, the exited ones' included, as Prometheus text.
+    fn metrics_text(&self) -> String {
+        let mut sum = self.retired.clone();
+        for w in &self.workers {
+            sum.add(w.heartbeat.counters(), true);
+        }
+        sum.render(self.workers.len(), self.exits)
+    }
+
+    /// Answers waiting scrapes and sends the statsd gauge when due.
+    fn report(&mut self) {
+        if let Some(mut scrape) = self.scrape.take() {
+            scrape.serve_ready(|| self.metrics_text());
+            if !self.scrape_fd_hidden {
+                if let Some(fd) = scrape.fd() {
+                    use std::os::fd::AsRawFd;
+                    self.signals.close_in_child(fd.as_raw_fd());
+                    self.scrape_fd_hidden = true;
+                }
+            }
+            self.scrape = Some(scrape);
+        }
+        if let Some((statsd, last)) = &mut self.statsd {
+            if last.elapsed() >= Duration::from_secs(1) {
+                statsd.gauge("workers", self.workers.len() as u64);
+                *last = Instant::now();
+            }
+        }
     }
 
     /// Runs until every worker has stopped.
     pub fn run(mut self) -> Outcome {
         loop {
+            self.report();
             if let Mode::Running = self.mode {
                 self.maintain();
             }
-            let mut pending = self.signals.wait(Duration::from_millis(500));
+            let scrape_fd = self.scrape.as_ref().and_then(ScrapeEndpoint::fd);
+            let mut pending = self.signals.wait(Duration::from_millis(500), scrape_fd);
             // Several HUPs at once (every worker's --reload watcher saw the same save) are one.
             let mut hup_seen = false;
             pending.retain(|&s| s != SIGHUP || !std::mem::replace(&mut hup_seen, true));
@@ -320,6 +381,8 @@ impl<S: Spawn> Master<S> {
             return;
         };
         let w = self.workers.remove(pos);
+        self.retired.add(w.heartbeat.counters(), false);
+        self.exits += 1;
         let expected = w.stopping.is_some() || w.aborted.is_some();
         match (code, sig) {
             (Some(0), _) if expected => log::info!("Worker exiting (pid: {pid})"),

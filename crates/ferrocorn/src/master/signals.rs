@@ -1,7 +1,7 @@
 //! The master's signals: handlers only record the signal and wake the loop through a self-pipe
 //! (async-signal-safe); the loop does the work.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub struct SignalQueue {
     ids: Vec<SigId>,
     read: OwnedFd,
     write: OwnedFd,
+    /// Other descriptors of the master that a worker must not keep (the metrics listener).
+    child_close: Vec<RawFd>,
 }
 
 impl SignalQueue {
@@ -43,13 +45,18 @@ impl SignalQueue {
             ids,
             read,
             write,
+            child_close: Vec::new(),
         })
     }
 
-    /// Waits until a signal arrives or `timeout` passes; returns the pending signals.
-    pub fn wait(&self, timeout: Duration) -> Vec<i32> {
+    /// Waits until a signal arrives, `also` becomes readable or `timeout` passes; returns the
+    /// pending signals.
+    pub fn wait(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) -> Vec<i32> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = also {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
         let _ = poll(&mut fds, PollTimeout::from(ms));
         let mut sink = [0u8; 64];
         while matches!(nix::unistd::read(&self.read, &mut sink), Ok(n) if n > 0) {}
@@ -60,10 +67,19 @@ impl SignalQueue {
             .collect()
     }
 
-    /// In a forked worker: drop the master's handlers so signals reach the worker's own.
+    /// Has [`Self::forget_in_child`] close `fd` in the worker too.
+    pub fn close_in_child(&mut self, fd: RawFd) {
+        self.child_close.push(fd);
+    }
+
+    /// In a forked worker: drop the master's handlers so signals reach the worker's own, and
+    /// close the master's own descriptors.
     pub fn forget_in_child(&self) {
         for id in &self.ids {
             signal_hook::low_level::unregister(*id);
+        }
+        for &fd in &self.child_close {
+            let _ = nix::unistd::close(fd);
         }
         let _ = nix::unistd::close(self.write.as_raw_fd());
         let _ = nix::unistd::close(self.read.as_raw_fd());

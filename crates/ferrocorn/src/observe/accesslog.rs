@@ -341,9 +341,13 @@ pub struct AccessLog {
 /// Asks the writer threads to reopen their files (SIGUSR1).
 pub static REOPEN: AtomicBool = AtomicBool::new(false);
 
+/// Receives a batch of whole access log lines (`--logconfig-dict`: Python's `logging`).
+pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 enum Sink {
     Stdout,
     File(PathBuf, File),
+    Lines(LineSink),
 }
 
 impl Sink {
@@ -363,6 +367,10 @@ impl Sink {
                 out.flush()
             }
             Self::File(_, f) => f.write_all(data),
+            Self::Lines(sink) => {
+                sink(&String::from_utf8_lossy(data));
+                Ok(())
+            }
         }
     }
 
@@ -379,7 +387,15 @@ impl Sink {
 impl AccessLog {
     /// Opens `path` (`-` for stdout) and starts the writer thread.
     pub fn open(path: &str, style: Style) -> std::io::Result<Self> {
-        let sink = Sink::open(path)?;
+        Self::start(Sink::open(path)?, style)
+    }
+
+    /// Hands the lines, in batches, to `sink` instead of a file.
+    pub fn to_sink(sink: LineSink, style: Style) -> std::io::Result<Self> {
+        Self::start(Sink::Lines(sink), style)
+    }
+
+    fn start(sink: Sink, style: Style) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new()
             .name("ferrocorn-access".into())

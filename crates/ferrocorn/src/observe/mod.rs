@@ -1,3 +1,4 @@
-//! What the server reports about its work: the access log.
+//! What the server reports about its work: the access log and request metrics.
 
 pub mod accesslog;
+pub mod metrics;

@@ -1,0 +1,327 @@
+//! Request metrics. Each worker counts its requests in the page it shares with the master (see
+//! [`crate::master::heartbeat`]): a few relaxed atomic adds per request, no lock, no syscall.
+//! The master sums the pages of its live workers and of those that exited, and serves the sum
+//! as Prometheus text on `--metrics-bind`. With `--statsd-host`, each worker also sends one
+//! datagram per request, with the names Gunicorn uses under a `ferrocorn.` stem.
+
+use std::fmt::Write as _;
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in microseconds (Prometheus `le`).
+pub const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// One worker's counters. Zeroed memory is a valid, empty set (it lives in an anonymous
+/// shared mapping).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    by_class: [AtomicU64; 5],
+    /// Requests per latency bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    duration_us: AtomicU64,
+    bytes: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+impl Counters {
+    /// A request head was read and is being answered.
+    pub fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exchange that [`Self::begin`] announced ended: `status` is `None` when no response
+    /// was started (the client went away first).
+    pub fn end(&self, status: Option<u16>, took: Duration, bytes: u64) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let Some(status) = status else { return };
+        self.by_class[class_index(status)].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_us.fetch_add(us, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a worker's connections report each request to; off (both `None`) by default.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMetrics {
+    /// The worker's counters in the page the master reads (`--metrics-bind`).
+    pub counters: Option<&'static Counters>,
+    /// `--statsd-host`.
+    pub statsd: Option<Arc<Statsd>>,
+}
+
+impl RequestMetrics {
+    pub fn is_on(&self) -> bool {
+        self.counters.is_some() || self.statsd.is_some()
+    }
+
+    pub fn begin(&self) {
+        if let Some(c) = self.counters {
+            c.begin();
+        }
+    }
+
+    /// See [`Counters::end`].
+    pub fn end(&self, status: Option<u16>, took: Duration, bytes: u64) {
+        if let Some(c) = self.counters {
+            c.end(status, took, bytes);
+        }
+        if let (Some(s), Some(status)) = (&self.statsd, status) {
+            s.request(status, took);
+        }
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// Plain numbers read from one or more [`Counters`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub by_class: [u64; 5],
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+    pub duration_us: u64,
+    pub bytes: u64,
+    pub in_flight: i64,
+}
+
+impl Snapshot {
+    /// Adds a worker's counters; `live` adds its requests in flight too (an exited worker's
+    /// count is stale).
+    pub fn add(&mut self, c: &Counters, live: bool) {
+        for (sum, n) in self.by_class.iter_mut().zip(&c.by_class) {
+            *sum += n.load(Ordering::Relaxed);
+        }
+        for (sum, n) in self.buckets.iter_mut().zip(&c.buckets) {
+            *sum += n.load(Ordering::Relaxed);
+        }
+        self.duration_us += c.duration_us.load(Ordering::Relaxed);
+        self.bytes += c.bytes.load(Ordering::Relaxed);
+        if live {
+            self.in_flight += c.in_flight.load(Ordering::Relaxed).max(0);
+        }
+    }
+
+    /// Requests answered.
+    pub fn requests(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4), with the master's own figures.
+    pub fn render(&self, workers: usize, restarts: u64) -> String {
+        let mut out = String::with_capacity(2048);
+        metric(
+            &mut out,
+            "ferrocorn_requests_total",
+            "counter",
+            "Requests answered, by status class.",
+        );
+        for (i, n) in self.by_class.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ferrocorn_requests_total{{status=\"{}xx\"}} {n}",
+                i + 1
+            );
+        }
+        metric(
+            &mut out,
+            "ferrocorn_request_duration_seconds",
+            "histogram",
+            "Time from a request's head to the end of its response.",
+        );
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += n;
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "ferrocorn_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = self.requests();
+        let _ = writeln!(
+            out,
+            "ferrocorn_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "ferrocorn_request_duration_seconds_sum {}",
+            self.duration_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "ferrocorn_request_duration_seconds_count {count}");
+        metric(
+            &mut out,
+            "ferrocorn_response_bytes_total",
+            "counter",
+            "Response body bytes sent.",
+        );
+        let _ = writeln!(out, "ferrocorn_response_bytes_total {}", self.bytes);
+        metric(
+            &mut out,
+            "ferrocorn_requests_in_flight",
+            "gauge",
+            "Requests being answered now.",
+        );
+        let _ = writeln!(out, "ferrocorn_requests_in_flight {}", self.in_flight);
+        metric(
+            &mut out,
+            "ferrocorn_workers",
+            "gauge",
+            "Worker processes running.",
+        );
+        let _ = writeln!(out, "ferrocorn_workers {workers}");
+        metric(
+            &mut out,
+            "ferrocorn_worker_exits_total",
+            "counter",
+            "Worker processes that ended (restarts, reloads, timeouts, crashes).",
+        );
+        let _ = writeln!(out, "ferrocorn_worker_exits_total {restarts}");
+        out
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A statsd client: fire-and-forget UDP datagrams to `--statsd-host`.
+#[derive(Debug)]
+pub struct Statsd {
+    socket: UdpSocket,
+    prefix: String,
+}
+
+impl Statsd {
+    /// Resolves `host_port` once and connects a non-blocking UDP socket to it. `prefix` is put
+    /// before every name, with a `.` added when it lacks one.
+    pub fn connect(host_port: &str, prefix: &str) -> std::io::Result<Self> {
+        let addr = host_port.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{host_port} resolves to no address"),
+            )
+        })?;
+        let local = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(addr)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            prefix: normalise_prefix(prefix),
+        })
+    }
+
+    /// One request: the request counter, its duration (a timer, in ms) and a counter for its
+    /// status, in one datagram.
+    pub fn request(&self, status: u16, took: Duration) {
+        let p = &self.prefix;
+        let ms = took.as_secs_f64() * 1000.0;
+        let line = format!(
+            "{p}ferrocorn.requests:1|c\n{p}ferrocorn.request.duration:{ms:.3}|ms\n\
+             {p}ferrocorn.request.status.{status}:1|c"
+        );
+        self.send(&line);
+    }
+
+    /// A gauge, such as the master's worker count.
+    pub fn gauge(&self, name: &str, value: u64) {
+        self.send(&format!("{}ferrocorn.{name}:{value}|g", self.prefix));
+    }
+
+    fn send(&self, datagram: &str) {
+        // Metrics never hold up a request: a full buffer or an absent server loses the datagram.
+        let _ = self.socket.send(datagram.as_bytes());
+    }
+}
+
+fn normalise_prefix(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('.') {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_class_and_bucket() {
+        let c = Counters::default();
+        c.begin();
+        c.end(Some(200), Duration::from_micros(300), 13);
+        c.begin();
+        c.end(Some(404), Duration::from_millis(3), 9);
+        c.begin();
+        c.end(Some(503), Duration::from_secs(20), 0);
+        c.begin();
+        c.end(None, Duration::from_millis(1), 0);
+        c.begin();
+        let mut s = Snapshot::default();
+        s.add(&c, true);
+        assert_eq!(s.by_class, [0, 1, 0, 1, 1]);
+        assert_eq!(s.requests(), 3);
+        assert_eq!(s.buckets[0], 1);
+        assert_eq!(s.buckets[3], 1);
+        assert_eq!(s.buckets[BUCKETS_US.len()], 1);
+        assert_eq!(s.bytes, 22);
+        assert_eq!(s.in_flight, 1);
+        let mut retired = Snapshot::default();
+        retired.add(&c, false);
+        assert_eq!(retired.in_flight, 0);
+    }
+
+    #[test]
+    fn renders_cumulative_histogram() {
+        let c = Counters::default();
+        for ms in [0, 2, 2, 30] {
+            c.begin();
+            c.end(Some(200), Duration::from_millis(ms), 1);
+        }
+        let mut s = Snapshot::default();
+        s.add(&c, true);
+        let text = s.render(2, 1);
+        assert!(text.contains("ferrocorn_requests_total{status=\"2xx\"} 4\n"));
+        assert!(text.contains("ferrocorn_request_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("ferrocorn_request_duration_seconds_bucket{le=\"0.0025\"} 3\n"));
+        assert!(text.contains("ferrocorn_request_duration_seconds_bucket{le=\"0.05\"} 4\n"));
+        assert!(text.contains("ferrocorn_request_duration_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("ferrocorn_request_duration_seconds_count 4\n"));
+        assert!(text.contains("ferrocorn_workers 2\n"));
+        assert!(text.contains("# TYPE ferrocorn_request_duration_seconds histogram\n"));
+    }
+
+    #[test]
+    fn statsd_datagram() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let client = Statsd::connect(&addr, "app").unwrap();
+        client.request(201, Duration::from_micros(1500));
+        let mut buf = [0u8; 512];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            "app.ferrocorn.requests:1|c\napp.ferrocorn.request.duration:1.500|ms\n\
+             app.ferrocorn.request.status.201:1|c"
+        );
+    }
+}
