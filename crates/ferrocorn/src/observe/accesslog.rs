@@ -1,14 +1,15 @@
 //! The access log: Gunicorn's format atoms (`%(h)s %(l)s %(u)s %(t)s "%(r)s" ...`), or one JSON
-//! object a line, rendered in Rust and written by a thread of its own, so a request never waits
-//! on the disk and no Python runs per line.
+//! object a line, rendered in Rust straight onto a shared buffer and written by a thread of its
+//! own in batches, so a request never waits on the disk, no Python runs per line, and the
+//! writer wakes at most once per batch window rather than once per line.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -326,16 +327,55 @@ pub enum Style {
     Json,
 }
 
-/// Lines waiting for the writer thread; beyond this many the newest are dropped (and counted)
-/// rather than making requests wait for the disk.
-const QUEUE: usize = 65_536;
+/// Rendered lines waiting for the writer thread; beyond this many bytes new lines are dropped
+/// (and counted) rather than making requests wait for the disk.
+const MAX_PENDING: usize = 8 * 1024 * 1024;
 
-/// The access log of one process: a channel to its writer thread.
+/// How long the writer lets lines gather after the first one arrives: one `write` (and at most
+/// one wake-up of the writer) per window, however many requests.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// The access log of one process: a buffer that requests append their lines to, emptied by a
+/// writer thread. Cloning shares it; the last clone dropped writes what is left and stops the
+/// thread.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     style: Style,
-    tx: SyncSender<String>,
-    dropped: Arc<AtomicU64>,
+    handle: Arc<Handle>,
+}
+
+/// What requests and the writer thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<String>,
+    /// The writer is waiting for a first line (or for the end).
+    wake: Condvar,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, String> {
+        // Only text is behind the lock; a panic while holding it leaves usable text.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Asks the writer threads to reopen their files (SIGUSR1).
@@ -359,16 +399,16 @@ impl Sink {
         Ok(Self::File(PathBuf::from(path), file))
     }
 
-    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, text: &str) -> std::io::Result<()> {
         match self {
             Self::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(data)?;
+                out.write_all(text.as_bytes())?;
                 out.flush()
             }
-            Self::File(_, f) => f.write_all(data),
+            Self::File(_, f) => f.write_all(text.as_bytes()),
             Self::Lines(sink) => {
-                sink(&String::from_utf8_lossy(data));
+                sink(text);
                 Ok(())
             }
         }
@@ -396,51 +436,65 @@ impl AccessLog {
     }
 
     fn start(sink: Sink, style: Style) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<String>(QUEUE);
-        std::thread::Builder::new()
+        let shared = Arc::new(Shared::default());
+        let for_writer = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
             .name("ferrocorn-access".into())
-            .spawn(move || writer(sink, rx))?;
+            .spawn(move || writer(sink, &for_writer))?;
         Ok(Self {
             style,
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            handle: Arc::new(Handle {
+                shared,
+                writer: Mutex::new(Some(writer)),
+            }),
         })
     }
 
-    /// Renders and queues one line; never blocks.
+    /// Renders one line onto the pending text; never waits for the disk.
     pub fn record(&self, entry: &Entry<'_>) {
-        let mut line = String::with_capacity(160);
-        match &self.style {
-            Style::Format(f) => f.render(entry, &mut line),
-            Style::Json => render_json(entry, &mut line),
-        }
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    log::warn!("access log cannot keep up: dropping lines");
-                }
+        let shared = &self.handle.shared;
+        let mut pending = shared.lock();
+        if pending.len() >= MAX_PENDING {
+            drop(pending);
+            if shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                log::warn!("access log cannot keep up: dropping lines");
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            return;
+        }
+        let first = pending.is_empty();
+        match &self.style {
+            Style::Format(f) => f.render(entry, &mut pending),
+            Style::Json => render_json(entry, &mut pending),
+        }
+        drop(pending);
+        if first {
+            shared.wake.notify_one();
         }
     }
 }
 
-/// Writes lines in batches (one `write` per batch), flushing whenever the queue runs dry.
-fn writer(mut sink: Sink, rx: Receiver<String>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
+/// Waits for a first line, lets more gather for [`BATCH_WINDOW`], then writes them all at once.
+fn writer(mut sink: Sink, shared: &Shared) {
+    let mut batch = String::with_capacity(64 * 1024);
     loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(line) => batch.extend_from_slice(line.as_bytes()),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        while batch.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(line) => batch.extend_from_slice(line.as_bytes()),
-                Err(_) => break,
+        {
+            let mut pending = shared.lock();
+            while pending.is_empty()
+                && !shared.closed.load(Ordering::Acquire)
+                && !REOPEN.load(Ordering::Acquire)
+            {
+                // The timeout only bounds how late a SIGUSR1 reopen is noticed.
+                pending = shared
+                    .wake
+                    .wait_timeout(pending, Duration::from_secs(1))
+                    .map_or_else(|p| p.into_inner().0, |(g, _)| g);
             }
         }
+        let closed = shared.closed.load(Ordering::Acquire);
+        if !closed {
+            std::thread::sleep(BATCH_WINDOW);
+        }
+        std::mem::swap(&mut *shared.lock(), &mut batch);
         if REOPEN.swap(false, Ordering::AcqRel) {
             sink.reopen();
         }
@@ -450,8 +504,10 @@ fn writer(mut sink: Sink, rx: Receiver<String>) {
             }
             batch.clear();
         }
+        if closed && shared.lock().is_empty() {
+            return;
+        }
     }
-    let _ = sink.write(&batch);
 }
 
 #[cfg(test)]
