@@ -322,7 +322,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--reps", type=int, default=3, help="wrk runs per server and workload")
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition")
-    parser.add_argument("--only", help="comma-separated workload names to run")
+    parser.add_argument("--only", help="comma-separated workload names to run ('idle' for the idle connections; a partial run "
+                        "leaves bench/results/latest.* alone)")
+    parser.add_argument("--servers", help="comma-separated server names to run (ferrocorn is "
+                        "always included)")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.reps = 1.0, 1
@@ -332,7 +335,11 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
 
     specs = servers()
+    if args.servers:
+        wanted = {"ferrocorn", *args.servers.split(",")}
+        specs = [s for s in specs if s.name in wanted]
     names = [s.name for s in specs]
+    partial = bool(args.only or args.servers)
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
     per_run = 1 + args.duration * args.reps + 3
     estimate = len(specs) * (len(chosen) * per_run + 10)
@@ -350,7 +357,7 @@ def main() -> None:
             results[w.name][spec.name] = r
             print(f"{w.name:>18} | {spec.name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
                   f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB {r.note}", flush=True)
-    if not args.only:
+    if not args.only or "idle" in args.only.split(","):
         results[IDLE] = {}
         for spec in specs:
             r = measure_idle(spec, 2000, 200)
@@ -366,6 +373,9 @@ def main() -> None:
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.md").write_text(text)
+    if partial:
+        print(f"partial run: written to {RESULTS / (stamp + '.md')} only")
+        return
     (RESULTS / "latest.md").write_text(text)
     data = {w: {s: asdict(r) for s, r in by.items()} for w, by in results.items()}
     (RESULTS / "latest.json").write_text(json.dumps({"when": stamp, "results": data}, indent=1))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import http_request
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 BIN = os.environ.get("FERROCORN_BIN") or str(Path(sys.executable).parent / "ferrocorn")
@@ -350,3 +352,41 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
         os.kill(new_master, signal.SIGTERM)
         wait_for(lambda: not Path(f"/proc/{new_master}").exists() or "Z" in Path(f"/proc/{new_master}/stat").read_text().split(")")[1][:3], what="the new master to stop")
     assert not oldbin.exists()
+
+
+def server_side_connections(port: int) -> int:
+    """Connections the server still holds on ``port`` (established or closed by the client but
+    not yet by the server), from /proc/net/tcp."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] in ("01", "08"):  # ESTABLISHED, CLOSE_WAIT
+            count += 1
+    return count
+
+
+def test_connections_spread_over_workers(start_server) -> None:
+    """8 connections opened at once to 2 workers of 4 threads, then a request on each that
+    waits until 4 requests are inside its process: only an even 4 / 4 split answers them all.
+    A worker holding more than one connection per thread and more than its share leaves new
+    connections to the other."""
+    server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "4")
+    pids: set[bytes] = set()
+    for _ in range(200):  # bounded: until both workers have answered (both are accepting)
+        pids.add(server.get("/pid").body)
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, "the second worker never answered"
+    for _ in range(3):
+        # Each round starts from no connections (the server has seen the last ones close).
+        wait_for(lambda: server_side_connections(server.port) == 0,
+                 what="the server to release the previous connections")
+        conns = [server.connect(timeout=10) for _ in range(8)]
+        try:
+            for c in conns:
+                c.send(http_request("/"))
+            assert [c.response().body for c in conns] == [b"met"] * 8
+        finally:
+            for c in conns:
+                c.close()

@@ -1,7 +1,8 @@
 """Apps for --threads.
 
 ``concurrency:barrier(4)``: every request waits (≤ 5 s) until 4 requests are inside the app
-at once; 200 "met" when they were, 503 "broken" when the barrier timed out.
+at once (in this process); 200 "met" when they were, 503 "broken" when the barrier timed
+out; ``/pid`` answers the worker's pid.
 
 ``concurrency:tracker()``: each request stays in the app for a moment (a fixed 0.2 s of work)
 and records how many requests were inside at once; ``/max`` returns the highest count seen.
@@ -9,6 +10,7 @@ and records how many requests were inside at once; ``/max`` returns the highest 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from wsgiref.validate import validator
@@ -25,6 +27,8 @@ def barrier(parties):
     def app(environ, start_response):
         if environ.get("PATH_INFO") == "/health":
             return _reply(start_response, "200 OK", b"ok")
+        if environ.get("PATH_INFO") == "/pid":
+            return _reply(start_response, "200 OK", str(os.getpid()).encode())
         try:
             gate.wait()
         except threading.BrokenBarrierError:

@@ -411,6 +411,7 @@ impl Forker {
                 .statsd_host
                 .clone()
                 .map(|host| (host, settings.observe.statsd_prefix.clone())),
+            share_accepts: settings.workers > 1 && !settings.reuse_port,
             master_pid: Some(self.master_pid),
             early_stop,
         };

@@ -18,6 +18,22 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// True when a connection is waiting to be accepted.
+    pub fn has_pending(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Self::Tcp(l) => l.as_raw_fd(),
+            Self::Unix(l, _) => l.as_raw_fd(),
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout: poll only reports readiness.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+    }
+
     pub async fn accept(&self) -> io::Result<(Stream, Peer, Local)> {
         match self {
             Self::Tcp(l) => {

@@ -4,6 +4,7 @@
 
 pub mod heartbeat;
 pub mod scrape;
+pub mod shared;
 pub mod signals;
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use signal_hook::consts::signal::*;
 
-use self::heartbeat::Heartbeat;
+use self::heartbeat::{AcceptBoard, Heartbeat};
 use self::scrape::ScrapeEndpoint;
 use self::signals::SignalQueue;
 use crate::observe::metrics::{Snapshot, Statsd};
@@ -109,6 +110,8 @@ pub struct Master<S: Spawn> {
     exits: u64,
     /// `--statsd-host`: the worker count is sent as a gauge, at most once a second.
     statsd: Option<(Statsd, Instant)>,
+    /// The connections every worker holds, shared with them all.
+    board: AcceptBoard,
 }
 
 impl<S: Spawn> Master<S> {
@@ -128,6 +131,7 @@ impl<S: Spawn> Master<S> {
             retired: Snapshot::default(),
             exits: 0,
             statsd: None,
+            board: AcceptBoard::new()?,
         })
     }
 
@@ -309,7 +313,7 @@ impl<S: Spawn> Master<S> {
             }
         }
         for _ in current.len()..self.config.workers {
-            let heartbeat = match Heartbeat::new() {
+            let heartbeat = match Heartbeat::new(&self.board) {
                 Ok(h) => h,
                 Err(e) => {
                     log::error!("cannot create a worker heartbeat: {e}");
@@ -382,6 +386,7 @@ impl<S: Spawn> Master<S> {
         };
         let w = self.workers.remove(pos);
         self.retired.add(w.heartbeat.counters(), false);
+        w.heartbeat.release_connections();
         self.exits += 1;
         let expected = w.stopping.is_some() || w.aborted.is_some();
         match (code, sig) {
