@@ -324,19 +324,35 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
 /// Spreads connections over workers that share a listening socket. Every worker's accept is
 /// woken by the same new connections, and the one that wins the race takes them: a burst of
 /// 100 connections was seen split 76 / 30 between two workers of 64 threads, leaving 12
-/// requests of a blocking app waiting a whole extra request time. A worker that holds more
-/// than one connection per app thread and more than its share of all the workers' connections
-/// (the board in the memory shared with the master), by more than a sixteenth of its threads,
-/// stops waiting in accept: it looks every
-/// [`ACCEPT_PAUSE`], so a less loaded worker takes the new connections first, and takes one
-/// itself only when a connection has waited [`MAX_PAUSES`] looks (the others may be unable
-/// to). Workers holding even shares never pause.
+/// requests of a blocking app waiting a whole extra request time, and 64 connections of a
+/// Flask app all went to one worker in half the runs (half the requests per second). Each
+/// worker counts its connections on a board in the memory shared with the master; one holding
+/// more than its share (see [`AcceptPacing::should_yield`]) stops waiting in accept and looks
+/// every [`ACCEPT_PAUSE`], so a less loaded worker takes the new connections first, and takes
+/// one itself only when a connection has waited [`MAX_PAUSES`] looks (the others may be unable
+/// to). Workers holding near-even shares never pause.
 #[derive(Debug, Clone, Copy)]
 struct AcceptPacing {
     max_connections: usize,
     busy_at: usize,
     board: &'static Board,
 }
+
+impl AcceptPacing {
+    /// The slacks keep workers holding near-even shares of many idle connections from taking
+    /// turns at pausing (each turn could delay a new connection by up to a pause).
+    fn should_yield(&self, open: usize) -> bool {
+        // Past one connection per app thread, a blocking app's requests would wait for a
+        // thread here while another worker has threads free: yield early.
+        (open >= self.busy_at && self.board.above_share(open, self.busy_at / 16))
+            // Otherwise keep shares roughly even: a fast app runs on each worker's I/O thread,
+            // and all connections on one worker left the other's CPU idle (half the speed).
+            || self.board.above_share(open, EVEN_SLACK)
+    }
+}
+
+/// How far above the average a worker's connection count may go before it yields.
+const EVEN_SLACK: usize = 8;
 
 const ACCEPT_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSES: u32 = 20;
@@ -354,9 +370,7 @@ async fn accept_loop(
     loop {
         if let Some(p) = pacing {
             let open = p.max_connections - permits.available_permits();
-            // The slack keeps workers holding near-even shares of many idle connections from
-            // taking turns at pausing (each turn delayed a new connection up to a pause).
-            if open >= p.busy_at && p.board.above_share(open, p.busy_at / 16) {
+            if p.should_yield(open) {
                 // Not waiting in accept: the others get the new connections while this one
                 // looks every millisecond, taking one only when it has waited too long.
                 tokio::select! {

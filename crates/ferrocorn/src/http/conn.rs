@@ -431,17 +431,20 @@ impl Conn {
             },
         };
         let ctx = Arc::clone(&self.ctx);
-        let mut _unproven = None;
+        let mut _in_app = None;
+        // Timed alone: the app held the GIL without app threads contending for it.
+        let alone = inline && ctx.inline.app_threads_idle();
         if inline {
             // The app has been fast on this route: call it here, without two thread hand-offs.
             // Its response is in the channel when it returns.
             if let Some(exchange) = self.ctx.app.run_inline(exchange) {
+                _in_app = Some(ctx.inline.dispatched(route));
                 if self.ctx.jobs.send(exchange).await.is_err() {
                     return Err(());
                 }
             }
         } else {
-            _unproven = ctx.inline.dispatched(route);
+            _in_app = Some(ctx.inline.dispatched(route));
             if self.ctx.jobs.send(exchange).await.is_err() {
                 return Err(());
             }
@@ -481,7 +484,7 @@ impl Conn {
                     took,
                 } => {
                     if last {
-                        self.ctx.inline.record(route, took);
+                        self.ctx.inline.record(route, took, alone);
                     }
                     if let Some(r) = record.as_deref_mut() {
                         r.status = Some(head.status);
@@ -545,7 +548,7 @@ impl Conn {
                     }
                 }
                 AppMsg::End(took) => {
-                    self.ctx.inline.record(route, took);
+                    self.ctx.inline.record(route, took, alone);
                     let tail = writer.finish();
                     if !tail.is_empty() {
                         self.write(&[tail]).await?;
