@@ -312,7 +312,7 @@ def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -
     ax.set_ylabel("req/s relative to ferrocorn (labels: req/s)")
     ax.set_title("WSGI servers, 2 workers each, wrk -t1 on 127.0.0.1 (higher is better)")
     ax.axhline(1.0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(names))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
