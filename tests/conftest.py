@@ -143,10 +143,20 @@ class Server:
         self.spawn()
         try:
             self.wait_ready()
+            self.wait_worker()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def wait_worker(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until a worker answers. The master logs 'Listening at' before any worker is up
+        (connections wait in the backlog meanwhile); a test that signals or edits files right
+        away would otherwise race the worker's boot. A malformed request gets the server's own
+        400 and a close (or only the close, with --proxy-protocol): the app is not called."""
+        with self.connect(timeout) as conn:
+            conn.send(b"READY?\r\n\r\n")
+            conn.read_until_close(timeout)  # fails if no worker closes it in time
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         assert self.proc is not None

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -314,7 +314,7 @@ impl Forker {
         py: Python<'_>,
         heartbeat: BeatHandle,
         worker_id: u64,
-        early_stop: Option<Arc<AtomicBool>>,
+        early_stop: Option<Arc<AtomicUsize>>,
     ) -> i32 {
         set_title(
             py,

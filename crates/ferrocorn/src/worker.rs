@@ -3,7 +3,7 @@
 //! bounded by the graceful timeout), quickly on SIGINT/SIGQUIT, and by itself after
 //! `--max-requests` or when its master is gone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ pub struct WorkerConfig {
     pub master_pid: Option<u32>,
     /// Set by a stop signal that arrived while the worker was still booting (see
     /// [`early_stop_flag`]).
-    pub early_stop: Option<Arc<AtomicBool>>,
+    pub early_stop: Option<Arc<AtomicUsize>>,
 }
 
 /// An access line sink and the line style, for [`WorkerConfig::access_sink`].
@@ -67,12 +67,19 @@ impl std::fmt::Debug for AccessSink {
     }
 }
 
-/// Records TERM/INT/QUIT from the moment it is called (right after the fork) until the worker
-/// installs its own handlers, so a stop sent while the app is still importing is not lost.
-pub fn early_stop_flag() -> std::io::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT] {
-        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+/// [`early_stop_flag`]'s value after a TERM.
+const EARLY_GRACEFUL: usize = 1;
+/// [`early_stop_flag`]'s value after an INT or QUIT.
+const EARLY_QUICK: usize = 2;
+
+/// Records TERM (graceful) and INT/QUIT (quick) from the moment it is called (right after the
+/// fork) until the worker installs its own handlers, so a stop sent while the app is still
+/// importing is not lost, nor its kind.
+pub fn early_stop_flag() -> std::io::Result<Arc<AtomicUsize>> {
+    let flag = Arc::new(AtomicUsize::new(0));
+    signal_hook::flag::register_usize(libc::SIGTERM, Arc::clone(&flag), EARLY_GRACEFUL)?;
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        signal_hook::flag::register_usize(sig, Arc::clone(&flag), EARLY_QUICK)?;
     }
     Ok(flag)
 }
@@ -198,9 +205,10 @@ pub fn run(
         let early = config
             .early_stop
             .as_ref()
-            .is_some_and(|f| f.load(Ordering::SeqCst));
+            .map_or(0, |f| f.load(Ordering::SeqCst));
         let stop = tokio::select! {
-            _ = std::future::ready(()), if early => Stop::Graceful,
+            _ = std::future::ready(()), if early == EARLY_GRACEFUL => Stop::Graceful,
+            _ = std::future::ready(()), if early == EARLY_QUICK => Stop::Quick,
             s = signals.wait() => s,
             _ = retire.notified() => {
                 log::info!("Autorestarting worker after {} requests", config.max_requests);
