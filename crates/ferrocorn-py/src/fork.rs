@@ -411,7 +411,8 @@ impl Forker {
                 .statsd_host
                 .clone()
                 .map(|host| (host, settings.observe.statsd_prefix.clone())),
-            share_accepts: settings.workers > 1 && !settings.reuse_port,
+            // With one worker the board says so, and it never yields: TTIN may add others.
+            share_accepts: !settings.reuse_port,
             master_pid: Some(self.master_pid),
             early_stop,
         };

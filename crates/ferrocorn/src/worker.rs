@@ -16,7 +16,7 @@ use crate::bind::BoundListener;
 use crate::http::conn::{serve, ConnCtx};
 use crate::http::ConnConfig;
 use crate::inline::InlinePolicy;
-use crate::master::heartbeat::{monotonic_ms, BeatHandle, Board};
+use crate::master::heartbeat::{monotonic_ms, BeatHandle};
 use crate::net::Listener;
 
 #[derive(Debug, Clone)]
@@ -44,8 +44,8 @@ pub struct WorkerConfig {
     pub metrics: bool,
     /// `--statsd-host` and `--statsd-prefix`.
     pub statsd: Option<(String, String)>,
-    /// Other workers accept from the same listening sockets: past one open connection per app
-    /// thread, this one leaves new connections to them first (see [`AcceptPacing`]).
+    /// Other workers accept from the same listening sockets: one holding more than its share of
+    /// the connections leaves new ones to them first (see [`AcceptPacing`]).
     pub share_accepts: bool,
     /// The master's pid: the worker stops when its parent is no longer that process.
     pub master_pid: Option<u32>,
@@ -173,7 +173,7 @@ pub fn run(
             .map(|hb| AcceptPacing {
                 max_connections,
                 busy_at: nthreads,
-                board: hb.board(),
+                heartbeat: hb,
             });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
         let (alive, mut idle) = mpsc::channel::<()>(1);
@@ -184,7 +184,6 @@ pub fn run(
                 Arc::clone(&ctx),
                 Arc::clone(&permits),
                 pacing,
-                config.heartbeat,
                 alive.clone(),
                 shutdown_rx.clone(),
             ));
@@ -343,7 +342,8 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
 struct AcceptPacing {
     max_connections: usize,
     busy_at: usize,
-    board: &'static Board,
+    /// Where this worker counts its connections on the board.
+    heartbeat: BeatHandle,
 }
 
 impl AcceptPacing {
@@ -352,10 +352,11 @@ impl AcceptPacing {
     fn should_yield(&self, open: usize) -> bool {
         // Past one connection per app thread, a blocking app's requests would wait for a
         // thread here while another worker has threads free: yield early.
-        (open >= self.busy_at && self.board.above_share(open, self.busy_at / 16))
+        let board = self.heartbeat.board();
+        (open >= self.busy_at && board.above_share(open, self.busy_at / 16))
             // Otherwise keep shares roughly even: a fast app runs on each worker's I/O thread,
             // and all connections on one worker left the other's CPU idle (half the speed).
-            || self.board.above_share(open, EVEN_SLACK)
+            || board.above_share(open, EVEN_SLACK)
     }
 }
 
@@ -370,7 +371,6 @@ async fn accept_loop(
     ctx: Arc<ConnCtx>,
     permits: Arc<Semaphore>,
     pacing: Option<AcceptPacing>,
-    heartbeat: Option<BeatHandle>,
     alive: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -414,12 +414,13 @@ async fn accept_loop(
             Ok((stream, peer, local)) => {
                 let ctx = Arc::clone(&ctx);
                 let guard = alive.clone();
-                if let Some(hb) = heartbeat {
+                let counted = pacing.map(|p| p.heartbeat);
+                if let Some(hb) = counted {
                     hb.connections(1);
                 }
                 tokio::spawn(async move {
                     serve(stream, peer, local, ctx).await;
-                    if let Some(hb) = heartbeat {
+                    if let Some(hb) = counted {
                         hb.connections(-1);
                     }
                     drop(permit);

@@ -75,38 +75,32 @@ struct Record {
 impl Record {
     /// `for_log`: keep what an access log line shows (metrics need only status, time, size).
     fn new(head: &RequestHead, peer: &Peer, for_log: bool) -> Self {
-        if !for_log {
-            return Self {
-                started: Instant::now(),
-                started_unix: 0,
-                remote: String::new(),
-                method: Box::default(),
-                target: Box::default(),
-                protocol: "",
-                request_headers: Vec::new(),
-                status: None,
-                response_headers: Vec::new(),
-                bytes: 0,
-            };
-        }
-        Self {
+        let mut record = Self {
             started: Instant::now(),
-            started_unix: crate::log::unix_now(),
-            remote: match peer {
-                Peer::Tcp(a) => a.ip().to_string(),
-                Peer::Unix => String::new(),
-            },
-            method: head.method.clone(),
-            target: head.target.clone(),
-            protocol: match head.version {
-                Version::Http10 => "HTTP/1.0",
-                Version::Http11 => "HTTP/1.1",
-            },
-            request_headers: head.headers.clone(),
+            started_unix: 0,
+            remote: String::new(),
+            method: Box::default(),
+            target: Box::default(),
+            protocol: "",
+            request_headers: Vec::new(),
             status: None,
             response_headers: Vec::new(),
             bytes: 0,
+        };
+        if for_log {
+            record.started_unix = crate::log::unix_now();
+            if let Peer::Tcp(a) = peer {
+                record.remote = a.ip().to_string();
+            }
+            record.method = head.method.clone();
+            record.target = head.target.clone();
+            record.protocol = match head.version {
+                Version::Http10 => "HTTP/1.0",
+                Version::Http11 => "HTTP/1.1",
+            };
+            record.request_headers = head.headers.clone();
         }
+        record
     }
 
     /// Logs the exchange, if a response was started.
