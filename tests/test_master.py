@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import http_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,14 +27,8 @@ BIN = os.environ.get("FERROCORN_BIN") or str(Path(sys.executable).parent / "ferr
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    """Polls `cond` until it returns something truthy, or fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """conftest's wait_for with this module's longer default (workers fork and boot here)."""
+    return conftest.wait_for(cond, timeout, message=what)
 
 
 def children(pid: int) -> set[int]:
