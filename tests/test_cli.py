@@ -291,6 +291,28 @@ def test_threads_serve_requests_concurrently(start_server) -> None:
     assert results == [(200, b"met")] * 4
 
 
+def _app_threads(pid: int) -> int:
+    """Threads of process `pid` that are app threads (named ferrocorn-app-N)."""
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sum(name.startswith("ferrocorn-app") for name in names)
+
+
+def test_app_threads_start_when_requests_need_them(start_server) -> None:
+    server = start_server("concurrency:barrier(4)", "--threads", "6")
+    (worker,) = server.worker_pids()
+    assert _app_threads(worker) == 0  # no request yet: no thread
+    assert _concurrent_gets(server, ["/"] * 4) == [(200, b"met")] * 4
+    assert 4 <= _app_threads(worker) <= 6
+    # Another burst reuses them: never more than --threads.
+    assert _concurrent_gets(server, ["/"] * 4) == [(200, b"met")] * 4
+    assert 4 <= _app_threads(worker) <= 6
+
+
 def test_threads_one_serialises_requests(start_server) -> None:
     server = start_server("concurrency:tracker()", "--threads", "1")
     results = _concurrent_gets(server, ["/work"] * 3)

@@ -167,6 +167,20 @@ def test_workers_flag_forks_that_many(master_factory: Callable[..., Master]) -> 
     assert "Shutting down: Master" in m.log
 
 
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode()
+
+
+def test_process_titles_name_the_master_and_its_workers(master_factory: Callable[..., Master]) -> None:
+    m = master_factory("-w", "2", "master_app:app")
+    workers = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
+    assert _cmdline(m.pid) == "ferrocorn: master [master_app:app]"
+    assert Path(f"/proc/{m.pid}/comm").read_text() == "ferrocorn: mast\n"  # 15 bytes at most
+    titled = lambda: all(_cmdline(p) == "ferrocorn: worker [master_app:app]" for p in workers)  # noqa: E731
+    wait_for(titled, what="worker titles")  # type: ignore[arg-type]
+    assert m.stop() == 0
+
+
 def test_web_concurrency_sets_the_default(master_factory: Callable[..., Master]) -> None:
     m = master_factory("master_app:app", env={"WEB_CONCURRENCY": "2"})
     wait_for(lambda: len(m.workers()) == 2, what="2 workers")

@@ -7,7 +7,10 @@ the command line and turns Ctrl-C during start-up into the conventional exit sta
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 #: Exit status of a process stopped by SIGINT (128 + 2), as shells report it.
 EXIT_INTERRUPTED = 130

@@ -9,16 +9,18 @@ is the object you pass; it is inherited by the worker processes when they are fo
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Iterable
-from typing import Any
 
 from ferrocorn._config import normalise
 
-__all__ = ["WSGIServer", "serve"]
+TYPE_CHECKING = False  # annotations only: imports cost every server process memory
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any, TypeAlias
 
-WSGIApp = Callable[..., Iterable[bytes]]
-Address = str | tuple[str, int] | Iterable[str | tuple[str, int]]
+    WSGIApp: TypeAlias = Callable[..., Iterable[bytes]]
+    Address: TypeAlias = str | tuple[str, int] | Iterable[str | tuple[str, int]]
+
+__all__ = ["WSGIServer", "serve"]
 
 
 def _bind_value(bind: Address) -> list[str]:
@@ -71,4 +73,6 @@ class WSGIServer:
     def stop(self) -> None:
         """Stop gracefully (from another thread of the serving process, or a signal handler)."""
         if self._serving_pid == os.getpid():
+            import signal
+
             os.kill(self._serving_pid, signal.SIGTERM)

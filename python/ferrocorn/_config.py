@@ -8,14 +8,15 @@ file and brings each value into one of three shapes: a bool, a string or a list 
 
 from __future__ import annotations
 
-import json
 import os
-import traceback
 import types
-from collections.abc import Callable, Mapping
-from typing import Any
 
 from ferrocorn._hooks import HOOK_NAMES
+
+TYPE_CHECKING = False  # annotations only: imports cost every server process memory
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["ConfigFileError", "load_config_file", "normalise"]
 
@@ -45,6 +46,8 @@ def load_config_file(path: str) -> tuple[list[tuple[str, Value]], dict[str, Call
     except BaseException as e:  # noqa: BLE001 - any failure in the file is reported, not raised
         if isinstance(e, KeyboardInterrupt):
             raise
+        import traceback
+
         detail = "".join(traceback.format_exception(e)).rstrip()
         raise ConfigFileError(f"config file {path} failed to run:\n{detail}") from e
 
@@ -71,7 +74,11 @@ def normalise(name: str, value: object) -> Value:
     """One setting's value as a bool, a string or a list of strings."""
     if isinstance(value, bool):
         return value
+    from collections.abc import Mapping
+
     if name == "logconfig_dict" and isinstance(value, Mapping):
+        import json
+
         return json.dumps(value)
     if isinstance(value, Mapping):
         # secure_scheme_headers = {"X-FORWARDED-PROTO": "https"} and the like.

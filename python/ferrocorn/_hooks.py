@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
-from collections.abc import Callable, Iterable, Mapping
 from types import SimpleNamespace
-from typing import Any
+
+TYPE_CHECKING = False  # annotations only: imports cost every server process memory
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
 
 __all__ = ["HOOK_NAMES", "Log", "install", "configured", "dispatch"]
 
@@ -71,6 +73,8 @@ class Log:
         self._write("critical", msg, args)
 
     def exception(self, msg: object, *args: object) -> None:
+        import traceback
+
         self._write("error", f"{msg}\n{traceback.format_exc().rstrip()}", args)
 
 
@@ -157,6 +161,8 @@ def configured() -> list[str]:
 
 
 def _report(name: str, error: BaseException) -> None:
+    import traceback
+
     from ferrocorn import _ferrocorn
 
     detail = "".join(traceback.format_exception(error)).rstrip()

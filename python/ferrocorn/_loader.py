@@ -19,12 +19,15 @@ failure came from the application's own code, the original exception is its ``__
 
 from __future__ import annotations
 
-import ast
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, NoReturn, cast
+from keyword import iskeyword
+
+TYPE_CHECKING = False  # annotations only: imports cost every server process memory
+if TYPE_CHECKING:
+    import ast
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any, NoReturn
 
 __all__ = ["AppLoadError", "load_app"]
 
@@ -36,14 +39,22 @@ class AppLoadError(Exception):
     """The application could not be loaded; ``str()`` is a one-line message for the user."""
 
 
-@dataclass(frozen=True)
 class _Target:
     """What the part of ``APP`` after the module names: an attribute path, maybe called."""
 
-    path: tuple[str, ...]
-    call: bool = False
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "call", "kwargs", "path")
+
+    def __init__(
+        self,
+        path: tuple[str, ...],
+        call: bool = False,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.call = call
+        self.args = args
+        self.kwargs = kwargs or {}
 
     @property
     def name(self) -> str:
@@ -75,7 +86,7 @@ def load_app(spec: str) -> Callable[..., Any]:
         raise AppLoadError(
             f"Application object must be callable: {spec!r} is a {type(app).__name__!r}"
         )
-    return cast("Callable[..., Any]", app)
+    return app
 
 
 def _check_module_name(name: str, spec: str) -> None:
@@ -88,6 +99,12 @@ def _check_module_name(name: str, spec: str) -> None:
 
 def _parse_target(expression: str, spec: str) -> _Target:
     """Parses ``name``, ``a.b`` or ``factory(literal, key=literal)``, and nothing else."""
+    if expression and all(
+        part.isidentifier() and not iskeyword(part) for part in expression.split(".")
+    ):
+        return _Target(tuple(expression.split(".")))  # the usual 'module:app'
+    import ast  # only for factory calls: the module costs each worker 1.3 MiB
+
     error = AppLoadError(f"Failed to parse {spec!r} as an attribute name or function call.")
     try:
         node = ast.parse(expression, mode="eval").body
@@ -123,6 +140,8 @@ def _parse_target(expression: str, spec: str) -> _Target:
 
 def _attribute_path(node: ast.expr) -> tuple[str, ...] | None:
     """``a`` → ``("a",)``, ``a.b.c`` → ``("a", "b", "c")``, anything else → None."""
+    import ast
+
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)

@@ -21,7 +21,7 @@ use ferrocorn::worker::{self, WorkerConfig};
 use crate::entry::{app_label, load_settings, master_facts, LoadError};
 use crate::hooks::{Fact, Hooks};
 use crate::pool::WsgiApp;
-use crate::process::{set_title, Identity};
+use crate::process::Identity;
 use crate::wsgi::Shared;
 
 /// Everything a worker needs, held by the master and inherited through the fork.
@@ -316,10 +316,10 @@ impl Forker {
         worker_id: u64,
         early_stop: Option<Arc<AtomicUsize>>,
     ) -> i32 {
-        set_title(
-            py,
-            &format!("ferrocorn: worker [{}]", app_label(&self.settings)),
-        );
+        ferrocorn::proctitle::set(&format!(
+            "ferrocorn: worker [{}]",
+            app_label(&self.settings)
+        ));
         if let Err(e) = self.identity.apply() {
             eprintln!("Error: cannot switch the worker to the configured user/group: {e}");
             return EXIT_WORKER_BOOT;

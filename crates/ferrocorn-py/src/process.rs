@@ -1,4 +1,4 @@
-//! Process-level settings: daemonizing, the process title, the workers' user and group.
+//! Process-level settings: daemonizing, the workers' user and group.
 
 use nix::unistd::{Gid, Group, Uid, User};
 use pyo3::prelude::*;
@@ -60,13 +60,6 @@ impl Identity {
         if self.uid.is_some() || self.gid.is_some() {
             let _ = nix::unistd::chown(path, self.uid, self.gid);
         }
-    }
-}
-
-/// Sets the process title shown by `ps` when the `setproctitle` package is installed.
-pub(crate) fn set_title(py: Python<'_>, title: &str) {
-    if let Ok(m) = py.import("setproctitle") {
-        let _ = m.call_method1("setproctitle", (title,));
     }
 }
 

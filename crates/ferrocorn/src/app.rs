@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,13 +72,39 @@ pub(crate) struct ThreadSlot {
 
 /// The queue of exchanges an app thread takes work from.
 pub struct Jobs {
-    pub(crate) rx: crate::jobs::Receiver<Exchange>,
-    pub(crate) slot: Arc<ThreadSlot>,
+    rx: crate::jobs::Receiver<Exchange>,
+    slot: Arc<ThreadSlot>,
+    /// The pool's count of threads not yet looking for work, left on the first look.
+    starting: Arc<AtomicUsize>,
+    arrived: AtomicBool,
 }
 
 impl Jobs {
+    pub(crate) fn new(
+        rx: crate::jobs::Receiver<Exchange>,
+        slot: Arc<ThreadSlot>,
+        starting: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            rx,
+            slot,
+            starting,
+            arrived: AtomicBool::new(false),
+        }
+    }
+
+    /// The thread is looking for work: it no longer counts as starting (before it counts as
+    /// waiting, so that for a moment it is neither, which may start one thread too many but
+    /// never leaves a request without one).
+    fn arrive(&self) {
+        if !self.arrived.swap(true, Ordering::Relaxed) {
+            self.starting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Blocks until the next exchange, or `None` when the worker is shutting down.
     pub fn next(&self) -> Option<Exchange> {
+        self.arrive();
         self.slot.busy_since.store(0, Ordering::Relaxed);
         let ex = self.rx.recv_blocking()?;
         Some(self.started(ex))
@@ -88,6 +114,7 @@ impl Jobs {
     /// finished a request takes the next one this way while it still holds the GIL, which
     /// saves a GIL hand-off and a thread wake-up per request under load.
     pub fn try_next(&self) -> Option<Exchange> {
+        self.arrive();
         let ex = self.rx.try_recv()?;
         Some(self.started(ex))
     }

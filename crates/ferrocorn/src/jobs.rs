@@ -34,6 +34,8 @@ struct Queue<T> {
     spinning: AtomicUsize,
     /// Items queued, readable without the lock (for spinning and `len`).
     len: AtomicUsize,
+    /// Consumers in `recv_blocking` (spinning, asleep, or about to be).
+    waiting: AtomicUsize,
     /// Signalled once for every item taken while senders wait for room.
     space: Notify,
     capacity: usize,
@@ -85,6 +87,7 @@ pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         wake: Condvar::new(),
         spinning: AtomicUsize::new(0),
         len: AtomicUsize::new(0),
+        waiting: AtomicUsize::new(0),
         space: Notify::new(),
         capacity: capacity.max(1),
     });
@@ -173,6 +176,15 @@ impl<T> Drop for Blocked<'_, T> {
     }
 }
 
+/// A consumer in `recv_blocking`, counted until it returns.
+struct Waiting<'a, T>(&'a Queue<T>);
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// An app thread's end.
 pub struct Receiver<T> {
     queue: Arc<Queue<T>>,
@@ -215,9 +227,25 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Items queued.
+    pub fn len(&self) -> usize {
+        self.queue.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Consumers blocked in (or entering) `recv_blocking`: ready for the next item.
+    pub fn waiting(&self) -> usize {
+        self.queue.waiting.load(Ordering::Acquire)
+    }
+
     /// Blocks until the next item; `None` once the queue is closed and empty.
     pub fn recv_blocking(&self) -> Option<T> {
         let queue = &self.queue;
+        queue.waiting.fetch_add(1, Ordering::AcqRel);
+        let _leaving = Waiting(queue);
         if let Some(item) = self.try_recv() {
             return Some(item);
         }

@@ -2,6 +2,7 @@
 //! Nothing here depends on Python; the WSGI side plugs in through [`app::App`].
 
 pub mod app;
+mod app_threads;
 pub mod bind;
 pub mod config;
 pub mod http;
@@ -11,6 +12,7 @@ pub mod log;
 pub mod master;
 pub mod net;
 pub mod observe;
+pub mod proctitle;
 pub mod proxy;
 pub mod reload;
 pub mod worker;

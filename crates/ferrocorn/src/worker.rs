@@ -5,13 +5,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
-use crate::app::{App, Jobs, ThreadSlot};
+use crate::app::{App, ThreadSlot};
+use crate::app_threads::AppThreads;
 use crate::bind::BoundListener;
 use crate::http::conn::{serve, ConnCtx};
 use crate::http::ConnConfig;
@@ -131,26 +131,13 @@ pub fn run(
     // a wake-up), while the queue stays bounded (backpressure: bodies are not read ahead).
     let (jobs_tx, jobs_rx) = crate::jobs::queue(nthreads.saturating_mul(4).max(config.max_pending));
     let slots: Vec<Arc<ThreadSlot>> = (0..nthreads).map(|_| Arc::default()).collect();
-    let threads: Vec<JoinHandle<()>> = slots
-        .iter()
-        .enumerate()
-        .map(|(i, slot)| {
-            let app = Arc::clone(&app);
-            let jobs = Jobs {
-                rx: jobs_rx.clone(),
-                slot: Arc::clone(slot),
-            };
-            std::thread::Builder::new()
-                .name(format!("ferrocorn-app-{i}"))
-                .spawn(move || app.run_thread(jobs))
-        })
-        .collect::<Result<_, _>>()?;
-    drop(jobs_rx);
+    let threads = Arc::new(AppThreads::new(Arc::clone(&app), jobs_rx, slots.clone()));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let graceful = config.graceful_timeout;
+    let pool = Arc::clone(&threads);
     let stop = runtime.block_on(async move {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let retire = Arc::new(Notify::new());
@@ -159,6 +146,7 @@ pub fn run(
             app: Arc::clone(&app),
             inline: InlinePolicy::new(config.inline),
             jobs: jobs_tx,
+            threads: pool,
             shutdown: shutdown_rx.clone(),
             served: Default::default(),
             max_requests: config.max_requests,
@@ -247,22 +235,10 @@ pub fn run(
         Stop::Graceful => Duration::from_secs(1),
         Stop::Quick => Duration::from_millis(100),
     };
-    let deadline = Instant::now() + wait;
-    let mut exit = Exit {
-        threads_busy: false,
+    Ok(Exit {
+        threads_busy: threads.join(wait),
         quick: matches!(stop, Stop::Quick),
-    };
-    for t in threads {
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
-            exit.threads_busy = true;
-        }
-    }
-    Ok(exit)
+    })
 }
 
 /// Beats while no app call has run past the timeout; reports the hung request once; notices

@@ -112,7 +112,7 @@ pub struct Settings {
     #[arg(short = 'm', long, value_name = "MASK", value_parser = parse_umask)]
     pub umask: Option<u32>,
 
-    /// Python threads serving requests concurrently (per worker).
+    /// Python threads serving requests concurrently (per worker), started as requests need them.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 

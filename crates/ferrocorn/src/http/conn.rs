@@ -18,6 +18,7 @@ use super::request::{parse_head, Framing, Limits, RequestHead, Version};
 use super::response::{error_response, request_error_response};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
+use crate::app_threads::AppThreads;
 use crate::inline::{InlinePolicy, RouteKey};
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
@@ -150,6 +151,8 @@ pub(crate) struct ConnCtx {
     /// Which requests run on the I/O thread.
     pub inline: InlinePolicy,
     pub jobs: crate::jobs::Sender<Exchange>,
+    /// Started as queued requests need them.
+    pub threads: Arc<AppThreads>,
     pub shutdown: watch::Receiver<bool>,
     /// Requests handed to the app so far.
     pub served: AtomicU64,
@@ -159,6 +162,15 @@ pub(crate) struct ConnCtx {
     pub retire: Arc<Notify>,
     /// Requests allowed to wait for an app thread before the server answers 503 (zero: wait).
     pub max_pending: usize,
+}
+
+impl ConnCtx {
+    /// Queues `exchange` for the app threads, starting one if none is free to take it.
+    async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
+        self.jobs.send(exchange).await.map_err(|_| ())?;
+        self.threads.grow();
+        Ok(())
+    }
 }
 
 /// Adds `Retry-After: 1` to an encoded error response, before its blank line.
@@ -435,15 +447,11 @@ impl Conn {
             // Its response is in the channel when it returns.
             if let Some(exchange) = self.ctx.app.run_inline(exchange) {
                 _in_app = Some(ctx.inline.dispatched(route));
-                if self.ctx.jobs.send(exchange).await.is_err() {
-                    return Err(());
-                }
+                ctx.to_app_threads(exchange).await?;
             }
         } else {
             _in_app = Some(ctx.inline.dispatched(route));
-            if self.ctx.jobs.send(exchange).await.is_err() {
-                return Err(());
-            }
+            ctx.to_app_threads(exchange).await?;
         }
         let served = self.ctx.served.fetch_add(1, Ordering::Relaxed) + 1;
         if served == self.ctx.max_requests {
