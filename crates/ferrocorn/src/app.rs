@@ -164,7 +164,7 @@ pub(crate) enum AppMsg {
 #[derive(Clone)]
 pub(crate) enum Tx {
     Bounded(mpsc::Sender<AppMsg>),
-    Unbounded(mpsc::UnboundedSender<AppMsg>),
+    Unbounded(crate::local::Sender<AppMsg>),
 }
 
 impl Tx {
@@ -192,14 +192,14 @@ impl Tx {
 /// The connection task's end of an exchange's channel.
 pub(crate) enum Rx {
     Bounded(mpsc::Receiver<AppMsg>),
-    Unbounded(mpsc::UnboundedReceiver<AppMsg>),
+    Unbounded(crate::local::Receiver<AppMsg>),
 }
 
 impl Rx {
     /// A channel for an exchange run by app threads (`inline` false) or on the I/O thread.
     pub(crate) fn channel(inline: bool) -> (Tx, Rx) {
         if inline {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = crate::local::channel();
             (Tx::Unbounded(tx), Rx::Unbounded(rx))
         } else {
             let (tx, rx) = mpsc::channel(8);
@@ -223,8 +223,9 @@ pub struct Disconnected;
 /// The request body as the app reads it. Blocking: call with the GIL released.
 pub struct BodyStream {
     pub(crate) tx: Tx,
-    /// Body pieces, each with whether the body is now complete.
-    pub(crate) rx: mpsc::Receiver<Result<(Bytes, bool), BodyError>>,
+    /// Body pieces, each with whether the body is now complete (none when the whole body came
+    /// with the head).
+    pub(crate) rx: Option<mpsc::Receiver<Result<(Bytes, bool), BodyError>>>,
     pub(crate) done: bool,
     pub(crate) error: Option<BodyError>,
     /// Body bytes that arrived with the request head, served before asking the connection.
@@ -244,10 +245,13 @@ impl BodyStream {
         if self.done {
             return Ok(Bytes::new());
         }
+        let Some(rx) = self.rx.as_mut() else {
+            return Ok(Bytes::new());
+        };
         if self.tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
             return Err(self.fail(BodyError::Io("connection closed".into())));
         }
-        match self.rx.blocking_recv() {
+        match rx.blocking_recv() {
             Some(Ok((b, done))) => {
                 // The connection says when the body is complete, so the app's next read (or
                 // its read to the end) needs no further round trip.

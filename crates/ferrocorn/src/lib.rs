@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod inline;
 pub mod jobs;
+mod local;
 pub mod log;
 pub mod master;
 pub mod net;

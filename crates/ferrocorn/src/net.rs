@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::app::{Local, Peer};
+use crate::http::buffers::READ_SIZE;
 
 /// A bound, listening socket owned by a worker.
 pub enum Listener {
@@ -66,16 +67,36 @@ impl Stream {
                 Self::Tcp(s) => s.readable().await?,
                 Self::Unix(s) => s.readable().await?,
             }
-            buf.reserve(8 * 1024);
+            if buf.capacity() == 0 {
+                *buf = crate::http::buffers::take();
+            }
+            buf.reserve(READ_SIZE);
+            let room = buf.capacity() - buf.len();
             let r = match self {
                 Self::Tcp(s) => s.try_read_buf(buf),
                 Self::Unix(s) => s.try_read_buf(buf),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(n) if n > 0 && n < room => {
+                    // A short read emptied the socket: forget its readiness now, so the next
+                    // wait goes to epoll instead of first trying a read that fails with
+                    // EAGAIN (one syscall per keep-alive request; 3 -> 2 for hello). Bytes
+                    // arriving after the read raise a fresh edge, so none can be missed.
+                    self.forget_readable();
+                    return Ok(n);
+                }
                 r => return r,
             }
         }
+    }
+
+    fn forget_readable(&self) {
+        let would_block = || Err::<(), _>(io::ErrorKind::WouldBlock.into());
+        let _ = match self {
+            Self::Tcp(s) => s.try_io(Interest::READABLE, would_block),
+            Self::Unix(s) => s.try_io(Interest::READABLE, would_block),
+        };
     }
 
     /// Reads what is already waiting on the socket into `buf`, without waiting. True when

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use ferrocorn::app::Exchange;
 use ferrocorn::http::response::ResponseHead;
@@ -275,10 +275,12 @@ pub(crate) fn response_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResul
         let (name, value): (String, Bound<'_, PyAny>) = item
             .extract()
             .map_err(|_| PyTypeError::new_err("each response header must be a (str, str) tuple"))?;
-        let value: String = value.extract().map_err(|_| {
+        let value = value.cast::<PyString>().map_err(|_| {
             PyTypeError::new_err(format!("value of response header {name:?} must be a str"))
         })?;
-        let bytes = latin1(&value).ok_or_else(|| {
+        // Borrowed: an ASCII str's UTF-8 is its own buffer, nothing is copied to read it.
+        let value = value.to_str()?;
+        let bytes = latin1(value).ok_or_else(|| {
             pyo3::exceptions::PyValueError::new_err(format!(
                 "value of response header {name:?} is not latin-1 encodable"
             ))
@@ -290,5 +292,8 @@ pub(crate) fn response_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResul
 }
 
 fn latin1(s: &str) -> Option<Vec<u8>> {
+    if s.is_ascii() {
+        return Some(s.as_bytes().to_vec());
+    }
     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
 }

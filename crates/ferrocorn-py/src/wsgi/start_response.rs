@@ -234,8 +234,7 @@ impl StartResponse {
         let status = status
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("status must be a str, e.g. '200 OK'"))?
-            .to_str()?
-            .to_owned();
+            .to_str()?;
         match exc_info.filter(|e| !e.is_none()) {
             // PEP 3333: once the head has gone, the error is re-raised to the app.
             Some(exc) if this.sent() != Sent::Nothing => return Err(reraise(exc)),
@@ -247,7 +246,7 @@ impl StartResponse {
             }
             None => {}
         }
-        let head = response_head(&status, headers)?;
+        let head = response_head(status, headers)?;
         let mut st = this.state();
         st.called = true;
         st.pending = Some(head);

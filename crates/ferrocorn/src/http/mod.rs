@@ -2,6 +2,7 @@
 //! Everything protocol-specific stays inside this module.
 
 pub mod body;
+pub(crate) mod buffers;
 pub mod chunked;
 pub(crate) mod conn;
 pub mod error;

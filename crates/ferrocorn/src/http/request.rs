@@ -5,6 +5,8 @@
 //! ways (no Content-Length beside Transfer-Encoding, chunked last and once), and a request target
 //! of visible ASCII only.
 
+use std::mem::MaybeUninit;
+
 use super::error::RequestError;
 
 /// HTTP version of a request (only 1.0 and 1.1 are spoken on HTTP/1 connections).
@@ -64,6 +66,9 @@ pub struct Header {
     pub name: Box<str>,
     pub value: Box<[u8]>,
 }
+
+/// Header fields parsed without a heap allocation (Gunicorn's default limit is 100).
+const STACK_FIELDS: usize = 100;
 
 /// A parsed, validated request head.
 #[derive(Debug, Clone)]
@@ -142,9 +147,18 @@ pub fn parse_head(
         }
     }
 
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.fields];
-    let mut req = httparse::Request::new(&mut slots);
-    let used = match req.parse(buf) {
+    // Header slots on the stack for the usual limit (a 3.2 KiB allocation per request before);
+    // on the heap only for a raised --limit-request-fields.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let mut on_heap = Vec::new();
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.fields <= STACK_FIELDS {
+        &mut on_stack[..limits.fields]
+    } else {
+        on_heap.resize_with(limits.fields, MaybeUninit::uninit);
+        &mut on_heap
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let used = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_head() {

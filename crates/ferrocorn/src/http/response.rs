@@ -53,30 +53,29 @@ impl ResponseHead {
             if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                 return Err(ResponseError::HeaderValue(name.clone()));
             }
-            let lower = name.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_str()) {
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if HOP_BY_HOP.iter().any(|h| is(h)) {
                 return Err(ResponseError::HopByHop(name.clone()));
             }
-            match lower.as_str() {
-                "content-length" => {
-                    let text = String::from_utf8_lossy(value);
-                    let n = trim_ows(value)
-                        .iter()
-                        .try_fold(0u64, |n, &d| {
-                            d.is_ascii_digit()
-                                .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-                                .flatten()
-                        })
-                        .filter(|_| !trim_ows(value).is_empty())
-                        .ok_or_else(|| ResponseError::ContentLength(text.to_string()))?;
-                    if content_length.is_some_and(|prev| prev != n) {
-                        return Err(ResponseError::ContentLength(text.to_string()));
-                    }
-                    content_length = Some(n);
+            if is("content-length") {
+                let text = String::from_utf8_lossy(value);
+                let n = trim_ows(value)
+                    .iter()
+                    .try_fold(0u64, |n, &d| {
+                        d.is_ascii_digit()
+                            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                            .flatten()
+                    })
+                    .filter(|_| !trim_ows(value).is_empty())
+                    .ok_or_else(|| ResponseError::ContentLength(text.to_string()))?;
+                if content_length.is_some_and(|prev| prev != n) {
+                    return Err(ResponseError::ContentLength(text.to_string()));
                 }
-                "date" => has_date = true,
-                "server" => has_server = true,
-                _ => {}
+                content_length = Some(n);
+            } else if is("date") {
+                has_date = true;
+            } else if is("server") {
+                has_server = true;
             }
         }
         Ok(Self {

@@ -87,7 +87,7 @@ impl Writer {
 
     /// Returns the bytes of `data` to send, with a chunk-size line appended to `out` when chunked
     /// (the caller writes `out`, the data, then [`Writer::chunk_suffix`]).
-    pub(crate) fn frame(&mut self, data: &Bytes, out: &mut BytesMut) -> Bytes {
+    pub(crate) fn frame(&mut self, mut data: Bytes, out: &mut BytesMut) -> Bytes {
         let n = self.limit(data.len() as u64) as usize;
         if n == 0 {
             return Bytes::new();
@@ -99,7 +99,8 @@ impl Writer {
             let _ = write!(line, "{n:x}\r\n");
             out.extend_from_slice(line.as_bytes());
         }
-        data.slice(..n)
+        data.truncate(n); // not `slice`: that would allocate to share the buffer
+        data
     }
 
     /// The CRLF that closes a chunk's data.
