@@ -284,15 +284,19 @@ impl BodyStream {
 #[derive(Clone)]
 pub struct ResponseSink {
     pub(crate) tx: Tx,
-    /// When the app started on the response.
-    pub(crate) started: Instant,
+    /// When the app started on the response (set by `start_clock`, just before the call).
+    pub(crate) started: Option<Instant>,
 }
 
 impl ResponseSink {
+    fn took(&self) -> Duration {
+        self.started.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     /// Starts the clock on the app's work: call once the app is about to be called (with the
     /// GIL held, so waiting for it does not count as the app's time).
     pub fn start_clock(&mut self) {
-        self.started = Instant::now();
+        self.started = Some(Instant::now());
     }
 
     /// The head, with the first body bytes; `last` when the response is complete with them.
@@ -306,7 +310,7 @@ impl ResponseSink {
             head: Box::new(head),
             body,
             last,
-            took: self.started.elapsed(),
+            took: self.took(),
         })
     }
 
@@ -320,7 +324,7 @@ impl ResponseSink {
 
     /// The response is complete.
     pub fn finish(&self) -> Result<(), Disconnected> {
-        self.send(AppMsg::End(self.started.elapsed()))
+        self.send(AppMsg::End(self.took()))
     }
 
     /// The response cannot be completed: the connection is closed.

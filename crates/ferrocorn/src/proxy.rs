@@ -167,7 +167,7 @@ impl ProxyConfig {
     /// peer.
     pub fn resolve(&self, peer: &Peer, headers: &[Header]) -> Result<Forwarded, ProxyError> {
         let mut out = Forwarded::default();
-        if !self.trusts(peer) {
+        if !self.trusts(peer) || !headers.iter().any(|h| self.reads(&h.name)) {
             return Ok(out);
         }
         let rfc7239 = joined(headers, "forwarded")
@@ -270,6 +270,19 @@ impl ProxyConfig {
             out.prefix = Some(prefix.trim_end_matches('/').to_owned());
         }
         Ok(out)
+    }
+
+    /// True when `name` is one of the headers a proxy's word is taken from. One pass over the
+    /// head with this spares the usual request (none of them) a dozen scans.
+    fn reads(&self, name: &str) -> bool {
+        let is = |h: &str| name.eq_ignore_ascii_case(h);
+        is("forwarded")
+            || is(&self.for_header)
+            || is(&self.proto_header)
+            || is(&self.host_header)
+            || is(&self.port_header)
+            || is(&self.prefix_header)
+            || self.secure_scheme_headers.iter().any(|(h, _)| is(h))
     }
 
     /// The right-most hop that is not a trusted proxy (or the left-most if all are).

@@ -2,12 +2,14 @@
 //! of the constant keys, copied and filled in per request.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use ferrocorn::app::{Local, Peer, Request};
+use ferrocorn::http::request::{Header, Version};
 use ferrocorn::http::response::SERVER;
 
 use super::errors::ErrorStream;
@@ -46,7 +48,7 @@ pub(crate) fn build<'py>(
     let fwd = &req.forwarded;
     let env = template.copy()?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
-    env.set_item(intern!(py, "REQUEST_METHOD"), &*head.method)?;
+    env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &head.method))?;
     let path = percent_decode(head.path().as_bytes());
     let script_name = match &fwd.prefix {
         Some(prefix) => {
@@ -59,9 +61,18 @@ pub(crate) fn build<'py>(
         intern!(py, "PATH_INFO"),
         latin1_str(py, strip_prefix(&path, script_name)),
     )?;
-    env.set_item(intern!(py, "QUERY_STRING"), head.query())?;
+    let query = head.query();
+    if query.is_empty() {
+        env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
+    } else {
+        env.set_item(intern!(py, "QUERY_STRING"), query)?;
+    }
     env.set_item(intern!(py, "RAW_URI"), &*head.target)?;
-    env.set_item(intern!(py, "SERVER_PROTOCOL"), head.version.as_str())?;
+    let protocol = match head.version {
+        Version::Http10 => intern!(py, "HTTP/1.0"),
+        Version::Http11 => intern!(py, "HTTP/1.1"),
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     let scheme = fwd.scheme.unwrap_or("http");
     if scheme != "http" {
         env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
@@ -69,14 +80,14 @@ pub(crate) fn build<'py>(
 
     match (&fwd.client, &req.peer) {
         (Some(ip), _) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), ip.to_string())?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, ip))?;
             if let Some(port) = fwd.client_port {
-                env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
+                env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, port))?;
             }
         }
         (None, Peer::Tcp(addr)) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), addr.ip().to_string())?;
-            env.set_item(intern!(py, "REMOTE_PORT"), addr.port().to_string())?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, &addr.ip()))?;
+            env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, addr.port()))?;
         }
         (None, Peer::Unix) => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
     }
@@ -85,6 +96,25 @@ pub(crate) fn build<'py>(
     // Names holding "_" are dropped: once "-" maps to "_" they could pass for another header
     // (X_Forwarded_For for X-Forwarded-For).
     let mut host: Option<&[u8]> = fwd.host.as_deref().map(str::as_bytes);
+    if !has_repeated_fields(&head.headers) {
+        // The usual case: every field once, set straight from the head.
+        for h in &head.headers {
+            if h.name.contains('_') {
+                continue;
+            }
+            if h.name.eq_ignore_ascii_case("host") {
+                if fwd.host.is_some() {
+                    continue;
+                }
+                host = Some(&h.value);
+            }
+            env.set_item(header_key(py, &h.name), latin1_str(py, &h.value))?;
+        }
+        if let Some(h) = &fwd.host {
+            env.set_item(intern!(py, "HTTP_HOST"), h.as_str())?;
+        }
+        return finish(py, env, host, req, scheme);
+    }
     let mut merged: Vec<(String, Vec<u8>)> = Vec::with_capacity(head.headers.len());
     for h in &head.headers {
         if h.name.contains('_') {
@@ -128,14 +158,193 @@ pub(crate) fn build<'py>(
     for (k, v) in &merged {
         env.set_item(k, latin1_str(py, v))?;
     }
+    finish(py, env, host, req, scheme)
+}
 
+/// SERVER_NAME and SERVER_PORT, last.
+fn finish<'py>(
+    py: Python<'py>,
+    env: Bound<'py, PyDict>,
+    host: Option<&[u8]>,
+    req: &Request,
+    scheme: &str,
+) -> PyResult<Bound<'py, PyDict>> {
     let (name, port) = server_name_port(host, &req.local, scheme);
     env.set_item(intern!(py, "SERVER_NAME"), name.as_ref())?;
-    match fwd.port {
-        Some(p) => env.set_item(intern!(py, "SERVER_PORT"), p.to_string())?,
+    match req.forwarded.port {
+        Some(p) => env.set_item(intern!(py, "SERVER_PORT"), port_str(py, p))?,
         None => env.set_item(intern!(py, "SERVER_PORT"), port.as_ref())?,
     }
     Ok(env)
+}
+
+/// True when some field name appears twice (its values are then joined into one key).
+fn has_repeated_fields(headers: &[Header]) -> bool {
+    headers.iter().enumerate().any(|(i, h)| {
+        headers[..i]
+            .iter()
+            .any(|earlier| earlier.name.eq_ignore_ascii_case(&h.name))
+    })
+}
+
+/// The environ key of header `name` (which holds no `_`): CONTENT_TYPE, CONTENT_LENGTH, or
+/// HTTP_ and the name upper-cased with `-` as `_`. The common ones are interned strings.
+fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+    macro_rules! known {
+        ($($field:literal => $key:literal),* $(,)?) => {
+            $(if name.eq_ignore_ascii_case($field) {
+                return intern!(py, $key).clone();
+            })*
+        };
+    }
+    known!(
+        "host" => "HTTP_HOST",
+        "user-agent" => "HTTP_USER_AGENT",
+        "accept" => "HTTP_ACCEPT",
+        "accept-encoding" => "HTTP_ACCEPT_ENCODING",
+        "accept-language" => "HTTP_ACCEPT_LANGUAGE",
+        "connection" => "HTTP_CONNECTION",
+        "content-type" => "CONTENT_TYPE",
+        "content-length" => "CONTENT_LENGTH",
+        "cookie" => "HTTP_COOKIE",
+        "referer" => "HTTP_REFERER",
+        "origin" => "HTTP_ORIGIN",
+        "authorization" => "HTTP_AUTHORIZATION",
+        "cache-control" => "HTTP_CACHE_CONTROL",
+        "x-forwarded-for" => "HTTP_X_FORWARDED_FOR",
+        "x-forwarded-proto" => "HTTP_X_FORWARDED_PROTO",
+        "x-forwarded-host" => "HTTP_X_FORWARDED_HOST",
+        "x-real-ip" => "HTTP_X_REAL_IP",
+        "x-request-id" => "HTTP_X_REQUEST_ID",
+    );
+    use std::fmt::Write as _;
+    let mut key = StackStr::new();
+    let _ = key.write_str("HTTP_");
+    for c in name.chars() {
+        let _ = key.push(if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        });
+    }
+    key.to_py(py)
+}
+
+/// The method as a str; the common ones interned.
+fn method_str<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    match method {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        "PUT" => intern!(py, "PUT").clone(),
+        "DELETE" => intern!(py, "DELETE").clone(),
+        "OPTIONS" => intern!(py, "OPTIONS").clone(),
+        "PATCH" => intern!(py, "PATCH").clone(),
+        other => PyString::new(py, other),
+    }
+}
+
+/// REMOTE_ADDR's text. IPv4 is written by hand: `Display` through `core::fmt` was 2% of the
+/// hello request's CPU time.
+fn ip_str<'py>(py: Python<'py>, ip: &IpAddr) -> Bound<'py, PyString> {
+    let mut s = StackStr::new();
+    s.push_ip(ip);
+    s.to_py(py)
+}
+
+impl StackStr {
+    fn push_ip(&mut self, ip: &IpAddr) {
+        let s = self;
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        s.push_byte(b'.');
+                    }
+                    s.push_decimal(u16::from(octet));
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::fmt::Write as _;
+                let _ = write!(s, "{v6}");
+            }
+        }
+    }
+}
+
+/// A port number's text.
+fn port_str(py: Python<'_>, port: u16) -> Bound<'_, PyString> {
+    let mut s = StackStr::new();
+    s.push_decimal(port);
+    s.to_py(py)
+}
+
+/// Text built on the stack, spilling to the heap past its size.
+struct StackStr {
+    buf: [u8; 64],
+    len: usize,
+    spilled: Option<String>,
+}
+
+impl StackStr {
+    fn new() -> Self {
+        Self {
+            buf: [0; 64],
+            len: 0,
+            spilled: None,
+        }
+    }
+
+    /// Appends an ASCII byte (the buffer has room: only short values are built this way).
+    fn push_byte(&mut self, b: u8) {
+        let _ = self.push(char::from(b));
+    }
+
+    fn push_decimal(&mut self, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[i..] {
+            self.push_byte(d);
+        }
+    }
+
+    fn push(&mut self, c: char) -> std::fmt::Result {
+        std::fmt::Write::write_str(self, c.encode_utf8(&mut [0; 4]))
+    }
+
+    fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        match &self.spilled {
+            Some(s) => PyString::new(py, s),
+            // Only whole `&str`s were copied in, so the bytes are UTF-8.
+            None => PyString::new(py, std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")),
+        }
+    }
+}
+
+impl std::fmt::Write for StackStr {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if let Some(spilled) = &mut self.spilled {
+            spilled.push_str(s);
+        } else if self.len + s.len() <= self.buf.len() {
+            self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut spilled = String::with_capacity(self.len + s.len() + 32);
+            spilled.push_str(std::str::from_utf8(&self.buf[..self.len]).unwrap_or(""));
+            spilled.push_str(s);
+            self.spilled = Some(spilled);
+        }
+        Ok(())
+    }
 }
 
 /// PATH_INFO is the path after SCRIPT_NAME when the path still carries it (PEP 3333: the two
@@ -220,6 +429,34 @@ fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_addresses_are_written_by_hand_as_display_would() {
+        let text = |s: &StackStr| std::str::from_utf8(&s.buf[..s.len]).map(str::to_owned);
+        for n in [0u16, 7, 10, 99, 100, 8080, 65535] {
+            let mut s = StackStr::new();
+            s.push_decimal(n);
+            assert_eq!(text(&s).as_deref(), Ok(n.to_string().as_str()));
+        }
+        for ip in ["127.0.10.255", "0.0.0.0", "::1", "2001:db8::7"] {
+            let mut s = StackStr::new();
+            s.push_ip(&ip.parse().expect("address"));
+            assert_eq!(text(&s).as_deref(), Ok(ip));
+        }
+    }
+
+    #[test]
+    fn stack_text_spills_to_the_heap_when_long() {
+        use std::fmt::Write as _;
+        let mut s = StackStr::new();
+        s.write_str("HTTP_").expect("write");
+        assert_eq!((s.len, s.spilled.is_none()), (5, true));
+        let long = "X".repeat(100);
+        s.write_str(&long).expect("write");
+        assert_eq!(s.spilled.as_deref(), Some(format!("HTTP_{long}").as_str()));
+        s.push('!').expect("write");
+        assert!(s.spilled.as_deref().is_some_and(|t| t.ends_with("X!")));
+    }
 
     #[test]
     fn decodes_percent_escapes() {

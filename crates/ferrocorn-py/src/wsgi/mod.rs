@@ -147,7 +147,6 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
         mut response,
     } = exchange;
     response.start_clock();
-    let path = request.head.target.clone();
     let outcome = (|| -> Result<(), Failure> {
         let input = Bound::new(py, InputStream::new(body))?;
         let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
@@ -170,7 +169,8 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
         Ok(()) | Err(Failure::Disconnected) => {}
         Err(Failure::App(e)) => {
             log::error!(
-                "Error handling request {path}\n{}",
+                "Error handling request {}\n{}",
+                request.head.target,
                 format_exception(py, &e)
             );
         }
@@ -216,12 +216,16 @@ fn send_result(
     result: &Bound<'_, PyAny>,
 ) -> Result<(), Failure> {
     let sr = start.get();
-    if result.is_instance(ctx.file_wrapper.bind(py))? && sr.sent() == Sent::Nothing {
+    let list = result.cast_exact::<PyList>().ok();
+    if list.is_none()
+        && result.is_instance(ctx.file_wrapper.bind(py))?
+        && sr.sent() == Sent::Nothing
+    {
         if let Some(file) = start_response::real_file(result)? {
             return sr.send_file(py, file).map_err(|_| Failure::Disconnected);
         }
     }
-    if let Ok(list) = result.cast_exact::<PyList>() {
+    if let Some(list) = list {
         if list.len() == 1 && sr.sent() == Sent::Nothing {
             let item = list.get_item(0)?;
             let bytes = item

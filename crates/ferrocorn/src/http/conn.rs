@@ -4,6 +4,7 @@
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -449,10 +450,7 @@ impl Conn {
                 error: None,
                 pending: preloaded,
             },
-            response: ResponseSink {
-                tx,
-                started: std::time::Instant::now(),
-            },
+            response: ResponseSink { tx, started: None },
         };
         let ctx = Arc::clone(&self.ctx);
         let mut _in_app = None;
@@ -672,7 +670,19 @@ impl Conn {
 
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), ()> {
         let timeout = self.ctx.config.write_timeout;
-        match tokio::time::timeout(timeout, write_all_vectored(&mut self.io, parts)).await {
+        let result = {
+            let mut write = std::pin::pin!(write_all_vectored(&mut self.io, parts));
+            // Usually the socket takes it all at once: no timer (nor clock read) for that.
+            let first = std::future::poll_fn(|cx| {
+                Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+            })
+            .await;
+            match first {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => tokio::time::timeout(timeout, write).await,
+            }
+        };
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 log::debug!("{}: write failed: {e}", self.peer_text());
