@@ -451,7 +451,7 @@ mod tests {
         list.iter()
             .map(|(n, v)| Header {
                 name: (*n).into(),
-                value: v.as_bytes().into(),
+                value: bytes::Bytes::copy_from_slice(v.as_bytes()),
             })
             .collect()
     }

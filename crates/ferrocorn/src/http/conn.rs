@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::body::BodyReader;
 use super::error::RequestError;
 use super::proxy_protocol;
-use super::request::{parse_head, Framing, Limits, RequestHead, Version};
+use super::request::{take_head, Framing, Limits, RequestHead, Text, Version};
 use super::response::{error_response, request_error_response};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
@@ -68,8 +68,8 @@ struct Record {
     started: Instant,
     started_unix: i64,
     remote: String,
-    method: Box<str>,
-    target: Box<str>,
+    method: Text,
+    target: Text,
     protocol: &'static str,
     request_headers: Vec<crate::http::request::Header>,
     status: Option<u16>,
@@ -84,8 +84,8 @@ impl Record {
             started: Instant::now(),
             started_unix: 0,
             remote: String::new(),
-            method: Box::default(),
-            target: Box::default(),
+            method: Text::default(),
+            target: Text::default(),
             protocol: "",
             request_headers: Vec::new(),
             status: None,
@@ -301,8 +301,7 @@ impl Conn {
         let mut deadline: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() {
-                if let Some((head, used)) = parse_head(&self.buf, &limits)? {
-                    self.buf.advance(used);
+                if let Some((head, _)) = take_head(&mut self.buf, &limits)? {
                     return Ok(HeadRead::Head(head));
                 }
             }

@@ -7,6 +7,8 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::{Bytes, BytesMut};
+
 use super::error::RequestError;
 
 /// HTTP version of a request (only 1.0 and 1.1 are spoken on HTTP/1 connections).
@@ -60,11 +62,49 @@ impl Limits {
 }
 
 /// One header field as received: the name as sent (case kept), the value with surrounding
-/// whitespace removed (RFC 9112 §5.1).
+/// whitespace removed (RFC 9112 §5.1). Both are slices of the received head, not copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub name: Box<str>,
-    pub value: Box<[u8]>,
+    pub name: Text,
+    pub value: Bytes,
+}
+
+/// Text sliced from a received head (the method, the target, a field name), shared with it
+/// instead of copied: a request's strings cost no allocation of their own.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// `s`, which must lie inside `head`, as a slice of it.
+    fn within(head: &Bytes, s: std::ops::Range<usize>) -> Self {
+        Self(head.slice(s))
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Built only from `&str`s (the parser checked them) or from ASCII tokens.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
 }
 
 /// Header fields parsed without a heap allocation (Gunicorn's default limit is 100).
@@ -73,9 +113,9 @@ const STACK_FIELDS: usize = 100;
 /// A parsed, validated request head.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
-    pub method: Box<str>,
+    pub method: Text,
     /// The request target exactly as sent (visible ASCII).
-    pub target: Box<str>,
+    pub target: Text,
     pub version: Version,
     pub headers: Vec<Header>,
     pub framing: Framing,
@@ -127,6 +167,15 @@ pub fn parse_head(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(RequestHead, usize)>, RequestError> {
+    take_head(&mut BytesMut::from(buf), limits)
+}
+
+/// [`parse_head`] on a connection's read buffer: a complete head is split off the front of
+/// `buf` and its strings are slices of it.
+pub fn take_head(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<(RequestHead, usize)>, RequestError> {
     let start = buf
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
@@ -158,19 +207,19 @@ pub fn parse_head(
         &mut on_heap
     };
     let mut req = httparse::Request::new(&mut []);
-    let used = match req.parse_with_uninit_headers(buf, slots) {
+    let used = match req.parse_with_uninit_headers(&buf[..], slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_head() {
                 return Err(RequestError::HeaderTooLarge(limits.field_size));
             }
-            check_partial_fields(buf, limits)?;
+            check_partial_fields(&buf[..], limits)?;
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => {
             return Err(RequestError::TooManyHeaders(limits.fields))
         }
-        Err(e) => return Err(classify(e, buf)),
+        Err(e) => return Err(classify(e, &buf[..])),
     };
 
     let method = req.method.unwrap_or_default();
@@ -181,22 +230,45 @@ pub fn parse_head(
     };
     check_target(method, target)?;
 
-    let mut headers = Vec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
+    // Where each string lies in the head, so that they can be sliced once it is split off.
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        // Every string the parser returns lies in the head; an empty one might not.
+        match (s.as_ptr() as usize).checked_sub(base) {
+            Some(at) if at + s.len() <= used => at..at + s.len(),
+            _ => 0..0,
+        }
+    };
+    let (method, target) = (span(method.as_bytes()), span(target.as_bytes()));
+    let mut on_stack = [const { (0..0, 0..0) }; STACK_FIELDS];
+    let mut on_heap = Vec::new();
+    let n = req.headers.len();
+    let spans = if n <= STACK_FIELDS {
+        &mut on_stack[..n]
+    } else {
+        on_heap.resize(n, (0..0, 0..0));
+        &mut on_heap[..]
+    };
+    for (h, slot) in req.headers.iter().zip(spans.iter_mut()) {
         if h.name.len() + 2 + h.value.len() > limits.field_size {
             return Err(RequestError::HeaderTooLarge(limits.field_size));
         }
-        headers.push(Header {
-            name: h.name.into(),
-            value: trim_ows(h.value).into(),
-        });
+        *slot = (span(h.name.as_bytes()), span(trim_ows(h.value)));
     }
+    let raw = buf.split_to(used).freeze();
+    let headers: Vec<Header> = spans
+        .iter()
+        .map(|(name, value)| Header {
+            name: Text::within(&raw, name.clone()),
+            value: raw.slice(value.clone()),
+        })
+        .collect();
     let framing = framing(version, &headers)?;
     let (keep_alive, expect_continue) = connection_options(version, &headers)?;
     Ok(Some((
         RequestHead {
-            method: method.into(),
-            target: target.into(),
+            method: Text::within(&raw, method),
+            target: Text::within(&raw, target),
             version,
             headers,
             framing,

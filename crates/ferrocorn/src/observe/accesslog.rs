@@ -519,7 +519,7 @@ mod tests {
     fn h(name: &str, value: &[u8]) -> Header {
         Header {
             name: name.into(),
-            value: value.into(),
+            value: bytes::Bytes::copy_from_slice(value),
         }
     }
 
