@@ -89,3 +89,37 @@ def test_a_slow_request_on_the_app_threads_keeps_the_io_thread_free(start_server
         worker.join(10)
     assert slow and slow[0] != "MainThread"
     until_inline(server, "/thread", limit=20)  # back on the I/O thread once it is done
+
+
+def test_the_app_s_own_threads_get_the_gil_under_inline_load(start_server) -> None:
+    """The I/O thread keeps the GIL from one inline call to the next while requests keep
+    coming; the app's background threads must still run meanwhile."""
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    until_inline(server, "/thread")
+    before = int(served_by(server, "/ticks"))
+    failures: list[str] = []
+
+    def load() -> None:
+        conn = server.http()
+        try:
+            for _ in range(500):
+                conn.request("GET", "/thread")
+                reply = conn.getresponse()
+                if reply.read() != b"MainThread":
+                    failures.append("served off the I/O thread")
+        except OSError as e:
+            failures.append(repr(e))
+        finally:
+            conn.close()
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    start = time.monotonic()
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(60)
+    took = time.monotonic() - start
+    after = int(served_by(server, "/ticks"))
+    assert not failures, failures[:3]
+    # The ticker wakes every millisecond; starved of the GIL it would not count at all.
+    assert after - before >= max(1, int(took * 1000) // 20), (before, after, took)

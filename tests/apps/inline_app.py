@@ -2,7 +2,9 @@
 
 - ``/thread``: the serving thread's name (``MainThread`` is the worker's I/O thread);
 - ``/work?ms=N``: sleeps N milliseconds first;
-- ``/slow``: sleeps ``?ms=`` milliseconds (default 800) first; a route of its own.
+- ``/slow``: sleeps ``?ms=`` milliseconds (default 800) first; a route of its own;
+- ``/ticks``: how many times a background thread of the app has run so far (it wakes every
+  millisecond and needs the GIL to count).
 """
 
 from __future__ import annotations
@@ -14,8 +16,26 @@ from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
 
+_ticks = 0
+
+
+def _tick() -> None:
+    global _ticks
+    while True:
+        time.sleep(0.001)
+        _ticks += 1
+
+
+threading.Thread(target=_tick, name="ticker", daemon=True).start()
+
+
 def _app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
+    if path == "/ticks":
+        body = str(_ticks).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     query = parse_qs(environ["QUERY_STRING"])
     if environ["REQUEST_METHOD"] == "POST":
         environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))

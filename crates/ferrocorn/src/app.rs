@@ -59,6 +59,11 @@ pub trait App: Send + Sync + 'static {
     fn run_inline(&self, exchange: Exchange) -> Option<Exchange> {
         Some(exchange)
     }
+
+    /// `run_inline` may leave the calling (I/O) thread holding the app's runtime lock (Python's
+    /// GIL) for the next inline call; this lets it go. Called before the I/O thread waits for
+    /// events, before a request is handed to the app threads, and when the worker stops.
+    fn release_inline(&self) {}
 }
 
 /// What one app thread is doing, for the worker's hung-request check.

@@ -133,8 +133,13 @@ pub fn run(
     let slots: Vec<Arc<ThreadSlot>> = (0..nthreads).map(|_| Arc::default()).collect();
     let threads = Arc::new(AppThreads::new(Arc::clone(&app), jobs_rx, slots.clone()));
 
+    // Inline calls keep the GIL from one to the next while requests keep coming; it is let go
+    // before the thread waits for events (and so whenever it would otherwise idle holding it).
+    let parking = Arc::clone(&app);
+    let stopped = Arc::clone(&app);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(move || parking.release_inline())
         .build()?;
     let graceful = config.graceful_timeout;
     let pool = Arc::clone(&threads);
@@ -230,6 +235,7 @@ pub fn run(
         Ok::<Stop, std::io::Error>(stop)
     })?;
     drop(runtime);
+    stopped.release_inline();
     // The job queue's sender went with the connections: idle app threads see its end.
     let wait = match stop {
         Stop::Graceful => Duration::from_secs(1),

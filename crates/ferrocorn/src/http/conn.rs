@@ -171,6 +171,7 @@ pub(crate) struct ConnCtx {
 impl ConnCtx {
     /// Queues `exchange` for the app threads, starting one if none is free to take it.
     async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
+        self.app.release_inline();
         self.jobs.send(exchange).await.map_err(|_| ())?;
         self.threads.grow();
         Ok(())
@@ -461,6 +462,9 @@ impl Conn {
             if let Some(exchange) = self.ctx.app.run_inline(exchange) {
                 _in_app = Some(ctx.inline.dispatched(route));
                 ctx.to_app_threads(exchange).await?;
+            } else if !ctx.inline.app_threads_idle() {
+                // App threads have requests: they must not wait for the GIL on this thread.
+                ctx.app.release_inline();
             }
         } else {
             _in_app = Some(ctx.inline.dispatched(route));
