@@ -225,12 +225,14 @@ impl Rx {
 #[error("client disconnected")]
 pub struct Disconnected;
 
+/// A piece of the request body from the connection, and whether the body is now complete.
+pub(crate) type BodyPiece = Result<(Bytes, bool), BodyError>;
+
 /// The request body as the app reads it. Blocking: call with the GIL released.
 pub struct BodyStream {
-    pub(crate) tx: Tx,
-    /// Body pieces, each with whether the body is now complete (none when the whole body came
-    /// with the head).
-    pub(crate) rx: Option<mpsc::Receiver<Result<(Bytes, bool), BodyError>>>,
+    /// Asks the connection for body pieces and receives them, each with whether the body is
+    /// now complete; none when the whole body came with the head.
+    pub(crate) link: Option<(Tx, mpsc::Receiver<BodyPiece>)>,
     pub(crate) done: bool,
     pub(crate) error: Option<BodyError>,
     /// Body bytes that arrived with the request head, served before asking the connection.
@@ -238,6 +240,16 @@ pub struct BodyStream {
 }
 
 impl BodyStream {
+    /// A body that is empty and complete.
+    pub fn empty() -> Self {
+        Self {
+            link: None,
+            done: true,
+            error: None,
+            pending: Bytes::new(),
+        }
+    }
+
     /// Reads the next piece of the request body (at most `max` bytes); empty at its end.
     pub fn read(&mut self, max: usize) -> Result<Bytes, BodyError> {
         if !self.pending.is_empty() {
@@ -250,10 +262,10 @@ impl BodyStream {
         if self.done {
             return Ok(Bytes::new());
         }
-        let Some(rx) = self.rx.as_mut() else {
+        let Some((tx, rx)) = self.link.as_mut() else {
             return Ok(Bytes::new());
         };
-        if self.tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
+        if tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
             return Err(self.fail(BodyError::Io("connection closed".into())));
         }
         match rx.blocking_recv() {

@@ -12,7 +12,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use ferrocorn::app::Exchange;
+use ferrocorn::app::{BodyStream, Exchange};
 use ferrocorn::http::response::ResponseHead;
 
 use self::input::InputStream;
@@ -33,6 +33,9 @@ pub(crate) struct ThreadCtx {
     template: Py<PyDict>,
     root_path: String,
     file_wrapper: Py<PyAny>,
+    /// `wsgi.input` for every request without a body: an empty stream has no state to keep
+    /// apart, and most requests (GETs) have none, which spares them an object.
+    empty_input: Py<InputStream>,
 }
 
 impl ThreadCtx {
@@ -44,6 +47,7 @@ impl ThreadCtx {
             template: template.unbind(),
             root_path: shared.root_path.clone(),
             file_wrapper: file_wrapper.unbind(),
+            empty_input: Py::new(py, InputStream::new(BodyStream::empty()))?,
         })
     }
 }
@@ -148,7 +152,11 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
     } = exchange;
     response.start_clock();
     let outcome = (|| -> Result<(), Failure> {
-        let input = Bound::new(py, InputStream::new(body))?;
+        let input = if body.is_done() {
+            ctx.empty_input.bind(py).clone()
+        } else {
+            Bound::new(py, InputStream::new(body))?
+        };
         let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
         let environ = environ::build(py, ctx.template.bind(py), &request, &input, &ctx.root_path)?;
         let result = ctx.app.bind(py).call1((environ, &start));

@@ -444,8 +444,7 @@ impl Conn {
                 forwarded,
             },
             body: BodyStream {
-                tx: tx.clone(),
-                rx: body_rx,
+                link: body_rx.map(|rx| (tx.clone(), rx)),
                 done: body.is_done(),
                 error: None,
                 pending: preloaded,
