@@ -4,6 +4,7 @@
 //! control character (RFC 9110 §5.5), and hop-by-hop fields are refused (PEP 3333, "Other HTTP
 //! Features"): framing and connection management belong to the server.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ pub const SERVER: &str = concat!("ferrocorn/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub status: u16,
-    pub reason: String,
+    pub reason: Cow<'static, str>,
     pub headers: Vec<(String, Vec<u8>)>,
     /// The app's own `Content-Length`, when it sent one.
     pub content_length: Option<u64>,
@@ -80,7 +81,8 @@ impl ResponseHead {
         }
         Ok(Self {
             status,
-            reason: reason.to_owned(),
+            reason: common_reason(reason)
+                .map_or_else(|| Cow::Owned(reason.to_owned()), Cow::Borrowed),
             headers,
             content_length,
             has_date,
@@ -92,7 +94,7 @@ impl ResponseHead {
     pub fn plain(status: u16, reason: &str) -> Self {
         Self {
             status,
-            reason: reason.to_owned(),
+            reason: Cow::Owned(reason.to_owned()),
             headers: vec![("Content-Type".into(), b"text/plain; charset=utf-8".to_vec())],
             content_length: None,
             has_date: false,
@@ -104,6 +106,26 @@ impl ResponseHead {
     pub fn bodiless(&self) -> bool {
         self.status < 200 || self.status == 204 || self.status == 304
     }
+}
+
+/// The usual reason phrases, kept without a copy.
+fn common_reason(reason: &str) -> Option<&'static str> {
+    const COMMON: &[&str] = &[
+        "OK",
+        "Created",
+        "No Content",
+        "Moved Permanently",
+        "Found",
+        "See Other",
+        "Not Modified",
+        "Bad Request",
+        "Unauthorized",
+        "Forbidden",
+        "Not Found",
+        "Method Not Allowed",
+        "Internal Server Error",
+    ];
+    COMMON.iter().copied().find(|c| *c == reason)
 }
 
 /// `status = 3DIGIT SP reason-phrase`, where the reason may be empty but not contain controls.
@@ -287,7 +309,7 @@ mod tests {
     fn statuses() {
         assert_eq!(head("200 OK", &[]).unwrap().status, 200);
         let h = head("299 Custom Reason", &[]).unwrap();
-        assert_eq!((h.status, h.reason.as_str()), (299, "Custom Reason"));
+        assert_eq!((h.status, &*h.reason), (299, "Custom Reason"));
         for bad in [
             "20 OK",
             "2000 OK",
