@@ -5,6 +5,7 @@ pub(crate) mod errors;
 pub(crate) mod input;
 pub(crate) mod start_response;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -282,30 +283,39 @@ pub(crate) fn response_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResul
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err("response headers must be a list of (name, value) tuples")
     })?;
-    let mut out = Vec::with_capacity(list.len());
+    let invalid = |e: ferrocorn::http::error::ResponseError| {
+        pyo3::exceptions::PyValueError::new_err(e.to_string())
+    };
+    let mut head = ResponseHead::start(status).map_err(invalid)?;
     for item in list.iter() {
-        let (name, value): (String, Bound<'_, PyAny>) = item
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item
             .extract()
             .map_err(|_| PyTypeError::new_err("each response header must be a (str, str) tuple"))?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("each response header must be a (str, str) tuple"))?;
+        // Borrowed: an ASCII str's UTF-8 is its own buffer, nothing is copied to read it.
+        let name = name.to_str()?;
         let value = value.cast::<PyString>().map_err(|_| {
             PyTypeError::new_err(format!("value of response header {name:?} must be a str"))
         })?;
-        // Borrowed: an ASCII str's UTF-8 is its own buffer, nothing is copied to read it.
         let value = value.to_str()?;
         let bytes = latin1(value).ok_or_else(|| {
             pyo3::exceptions::PyValueError::new_err(format!(
                 "value of response header {name:?} is not latin-1 encodable"
             ))
         })?;
-        out.push((name, bytes));
+        head.add(name, &bytes).map_err(invalid)?;
     }
-    ResponseHead::new(status, out)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+    Ok(head)
 }
 
-fn latin1(s: &str) -> Option<Vec<u8>> {
+fn latin1(s: &str) -> Option<Cow<'_, [u8]>> {
     if s.is_ascii() {
-        return Some(s.as_bytes().to_vec());
+        return Some(Cow::Borrowed(s.as_bytes()));
     }
-    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .map(Cow::Owned)
 }

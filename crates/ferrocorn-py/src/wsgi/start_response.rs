@@ -183,7 +183,7 @@ impl StartResponse {
             Some(n) => n.min(file.len),
             None => {
                 head.headers
-                    .push(("Content-Length".into(), file.len.to_string().into_bytes()));
+                    .push("Content-Length", file.len.to_string().as_bytes());
                 head.content_length = Some(file.len);
                 file.len
             }

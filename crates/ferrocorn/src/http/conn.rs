@@ -16,7 +16,7 @@ use super::body::BodyReader;
 use super::error::RequestError;
 use super::proxy_protocol;
 use super::request::{take_head, Framing, Limits, RequestHead, Text, Version};
-use super::response::{error_response, request_error_response};
+use super::response::{error_response, request_error_response, HeaderBlock};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
 use crate::app_threads::AppThreads;
@@ -73,7 +73,7 @@ struct Record {
     protocol: &'static str,
     request_headers: Vec<crate::http::request::Header>,
     status: Option<u16>,
-    response_headers: Vec<(String, Vec<u8>)>,
+    response_headers: HeaderBlock,
     bytes: u64,
 }
 
@@ -89,7 +89,7 @@ impl Record {
             protocol: "",
             request_headers: Vec::new(),
             status: None,
-            response_headers: Vec::new(),
+            response_headers: HeaderBlock::default(),
             bytes: 0,
         };
         if for_log {

@@ -21,7 +21,7 @@ pub const SERVER: &str = concat!("ferrocorn/", env!("CARGO_PKG_VERSION"));
 pub struct ResponseHead {
     pub status: u16,
     pub reason: Cow<'static, str>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: HeaderBlock,
     /// The app's own `Content-Length`, when it sent one.
     pub content_length: Option<u64>,
     has_date: bool,
@@ -43,51 +43,61 @@ const HOP_BY_HOP: &[&str] = &[
 impl ResponseHead {
     /// Validates a WSGI status line (`"200 OK"`) and header list.
     pub fn new(status: &str, headers: Vec<(String, Vec<u8>)>) -> Result<Self, ResponseError> {
-        let (status, reason) = parse_status(status)?;
-        let mut content_length = None;
-        let mut has_date = false;
-        let mut has_server = false;
+        let mut head = Self::start(status)?;
         for (name, value) in &headers {
-            if name.is_empty() || !name.bytes().all(is_tchar) {
-                return Err(ResponseError::HeaderName(name.clone()));
-            }
-            if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(ResponseError::HeaderValue(name.clone()));
-            }
-            let is = |n: &str| name.eq_ignore_ascii_case(n);
-            if HOP_BY_HOP.iter().any(|h| is(h)) {
-                return Err(ResponseError::HopByHop(name.clone()));
-            }
-            if is("content-length") {
-                let text = String::from_utf8_lossy(value);
-                let n = trim_ows(value)
-                    .iter()
-                    .try_fold(0u64, |n, &d| {
-                        d.is_ascii_digit()
-                            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-                            .flatten()
-                    })
-                    .filter(|_| !trim_ows(value).is_empty())
-                    .ok_or_else(|| ResponseError::ContentLength(text.to_string()))?;
-                if content_length.is_some_and(|prev| prev != n) {
-                    return Err(ResponseError::ContentLength(text.to_string()));
-                }
-                content_length = Some(n);
-            } else if is("date") {
-                has_date = true;
-            } else if is("server") {
-                has_server = true;
-            }
+            head.add(name, value)?;
         }
+        Ok(head)
+    }
+
+    /// A head with a validated status line and no fields yet.
+    pub fn start(status: &str) -> Result<Self, ResponseError> {
+        let (status, reason) = parse_status(status)?;
         Ok(Self {
             status,
             reason: common_reason(reason)
                 .map_or_else(|| Cow::Owned(reason.to_owned()), Cow::Borrowed),
-            headers,
-            content_length,
-            has_date,
-            has_server,
+            headers: HeaderBlock::default(),
+            content_length: None,
+            has_date: false,
+            has_server: false,
         })
+    }
+
+    /// Validates one field from the app and adds it.
+    pub fn add(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(ResponseError::HeaderName(name.to_owned()));
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(ResponseError::HeaderValue(name.to_owned()));
+        }
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if HOP_BY_HOP.iter().any(|h| is(h)) {
+            return Err(ResponseError::HopByHop(name.to_owned()));
+        }
+        if is("content-length") {
+            let text = String::from_utf8_lossy(value);
+            let n = trim_ows(value)
+                .iter()
+                .try_fold(0u64, |n, &d| {
+                    d.is_ascii_digit()
+                        .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                        .flatten()
+                })
+                .filter(|_| !trim_ows(value).is_empty())
+                .ok_or_else(|| ResponseError::ContentLength(text.to_string()))?;
+            if self.content_length.is_some_and(|prev| prev != n) {
+                return Err(ResponseError::ContentLength(text.to_string()));
+            }
+            self.content_length = Some(n);
+        } else if is("date") {
+            self.has_date = true;
+        } else if is("server") {
+            self.has_server = true;
+        }
+        self.headers.push(name, value);
+        Ok(())
     }
 
     /// A plain-text response the server itself sends (errors).
@@ -95,7 +105,11 @@ impl ResponseHead {
         Self {
             status,
             reason: Cow::Owned(reason.to_owned()),
-            headers: vec![("Content-Type".into(), b"text/plain; charset=utf-8".to_vec())],
+            headers: {
+                let mut h = HeaderBlock::default();
+                h.push("Content-Type", b"text/plain; charset=utf-8");
+                h
+            },
             content_length: None,
             has_date: false,
             has_server: false,
@@ -105,6 +119,43 @@ impl ResponseHead {
     /// True when this status never carries a body (RFC 9110 §6.4.1).
     pub fn bodiless(&self) -> bool {
         self.status < 200 || self.status == 204 || self.status == 304
+    }
+}
+
+/// Response header fields as they go on the wire, one `Name: value\r\n` line after another:
+/// one allocation for all of them (two per field before), copied to the socket buffer in one
+/// piece. Names are tokens and values hold no CR or LF (checked by [`ResponseHead::add`]), so
+/// the lines split back unambiguously.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderBlock(Vec<u8>);
+
+impl HeaderBlock {
+    /// Appends a field already known to be valid.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.0.reserve(name.len() + value.len() + 4);
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.split_inclusive(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r\n")?;
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = std::str::from_utf8(&line[..colon]).ok()?;
+            Some((name, line.get(colon + 2..).unwrap_or_default()))
+        })
+    }
+
+    /// The wire form.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -173,21 +224,24 @@ pub fn encode_head(
     keep_alive: bool,
     out: &mut BytesMut,
 ) {
-    out.reserve(256 + head.headers.len() * 48);
+    out.reserve(256 + head.headers.as_bytes().len());
     out.put_slice(version.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(&itoa3(head.status));
     out.put_u8(b' ');
     out.put_slice(head.reason.as_bytes());
     out.put_slice(b"\r\n");
-    for (name, value) in &head.headers {
-        if framing == BodyFraming::Chunked && name.eq_ignore_ascii_case("content-length") {
-            continue;
+    if framing == BodyFraming::Chunked && head.content_length.is_some() {
+        for (name, value) in head.headers.iter() {
+            if !name.eq_ignore_ascii_case("content-length") {
+                out.put_slice(name.as_bytes());
+                out.put_slice(b": ");
+                out.put_slice(value);
+                out.put_slice(b"\r\n");
+            }
         }
-        out.put_slice(name.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value);
-        out.put_slice(b"\r\n");
+    } else {
+        out.put_slice(head.headers.as_bytes());
     }
     if !head.has_server {
         out.put_slice(b"Server: ");
@@ -363,6 +417,45 @@ mod tests {
         );
         assert!(head("200 OK", &[("Content-Length", b"-1")]).is_err());
         assert!(head("200 OK", &[("Content-Length", b"")]).is_err());
+    }
+
+    #[test]
+    fn header_block_gives_back_what_went_in() {
+        let h = head(
+            "200 OK",
+            &[
+                ("Content-Type", b"text/plain"),
+                ("X-Empty", b""),
+                ("X-Latin", b"caf\xe9"),
+            ],
+        )
+        .unwrap();
+        let fields: Vec<(&str, &[u8])> = h.headers.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                ("Content-Type", &b"text/plain"[..]),
+                ("X-Empty", b""),
+                ("X-Latin", b"caf\xe9")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chunked_response_drops_the_apps_content_length() {
+        let h = head("200 OK", &[("Content-Length", b"5"), ("X-A", b"1")]).unwrap();
+        let mut out = BytesMut::new();
+        encode_head(
+            &h,
+            Version::Http11,
+            BodyFraming::Chunked,
+            None,
+            true,
+            &mut out,
+        );
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!text.contains("Content-Length"), "{text}");
+        assert!(text.contains("\r\nX-A: 1\r\n"), "{text}");
     }
 
     #[test]

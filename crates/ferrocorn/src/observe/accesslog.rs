@@ -148,7 +148,7 @@ pub struct Entry<'a> {
     pub protocol: &'a str,
     pub request_headers: &'a [crate::http::request::Header],
     pub status: u16,
-    pub response_headers: &'a [(String, Vec<u8>)],
+    pub response_headers: &'a crate::http::response::HeaderBlock,
     /// Body bytes sent.
     pub bytes: u64,
     pub duration: Duration,
@@ -168,7 +168,7 @@ impl Entry<'_> {
         self.response_headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 
     fn query(&self) -> &str {
@@ -515,6 +515,7 @@ mod tests {
     use super::*;
 
     use crate::http::request::Header;
+    use crate::http::response::HeaderBlock;
 
     fn h(name: &str, value: &[u8]) -> Header {
         Header {
@@ -523,7 +524,7 @@ mod tests {
         }
     }
 
-    fn entry<'a>(headers: &'a [Header], out: &'a [(String, Vec<u8>)]) -> Entry<'a> {
+    fn entry<'a>(headers: &'a [Header], out: &'a HeaderBlock) -> Entry<'a> {
         Entry {
             remote_addr: "192.0.2.1",
             method: "GET",
@@ -547,7 +548,7 @@ mod tests {
         ];
         let f: Format = DEFAULT_FORMAT.parse().unwrap();
         let mut out = String::new();
-        f.render(&entry(&headers, &[]), &mut out);
+        f.render(&entry(&headers, &HeaderBlock::default()), &mut out);
         let tail = out.split_once(']').unwrap().1;
         assert!(out.starts_with("192.0.2.1 - alice ["), "{out}");
         assert_eq!(
@@ -559,7 +560,8 @@ mod tests {
     #[test]
     fn every_atom() {
         let headers = vec![h("X-Id", b"7")];
-        let out_h = vec![("Content-Type".to_owned(), b"text/plain".to_vec())];
+        let mut out_h = HeaderBlock::default();
+        out_h.push("Content-Type", b"text/plain");
         let f: Format = "%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(T)s|%(M)s|%(D)s|%(L)s|%({x-id}i)s|%({content-type}o)s|%({REMOTE_ADDR}e)s|%({HTTP_X_ID}e)s|%({nope}i)s"
             .parse()
             .unwrap();
@@ -586,7 +588,7 @@ mod tests {
     #[test]
     fn json_lines() {
         let mut out = String::new();
-        render_json(&entry(&[], &[]), &mut out);
+        render_json(&entry(&[], &HeaderBlock::default()), &mut out);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["status"], 200);
         assert_eq!(v["path"], "/a b");
