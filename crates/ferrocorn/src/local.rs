@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 struct State<T> {
+    /// The oldest message when it is the only one: most channels carry one, and it needs no
+    /// allocation here.
+    first: Option<T>,
+    /// Messages after `first`.
     queue: VecDeque<T>,
     senders: usize,
     receiver_gone: bool,
@@ -31,6 +35,7 @@ impl<T> Shared<T> {
 /// Creates a channel.
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared(Mutex::new(State {
+        first: None,
         queue: VecDeque::new(),
         senders: 1,
         receiver_gone: false,
@@ -52,7 +57,11 @@ impl<T> Sender<T> {
         if state.receiver_gone {
             return Err(Closed(msg));
         }
-        state.queue.push_back(msg);
+        if state.first.is_none() && state.queue.is_empty() {
+            state.first = Some(msg);
+        } else {
+            state.queue.push_back(msg);
+        }
         let waker = state.waker.take();
         drop(state);
         if let Some(w) = waker {
@@ -92,7 +101,7 @@ impl<T> Receiver<T> {
     pub async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| {
             let mut state = self.0.lock();
-            if let Some(msg) = state.queue.pop_front() {
+            if let Some(msg) = state.first.take().or_else(|| state.queue.pop_front()) {
                 return Poll::Ready(Some(msg));
             }
             if state.senders == 0 {
@@ -113,7 +122,7 @@ impl<T> Drop for Receiver<T> {
         let mut state = self.0.lock();
         state.receiver_gone = true;
         // Messages nobody will read are dropped here, not when the last sender goes.
-        let queued = std::mem::take(&mut state.queue);
+        let queued = (state.first.take(), std::mem::take(&mut state.queue));
         drop(state);
         drop(queued);
     }
@@ -149,6 +158,21 @@ mod tests {
         }
         assert_eq!(rx.recv().await, None);
         producer.join().expect("producer");
+    }
+
+    #[tokio::test]
+    async fn order_holds_across_the_inline_slot() {
+        let (tx, mut rx) = channel();
+        tx.send(1).expect("open");
+        tx.send(2).expect("open");
+        assert_eq!(rx.recv().await, Some(1));
+        tx.send(3).expect("open"); // the slot is free again, but 2 is still queued
+        tx.send(4).expect("open");
+        for want in [2, 3, 4] {
+            assert_eq!(rx.recv().await, Some(want));
+        }
+        tx.send(5).expect("open");
+        assert_eq!(rx.recv().await, Some(5));
     }
 
     #[test]
