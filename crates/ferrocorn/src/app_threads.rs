@@ -6,7 +6,7 @@
 //! [`crate::inline`]). A thread is started when a request is queued and no thread is waiting
 //! for work or about to; once started, a thread stays until the worker stops.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ pub(crate) struct AppThreads {
     /// Threads started that have not yet looked for their first request.
     starting: Arc<AtomicUsize>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Every thread of `--threads` is running: `grow` has nothing left to do.
+    full: AtomicBool,
 }
 
 impl AppThreads {
@@ -32,6 +34,7 @@ impl AppThreads {
             slots,
             starting: Arc::default(),
             handles: Mutex::default(),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -39,6 +42,9 @@ impl AppThreads {
     /// than there are threads waiting for one (busy threads are not counted: a blocking app
     /// would leave the request waiting for a whole call).
     pub fn grow(&self) {
+        if self.full.load(Ordering::Relaxed) {
+            return;
+        }
         let ready = self.rx.waiting() + self.starting.load(Ordering::Acquire);
         if self.rx.len() > ready {
             self.start_one();
@@ -66,6 +72,9 @@ impl AppThreads {
         {
             Ok(handle) => {
                 handles.push(handle);
+                if handles.len() == self.slots.len() {
+                    self.full.store(true, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 // `jobs` went with the failed spawn without arriving: undo its count.

@@ -96,69 +96,58 @@ pub(crate) fn build<'py>(
     // Names holding "_" are dropped: once "-" maps to "_" they could pass for another header
     // (X_Forwarded_For for X-Forwarded-For).
     let mut host: Option<&[u8]> = fwd.host.as_deref().map(str::as_bytes);
-    if !has_repeated_fields(&head.headers) {
-        // The usual case: every field once, set straight from the head.
-        for h in &head.headers {
-            if h.name.contains('_') {
-                continue;
-            }
-            if h.name.eq_ignore_ascii_case("host") {
-                if fwd.host.is_some() {
-                    continue;
-                }
-                host = Some(&h.value);
-            }
-            env.set_item(header_key(py, &h.name), latin1_str(py, &h.value))?;
-        }
-        if let Some(h) = &fwd.host {
-            env.set_item(intern!(py, "HTTP_HOST"), h.as_str())?;
-        }
-        return finish(py, env, host, req, scheme);
-    }
-    let mut merged: Vec<(String, Vec<u8>)> = Vec::with_capacity(head.headers.len());
-    for h in &head.headers {
+    let repeats = has_repeated_fields(&head.headers);
+    for (i, h) in head.headers.iter().enumerate() {
         if h.name.contains('_') {
             continue;
         }
-        let key = if h.name.eq_ignore_ascii_case("content-type") {
-            "CONTENT_TYPE".to_owned()
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            "CONTENT_LENGTH".to_owned()
-        } else {
-            if h.name.eq_ignore_ascii_case("host") {
-                if fwd.host.is_some() {
-                    continue;
-                }
-                host = Some(&h.value);
+        if h.name.eq_ignore_ascii_case("host") {
+            if fwd.host.is_some() {
+                continue;
             }
-            let mut k = String::with_capacity(5 + h.name.len());
-            k.push_str("HTTP_");
-            k.extend(h.name.chars().map(|c| {
-                if c == '-' {
-                    '_'
-                } else {
-                    c.to_ascii_uppercase()
-                }
-            }));
-            k
-        };
-        match merged.iter_mut().find(|(k, _)| *k == key) {
-            Some((k, v)) if k != "CONTENT_LENGTH" => {
-                let sep: &[u8] = if k == "HTTP_COOKIE" { b"; " } else { b"," };
-                v.extend_from_slice(sep);
-                v.extend_from_slice(&h.value);
-            }
-            Some(_) => {}
-            None => merged.push((key, h.value.to_vec())),
+            host = Some(&h.value); // the parser lets at most one through
         }
+        let value = if repeats {
+            if head.headers[..i]
+                .iter()
+                .any(|e| e.name.eq_ignore_ascii_case(&h.name))
+            {
+                continue; // joined into the first one
+            }
+            joined_value(&head.headers[i..], &h.name)
+        } else {
+            Cow::Borrowed(&h.value[..])
+        };
+        env.set_item(header_key(py, &h.name), latin1_str(py, &value))?;
     }
     if let Some(h) = &fwd.host {
-        merged.push(("HTTP_HOST".to_owned(), h.as_bytes().to_vec()));
-    }
-    for (k, v) in &merged {
-        env.set_item(k, latin1_str(py, v))?;
+        env.set_item(intern!(py, "HTTP_HOST"), h.as_str())?;
     }
     finish(py, env, host, req, scheme)
+}
+
+/// Every value of field `name` in `fields`, joined: with "; " for Cookie (RFC 6265 §5.4), the
+/// first only for Content-Length, with "," otherwise (RFC 9110 §5.3).
+fn joined_value<'a>(fields: &'a [Header], name: &str) -> Cow<'a, [u8]> {
+    let mut values = fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case(name))
+        .map(|f| &f.value[..]);
+    let first = values.next().unwrap_or_default();
+    if name.eq_ignore_ascii_case("content-length") {
+        return Cow::Borrowed(first);
+    }
+    let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
+        b"; "
+    } else {
+        b","
+    };
+    let mut joined = first.to_vec();
+    for v in values {
+        joined.extend_from_slice(sep);
+        joined.extend_from_slice(v);
+    }
+    Cow::Owned(joined)
 }
 
 /// SERVER_NAME and SERVER_PORT, last.
@@ -443,6 +432,25 @@ mod tests {
             s.push_ip(&ip.parse().expect("address"));
             assert_eq!(text(&s).as_deref(), Ok(ip));
         }
+    }
+
+    #[test]
+    fn repeated_fields_are_joined_by_their_rules() {
+        let field = |n: &str, v: &str| Header {
+            name: n.into(),
+            value: bytes::Bytes::copy_from_slice(v.as_bytes()),
+        };
+        let fields = [
+            field("X-Multi", "a"),
+            field("Cookie", "k=1"),
+            field("x-multi", "b"),
+            field("Content-Length", "3"),
+            field("cookie", "j=2"),
+            field("Content-Length", "3"),
+        ];
+        assert_eq!(&*joined_value(&fields, "X-Multi"), b"a,b");
+        assert_eq!(&*joined_value(&fields, "Cookie"), b"k=1; j=2");
+        assert_eq!(&*joined_value(&fields, "Content-Length"), b"3");
     }
 
     #[test]

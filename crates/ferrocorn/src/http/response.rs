@@ -441,19 +441,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_chunked_response_drops_the_apps_content_length() {
-        let h = head("200 OK", &[("Content-Length", b"5"), ("X-A", b"1")]).unwrap();
+    /// The head as encoded for a chunked HTTP/1.1 response.
+    fn chunked_head(h: &ResponseHead, keep_alive: bool) -> String {
         let mut out = BytesMut::new();
         encode_head(
-            &h,
+            h,
             Version::Http11,
             BodyFraming::Chunked,
             None,
-            true,
+            keep_alive,
             &mut out,
         );
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_chunked_response_drops_the_apps_content_length() {
+        let h = head("200 OK", &[("Content-Length", b"5"), ("X-A", b"1")]).unwrap();
+        let text = chunked_head(&h, true);
         assert!(!text.contains("Content-Length"), "{text}");
         assert!(text.contains("\r\nX-A: 1\r\n"), "{text}");
     }
@@ -461,16 +466,7 @@ mod tests {
     #[test]
     fn encodes_head() {
         let h = head("200 OK", &[("Content-Type", b"text/plain")]).unwrap();
-        let mut out = BytesMut::new();
-        encode_head(
-            &h,
-            Version::Http11,
-            BodyFraming::Chunked,
-            None,
-            false,
-            &mut out,
-        );
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = chunked_head(&h, false);
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer: ferrocorn/")
         );
