@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from conftest import Server, http_request, running_server
+from conftest import Server, UnixHTTPConnection, http_request, running_server
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,27 @@ def test_environ_is_fresh_per_request(server: Server) -> None:
     assert "HTTP_X_ONLY_FIRST" not in second
     assert second["PATH_INFO"]["value"] == "/two"
     assert second.get("QUERY_STRING", {"value": ""})["value"] == ""
+
+
+def test_environ_over_a_unix_socket(start_server, tmp_path) -> None:
+    """A unix socket has no client address: REMOTE_ADDR is empty, REMOTE_PORT absent, and no
+    key holds anything but what PEP 3333 allows (the validator wraps the app)."""
+    path = tmp_path / "environ.sock"
+    server = start_server("environ_app:app", binds=[f"unix:{path}"])
+    conn = UnixHTTPConnection(str(path))
+    try:
+        conn.request("GET", "/over/unix?q=1", headers={"X-Thing": "caf\u00e9"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        env = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert value(env, "REMOTE_ADDR") == ""
+    assert "REMOTE_PORT" not in env
+    assert value(env, "PATH_INFO") == "/over/unix"
+    assert value(env, "QUERY_STRING") == "q=1"
+    assert value(env, "HTTP_X_THING") == "caf\u00e9"
+    assert value(env, "SERVER_NAME") and value(env, "SERVER_PORT")
+    for key, entry in env.items():
+        if "." not in key and key != "body":
+            assert entry["type"] == "str", (key, entry)

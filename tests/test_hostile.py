@@ -95,6 +95,24 @@ def test_idle_keep_alive_connection_is_closed(start_server) -> None:
     server.wait_log(r"127\.0\.0\.1:\d+: keep-alive timed out")
 
 
+def test_keep_alive_deadline_moves_with_each_request(start_server) -> None:
+    """The keep-alive timeout counts from the last response, not from the first: a client
+    sending a request every 0.4 s stays connected well past --keep-alive 1."""
+    server = start_server(APP, "--keep-alive", "1")
+    with server.connect() as conn:
+        start = time.monotonic()
+        for _ in range(7):
+            conn.send(http_request("/hello"))
+            assert conn.response().status == 200
+            time.sleep(0.4)  # the client's pace, not synchronisation
+        assert time.monotonic() - start > 2.5
+        conn.send(http_request("/hello"))
+        assert conn.response().status == 200
+        idle_from = time.monotonic()
+        conn.assert_closed(timeout=5)
+        assert 0.5 < time.monotonic() - idle_from < 3
+
+
 def test_stalled_upload_fails_the_apps_read(start_server, tmp_path: Path) -> None:
     record = tmp_path / "upload.txt"
     server = start_server(APP, "--body-timeout", "1", "--threads", "1", "--log-level", "debug")

@@ -16,4 +16,5 @@ pub mod observe;
 pub mod proctitle;
 pub mod proxy;
 pub mod reload;
+pub mod stopping;
 pub mod worker;

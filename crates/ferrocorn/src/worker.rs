@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::app::{App, ThreadSlot};
 use crate::app_threads::AppThreads;
@@ -18,6 +18,7 @@ use crate::http::ConnConfig;
 use crate::inline::InlinePolicy;
 use crate::master::heartbeat::{monotonic_ms, BeatHandle};
 use crate::net::Listener;
+use crate::stopping::Stopping;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -144,7 +145,6 @@ pub fn run(
     let graceful = config.graceful_timeout;
     let pool = Arc::clone(&threads);
     let stop = runtime.block_on(async move {
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let retire = Arc::new(Notify::new());
         let ctx = Arc::new(ConnCtx {
             config: config.conn.clone(),
@@ -152,7 +152,7 @@ pub fn run(
             inline: InlinePolicy::new(config.inline),
             jobs: jobs_tx,
             threads: pool,
-            shutdown: shutdown_rx.clone(),
+            stopping: Stopping::default(),
             served: Default::default(),
             max_requests: config.max_requests,
             retire: Arc::clone(&retire),
@@ -178,7 +178,6 @@ pub fn run(
                 Arc::clone(&permits),
                 pacing,
                 alive.clone(),
-                shutdown_rx.clone(),
             ));
         }
         drop(alive);
@@ -211,7 +210,7 @@ pub fn run(
                 Stop::Graceful
             }
         };
-        let _ = shutdown_tx.send(true);
+        ctx.stopping.begin();
         if let Some(hb) = config.heartbeat {
             hb.set_accepting(false);
         }
@@ -354,7 +353,6 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     pacing: Option<AcceptPacing>,
     alive: mpsc::Sender<()>,
-    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut pauses = 0u32;
     loop {
@@ -365,7 +363,7 @@ async fn accept_loop(
                 // looks every millisecond, taking one only when it has waited too long.
                 tokio::select! {
                     _ = tokio::time::sleep(ACCEPT_PAUSE) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = ctx.stopping.wait() => return,
                 }
                 if !listener.has_pending() {
                     pauses = 0;
@@ -386,11 +384,11 @@ async fn accept_loop(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = ctx.stopping.wait() => return,
         };
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = ctx.stopping.wait() => return,
         };
         match accepted {
             Ok((stream, peer, local)) => {

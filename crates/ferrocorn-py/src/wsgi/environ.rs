@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -16,23 +17,59 @@ use super::errors::ErrorStream;
 use super::input::InputStream;
 use super::Shared;
 
-/// The keys that are the same for every request a thread serves.
+/// Keys [`build`] sets on every request. The template holds them (as `None`) so that a
+/// request's copy already has their slots and only replaces the values.
+const EVERY_REQUEST: [&str; 9] = [
+    "wsgi.input",
+    "REQUEST_METHOD",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "SERVER_NAME",
+    "SERVER_PORT",
+];
+
+/// Keys inserted and removed again to grow the template's table to its next size.
+const PADDING: usize = 3;
+
+/// The keys that are the same for every request a thread serves, and a slot for each key set
+/// on every request.
+///
+/// CPython copies a dict with few deleted entries by cloning its key table, size included.
+/// The padding grows that table (inserted, then deleted) so that every copy has room for the
+/// request's header keys: without it the copy is resized on its first few headers, which
+/// cost 3% of a hello request's instructions. Keys are interned, as [`build`]'s are, so that
+/// lookups match by identity.
 pub(crate) fn template<'py>(
     py: Python<'py>,
     shared: &Shared,
     file_wrapper: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
-    d.set_item("wsgi.url_scheme", "http")?;
-    d.set_item("wsgi.errors", Bound::new(py, ErrorStream)?)?;
-    d.set_item("wsgi.multithread", shared.multithread)?;
-    d.set_item("wsgi.multiprocess", shared.multiprocess)?;
-    d.set_item("wsgi.run_once", false)?;
-    d.set_item("wsgi.input_terminated", true)?;
-    d.set_item("wsgi.file_wrapper", file_wrapper)?;
-    d.set_item("SERVER_SOFTWARE", SERVER)?;
-    d.set_item("SCRIPT_NAME", shared.root_path.as_str())?;
+    d.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    d.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
+    d.set_item(intern!(py, "wsgi.errors"), Bound::new(py, ErrorStream)?)?;
+    d.set_item(intern!(py, "wsgi.multithread"), shared.multithread)?;
+    d.set_item(intern!(py, "wsgi.multiprocess"), shared.multiprocess)?;
+    d.set_item(intern!(py, "wsgi.run_once"), false)?;
+    d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    d.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
+    d.set_item(intern!(py, "SERVER_SOFTWARE"), SERVER)?;
+    d.set_item(intern!(py, "SCRIPT_NAME"), shared.root_path.as_str())?;
+    for key in EVERY_REQUEST {
+        d.set_item(PyString::intern(py, key), py.None())?;
+    }
+    let pads: Vec<String> = (0..PADDING)
+        .map(|i| format!("ferrocorn.padding.{i}"))
+        .collect();
+    for pad in &pads {
+        d.set_item(pad, py.None())?;
+    }
+    for pad in &pads {
+        d.del_item(pad)?;
+    }
     Ok(d)
 }
 
@@ -59,15 +96,21 @@ pub(crate) fn build<'py>(
     };
     env.set_item(
         intern!(py, "PATH_INFO"),
-        latin1_str(py, strip_prefix(&path, script_name)),
+        latin1_str(py, strip_prefix(&path, script_name))?,
     )?;
     let query = head.query();
     if query.is_empty() {
         env.set_item(intern!(py, "QUERY_STRING"), intern!(py, ""))?;
     } else {
-        env.set_item(intern!(py, "QUERY_STRING"), query)?;
+        env.set_item(
+            intern!(py, "QUERY_STRING"),
+            latin1_str(py, query.as_bytes())?,
+        )?;
     }
-    env.set_item(intern!(py, "RAW_URI"), &*head.target)?;
+    env.set_item(
+        intern!(py, "RAW_URI"),
+        latin1_str(py, head.target.as_bytes())?,
+    )?;
     let protocol = match head.version {
         Version::Http10 => intern!(py, "HTTP/1.0"),
         Version::Http11 => intern!(py, "HTTP/1.1"),
@@ -80,14 +123,14 @@ pub(crate) fn build<'py>(
 
     match (&fwd.client, &req.peer) {
         (Some(ip), _) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, ip))?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, ip)?)?;
             if let Some(port) = fwd.client_port {
-                env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, port))?;
+                env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, port)?)?;
             }
         }
         (None, Peer::Tcp(addr)) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, &addr.ip()))?;
-            env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, addr.port()))?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, &addr.ip())?)?;
+            env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, addr.port())?)?;
         }
         (None, Peer::Unix) => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
     }
@@ -98,7 +141,7 @@ pub(crate) fn build<'py>(
     let mut host: Option<&[u8]> = fwd.host.as_deref().map(str::as_bytes);
     let repeats = has_repeated_fields(&head.headers);
     for (i, h) in head.headers.iter().enumerate() {
-        if h.name.contains('_') {
+        if h.name.as_bytes().contains(&b'_') {
             continue;
         }
         if h.name.eq_ignore_ascii_case("host") {
@@ -118,7 +161,7 @@ pub(crate) fn build<'py>(
         } else {
             Cow::Borrowed(&h.value[..])
         };
-        env.set_item(header_key(py, &h.name), latin1_str(py, &value))?;
+        env.set_item(header_key(py, &h.name)?, latin1_str(py, &value)?)?;
     }
     if let Some(h) = &fwd.host {
         env.set_item(intern!(py, "HTTP_HOST"), h.as_str())?;
@@ -159,11 +202,12 @@ fn finish<'py>(
     scheme: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (name, port) = server_name_port(host, &req.local, scheme);
-    env.set_item(intern!(py, "SERVER_NAME"), name.as_ref())?;
-    match req.forwarded.port {
-        Some(p) => env.set_item(intern!(py, "SERVER_PORT"), port_str(py, p))?,
-        None => env.set_item(intern!(py, "SERVER_PORT"), port.as_ref())?,
-    }
+    env.set_item(intern!(py, "SERVER_NAME"), latin1_str(py, name.as_bytes())?)?;
+    let port = match req.forwarded.port {
+        Some(p) => port_str(py, p)?,
+        None => latin1_str(py, port.as_bytes())?,
+    };
+    env.set_item(intern!(py, "SERVER_PORT"), port)?;
     Ok(env)
 }
 
@@ -178,11 +222,11 @@ fn has_repeated_fields(headers: &[Header]) -> bool {
 
 /// The environ key of header `name` (which holds no `_`): CONTENT_TYPE, CONTENT_LENGTH, or
 /// HTTP_ and the name upper-cased with `-` as `_`. The common ones are interned strings.
-fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+fn header_key<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyString>> {
     macro_rules! known {
         ($($field:literal => $key:literal),* $(,)?) => {
             $(if name.eq_ignore_ascii_case($field) {
-                return intern!(py, $key).clone();
+                return Ok(intern!(py, $key).clone());
             })*
         };
     }
@@ -206,14 +250,15 @@ fn header_key<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyString> {
         "x-real-ip" => "HTTP_X_REAL_IP",
         "x-request-id" => "HTTP_X_REQUEST_ID",
     );
-    use std::fmt::Write as _;
     let mut key = StackStr::new();
-    let _ = key.write_str("HTTP_");
-    for c in name.chars() {
-        let _ = key.push(if c == '-' {
-            '_'
+    for &b in b"HTTP_" {
+        key.push_byte(b);
+    }
+    for b in name.bytes() {
+        key.push_byte(if b == b'-' {
+            b'_'
         } else {
-            c.to_ascii_uppercase()
+            b.to_ascii_uppercase()
         });
     }
     key.to_py(py)
@@ -235,7 +280,7 @@ fn method_str<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
 
 /// REMOTE_ADDR's text. IPv4 is written by hand: `Display` through `core::fmt` was 2% of the
 /// hello request's CPU time.
-fn ip_str<'py>(py: Python<'py>, ip: &IpAddr) -> Bound<'py, PyString> {
+fn ip_str<'py>(py: Python<'py>, ip: &IpAddr) -> PyResult<Bound<'py, PyString>> {
     let mut s = StackStr::new();
     s.push_ip(ip);
     s.to_py(py)
@@ -262,7 +307,7 @@ impl StackStr {
 }
 
 /// A port number's text.
-fn port_str(py: Python<'_>, port: u16) -> Bound<'_, PyString> {
+fn port_str(py: Python<'_>, port: u16) -> PyResult<Bound<'_, PyString>> {
     let mut s = StackStr::new();
     s.push_decimal(port);
     s.to_py(py)
@@ -284,9 +329,17 @@ impl StackStr {
         }
     }
 
-    /// Appends an ASCII byte (the buffer has room: only short values are built this way).
+    /// Appends an ASCII byte.
     fn push_byte(&mut self, b: u8) {
-        let _ = self.push(char::from(b));
+        match self.buf.get_mut(self.len) {
+            Some(slot) if self.spilled.is_none() => {
+                *slot = b;
+                self.len += 1;
+            }
+            _ => {
+                let _ = self.push(char::from(b));
+            }
+        }
     }
 
     fn push_decimal(&mut self, n: u16) {
@@ -310,11 +363,11 @@ impl StackStr {
         std::fmt::Write::write_str(self, c.encode_utf8(&mut [0; 4]))
     }
 
-    fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+    /// The text as a str (only ASCII is written to it).
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
         match &self.spilled {
-            Some(s) => PyString::new(py, s),
-            // Only whole `&str`s were copied in, so the bytes are UTF-8.
-            None => PyString::new(py, std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")),
+            Some(s) => Ok(PyString::new(py, s)),
+            None => latin1_str(py, &self.buf[..self.len]),
         }
     }
 }
@@ -404,14 +457,28 @@ fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Bytes as a native string, decoded as latin-1 (PEP 3333 "Unicode Issues").
-fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if s.is_ascii() => PyString::new(py, s),
-        _ => {
-            let s: String = bytes.iter().map(|&b| char::from(b)).collect();
-            PyString::new(py, &s)
-        }
+/// Bytes as a native string, decoded as latin-1 (PEP 3333 "Unicode Issues"). ASCII, the usual
+/// case, is copied straight into a new str: no decoder runs.
+fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too long"))?;
+    // SAFETY: the new str's 1-byte buffer holds `len` characters (max char 127: ASCII), and is
+    // filled from `bytes` before the object is used; DecodeLatin1 reads `len` bytes of `bytes`.
+    unsafe {
+        let ptr = if bytes.is_ascii() {
+            let ptr = ffi::PyUnicode_New(len, 127);
+            if !ptr.is_null() {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    ffi::PyUnicode_1BYTE_DATA(ptr),
+                    bytes.len(),
+                );
+            }
+            ptr
+        } else {
+            ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null())
+        };
+        Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
     }
 }
 

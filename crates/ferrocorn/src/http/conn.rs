@@ -1,7 +1,9 @@
 //! One client connection: read a request head, hand the exchange to an app thread, carry out
 //! the app's response events in order, then keep the connection alive or close it.
 
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -9,8 +11,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Notify};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::{Instant, Sleep};
 
 use super::body::BodyReader;
 use super::error::RequestError;
@@ -20,11 +22,12 @@ use super::response::{error_response, request_error_response, HeaderBlock};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
 use crate::app_threads::AppThreads;
-use crate::inline::{InlinePolicy, RouteKey};
+use crate::inline::InlinePolicy;
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
 use crate::observe::metrics::RequestMetrics;
 use crate::proxy::ProxyConfig;
+use crate::stopping::{StandingWait, Stopping};
 
 /// Request bodies up to this size are taken with the head when they are already on the socket.
 const PRELOAD_MAX: u64 = 64 * 1024;
@@ -157,7 +160,8 @@ pub(crate) struct ConnCtx {
     pub jobs: crate::jobs::Sender<Exchange>,
     /// Started as queued requests need them.
     pub threads: Arc<AppThreads>,
-    pub shutdown: watch::Receiver<bool>,
+    /// Set when the worker starts to stop.
+    pub stopping: Stopping,
     /// Requests handed to the app so far.
     pub served: AtomicU64,
     /// Retire the worker after this many requests (zero: never).
@@ -196,6 +200,8 @@ pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx
         peer,
         local,
         ctx,
+        idle_timer: None,
+        stop_wait: None,
     };
     if conn.ctx.config.proxy_protocol && !conn.read_preamble().await {
         return;
@@ -210,6 +216,17 @@ struct Conn {
     peer: Peer,
     local: Local,
     ctx: Arc<ConnCtx>,
+    /// The timer of the waits for a request head; see [`Conn::wait_readable`].
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// The wake-up for the worker's stop while waiting idle, made at the first such wait.
+    stop_wait: Option<StandingWait>,
+}
+
+/// How a wait for the next bytes of a request head ended.
+enum Wait {
+    Read(std::io::Result<usize>),
+    TimedOut,
+    Stopping,
 }
 
 impl Drop for Conn {
@@ -264,7 +281,7 @@ impl Conn {
     }
 
     fn shutting_down(&self) -> bool {
-        *self.ctx.shutdown.borrow()
+        self.ctx.stopping.is_set()
     }
 
     /// `--proxy-protocol`: takes the client address from the preamble. False when the
@@ -336,18 +353,10 @@ impl Conn {
                 // way: it gets a moment to arrive (and is answered with Connection: close).
                 until = until.min(Instant::now() + FRESH_CONNECTION_GRACE);
             }
-            let mut shutdown = self.ctx.shutdown.clone();
-            let read = tokio::select! {
-                r = tokio::time::timeout_at(until, self.io.read_ready(&mut self.buf)) => r,
-                _ = shutdown.wait_for(|s| *s), if idle && !stopping => {
-                    if first {
-                        continue;
-                    }
-                    return Ok(HeadRead::Closed);
-                }
-            };
-            match read {
-                Err(_) => {
+            match self.wait_readable(until, idle && !stopping).await {
+                Wait::Stopping if first => continue,
+                Wait::Stopping => return Ok(HeadRead::Closed),
+                Wait::TimedOut => {
                     log::debug!(
                         "{}: {} timed out",
                         self.peer_text(),
@@ -359,10 +368,63 @@ impl Conn {
                     );
                     return Ok(HeadRead::Closed);
                 }
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(HeadRead::Closed),
-                Ok(Ok(_)) => {}
+                Wait::Read(Ok(0) | Err(_)) => return Ok(HeadRead::Closed),
+                Wait::Read(Ok(_)) => {}
             }
         }
+    }
+
+    /// Waits until the socket has bytes to read (and reads them), `until` passes, or (with
+    /// `watch_stop`) the worker starts to stop.
+    ///
+    /// The timer and the stop's wake-up stay registered from one wait to the next: a busy
+    /// keep-alive connection only moves a deadline forward per request, where a new timer and
+    /// a new stop waiter registered and removed each time were 3% of a hello request's
+    /// instructions. A timer left running early fires once, is found early, and is set again.
+    async fn wait_readable(&mut self, until: Instant, watch_stop: bool) -> Wait {
+        let timer = match &mut self.idle_timer {
+            Some(t) => {
+                if t.deadline() > until {
+                    t.as_mut().reset(until);
+                }
+                t
+            }
+            None => self
+                .idle_timer
+                .insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        let mut stop = if watch_stop {
+            let stopping = &self.ctx.stopping;
+            Some(
+                self.stop_wait
+                    .get_or_insert_with(|| stopping.standing_wait()),
+            )
+        } else {
+            None
+        };
+        let read = self.io.read_ready(&mut self.buf);
+        tokio::pin!(read);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(Wait::Read(r));
+            }
+            if let Some(stop) = &mut stop {
+                if stop.poll_stop(cx).is_ready() {
+                    return Poll::Ready(Wait::Stopping);
+                }
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= until {
+                    return Poll::Ready(Wait::TimedOut);
+                }
+                timer.as_mut().reset(until);
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wait::TimedOut);
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
@@ -428,7 +490,7 @@ impl Conn {
         } else {
             self.preload_body(&mut body)
         };
-        let route = RouteKey::new(&head.method, &head.target);
+        let route = self.ctx.inline.route(&head.method, &head.target);
         let inline = body.is_done() && self.ctx.inline.inline(route);
         let (tx, mut rx) = Rx::channel(inline);
         // A channel for body pieces only when some are still to come.

@@ -77,7 +77,8 @@ impl ResponseHead {
             return Err(ResponseError::HopByHop(name.to_owned()));
         }
         if is("content-length") {
-            let text = String::from_utf8_lossy(value);
+            let wrong =
+                || ResponseError::ContentLength(String::from_utf8_lossy(value).into_owned());
             let n = trim_ows(value)
                 .iter()
                 .try_fold(0u64, |n, &d| {
@@ -86,9 +87,9 @@ impl ResponseHead {
                         .flatten()
                 })
                 .filter(|_| !trim_ows(value).is_empty())
-                .ok_or_else(|| ResponseError::ContentLength(text.to_string()))?;
+                .ok_or_else(wrong)?;
             if self.content_length.is_some_and(|prev| prev != n) {
-                return Err(ResponseError::ContentLength(text.to_string()));
+                return Err(wrong());
             }
             self.content_length = Some(n);
         } else if is("date") {
@@ -122,6 +123,9 @@ impl ResponseHead {
     }
 }
 
+/// Bytes first reserved for a header block.
+const TYPICAL_BLOCK: usize = 128;
+
 /// Response header fields as they go on the wire, one `Name: value\r\n` line after another:
 /// one allocation for all of them (two per field before), copied to the socket buffer in one
 /// piece. Names are tokens and values hold no CR or LF (checked by [`ResponseHead::add`]), so
@@ -132,7 +136,13 @@ pub struct HeaderBlock(Vec<u8>);
 impl HeaderBlock {
     /// Appends a field already known to be valid.
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.0.reserve(name.len() + value.len() + 4);
+        let needed = name.len() + value.len() + 4;
+        if self.0.capacity() == 0 {
+            // Room for a typical app's few fields at once, not one allocation per field.
+            self.0.reserve(needed.max(TYPICAL_BLOCK));
+        } else {
+            self.0.reserve(needed);
+        }
         self.0.extend_from_slice(name.as_bytes());
         self.0.extend_from_slice(b": ");
         self.0.extend_from_slice(value);
