@@ -104,7 +104,12 @@ $(BENCH_VENV)/.stamp:
 	$(BENCH_VENV)/bin/pip install --quiet bjoern || echo "bjoern did not build: the run goes on without it"
 	@touch $@
 
-bench: install test-deps $(BENCH_VENV)/.stamp
+# The yardstick of the hello row: hyper alone, no Python (its own crate, sharing target/).
+HYPER_HELLO := target/release/hyper_hello
+$(HYPER_HELLO): bench/hyper_hello/Cargo.toml bench/hyper_hello/Cargo.lock bench/hyper_hello/src/main.rs
+	cargo build --release --quiet --manifest-path bench/hyper_hello/Cargo.toml --target-dir target
+
+bench: install test-deps $(BENCH_VENV)/.stamp $(HYPER_HELLO)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 # docs/settings.md and the README's options table are generated from the settings' declaration; a test fails when it is stale.

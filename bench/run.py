@@ -33,6 +33,9 @@ RESULTS = BENCH / "results"
 FERROCORN = str(ROOT / ".venv" / "bin" / "ferrocorn")
 PEERS_BIN = Path(sys.executable).parent
 
+#: The plain hyper server (bench/hyper_hello, no Python): what HTTP costs alone, on hello.
+HYPER = "hyper (no Python)"
+
 #: ferrocorn's one configuration for every workload.
 FERROCORN_ARGS = ["-w", "2", "--threads", "64"]
 
@@ -41,6 +44,11 @@ FERROCORN_ARGS = ["-w", "2", "--threads", "64"]
 class ServerSpec:
     name: str
     argv: list[str]  # {port} and {app} are filled in
+    #: Not a peer but a yardstick: run for these workloads only, left out of "best peer".
+    reference_for: tuple[str, ...] = ()
+
+    def runs(self, workload: str) -> bool:
+        return not self.reference_for or workload in self.reference_for
 
     def command(self, port: int, app: str) -> list[str]:
         return [a.format(port=port, app=app) for a in self.argv]
@@ -70,6 +78,9 @@ def servers() -> list[ServerSpec]:
         specs.append(ServerSpec("bjoern (1 process)", [sys.executable,
                                                        str(BENCH / "bjoern_serve.py"),
                                                        "{app}", "{port}"]))
+    hyper = ROOT / "target" / "release" / "hyper_hello"
+    if hyper.exists():
+        specs.append(ServerSpec(HYPER, [str(hyper), "{port}"], reference_for=("hello",)))
     return specs
 
 
@@ -269,12 +280,14 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
     for w in WORKLOADS:
         by = results.get(w.name, {})
         ours = by.get("ferrocorn")
-        peers = {n: r for n, r in by.items() if n != "ferrocorn"}
+        peers = {n: r for n, r in by.items() if n not in ("ferrocorn", HYPER)}
         if not ours or not peers:
             continue
         best = max(peers, key=lambda n: peers[n].rps)
         ratio = ours.rps / peers[best].rps if peers[best].rps else float("inf")
         extra = f" ({ours.rps / w.limit:.1%} of the {w.limit:,.0f} limit)" if w.limit else ""
+        if HYPER in by and by[HYPER].rps:
+            extra += f" ({ours.rps / by[HYPER].rps:.2f}x {HYPER})"
         lines.append(f"| {w.name} | {ours.rps:,.0f} | {best} | {peers[best].rps:,.0f} | "
                      f"{ratio:.2f}x{extra} |")
     idle = results.get(IDLE, {})
@@ -350,6 +363,8 @@ def main() -> None:
     for w in chosen:
         results[w.name] = {}
         for spec in specs:
+            if not spec.runs(w.name):
+                continue
             try:
                 r = measure(spec, w, args.duration, args.reps)
             except RuntimeError as e:
@@ -360,6 +375,8 @@ def main() -> None:
     if not args.only or "idle" in args.only.split(","):
         results[IDLE] = {}
         for spec in specs:
+            if not spec.runs(IDLE):
+                continue
             r = measure_idle(spec, 2000, 200)
             results[IDLE][spec.name] = r
             print(f"{IDLE:>18} | {spec.name:<16} p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms  "
