@@ -140,7 +140,15 @@ pub fn run(
     let stopped = Arc::clone(&app);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(move || parking.release_inline())
+        .on_thread_park(move || {
+            parking.release_inline();
+            // Out of ready work: let whatever else wants this CPU (often the very clients
+            // about to send the next requests) run first, then look for events. Under load
+            // that finds them ready and the worker does not sleep and get woken again
+            // (hello, two workers: 0.28 -> 0.03 context switches per request, +10-13% req/s).
+            // Idle, it costs one syscall before the worker sleeps anyway.
+            std::thread::yield_now();
+        })
         .build()?;
     let graceful = config.graceful_timeout;
     let pool = Arc::clone(&threads);
