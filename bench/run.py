@@ -2,8 +2,8 @@
 
     make bench                       # or: .bench-venv/bin/python bench/run.py [--quick]
 
-Every workload is served by each server in turn (2 worker processes each), loaded with wrk
-(-t1) on 127.0.0.1 after a warm-up, several times; medians are reported with p50/p99 latency,
+For every workload, the servers (2 worker processes each) are started together and loaded in
+turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds; medians are reported with p50/p99 latency,
 errors and the RSS of the server's whole process tree, plus ferrocorn's ratio to the best peer.
 The machine is shared and noisy: only ratios from one run mean anything.
 """
@@ -198,18 +198,36 @@ def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
             "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
 
 
-def measure(spec: ServerSpec, w: Workload, seconds: float, reps: int) -> Result:
-    server = Running(spec, w.app)
+def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int) -> dict[str, Result]:
+    """Every server of the workload, started together and measured in turns: the first run of
+    each, then the second of each, and so on. Only the one under load does any work; spreading
+    each server's runs over the whole span means a slow minute of this shared machine weighs
+    on every server alike, not on whichever happened to run in it."""
+    results: dict[str, Result] = {}
+    running: dict[str, Running] = {}
     try:
-        wrk(server.port, w, 1)  # warm-up
-        runs = [wrk(server.port, w, seconds) for _ in range(reps)]
-        rss = tree_rss_mib(server.proc.pid)
+        for spec in specs:
+            try:
+                running[spec.name] = Running(spec, w.app)
+            except RuntimeError as e:
+                results[spec.name] = Result(note=str(e))
+        for server in running.values():
+            wrk(server.port, w, 1)  # warm-up
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in running}
+        for _ in range(reps):
+            for name, server in running.items():
+                runs[name].append(wrk(server.port, w, seconds))
+        for name, server in running.items():
+            rs = runs[name]
+            med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+            results[name] = Result(rps=med("rps"), p50_ms=med("p50"), p99_ms=med("p99"),
+                                   errors=int(sum(r["errors"] for r in rs)),
+                                   rss_mib=tree_rss_mib(server.proc.pid),
+                                   runs=[r["rps"] for r in rs])
     finally:
-        server.stop()
-    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
-    return Result(rps=med("rps"), p50_ms=med("p50"), p99_ms=med("p99"),
-                  errors=int(sum(r["errors"] for r in runs)), rss_mib=rss,
-                  runs=[r["rps"] for r in runs])
+        for server in running.values():
+            server.stop()
+    return {spec.name: results[spec.name] for spec in specs if spec.name in results}
 
 
 def measure_idle(spec: ServerSpec, count: int, samples: int) -> Result:
@@ -361,16 +379,10 @@ def main() -> None:
 
     results: dict[str, dict[str, Result]] = {}
     for w in chosen:
-        results[w.name] = {}
-        for spec in specs:
-            if not spec.runs(w.name):
-                continue
-            try:
-                r = measure(spec, w, args.duration, args.reps)
-            except RuntimeError as e:
-                r = Result(note=str(e))
-            results[w.name][spec.name] = r
-            print(f"{w.name:>18} | {spec.name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
+        results[w.name] = measure([s for s in specs if s.runs(w.name)], w, args.duration,
+                                  args.reps)
+        for name, r in results[w.name].items():
+            print(f"{w.name:>18} | {name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
                   f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB {r.note}", flush=True)
     if not args.only or "idle" in args.only.split(","):
         results[IDLE] = {}
