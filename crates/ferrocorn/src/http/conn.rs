@@ -402,6 +402,11 @@ impl Conn {
         } else {
             None
         };
+        // The caller read the flag before the waiter existed: a stop that began in between
+        // woke nobody, so look again now that the waiter is there.
+        if stop.is_some() && self.ctx.stopping.is_set() {
+            return Wait::Stopping;
+        }
         let read = self.io.read_ready(&mut self.buf);
         tokio::pin!(read);
         std::future::poll_fn(|cx| {
