@@ -381,6 +381,27 @@ def test_signal_exits_zero(signum: int) -> None:
         assert "panicked" not in server.log
 
 
+def test_sigterm_closes_idle_keep_alive_connections_at_once() -> None:
+    """A graceful stop does not wait out the keep-alive time of idle connections: they are
+    closed as the stop begins, and the worker exits well before --keep-alive or
+    --graceful-timeout would end it."""
+    with running_server("basic:app", "--keep-alive", "60", "--graceful-timeout", "30") as server:
+        conns = [server.connect(timeout=10) for _ in range(3)]
+        try:
+            for c in conns:
+                c.send(http_request("/"))
+                assert c.response().status == 200
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            for c in conns:
+                c.assert_closed(timeout=10)
+            assert server.wait_exit() == 0, server.log
+            assert time.monotonic() - started < 8, server.log
+        finally:
+            for c in conns:
+                c.close()
+
+
 def test_sigterm_lets_inflight_request_finish(tmp_path: Path) -> None:
     started, go = tmp_path / "started", tmp_path / "go"
     with running_server("echo:app") as server:
