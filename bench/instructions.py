@@ -30,17 +30,13 @@ import threading
 import time
 from pathlib import Path
 
+from run import free_port  # bench/run.py, beside this script
+
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 VENV = BENCH.parent / ".venv" / "bin"
 CONNECTIONS = 8
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:

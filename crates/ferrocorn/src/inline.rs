@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::http::request::target_path;
+
 /// A response is fast when the app produced it within this.
 pub const FAST: Duration = Duration::from_micros(500);
 /// A response this slow on the I/O thread sends its route back to the app threads.
@@ -107,11 +109,7 @@ impl InlinePolicy {
 
     /// The key of a request's route: its method and the path of its target.
     pub fn route(&self, method: &str, target: &str) -> RouteKey {
-        let path = match target.bytes().position(|b| b == b'?') {
-            Some(q) => &target[..q],
-            None => target,
-        };
-        RouteKey(self.hasher.hash_one((method, path)))
+        RouteKey(self.hasher.hash_one((method, target_path(target))))
     }
 
     fn qualified(&self, key: RouteKey) -> bool {

@@ -31,15 +31,16 @@ const EVERY_REQUEST: [&str; 9] = [
     "SERVER_PORT",
 ];
 
-/// Keys inserted and removed again to grow the template's table to its next size.
-const PADDING: usize = 3;
+/// The most keys a CPython dict table of 32 slots holds (two thirds of them); one more and
+/// the table doubles to 64.
+const SMALL_TABLE_KEYS: usize = 21;
 
 /// The keys that are the same for every request a thread serves, and a slot for each key set
 /// on every request.
 ///
 /// CPython copies a dict with few deleted entries by cloning its key table, size included.
-/// The padding grows that table (inserted, then deleted) so that every copy has room for the
-/// request's header keys: without it the copy is resized on its first few headers, which
+/// Padding keys (inserted, then deleted) grow that table to 64 slots so that every copy has
+/// room for the request's header keys: without it the copy is resized on its first few headers, which
 /// cost 3% of a hello request's instructions. Keys are interned, as [`build`]'s are, so that
 /// lookups match by identity.
 pub(crate) fn template<'py>(
@@ -61,7 +62,7 @@ pub(crate) fn template<'py>(
     for key in EVERY_REQUEST {
         d.set_item(PyString::intern(py, key), py.None())?;
     }
-    let pads: Vec<String> = (0..PADDING)
+    let pads: Vec<String> = (d.len()..=SMALL_TABLE_KEYS)
         .map(|i| format!("ferrocorn.padding.{i}"))
         .collect();
     for pad in &pads {

@@ -132,21 +132,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// The target's path, without the query, for origin-form and absolute-form targets.
     pub fn path(&self) -> &str {
-        let t = &*self.target;
-        // Origin form (the usual) first: no substring search for it.
-        let absolute = (!t.starts_with('/')).then(|| t.find("://")).flatten();
-        let t = match absolute {
-            Some(i) => {
-                let rest = &t[i + 3..];
-                rest.find('/').map_or("", |j| &rest[j..])
-            }
-            _ => t,
-        };
-        let end = t
-            .bytes()
-            .position(|b| b == b'?' || b == b'#')
-            .unwrap_or(t.len());
-        &t[..end]
+        target_path(&self.target)
     }
 
     /// The raw query string (after `?`, before any `#`), empty when there is none.
@@ -424,6 +410,27 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |n, &d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
+}
+
+/// The path of a request target, without query or fragment: the target itself in origin form
+/// (checked first: no substring search for the usual case), the part after the authority in
+/// absolute form.
+pub fn target_path(target: &str) -> &str {
+    let absolute = (!target.starts_with('/'))
+        .then(|| target.find("://"))
+        .flatten();
+    let t = match absolute {
+        Some(i) => {
+            let rest = &target[i + 3..];
+            rest.find('/').map_or("", |j| &rest[j..])
+        }
+        None => target,
+    };
+    let end = t
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(t.len());
+    &t[..end]
 }
 
 /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed.

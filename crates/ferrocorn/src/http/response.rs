@@ -57,7 +57,8 @@ impl ResponseHead {
             status,
             reason: common_reason(reason)
                 .map_or_else(|| Cow::Owned(reason.to_owned()), Cow::Borrowed),
-            headers: HeaderBlock::default(),
+            // Room for a typical app's few fields at once, not one allocation per field.
+            headers: HeaderBlock::with_capacity(TYPICAL_BLOCK),
             content_length: None,
             has_date: false,
             has_server: false,
@@ -123,7 +124,7 @@ impl ResponseHead {
     }
 }
 
-/// Bytes first reserved for a header block.
+/// Bytes first reserved for an app's header block.
 const TYPICAL_BLOCK: usize = 128;
 
 /// Response header fields as they go on the wire, one `Name: value\r\n` line after another:
@@ -136,17 +137,16 @@ pub struct HeaderBlock(Vec<u8>);
 impl HeaderBlock {
     /// Appends a field already known to be valid.
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        let needed = name.len() + value.len() + 4;
-        if self.0.capacity() == 0 {
-            // Room for a typical app's few fields at once, not one allocation per field.
-            self.0.reserve(needed.max(TYPICAL_BLOCK));
-        } else {
-            self.0.reserve(needed);
-        }
+        self.0.reserve(name.len() + value.len() + 4);
         self.0.extend_from_slice(name.as_bytes());
         self.0.extend_from_slice(b": ");
         self.0.extend_from_slice(value);
         self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// An empty block with room for `bytes` of fields.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self(Vec::with_capacity(bytes))
     }
 
     /// The fields, in order.
