@@ -18,9 +18,14 @@ unexport CARGO_TARGET_DIR
 # pyo3's build script reruns when PYO3_PYTHON changes, so cargo and maturin must agree on it.
 export PYO3_PYTHON := $(abspath $(PY))
 
-# The wheel is rebuilt when any of these change.
+# The wheel is rebuilt when any of these change (the PGO build trains on bench/apps).
 SOURCES := $(shell find crates python -type f -not -path '*/__pycache__/*' -not -name '*.so') \
-	Cargo.toml $(wildcard Cargo.lock) pyproject.toml README.md
+	Cargo.toml $(wildcard Cargo.lock) pyproject.toml README.md tools/pgo_build.py \
+	$(wildcard bench/apps/*.py)
+
+# PGO=1 (the default) builds the wheel with profile-guided optimisation (tools/pgo_build.py:
+# an instrumented build serves a short training load first); PGO=0 builds it in one pass.
+PGO ?= 1
 
 # Programs the integration tests drive, as Debian names them.
 TEST_TOOLS := curl nginx wrk
@@ -31,7 +36,7 @@ help:
 	@echo "make run        build a release build into .venv and serve examples/flask_app.py"
 	@echo "                at http://127.0.0.1:8000"
 	@echo "make test       install what the tests need, then cargo test and pytest"
-	@echo "make install    (re)build the release wheel and install it into .venv"
+	@echo "make install    (re)build the release wheel (PGO; PGO=0 for one pass) into .venv"
 	@echo "make bench      ferrocorn vs gunicorn and granian, side by side (BENCH_ARGS=--quick)"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make docs       regenerate docs/settings.md from the settings' declaration"
@@ -52,7 +57,11 @@ build install: $(STAMP)-install
 
 $(STAMP)-install: $(STAMP)-venv $(SOURCES)
 	rm -f dist/ferrocorn-*.whl
+ifeq ($(PGO),1)
+	$(PY) tools/pgo_build.py --python $(PY) --out dist
+else
 	$(VENV)/bin/maturin build --release --interpreter $(PY) --out dist
+endif
 	$(PIP) install --quiet --force-reinstall --no-deps dist/ferrocorn-*.whl
 	$(PIP) install --quiet dist/ferrocorn-*.whl  # its dependencies, if any are missing
 	@touch $@
@@ -104,10 +113,11 @@ $(BENCH_VENV)/.stamp:
 	$(BENCH_VENV)/bin/pip install --quiet bjoern || echo "bjoern did not build: the run goes on without it"
 	@touch $@
 
-# The yardstick of the hello row: hyper alone, no Python (its own crate, sharing target/).
-HYPER_HELLO := target/release/hyper_hello
+# The yardstick of the hello row: hyper alone, no Python (its own crate).
+# Its own target directory: the wheel's release build has other RUSTFLAGS (the PGO profile).
+HYPER_HELLO := target/hyper/release/hyper_hello
 $(HYPER_HELLO): bench/hyper_hello/Cargo.toml bench/hyper_hello/Cargo.lock bench/hyper_hello/src/main.rs
-	cargo build --release --quiet --manifest-path bench/hyper_hello/Cargo.toml --target-dir target
+	cargo build --release --quiet --manifest-path bench/hyper_hello/Cargo.toml --target-dir target/hyper
 
 bench: install test-deps $(BENCH_VENV)/.stamp $(HYPER_HELLO)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)

@@ -78,7 +78,7 @@ def servers() -> list[ServerSpec]:
         specs.append(ServerSpec("bjoern (1 process)", [sys.executable,
                                                        str(BENCH / "bjoern_serve.py"),
                                                        "{app}", "{port}"]))
-    hyper = ROOT / "target" / "release" / "hyper_hello"
+    hyper = ROOT / "target" / "hyper" / "release" / "hyper_hello"
     if hyper.exists():
         specs.append(ServerSpec(HYPER, [str(hyper), "{port}"], reference_for=("hello",)))
     return specs
