@@ -204,6 +204,26 @@ def test_environ_is_fresh_per_request(server: Server) -> None:
     assert second.get("QUERY_STRING", {"value": ""})["value"] == ""
 
 
+def test_repeated_values_follow_each_request(server: Server) -> None:
+    """The server reuses the str of a value that repeats (path, Host, client address) from one
+    request to the next; each request still sees its own values when they change and change
+    back, long ones included."""
+    long_path = "/" + "x" * 300
+    sequence = [("/a", "one.example"), ("/a", "one.example"), ("/b", "two.example:81"),
+                (long_path, "two.example:81"), ("/a", "one.example"), (long_path, "one.example")]
+    with server.connect() as conn:
+        for path, host in sequence:
+            conn.send(http_request(path + "?q", host=host))
+            env = conn.response().json()
+            name, _, port = host.partition(":")
+            assert value(env, "PATH_INFO") == path
+            assert value(env, "RAW_URI") == path + "?q"
+            assert value(env, "HTTP_HOST") == host
+            assert value(env, "SERVER_NAME") == name
+            assert value(env, "SERVER_PORT") == (port or "80")
+            assert value(env, "REMOTE_ADDR") == "127.0.0.1"
+
+
 def test_environ_over_a_unix_socket(start_server, tmp_path) -> None:
     """A unix socket has no client address: REMOTE_ADDR is empty, REMOTE_PORT absent, and no
     key holds anything but what PEP 3333 allows (the validator wraps the app)."""

@@ -94,6 +94,22 @@ def test_forger_is_not_believed(start_server) -> None:
     assert env["HTTP_X_FORWARDED_PROTO"] == "https"
 
 
+def test_client_address_follows_each_request(start_server) -> None:
+    """On one keep-alive connection from the proxy, each request's REMOTE_ADDR is its own
+    client's, however they repeat and change (the server reuses the str of a repeated one)."""
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    sock = socket.create_connection((server.host, server.port), timeout=10,
+                                    source_address=(PROXY_IP, 0))
+    clients = ["203.0.113.1", "203.0.113.1", "2001:db8::7", None, "203.0.113.2", "203.0.113.1"]
+    with RawConn(sock) as conn:
+        for client in clients:
+            headers = [("X-Forwarded-For", client)] if client else []
+            conn.send(http_request("/p", headers=headers))
+            resp = conn.response()
+            assert resp.status == 200, resp
+            assert resp.json()["REMOTE_ADDR"]["value"] == (client or PROXY_IP)
+
+
 def test_default_trusts_only_loopback(start_server) -> None:
     server = start_server(APP)
     assert environ_from(server, FORGED, "127.0.0.1")["REMOTE_ADDR"] == "6.6.6.6"

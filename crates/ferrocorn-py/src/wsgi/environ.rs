@@ -2,6 +2,7 @@
 //! of the constant keys, copied and filled in per request.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use pyo3::ffi;
@@ -74,10 +75,91 @@ pub(crate) fn template<'py>(
     Ok(d)
 }
 
+/// The last value of one environ key and its str, reused while requests repeat it.
+struct Memo<K> {
+    last: RefCell<Option<(K, Py<PyString>)>>,
+}
+
+impl<K: PartialEq> Memo<K> {
+    const fn new() -> Self {
+        Self {
+            last: RefCell::new(None),
+        }
+    }
+
+    /// The str for `key`: the last one when `key` is the same as then, else `make`'s (kept
+    /// for next time).
+    fn get<'py, Q>(
+        &self,
+        py: Python<'py>,
+        key: &Q,
+        make: impl FnOnce() -> PyResult<Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyString>>
+    where
+        Q: ?Sized,
+        K: std::borrow::Borrow<Q>,
+        Q: PartialEq + ToOwned<Owned = K>,
+    {
+        let Ok(mut last) = self.last.try_borrow_mut() else {
+            return make();
+        };
+        if let Some((k, s)) = &*last {
+            if k.borrow() == key {
+                return Ok(s.bind(py).clone());
+            }
+        }
+        let s = make()?;
+        *last = Some((key.to_owned(), s.clone().unbind()));
+        Ok(s)
+    }
+}
+
+/// Per-thread memos of the environ values that repeat from one request to the next: the
+/// client's address behind a proxy, the Host a site is reached by, a path polled again and
+/// again. A repeat reuses the str made before (strs are immutable), which spares a hello
+/// request six string objects and the text of an address.
+pub(crate) struct Memos {
+    remote_addr: Memo<IpAddr>,
+    host: Memo<Vec<u8>>,
+    server_name: Memo<Vec<u8>>,
+    server_port: Memo<Vec<u8>>,
+    path: Memo<Vec<u8>>,
+    raw_uri: Memo<Vec<u8>>,
+}
+
+impl Memos {
+    pub(crate) const fn new() -> Self {
+        Self {
+            remote_addr: Memo::new(),
+            host: Memo::new(),
+            server_name: Memo::new(),
+            server_port: Memo::new(),
+            path: Memo::new(),
+            raw_uri: Memo::new(),
+        }
+    }
+}
+
+/// Longer values are not memoised: comparing them would cost about what making them does.
+const MEMO_MAX: usize = 256;
+
+/// `latin1_str` through `memo` for values of usual length.
+fn memo_str<'py>(
+    py: Python<'py>,
+    memo: &Memo<Vec<u8>>,
+    bytes: &[u8],
+) -> PyResult<Bound<'py, PyString>> {
+    if bytes.len() > MEMO_MAX {
+        return latin1_str(py, bytes);
+    }
+    memo.get(py, bytes, || latin1_str(py, bytes))
+}
+
 /// The environ for one request.
 pub(crate) fn build<'py>(
     py: Python<'py>,
     template: &Bound<'py, PyDict>,
+    memos: &Memos,
     req: &Request,
     input: &Bound<'py, InputStream>,
     root_path: &str,
@@ -97,7 +179,7 @@ pub(crate) fn build<'py>(
     };
     env.set_item(
         intern!(py, "PATH_INFO"),
-        latin1_str(py, strip_prefix(&path, script_name))?,
+        memo_str(py, &memos.path, strip_prefix(&path, script_name))?,
     )?;
     let query = head.query();
     if query.is_empty() {
@@ -110,7 +192,7 @@ pub(crate) fn build<'py>(
     }
     env.set_item(
         intern!(py, "RAW_URI"),
-        latin1_str(py, head.target.as_bytes())?,
+        memo_str(py, &memos.raw_uri, head.target.as_bytes())?,
     )?;
     let protocol = match head.version {
         Version::Http10 => intern!(py, "HTTP/1.0"),
@@ -124,13 +206,16 @@ pub(crate) fn build<'py>(
 
     match (&fwd.client, &req.peer) {
         (Some(ip), _) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, ip)?)?;
+            let addr = memos.remote_addr.get(py, ip, || ip_str(py, ip))?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
             if let Some(port) = fwd.client_port {
                 env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, port)?)?;
             }
         }
         (None, Peer::Tcp(addr)) => {
-            env.set_item(intern!(py, "REMOTE_ADDR"), ip_str(py, &addr.ip())?)?;
+            let ip = addr.ip();
+            let text = memos.remote_addr.get(py, &ip, || ip_str(py, &ip))?;
+            env.set_item(intern!(py, "REMOTE_ADDR"), text)?;
             env.set_item(intern!(py, "REMOTE_PORT"), port_str(py, addr.port())?)?;
         }
         (None, Peer::Unix) => env.set_item(intern!(py, "REMOTE_ADDR"), "")?,
@@ -162,12 +247,17 @@ pub(crate) fn build<'py>(
         } else {
             Cow::Borrowed(&h.value[..])
         };
-        env.set_item(header_key(py, &h.name)?, latin1_str(py, &value)?)?;
+        let value = if h.name.eq_ignore_ascii_case("host") {
+            memo_str(py, &memos.host, &value)?
+        } else {
+            latin1_str(py, &value)?
+        };
+        env.set_item(header_key(py, &h.name)?, value)?;
     }
     if let Some(h) = &fwd.host {
         env.set_item(intern!(py, "HTTP_HOST"), h.as_str())?;
     }
-    finish(py, env, host, req, scheme)
+    finish(py, env, memos, host, req, scheme)
 }
 
 /// Every value of field `name` in `fields`, joined: with "; " for Cookie (RFC 6265 §5.4), the
@@ -198,15 +288,17 @@ fn joined_value<'a>(fields: &'a [Header], name: &str) -> Cow<'a, [u8]> {
 fn finish<'py>(
     py: Python<'py>,
     env: Bound<'py, PyDict>,
+    memos: &Memos,
     host: Option<&[u8]>,
     req: &Request,
     scheme: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (name, port) = server_name_port(host, &req.local, scheme);
-    env.set_item(intern!(py, "SERVER_NAME"), latin1_str(py, name.as_bytes())?)?;
+    let name = memo_str(py, &memos.server_name, name.as_bytes())?;
+    env.set_item(intern!(py, "SERVER_NAME"), name)?;
     let port = match req.forwarded.port {
         Some(p) => port_str(py, p)?,
-        None => latin1_str(py, port.as_bytes())?,
+        None => memo_str(py, &memos.server_port, port.as_bytes())?,
     };
     env.set_item(intern!(py, "SERVER_PORT"), port)?;
     Ok(env)

@@ -53,6 +53,12 @@ impl ThreadCtx {
     }
 }
 
+thread_local! {
+    /// This thread's memos of repeated environ values (a thread's own: the I/O thread's
+    /// context is shared with the worker, and these change on every request).
+    static MEMOS: environ::Memos = const { environ::Memos::new() };
+}
+
 /// Formats an exception with its traceback, as Python prints it.
 pub(crate) fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py
@@ -159,7 +165,16 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
             Bound::new(py, InputStream::new(body))?
         };
         let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
-        let environ = environ::build(py, ctx.template.bind(py), &request, &input, &ctx.root_path)?;
+        let environ = MEMOS.with(|memos| {
+            environ::build(
+                py,
+                ctx.template.bind(py),
+                memos,
+                &request,
+                &input,
+                &ctx.root_path,
+            )
+        })?;
         let result = ctx.app.bind(py).call1((environ, &start));
         let result = match result {
             Ok(r) => r,
