@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from conftest import Server
+from conftest import Server, http_request
 
 APP = "inline_app:app"
 QUALIFY = 8  # consecutive fast responses before a route runs inline
@@ -123,3 +123,33 @@ def test_the_app_s_own_threads_get_the_gil_under_inline_load(start_server) -> No
     assert not failures, failures[:3]
     # The ticker wakes every millisecond; starved of the GIL it would not count at all.
     assert after - before >= max(1, int(took * 1000) // 20), (before, after, took)
+
+
+def test_responses_made_in_one_run_reach_their_own_connections(start_server) -> None:
+    """Requests ready at once are answered inline in one run of the I/O thread, the small
+    responses after the first held to its end, the large ones sent at once: each connection
+    gets its own response, whole, and keeps going."""
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    for _ in range(200):
+        if served_by(server, "/echo?warm").startswith("MainThread"):
+            break
+    else:
+        raise AssertionError("/echo never ran inline")
+    conns = [server.connect() for _ in range(24)]
+    inline = 0
+    try:
+        for round_ in range(4):
+            sizes = [40_000 if i % 6 == 0 else i for i in range(len(conns))]
+            for i, conn in enumerate(conns):
+                conn.send(http_request(f"/echo?id={round_}-{i}&size={sizes[i]}"))
+            for i, conn in enumerate(conns):
+                resp = conn.response()
+                assert resp.status == 200, resp
+                name, query, padding = resp.body.split(b" ", 2)
+                assert query == f"id={round_}-{i}&size={sizes[i]}".encode()
+                assert padding == b"x" * sizes[i]
+                inline += name == b"MainThread"
+    finally:
+        for conn in conns:
+            conn.close()
+    assert inline > len(conns), "the route stayed on the I/O thread for most requests"

@@ -3,6 +3,7 @@
 - ``/thread``: the serving thread's name (``MainThread`` is the worker's I/O thread);
 - ``/work?ms=N``: sleeps N milliseconds first;
 - ``/slow``: sleeps ``?ms=`` milliseconds (default 800) first; a route of its own;
+- ``/echo?size=N``: the serving thread's name, the query string and N bytes of padding;
 - ``/ticks``: how many times a background thread of the app has run so far (it wakes every
   millisecond and needs the GIL to count).
 """
@@ -42,6 +43,14 @@ def _app(environ: dict, start_response: Callable) -> Iterable[bytes]:
     if path in ("/work", "/slow"):
         default = "800" if path == "/slow" else "0"
         time.sleep(int(query.get("ms", [default])[0]) / 1000)
+    elif path == "/echo":
+        # The serving thread, the query, and ``size`` bytes of padding.
+        size = int(query.get("size", ["0"])[0])
+        head = f"{threading.current_thread().name} {environ['QUERY_STRING']} "
+        body = head.encode() + b"x" * size
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     elif path != "/thread":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]

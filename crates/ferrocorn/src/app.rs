@@ -212,6 +212,34 @@ impl Rx {
         }
     }
 
+    /// True when a whole response of at most `max` body bytes waits in the channel (what an
+    /// inline call of a small response leaves there).
+    pub(crate) fn holds_small_response(&self, max: usize) -> bool {
+        let Self::Unbounded(rx) = self else {
+            return false;
+        };
+        rx.peek(|msgs| {
+            let mut size = 0;
+            for msg in msgs {
+                match msg {
+                    AppMsg::Head { body, last, .. } => {
+                        size += body.len();
+                        if *last {
+                            return size <= max;
+                        }
+                    }
+                    AppMsg::Data(data) => size += data.len(),
+                    AppMsg::End(_) => return size <= max,
+                    AppMsg::ReadBody(_) | AppMsg::File { .. } | AppMsg::Abort => return false,
+                }
+                if size > max {
+                    return false;
+                }
+            }
+            false
+        })
+    }
+
     pub(crate) async fn recv(&mut self) -> Option<AppMsg> {
         match self {
             Self::Bounded(rx) => rx.recv().await,

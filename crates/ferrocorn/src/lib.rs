@@ -3,6 +3,7 @@
 
 pub mod app;
 mod app_threads;
+pub mod batch;
 pub mod bind;
 pub mod config;
 pub mod http;

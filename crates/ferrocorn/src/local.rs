@@ -117,6 +117,14 @@ impl<T> Receiver<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// Looks at the queued messages, oldest first, without taking them.
+    pub fn peek<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &T>) -> R) -> R {
+        let state = self.0.lock();
+        f(&mut state.first.iter().chain(state.queue.iter()))
+    }
+}
+
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = self.0.lock();

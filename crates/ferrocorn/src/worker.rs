@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::app::{App, ThreadSlot};
 use crate::app_threads::AppThreads;
+use crate::batch::Batch;
 use crate::bind::BoundListener;
 use crate::http::conn::{serve, ConnCtx};
 use crate::http::ConnConfig;
@@ -138,9 +139,12 @@ pub fn run(
     // before the thread waits for events (and so whenever it would otherwise idle holding it).
     let parking = Arc::clone(&app);
     let stopped = Arc::clone(&app);
+    let batch = Arc::new(Batch::default());
+    let run_over = Arc::clone(&batch);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(move || {
+            run_over.parked();
             parking.release_inline();
             // Out of ready work: let whatever else wants this CPU (often the very clients
             // about to send the next requests) run first, then look for events. Under load
@@ -165,6 +169,7 @@ pub fn run(
             max_requests: config.max_requests,
             retire: Arc::clone(&retire),
             max_pending: config.max_pending,
+            batch,
         });
         let max_connections = config.max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max_connections));

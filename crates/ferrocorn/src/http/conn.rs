@@ -22,6 +22,7 @@ use super::response::{error_response, request_error_response, HeaderBlock};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
 use crate::app_threads::AppThreads;
+use crate::batch::{self, Batch};
 use crate::inline::InlinePolicy;
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
@@ -170,6 +171,8 @@ pub(crate) struct ConnCtx {
     pub retire: Arc<Notify>,
     /// Requests allowed to wait for an app thread before the server answers 503 (zero: wait).
     pub max_pending: usize,
+    /// Inline responses made in the I/O thread's current run of ready work.
+    pub batch: Arc<Batch>,
 }
 
 impl ConnCtx {
@@ -527,9 +530,16 @@ impl Conn {
             if let Some(exchange) = self.ctx.app.run_inline(exchange) {
                 _in_app = Some(ctx.inline.dispatched(route));
                 ctx.to_app_threads(exchange).await?;
-            } else if !ctx.inline.app_threads_idle() {
-                // App threads have requests: they must not wait for the GIL on this thread.
-                ctx.app.release_inline();
+            } else {
+                if !ctx.inline.app_threads_idle() {
+                    // App threads have requests: they must not wait for the GIL on this thread.
+                    ctx.app.release_inline();
+                }
+                if ctx.batch.hold() && rx.holds_small_response(batch::SMALL_RESPONSE) {
+                    // Others were answered before this one in this run: go out with them at
+                    // its end (see `batch`).
+                    tokio::task::yield_now().await;
+                }
             }
         } else {
             _in_app = Some(ctx.inline.dispatched(route));
