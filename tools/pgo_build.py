@@ -69,7 +69,11 @@ def llvm_profdata() -> Path | None:
         if line.startswith("host:"))
     tool = Path(sysroot) / "lib" / "rustlib" / host / "bin" / "llvm-profdata"
     if not tool.exists() and shutil.which("rustup"):
-        subprocess.run(["rustup", "component", "add", "llvm-tools"], check=False)
+        try:
+            subprocess.run(["rustup", "component", "add", "llvm-tools"], check=False,
+                           timeout=300)
+        except subprocess.TimeoutExpired:
+            print("warning: rustup component add llvm-tools timed out", file=sys.stderr)
     return tool if tool.exists() else None
 
 
