@@ -22,7 +22,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
 PGO_DIR = ROOT / "target" / "pgo"
+
+# The benchmark's helpers: a free port, and waiting for a server's first answer.
+sys.path.insert(0, str(ROOT / "bench"))
+from instructions import wait_ready  # noqa: E402
+from run import free_port  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -87,24 +91,6 @@ def maturin(python: str, out: Path, target_dir: Path, rustflags: str) -> Path:
     subprocess.run([str(Path(python).parent / "maturin"), "build", "--release",
                     "--interpreter", python, "--out", str(out)], env=env, check=True)
     return next(out.glob("ferrocorn-*.whl"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the instrumented server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("the instrumented server did not start listening in time")
 
 
 def drive(port: int, lesson: Lesson, errors: list[str]) -> None:

@@ -109,7 +109,14 @@ impl<K: PartialEq> Memo<K> {
             }
         }
         let s = make()?;
-        *last = Some((key.to_owned(), s.clone().unbind()));
+        match &mut *last {
+            // A changed value (a path that varies) reuses the key's buffer: no allocation.
+            Some((k, held)) => {
+                key.clone_into(k);
+                *held = s.clone().unbind();
+            }
+            None => *last = Some((key.to_owned(), s.clone().unbind())),
+        }
         Ok(s)
     }
 }
