@@ -28,7 +28,7 @@ SOURCES := $(shell find crates python -type f -not -path '*/__pycache__/*' -not 
 PGO ?= 1
 
 # Programs the integration tests drive, as Debian names them.
-TEST_TOOLS := curl nginx wrk
+TEST_TOOLS := curl nginx wrk openssl
 
 .PHONY: help venv build install run test-deps test lint docs bench clean
 
@@ -86,7 +86,7 @@ test-deps: $(STAMP)-test-deps
 	fi
 
 $(STAMP)-test-deps: $(STAMP)-venv
-	$(PIP) install --quiet pytest flask
+	$(PIP) install --quiet pytest flask cryptography
 	@touch $@
 
 test: test-deps install

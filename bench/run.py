@@ -18,9 +18,11 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -36,6 +38,11 @@ PEERS_BIN = Path(sys.executable).parent
 #: The plain hyper server (bench/hyper_hello, no Python): what HTTP costs alone, on hello.
 HYPER = "hyper (no Python)"
 
+#: The bench's own client checks: the certificate is made for the run, so it is not verified.
+UNVERIFIED = ssl.create_default_context()
+UNVERIFIED.check_hostname = False
+UNVERIFIED.verify_mode = ssl.CERT_NONE
+
 #: ferrocorn's one configuration for every workload.
 FERROCORN_ARGS = ["-w", "2", "--threads", "64"]
 
@@ -46,12 +53,25 @@ class ServerSpec:
     argv: list[str]  # {port} and {app} are filled in
     #: Not a peer but a yardstick: run for these workloads only, left out of "best peer".
     reference_for: tuple[str, ...] = ()
+    #: Arguments that turn TLS on ({cert} and {key} filled in); none: no TLS workloads.
+    tls_args: tuple[str, ...] = ()
 
-    def runs(self, workload: str) -> bool:
-        return not self.reference_for or workload in self.reference_for
+    def runs(self, workload: Workload) -> bool:
+        if workload.tls and not self.tls_args:
+            return False
+        return not self.reference_for or workload.name in self.reference_for
 
-    def command(self, port: int, app: str) -> list[str]:
-        return [a.format(port=port, app=app) for a in self.argv]
+    def command(self, port: int, app: str, tls: tuple[str, str] | None = None) -> list[str]:
+        argv = [a.format(port=port, app=app) for a in self.argv]
+        if tls:
+            extra = [a.format(cert=tls[0], key=tls[1]) for a in self.tls_args]
+            argv[-1:-1] = extra  # before the app
+        return argv
+
+
+#: TLS flags: Gunicorn's names (ferrocorn takes the same ones) and Granian's.
+GUNICORN_TLS = ("--certfile", "{cert}", "--keyfile", "{key}")
+GRANIAN_TLS = ("--ssl-certificate", "{cert}", "--ssl-keyfile", "{key}")
 
 
 def servers() -> list[ServerSpec]:
@@ -59,19 +79,24 @@ def servers() -> list[ServerSpec]:
     granian = str(PEERS_BIN / "granian")
     specs = [
         ServerSpec("ferrocorn", [FERROCORN, *FERROCORN_ARGS, "--log-level", "warning",
-                                 "-b", "127.0.0.1:{port}", "--chdir", str(APPS), "{app}"]),
+                                 "-b", "127.0.0.1:{port}", "--chdir", str(APPS), "{app}"],
+                   tls_args=GUNICORN_TLS),
         ServerSpec("gunicorn sync", [gunicorn, "-w", "2", "-b", "127.0.0.1:{port}",
-                                     "--chdir", str(APPS), "--log-level", "warning", "{app}"]),
+                                     "--chdir", str(APPS), "--log-level", "warning", "{app}"],
+                   tls_args=GUNICORN_TLS),
         ServerSpec("gunicorn gthread", [gunicorn, "-w", "2", "-k", "gthread", "--threads", "32",
                                         "-b", "127.0.0.1:{port}", "--chdir", str(APPS),
-                                        "--log-level", "warning", "{app}"]),
+                                        "--log-level", "warning", "{app}"],
+                   tls_args=GUNICORN_TLS),
         ServerSpec("granian", [granian, "--interface", "wsgi", "--workers", "2",
                                "--host", "127.0.0.1", "--port", "{port}", "--working-dir",
-                               str(APPS), "--log-level", "warning", "{app}"]),
+                               str(APPS), "--log-level", "warning", "{app}"],
+                   tls_args=GRANIAN_TLS),
         ServerSpec("granian bt8", [granian, "--interface", "wsgi", "--workers", "2",
                                    "--blocking-threads", "8", "--host", "127.0.0.1",
                                    "--port", "{port}", "--working-dir", str(APPS),
-                                   "--log-level", "warning", "{app}"]),
+                                   "--log-level", "warning", "{app}"],
+                   tls_args=GRANIAN_TLS),
     ]
     specs = [s for s in specs if Path(s.argv[0]).exists()]
     if subprocess.run([sys.executable, "-c", "import bjoern"], capture_output=True).returncode == 0:
@@ -92,6 +117,8 @@ class Workload:
     path: str = "/"
     script: str | None = None
     limit: float | None = None  # the most any server can do (blocking app: conns / latency)
+    tls: bool = False  # over https, with a certificate made for the run (see `certificate`)
+    headers: tuple[str, ...] = ()  # extra request headers (wrk -H)
 
 
 WORKLOADS = [
@@ -100,6 +127,11 @@ WORKLOADS = [
     Workload("1 MiB response", "big:app", 16),
     Workload("POST 64 KiB echo", "echo:app", 16, script=str(BENCH / "post64k.lua")),
     Workload("50 ms blocking", "sleep50:app", 100, limit=100 / 0.05),
+    # TLS (issue 16): keep-alive hello, a full handshake per request (wrk opens a new
+    # connection for each, and does not resume sessions), and the 1 MiB response encrypted.
+    Workload("TLS hello", "hello:app", 64, tls=True),
+    Workload("TLS handshakes", "hello:app", 16, tls=True, headers=("Connection: close",)),
+    Workload("TLS 1 MiB", "big:app", 16, tls=True),
 ]
 IDLE = "2,000 idle conns"
 
@@ -147,10 +179,22 @@ def tree_rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def certificate() -> tuple[str, str]:
+    """A throwaway self-signed ECDSA P-256 certificate for 127.0.0.1 (made once per run)."""
+    directory = Path(tempfile.mkdtemp(prefix="ferrocorn-bench-tls-"))
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
 class Running:
-    def __init__(self, spec: ServerSpec, app: str) -> None:
+    def __init__(self, spec: ServerSpec, app: str, tls: tuple[str, str] | None = None) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen(spec.command(self.port, app), stdout=subprocess.DEVNULL,
+        self.tls = tls is not None
+        self.proc = subprocess.Popen(spec.command(self.port, app, tls), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      cwd=APPS)
         deadline = time.monotonic() + 30
@@ -158,7 +202,8 @@ class Running:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                    s = UNVERIFIED.wrap_socket(raw) if self.tls else raw
                     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     if s.recv(16).startswith(b"HTTP/1."):
                         return
@@ -182,7 +227,10 @@ def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{w.conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
     if w.script:
         cmd += ["-s", w.script]
-    out = subprocess.run([*cmd, f"http://127.0.0.1:{port}{w.path}"], capture_output=True,
+    for h in w.headers:
+        cmd += ["-H", h]
+    scheme = "https" if w.tls else "http"
+    out = subprocess.run([*cmd, f"{scheme}://127.0.0.1:{port}{w.path}"], capture_output=True,
                          text=True, timeout=seconds + 60).stdout
 
     def ms(label: str) -> float:
@@ -198,7 +246,8 @@ def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
             "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
 
 
-def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int) -> dict[str, Result]:
+def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
+            tls: tuple[str, str] | None = None) -> dict[str, Result]:
     """Every server of the workload, started together and measured in turns: the first run of
     each, then the second of each, and so on. Only the one under load does any work; spreading
     each server's runs over the whole span means a slow minute of this shared machine weighs
@@ -208,7 +257,7 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int) -> 
     try:
         for spec in specs:
             try:
-                running[spec.name] = Running(spec, w.app)
+                running[spec.name] = Running(spec, w.app, tls if w.tls else None)
             except RuntimeError as e:
                 results[spec.name] = Result(note=str(e))
         for server in running.values():
@@ -378,16 +427,17 @@ def main() -> None:
           f"about {estimate / 60:.0f} min", flush=True)
 
     results: dict[str, dict[str, Result]] = {}
+    tls = certificate() if any(w.tls for w in chosen) else None
     for w in chosen:
-        results[w.name] = measure([s for s in specs if s.runs(w.name)], w, args.duration,
-                                  args.reps)
+        results[w.name] = measure([s for s in specs if s.runs(w)], w, args.duration,
+                                  args.reps, tls)
         for name, r in results[w.name].items():
             print(f"{w.name:>18} | {name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
                   f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB {r.note}", flush=True)
     if not args.only or "idle" in args.only.split(","):
         results[IDLE] = {}
         for spec in specs:
-            if not spec.runs(IDLE):
+            if spec.reference_for and IDLE not in spec.reference_for:
                 continue
             r = measure_idle(spec, 2000, 200)
             results[IDLE][spec.name] = r

@@ -184,7 +184,7 @@ class Server:
             if address.startswith("unix:"):
                 self.unix_path = self.unix_path or address[len("unix:"):]
                 continue
-            m = re.fullmatch(r"http://(\[[^\]]+\]|[^:]+):(\d+)", address)
+            m = re.fullmatch(r"https?://(\[[^\]]+\]|[^:]+):(\d+)", address)
             assert m, f"unparsable listening address {address!r}"
             if not self.url:
                 self.host = m.group(1).strip("[]")

@@ -281,6 +281,7 @@ fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i3
     settings
         .bind_addrs()
         .map_err(|e| config_error(e.to_string()))?;
+    tls_server(settings)?;
     if !has_app {
         let spec = settings.app.as_deref().ok_or_else(no_app_error)?;
         prepare_python_path(py, settings)?;
@@ -291,6 +292,21 @@ fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i3
     }
     println!("Config OK");
     Ok(0)
+}
+
+/// The TLS configuration of the TCP listeners (`--certfile`...), `None` when TLS is off.
+pub(crate) fn tls_server(
+    settings: &Settings,
+) -> Result<Option<ferrocorn::transport::tls::TlsServer>, StartError> {
+    let tls = ferrocorn::transport::tls::TlsServer::from_settings(&settings.tls)
+        .map_err(|e| config_error(e.to_string()))?;
+    if tls.is_some() && settings.proxy_protocol {
+        return Err(config_error(
+            "--proxy-protocol cannot be combined with --certfile yet (the PROXY preamble \
+             comes before the TLS handshake); terminate TLS at the proxy, or drop one of them",
+        ));
+    }
+    Ok(tls)
 }
 
 fn no_app_error() -> StartError {
@@ -333,6 +349,9 @@ fn serve(
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     prepare_python_path(py, settings)?;
+    // TLS: every certificate and key file is read and checked before anything is bound or
+    // forked, so a bad one is a one-line start-up error naming the file.
+    let tls = tls_server(settings)?;
     if settings.daemon {
         daemonize(py).map_err(|e| config_error(format!("cannot daemonize: {e}")))?;
     }
@@ -370,7 +389,12 @@ fn serve(
 
     log::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
-        log::info!("Listening at: {} ({pid})", l.url());
+        let url = l.url();
+        let url = match (&tls, l) {
+            (Some(_), BoundListener::Tcp(_)) => url.replacen("http://", "https://", 1),
+            _ => url,
+        };
+        log::info!("Listening at: {url} ({pid})");
     }
     log::info!("Using worker: threads ({} per worker)", settings.threads);
 
@@ -384,6 +408,7 @@ fn serve(
         master_pid: pid,
         pidfile,
         identity,
+        tls,
     };
     let config = MasterConfig {
         workers: usize::from(settings.workers),

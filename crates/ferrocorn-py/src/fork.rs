@@ -36,6 +36,8 @@ pub(crate) struct Forker {
     pub master_pid: u32,
     pub pidfile: Option<PidFile>,
     pub identity: Identity,
+    /// TLS for the TCP listeners, built before the first fork and again on SIGHUP.
+    pub tls: Option<ferrocorn::transport::tls::TlsServer>,
 }
 
 /// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit;
@@ -91,6 +93,7 @@ impl Spawn for Forker {
                     log::warn!("bind changes need a restart; keeping the current sockets");
                     settings.bind.clone_from(&self.settings.bind);
                 }
+                self.reload_tls(&settings);
                 self.settings = settings;
                 self.hooks = Hooks::current(py);
                 self.hooks
@@ -165,6 +168,22 @@ impl Spawn for Forker {
 }
 
 impl Forker {
+    /// SIGHUP: renewed certificate and key files (or changed TLS settings) are read again for
+    /// the workers about to be forked. Files that fail to load keep the current TLS serving.
+    fn reload_tls(&mut self, settings: &Settings) {
+        match crate::entry::tls_server(settings) {
+            Ok(tls) => {
+                if tls.is_some() != self.tls.is_some() {
+                    log::warn!("turning TLS on or off needs a restart; keeping it as it is");
+                } else if tls.is_some() {
+                    log::info!("TLS certificate and key loaded again");
+                    self.tls = tls;
+                }
+            }
+            Err(e) => log::error!("reload: keeping the current TLS certificate: {}", e.message),
+        }
+    }
+
     /// Starts a new master: the same Python running the same command line, with our listening
     /// sockets inherited (see `INHERITED_FDS_VAR`).
     fn exec_successor(&mut self) -> std::io::Result<Pid> {
@@ -392,10 +411,12 @@ impl Forker {
             },
             inline_ctx: std::sync::OnceLock::new(),
         });
+        let mut conn = settings.conn_config();
+        conn.tls.clone_from(&self.tls);
         let config = WorkerConfig {
             threads,
             inline: !settings.no_inline,
-            conn: settings.conn_config(),
+            conn,
             access_log: settings.access_log(),
             access_sink: crate::pylog::access_sink()
                 .map(|sink| worker::AccessSink(sink, settings.access_log_style())),

@@ -39,6 +39,8 @@ pub struct Request {
     pub local: Local,
     /// What a trusted proxy said about the original request (empty otherwise).
     pub forwarded: Forwarded,
+    /// The connection's TLS facts (protocol, cipher, client certificate); None in cleartext.
+    pub tls: Option<Arc<crate::transport::tls::TlsInfo>>,
 }
 
 /// A unit of work for an app thread: the request, its body, and the way back to its connection.

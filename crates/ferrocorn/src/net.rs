@@ -1,6 +1,8 @@
-//! Accepted connections over TCP or a unix socket, behind one type, with sendfile(2).
+//! Accepted connections over TCP, a unix socket or TLS over TCP, behind one type, with
+//! sendfile(2) (and its bounded-copy stand-in for TLS).
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -55,17 +57,28 @@ impl Listener {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over TCP, after the handshake (`transport::tls`). rustls may hold decrypted bytes
+    /// the socket no longer shows as readable, so reads go through the TLS stream, never by
+    /// socket readiness alone.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
+
+/// Largest piece of a file read into memory at once when sendfile(2) cannot be used (TLS).
+const FILE_CHUNK: usize = 64 * 1024;
 
 impl Stream {
     /// Waits until the socket has bytes (or EOF) to read, then reads what is there into `buf`.
     /// Memory for the read is only reserved once data is ready, so an idle connection holds no
     /// buffer.
-    pub async fn read_ready(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    pub async fn read_ready(&mut self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        if let Self::Tls(s) = self {
+            return tls_read_ready(s, buf).await;
+        }
         loop {
             match self {
                 Self::Tcp(s) => s.readable().await?,
                 Self::Unix(s) => s.readable().await?,
+                Self::Tls(_) => unreachable!("handled above"),
             }
             if buf.capacity() == 0 {
                 *buf = crate::http::buffers::take();
@@ -75,6 +88,7 @@ impl Stream {
             let r = match self {
                 Self::Tcp(s) => s.try_read_buf(buf),
                 Self::Unix(s) => s.try_read_buf(buf),
+                Self::Tls(_) => unreachable!("handled above"),
             };
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -96,16 +110,18 @@ impl Stream {
         let _ = match self {
             Self::Tcp(s) => s.try_io(Interest::READABLE, would_block),
             Self::Unix(s) => s.try_io(Interest::READABLE, would_block),
+            Self::Tls(_) => Ok(()),
         };
     }
 
     /// Reads what is already waiting on the socket into `buf`, without waiting. True when
     /// something (or EOF) was there.
-    pub fn read_ready_now(&self, buf: &mut bytes::BytesMut) -> io::Result<bool> {
+    pub fn read_ready_now(&mut self, buf: &mut bytes::BytesMut) -> io::Result<bool> {
         buf.reserve(64 * 1024);
         let r = match self {
             Self::Tcp(s) => s.try_read_buf(buf),
             Self::Unix(s) => s.try_read_buf(buf),
+            Self::Tls(s) => tls_try_read_buf(s, buf),
         };
         match r {
             Ok(_) => Ok(true),
@@ -116,7 +132,10 @@ impl Stream {
 
     /// Sends `len` bytes of `file` starting at `offset`, zero-copy; returns the bytes sent
     /// (fewer than `len` only if the file was shorter).
-    pub async fn sendfile(&self, file: &File, mut offset: u64, len: u64) -> io::Result<u64> {
+    pub async fn sendfile(&mut self, file: &File, mut offset: u64, len: u64) -> io::Result<u64> {
+        if let Self::Tls(s) = self {
+            return copy_file(s, file, offset, len).await;
+        }
         let mut sent = 0u64;
         while sent < len {
             let chunk = usize::try_from(len - sent)
@@ -135,6 +154,7 @@ impl Stream {
                     })
                     .await?
                 }
+                Self::Tls(_) => unreachable!("handled above"),
             };
             if n == 0 {
                 break;
@@ -143,6 +163,68 @@ impl Stream {
         }
         Ok(sent)
     }
+}
+
+/// [`Stream::read_ready`] for TLS: waits on the socket only when rustls holds no decrypted
+/// bytes (or close) already, so an idle connection still holds no read buffer.
+async fn tls_read_ready(
+    s: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    buf: &mut bytes::BytesMut,
+) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let (tcp, conn) = s.get_mut();
+    let buffered = conn.process_new_packets().map_or(true, |state| {
+        state.plaintext_bytes_to_read() > 0 || state.peer_has_closed()
+    });
+    if !buffered {
+        tcp.readable().await?;
+    }
+    if buf.capacity() == 0 {
+        *buf = crate::http::buffers::take();
+    }
+    buf.reserve(READ_SIZE);
+    s.read_buf(buf).await
+}
+
+/// [`Stream::read_ready_now`] for TLS: one poll of the TLS stream's read, which decrypts what
+/// the socket has without waiting. A `Pending` leaves a no-op waker registered; the
+/// connection's next wait polls again with its own.
+fn tls_try_read_buf(
+    s: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    buf: &mut bytes::BytesMut,
+) -> io::Result<usize> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let read = std::pin::pin!(tokio::io::AsyncReadExt::read_buf(s, buf));
+    match read.poll(&mut cx) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+/// sendfile(2) cannot see through TLS: the file is read in [`FILE_CHUNK`] pieces and each is
+/// written (encrypted) before the next is read, so memory stays bounded.
+async fn copy_file(
+    s: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    use tokio::io::AsyncWriteExt;
+    let mut chunk = vec![0u8; FILE_CHUNK.min(usize::try_from(len).unwrap_or(FILE_CHUNK))];
+    let mut sent = 0u64;
+    while sent < len {
+        let want = usize::try_from(len - sent).map_or(chunk.len(), |l| l.min(chunk.len()));
+        // A page-cache read, as sendfile(2) itself would do on this thread.
+        let n = file.read_at(&mut chunk[..want], offset + sent)?;
+        if n == 0 {
+            break;
+        }
+        s.write_all(&chunk[..n]).await?;
+        sent += n as u64;
+    }
+    s.flush().await?;
+    Ok(sent)
 }
 
 fn sendfile_once(
@@ -172,6 +254,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -185,6 +268,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -196,6 +280,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -207,6 +292,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -214,6 +300,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

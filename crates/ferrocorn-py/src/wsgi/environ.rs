@@ -206,9 +206,14 @@ pub(crate) fn build<'py>(
         Version::Http11 => intern!(py, "HTTP/1.1"),
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
-    let scheme = fwd.scheme.unwrap_or("http");
+    let scheme = fwd
+        .scheme
+        .unwrap_or(if req.tls.is_some() { "https" } else { "http" });
     if scheme != "http" {
         env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    }
+    if let Some(tls) = &req.tls {
+        tls_vars(py, &env, tls)?;
     }
 
     match (&fwd.client, &req.peer) {
@@ -265,6 +270,27 @@ pub(crate) fn build<'py>(
         env.set_item(intern!(py, "HTTP_HOST"), h.as_str())?;
     }
     finish(py, env, memos, host, req, scheme)
+}
+
+/// A TLS connection's variables, named as nginx and Apache's mod_ssl name them, so an app can
+/// authorise by client certificate: `HTTPS`, `SSL_PROTOCOL`, `SSL_CIPHER`,
+/// `SSL_CLIENT_VERIFY`, and with a certificate `SSL_CLIENT_S_DN`, `SSL_CLIENT_I_DN` (RFC 4514
+/// strings) and `SSL_CLIENT_CERT` (PEM).
+fn tls_vars<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
+    tls: &ferrocorn::transport::tls::TlsInfo,
+) -> PyResult<()> {
+    env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+    env.set_item(intern!(py, "SSL_PROTOCOL"), tls.protocol)?;
+    env.set_item(intern!(py, "SSL_CIPHER"), tls.cipher.as_str())?;
+    env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), tls.client_verify())?;
+    if let Some(client) = &tls.client {
+        env.set_item(intern!(py, "SSL_CLIENT_S_DN"), client.subject.as_str())?;
+        env.set_item(intern!(py, "SSL_CLIENT_I_DN"), client.issuer.as_str())?;
+        env.set_item(intern!(py, "SSL_CLIENT_CERT"), client.pem.as_str())?;
+    }
+    Ok(())
 }
 
 /// Every value of field `name` in `fields`, joined: with "; " for Cookie (RFC 6265 §5.4), the

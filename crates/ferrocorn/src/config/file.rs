@@ -41,8 +41,6 @@ const IGNORED: &[&str] = &[
     "reload_engine",
     "initgroups",
     "ssl_version",
-    "do_handshake_on_connect",
-    "suppress_ragged_eofs",
     "casefold_http_method",
     "permit_obsolete_folding",
     "permit_unconventional_http_method",

@@ -16,7 +16,9 @@ pub mod docs;
 pub mod file;
 pub mod layers;
 pub mod observe;
+pub mod tls;
 pub use observe::ObserveSettings;
+pub use tls::TlsSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -245,6 +247,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub observe: ObserveSettings,
+
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// `--secure-scheme-headers` pairs.

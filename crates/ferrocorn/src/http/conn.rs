@@ -65,6 +65,8 @@ pub struct ConnConfig {
     pub access_log: Option<AccessLog>,
     /// Where finished requests are counted (`--metrics-bind`, `--statsd-host`).
     pub metrics: RequestMetrics,
+    /// TLS on TCP connections (`--certfile`); unix-socket connections stay cleartext.
+    pub tls: Option<crate::transport::tls::TlsServer>,
 }
 
 /// An access log line in the making: what the request said, then what the response did.
@@ -75,6 +77,7 @@ struct Record {
     method: Text,
     target: Text,
     protocol: &'static str,
+    scheme: &'static str,
     request_headers: Vec<crate::http::request::Header>,
     status: Option<u16>,
     response_headers: HeaderBlock,
@@ -91,6 +94,7 @@ impl Record {
             method: Text::default(),
             target: Text::default(),
             protocol: "",
+            scheme: "http",
             request_headers: Vec::new(),
             status: None,
             response_headers: HeaderBlock::default(),
@@ -123,6 +127,7 @@ impl Record {
             target: &self.target,
             path: &path,
             protocol: self.protocol,
+            scheme: self.scheme,
             request_headers: &self.request_headers,
             status,
             response_headers: &self.response_headers,
@@ -147,6 +152,7 @@ impl Default for ConnConfig {
             proxy_protocol: false,
             access_log: None,
             metrics: RequestMetrics::default(),
+            tls: None,
         }
     }
 }
@@ -196,8 +202,13 @@ fn insert_retry_after(resp: &mut BytesMut) {
 
 /// Serves one connection to its end.
 pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
+    // TLS (issue 16): the handshake, then the protocol driver (HTTP/1.1 below).
+    let Some((io, tls)) = crate::transport::tls::secure(io, &peer, &ctx.config).await else {
+        return;
+    };
     let mut conn = Conn {
         io,
+        tls,
         buf: BytesMut::new(),
         out: BytesMut::new(),
         peer,
@@ -214,6 +225,8 @@ pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx
 
 struct Conn {
     io: Stream,
+    /// What the TLS handshake said (None on cleartext connections).
+    tls: Option<Arc<crate::transport::tls::TlsInfo>>,
     buf: BytesMut,
     out: BytesMut,
     peer: Peer,
@@ -443,6 +456,9 @@ impl Conn {
             return self.exchange_inner(head, None).await;
         }
         let mut record = Record::new(&head, &self.peer, log.is_some());
+        if self.tls.is_some() {
+            record.scheme = "https";
+        }
         metrics.begin();
         let result = self.exchange_inner(head, Some(&mut record)).await;
         if let Some(log) = &log {
@@ -473,6 +489,9 @@ impl Conn {
         };
         if let (Some(r), Some(client)) = (record.as_deref_mut(), forwarded.client) {
             r.remote = client.to_string();
+        }
+        if let (Some(r), Some(scheme)) = (record.as_deref_mut(), forwarded.scheme) {
+            r.scheme = scheme;
         }
         let max_body = self.ctx.config.max_body;
         if let Framing::Length(n) = head.framing {
@@ -511,6 +530,7 @@ impl Conn {
                 peer: self.peer.clone(),
                 local: self.local.clone(),
                 forwarded,
+                tls: self.tls.clone(),
             },
             body: BodyStream {
                 link: body_rx.map(|rx| (tx.clone(), rx)),
@@ -796,5 +816,6 @@ async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result
             IoSlice::advance_slices(&mut bufs, n);
         }
     }
-    Ok(())
+    // TLS may keep encrypted bytes back until flushed; for a socket this returns at once.
+    io.flush().await
 }

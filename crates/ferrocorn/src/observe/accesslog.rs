@@ -146,6 +146,8 @@ pub struct Entry<'a> {
     /// `PATH_INFO` as the app saw it (decoded).
     pub path: &'a str,
     pub protocol: &'a str,
+    /// `wsgi.url_scheme`: `https` on a TLS connection (or as a trusted proxy said), else `http`.
+    pub scheme: &'a str,
     pub request_headers: &'a [crate::http::request::Header],
     pub status: u16,
     pub response_headers: &'a crate::http::response::HeaderBlock,
@@ -203,6 +205,8 @@ impl Entry<'_> {
             "QUERY_STRING" => self.query().to_owned(),
             "RAW_URI" | "REQUEST_URI" => self.target.to_owned(),
             "SERVER_PROTOCOL" => self.protocol.to_owned(),
+            "wsgi.url_scheme" => self.scheme.to_owned(),
+            "HTTPS" if self.scheme == "https" => "on".to_owned(),
             "CONTENT_TYPE" => text(self.request_header("content-type")?),
             "CONTENT_LENGTH" => text(self.request_header("content-length")?),
             other => {
@@ -309,6 +313,7 @@ pub fn render_json(entry: &Entry<'_>, out: &mut String) {
         "path": entry.path,
         "query": entry.query(),
         "protocol": entry.protocol,
+        "scheme": entry.scheme,
         "status": entry.status,
         "bytes": entry.bytes,
         "referer": text(entry.request_header("referer")),
@@ -531,6 +536,7 @@ mod tests {
             target: "/a%20b?x=1",
             path: "/a b",
             protocol: "HTTP/1.1",
+            scheme: "http",
             request_headers: headers,
             status: 200,
             response_headers: out,

@@ -28,6 +28,9 @@ pub struct Counters {
     duration_us: AtomicU64,
     bytes: AtomicU64,
     in_flight: AtomicI64,
+    /// TLS handshakes completed, and those that failed (timed out, refused, not TLS).
+    tls_handshakes: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 impl Counters {
@@ -63,6 +66,18 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// A TLS handshake ended: completed (`ok`) or failed.
+    pub fn handshake(&self, ok: bool) {
+        if let Some(c) = self.counters {
+            let n = if ok {
+                &c.tls_handshakes
+            } else {
+                &c.tls_handshake_failures
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn is_on(&self) -> bool {
         self.counters.is_some() || self.statsd.is_some()
     }
@@ -96,6 +111,8 @@ pub struct Snapshot {
     pub duration_us: u64,
     pub bytes: u64,
     pub in_flight: i64,
+    pub tls_handshakes: u64,
+    pub tls_handshake_failures: u64,
 }
 
 impl Snapshot {
@@ -110,6 +127,8 @@ impl Snapshot {
         }
         self.duration_us += c.duration_us.load(Ordering::Relaxed);
         self.bytes += c.bytes.load(Ordering::Relaxed);
+        self.tls_handshakes += c.tls_handshakes.load(Ordering::Relaxed);
+        self.tls_handshake_failures += c.tls_handshake_failures.load(Ordering::Relaxed);
         if live {
             self.in_flight += c.in_flight.load(Ordering::Relaxed).max(0);
         }
@@ -176,6 +195,28 @@ impl Snapshot {
             "Requests being answered now.",
         );
         let _ = writeln!(out, "ferrocorn_requests_in_flight {}", self.in_flight);
+        metric(
+            &mut out,
+            "ferrocorn_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+        );
+        let _ = writeln!(
+            out,
+            "ferrocorn_tls_handshakes_total {}",
+            self.tls_handshakes
+        );
+        metric(
+            &mut out,
+            "ferrocorn_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed: timed out, refused, or not TLS at all.",
+        );
+        let _ = writeln!(
+            out,
+            "ferrocorn_tls_handshake_failures_total {}",
+            self.tls_handshake_failures
+        );
         metric(
             &mut out,
             "ferrocorn_workers",

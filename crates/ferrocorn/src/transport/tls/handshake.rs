@@ -1,0 +1,138 @@
+//! The server side of a TLS handshake on a freshly accepted TCP connection, on the worker's
+//! I/O thread, bounded by --header-timeout. Nothing here touches the app.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{TlsInfo, TlsServer};
+use crate::net::Stream;
+use crate::observe::metrics::RequestMetrics;
+
+/// TLS's record type for handshake messages (RFC 8446 §5.1): the first byte of every
+/// ClientHello.
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a client that sent plain HTTP to the TLS port gets, in cleartext (as nginx does).
+const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 52\r\n\
+Connection: close\r\n\
+\r\n\
+This port speaks HTTPS: plain HTTP was sent to it.\r\n";
+
+/// A finished handshake: the stream to speak HTTP over, and what the app may learn of it.
+pub(crate) struct Handshake {
+    pub stream: Stream,
+    pub info: Arc<TlsInfo>,
+}
+
+impl Handshake {
+    /// The protocol ALPN chose (RFC 7301), if the client offered any: the place where the
+    /// HTTP/2 driver (issue 17) will be picked.
+    #[allow(dead_code)]
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match &self.stream {
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the handshake on `tcp` within `timeout`. `None` when the connection is to be closed:
+/// a failure is a debug line naming `peer` and the reason, and is counted.
+pub(crate) async fn accept(
+    server: &TlsServer,
+    tcp: TcpStream,
+    peer: &str,
+    timeout: Duration,
+    metrics: &RequestMetrics,
+) -> Option<Handshake> {
+    let deadline = Instant::now() + timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(Ok(_) | Err(_)) => return None, // closed before saying anything: not a handshake
+        Err(_) => {
+            log::debug!("{peer}: TLS handshake timed out (nothing sent)");
+            metrics.handshake(false);
+            return None;
+        }
+    }
+    if first[0] != HANDSHAKE_RECORD {
+        metrics.handshake(false);
+        if first[0].is_ascii_uppercase() {
+            log::debug!("{peer}: TLS handshake failed: plain HTTP sent to the TLS port");
+            refuse_plain_http(tcp, deadline).await;
+        } else {
+            log::debug!(
+                "{peer}: TLS handshake failed: not a TLS record (first byte {:#04x})",
+                first[0]
+            );
+        }
+        return None;
+    }
+    match tokio::time::timeout_at(deadline, server.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => {
+            metrics.handshake(true);
+            let info = Arc::new(TlsInfo::new(tls.get_ref().1));
+            Some(Handshake {
+                stream: Stream::Tls(Box::new(tls)),
+                info,
+            })
+        }
+        Ok(Err(e)) => {
+            log::debug!("{peer}: TLS handshake failed: {e}");
+            metrics.handshake(false);
+            None
+        }
+        Err(_) => {
+            log::debug!("{peer}: TLS handshake timed out");
+            metrics.handshake(false);
+            None
+        }
+    }
+}
+
+/// Answers a cleartext request with a cleartext 400, then closes gently: the client's
+/// unread request is drained for a moment so the close does not turn into a reset that could
+/// destroy the answer before the client reads it.
+async fn refuse_plain_http(mut tcp: TcpStream, deadline: Instant) {
+    let linger = deadline.min(Instant::now() + Duration::from_secs(1));
+    let answered = tokio::time::timeout_at(linger, async {
+        tcp.write_all(PLAIN_HTTP_RESPONSE).await?;
+        tcp.shutdown().await
+    })
+    .await;
+    if !matches!(answered, Ok(Ok(()))) {
+        return;
+    }
+    // What the client sent is usually all here already; a short pause per read stops the
+    // drain as soon as it stops arriving.
+    let mut sink = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    while left > 0 && Instant::now() < linger {
+        match tokio::time::timeout(DRAIN_PAUSE, tcp.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => break,
+        }
+    }
+}
+
+/// How long the drain after a cleartext 400 waits for more of the client's bytes.
+const DRAIN_PAUSE: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_answer_has_the_right_length() {
+        let text = std::str::from_utf8(PLAIN_HTTP_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}

@@ -1,0 +1,109 @@
+//! What a finished handshake tells the app: protocol, cipher, and the client's certificate
+//! in the forms nginx and Apache put in their CGI variables (`SSL_CLIENT_*`).
+
+use base64::Engine as _;
+use rustls::pki_types::CertificateDer;
+
+/// The TLS facts of one connection, shared by all its requests.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3` (OpenSSL's spelling, as in nginx's `$ssl_protocol`).
+    pub protocol: &'static str,
+    /// The negotiated suite's IANA name.
+    pub cipher: String,
+    /// The client's certificate, when it sent one (it was verified against --ca-certs).
+    pub client: Option<ClientCert>,
+}
+
+/// A verified client certificate.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// Subject and issuer distinguished names in RFC 4514 form (`CN=alice,O=Example`), as
+    /// nginx's `$ssl_client_s_dn` and `$ssl_client_i_dn`.
+    pub subject: String,
+    pub issuer: String,
+    /// The certificate in PEM.
+    pub pem: String,
+}
+
+impl TlsInfo {
+    pub(crate) fn new(conn: &rustls::ServerConnection) -> Self {
+        let protocol = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let client = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(ClientCert::new);
+        Self {
+            protocol,
+            cipher,
+            client,
+        }
+    }
+
+    /// `SSL_CLIENT_VERIFY`: `SUCCESS` with a (verified) certificate, `NONE` without. rustls
+    /// refuses a certificate that does not verify during the handshake, so nginx's
+    /// `FAILED:reason` never reaches an app.
+    pub fn client_verify(&self) -> &'static str {
+        if self.client.is_some() {
+            "SUCCESS"
+        } else {
+            "NONE"
+        }
+    }
+}
+
+impl ClientCert {
+    fn new(der: &CertificateDer<'_>) -> Self {
+        use x509_cert::der::Decode;
+        let (subject, issuer) = match x509_cert::Certificate::from_der(der) {
+            Ok(c) => (
+                c.tbs_certificate.subject.to_string(),
+                c.tbs_certificate.issuer.to_string(),
+            ),
+            // Verified by webpki, so this cannot really happen; leave the names empty.
+            Err(_) => (String::new(), String::new()),
+        };
+        Self {
+            subject,
+            issuer,
+            pem: to_pem(der),
+        }
+    }
+}
+
+/// PEM with 64-column lines (RFC 7468 §2).
+fn to_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
+    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_lines_are_64_columns() {
+        let pem = to_pem(&[0u8; 100]);
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines.last(), Some(&"-----END CERTIFICATE-----"));
+        assert_eq!(TlsInfo::default().client_verify(), "NONE");
+    }
+}

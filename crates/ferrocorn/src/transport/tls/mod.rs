@@ -1,0 +1,279 @@
+//! TLS on the TCP listeners, with rustls: the server configuration built from the settings
+//! (in the master, before any worker forks, and again on HUP), the handshake on a worker's I/O
+//! thread, and what the handshake tells the app about the client.
+
+pub mod ciphers;
+mod handshake;
+mod info;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use thiserror::Error;
+
+use crate::config::tls::{TlsSettings, TlsVersion};
+
+pub(crate) use handshake::accept;
+pub use info::TlsInfo;
+
+/// ALPN protocol names (RFC 7301) the server offers. HTTP/2 (`h2`, issue 17) will be added
+/// here, with its driver chosen after the handshake (see `handshake::Handshake::alpn`).
+const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// Why the TLS configuration could not be built. Each names the file or setting at fault.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("--certfile needs --keyfile (the certificate's private key)")]
+    NoKeyfile,
+    #[error("--keyfile needs --certfile (the certificate it belongs to)")]
+    NoCertfile,
+    #[error("--cert-reqs {0} needs --ca-certs (the CAs client certificates must chain to)")]
+    NoCaCerts(u8),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate in it (BEGIN CERTIFICATE)", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("{}: not valid PEM: {reason}", path.display())]
+    BadPem { path: PathBuf, reason: String },
+    #[error(
+        "{}: the private key is encrypted and ferrocorn cannot ask for a passphrase; \
+         decrypt it first (openssl pkey -in KEY -out PLAIN_KEY)",
+        .0.display()
+    )]
+    EncryptedKey(PathBuf),
+    #[error(
+        "{}: no private key in it (PEM PKCS#8, PKCS#1 RSA or SEC1 EC key expected)",
+        .0.display()
+    )]
+    NoKey(PathBuf),
+    #[error("{}: unusable private key: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("{}: the private key does not match the certificate in {}", key.display(), cert.display())]
+    Mismatch { key: PathBuf, cert: PathBuf },
+    #[error("{}: unusable CA certificate: {reason}", path.display())]
+    BadCa { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The TLS side of the TCP listeners, built once and shared by every connection (workers
+/// inherit it through the fork).
+#[derive(Clone)]
+pub struct TlsServer {
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServer")
+    }
+}
+
+impl TlsServer {
+    /// Builds the server configuration from the settings; `Ok(None)` when TLS is off.
+    /// Every file is read and checked here, so a bad one stops the start with its name.
+    pub fn from_settings(settings: &TlsSettings) -> Result<Option<Self>, TlsError> {
+        let (cert_path, key_path) = match (&settings.certfile, &settings.keyfile) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => return Err(TlsError::NoKeyfile),
+            (None, Some(_)) => return Err(TlsError::NoCertfile),
+            (Some(c), Some(k)) => (c, k),
+        };
+        let provider = Arc::new(provider(settings));
+        let certs = load_certs(cert_path)?;
+        warn_if_expired(cert_path, &certs[0]);
+        let key = load_key(key_path)?;
+        let signing_key =
+            provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| TlsError::BadKey {
+                    path: key_path.clone(),
+                    reason: e.to_string(),
+                })?;
+        let certified = rustls::sign::CertifiedKey::new(certs, signing_key);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(_)) => {
+                return Err(TlsError::Mismatch {
+                    key: key_path.clone(),
+                    cert: cert_path.clone(),
+                })
+            }
+            Err(e) => {
+                return Err(TlsError::BadPem {
+                    path: cert_path.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.tls_min_version
+        {
+            TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::V1_3 => &[&rustls::version::TLS13],
+        };
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match settings.cert_reqs {
+            0 => builder.with_no_client_auth(),
+            reqs => {
+                let ca_path = settings
+                    .ca_certs
+                    .as_ref()
+                    .ok_or(TlsError::NoCaCerts(reqs))?;
+                let roots = load_roots(ca_path)?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if reqs == 1 {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier.build().map_err(|e| TlsError::BadCa {
+                    path: ca_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        // --ciphers is the server's order of preference, as OpenSSL's SSL_OP_CIPHER_SERVER_PREFERENCE.
+        config.ignore_client_order = settings.ciphers.is_some();
+        // Session tickets (RFC 8446 §4.6.1): made here, before the fork, so every worker can
+        // resume a session another worker started.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| TlsError::Config(format!("session tickets: {e}")))?;
+        Ok(Some(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }))
+    }
+}
+
+/// The crypto provider (ring; see docs/design.md for why), with --ciphers applied.
+fn provider(settings: &TlsSettings) -> CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(list) = &settings.ciphers {
+        let keep13 = !list.has_tls13();
+        let all = std::mem::take(&mut provider.cipher_suites);
+        // The named suites in the named order, then (unless some were named) TLS 1.3's.
+        provider.cipher_suites = list
+            .0
+            .iter()
+            .filter_map(|want| all.iter().find(|s| s.suite() == *want).copied())
+            .chain(
+                all.iter()
+                    .filter(|s| keep13 && ciphers::is_tls13(s.suite()))
+                    .copied(),
+            )
+            .collect();
+    }
+    provider
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.to_owned()));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    // PKCS#8's encrypted form, and OpenSSL's legacy encrypted PKCS#1/SEC1 (RFC 1421 headers).
+    let text = String::from_utf8_lossy(&pem);
+    if text.contains("BEGIN ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(TlsError::EncryptedKey(path.to_owned()));
+    }
+    // Takes the first key of any of the three forms (PKCS#8, PKCS#1, SEC1).
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey(path.to_owned()),
+        e => TlsError::BadPem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    })
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::BadCa {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A server certificate past its notAfter still loads (a renewal may be on its way), but
+/// clients will refuse it: say so at startup and on every reload.
+fn warn_if_expired(path: &Path, cert: &CertificateDer<'_>) {
+    use x509_cert::der::Decode;
+    let Ok(parsed) = x509_cert::Certificate::from_der(cert) else {
+        return;
+    };
+    let validity = &parsed.tbs_certificate.validity;
+    let now = std::time::SystemTime::now();
+    if validity.not_after.to_system_time() < now {
+        log::warn!(
+            "{}: the certificate expired on {}; clients will refuse it",
+            path.display(),
+            validity.not_after
+        );
+    } else if validity.not_before.to_system_time() > now {
+        log::warn!(
+            "{}: the certificate is not valid before {}; clients will refuse it",
+            path.display(),
+            validity.not_before
+        );
+    }
+}
+
+/// The step between accept and the HTTP driver: a TCP connection on a TLS server is
+/// handshaken (under `config.head_timeout`); other connections pass through as they are.
+/// `None` when the connection is to be closed.
+pub(crate) async fn secure(
+    io: crate::net::Stream,
+    peer: &crate::app::Peer,
+    config: &crate::http::ConnConfig,
+) -> Option<(crate::net::Stream, Option<Arc<TlsInfo>>)> {
+    match (io, &config.tls) {
+        (crate::net::Stream::Tcp(tcp), Some(server)) => {
+            let peer = match peer {
+                crate::app::Peer::Tcp(a) => a.to_string(),
+                crate::app::Peer::Unix => "unix socket".to_owned(),
+            };
+            let done = accept(server, tcp, &peer, config.head_timeout, &config.metrics).await?;
+            // ALPN picks the protocol driver here; HTTP/1.1 is the only one so far (issue 17
+            // adds h2 through `done.alpn()`).
+            Some((done.stream, Some(done.info)))
+        }
+        (io, _) => Some((io, None)),
+    }
+}
