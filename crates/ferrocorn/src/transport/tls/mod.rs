@@ -277,3 +277,84 @@ pub(crate) async fn secure(
         (io, _) => Some((io, None)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn settings(args: &[&str]) -> TlsSettings {
+        let mut argv = vec!["ferrocorn"];
+        argv.extend_from_slice(args);
+        crate::config::Settings::parse_from(argv).tls
+    }
+
+    fn scratch(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferrocorn-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn error(args: &[&str]) -> String {
+        match TlsServer::from_settings(&settings(args)) {
+            Ok(_) => panic!("{args:?} loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn off_without_files() {
+        assert!(TlsServer::from_settings(&settings(&[])).unwrap().is_none());
+    }
+
+    #[test]
+    fn errors_name_the_setting_or_file() {
+        assert!(error(&["--certfile", "c.pem"]).contains("--keyfile"));
+        assert!(error(&["--keyfile", "k.pem"]).contains("--certfile"));
+        let missing = "/nonexistent/ferrocorn/cert.pem";
+        let e = error(&["--certfile", missing, "--keyfile", missing]);
+        assert!(e.starts_with(&format!("cannot read {missing}:")), "{e}");
+        let junk = scratch("junk.pem", "hello\n");
+        let junk = junk.to_str().unwrap();
+        let e = error(&["--certfile", junk, "--keyfile", junk]);
+        assert_eq!(
+            e,
+            format!("{junk}: no PEM certificate in it (BEGIN CERTIFICATE)")
+        );
+    }
+
+    #[test]
+    fn encrypted_and_missing_keys_are_named() {
+        let encrypted = scratch(
+            "enc.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        assert!(matches!(load_key(&encrypted), Err(TlsError::EncryptedKey(p)) if p == encrypted));
+        let legacy = scratch(
+            "legacy.key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        assert!(matches!(load_key(&legacy), Err(TlsError::EncryptedKey(_))));
+        let none = scratch(
+            "none.key",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        assert!(matches!(load_key(&none), Err(TlsError::NoKey(_))));
+    }
+
+    #[test]
+    fn ciphers_narrow_the_provider() {
+        let p = provider(&settings(&["--ciphers", "ECDHE-RSA-AES128-GCM-SHA256"]));
+        let names: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            names[0],
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        );
+        // Only TLS 1.2 suites named: TLS 1.3's stay (as Python's set_ciphers).
+        assert_eq!(names.len(), 4, "{names:?}");
+        let p = provider(&settings(&["--ciphers", "TLS_AES_128_GCM_SHA256"]));
+        assert_eq!(p.cipher_suites.len(), 1);
+    }
+}
