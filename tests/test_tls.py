@@ -393,6 +393,59 @@ def test_200_concurrent_keep_alive_clients(https: Server, pki: Pki) -> None:
     assert asyncio.run(main()) == [3] * 200
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_proxy_protocol_before_the_handshake(serve: Any, pki: Pki, version: str) -> None:
+    """The PROXY preamble and the ClientHello in one segment: the server must take the
+    preamble and not a byte of the handshake with it."""
+    from test_proxy import PROXY_IP, v2_header
+    preamble = (b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n" if version == "v1"
+                else v2_header("198.51.100.22", 51234, "10.0.0.1", 443))
+    server = serve(tls_server(pki, "--proxy-protocol", "--forwarded-allow-ips", PROXY_IP))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10,
+                                  source_address=(PROXY_IP, 0)) as sock:
+        first = True
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                data = outgoing.read()
+                sock.sendall(preamble + data if first else data)
+                first = False
+                chunk = sock.recv(65536)
+                assert chunk, "closed during the handshake"
+                incoming.write(chunk)
+        tls.write(b"GET /env HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        sock.sendall(outgoing.read())
+        received = b""
+        for _ in range(10_000):
+            try:
+                piece = tls.read(65536)
+            except ssl.SSLWantReadError:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                incoming.write(chunk)
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            if not piece:
+                break
+            received += piece
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), received
+    env = json.loads(body)
+    assert env["REMOTE_ADDR"] == "198.51.100.22" and env["HTTPS"] == "on"
+
+
+def test_proxy_protocol_with_tls_refuses_untrusted_peers(serve: Any, pki: Pki) -> None:
+    server = serve(tls_server(pki, "--proxy-protocol", "--forwarded-allow-ips", "127.0.0.5"))
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        get_json(server, client_context(pki))  # from 127.0.0.1: not trusted
+
+
 # --------------------------------------------------------------------------- mutual TLS
 
 def _mtls_server(pki: Pki, reqs: int) -> Server:

@@ -300,12 +300,6 @@ pub(crate) fn tls_server(
 ) -> Result<Option<ferrocorn::transport::tls::TlsServer>, StartError> {
     let tls = ferrocorn::transport::tls::TlsServer::from_settings(&settings.tls)
         .map_err(|e| config_error(e.to_string()))?;
-    if tls.is_some() && settings.proxy_protocol {
-        return Err(config_error(
-            "--proxy-protocol cannot be combined with --certfile yet (the PROXY preamble \
-             comes before the TLS handshake); terminate TLS at the proxy, or drop one of them",
-        ));
-    }
     Ok(tls)
 }
 

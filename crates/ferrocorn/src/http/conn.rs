@@ -201,9 +201,10 @@ fn insert_retry_after(resp: &mut BytesMut) {
 }
 
 /// Serves one connection to its end.
-pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
-    // TLS (issue 16): the handshake, then the protocol driver (HTTP/1.1 below).
-    let Some((io, tls)) = crate::transport::tls::secure(io, &peer, &ctx.config).await else {
+pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
+    // TLS (issue 16): the handshake (after a PROXY preamble), then the protocol driver
+    // (HTTP/1.1 below).
+    let Some((io, tls)) = crate::transport::tls::secure(io, &mut peer, &ctx.config).await else {
         return;
     };
     let mut conn = Conn {
@@ -217,7 +218,7 @@ pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx
         idle_timer: None,
         stop_wait: None,
     };
-    if conn.ctx.config.proxy_protocol && !conn.read_preamble().await {
+    if conn.ctx.config.proxy_protocol && conn.tls.is_none() && !conn.read_preamble().await {
         return;
     }
     conn.run().await;

@@ -42,16 +42,15 @@ impl Handshake {
     }
 }
 
-/// Runs the handshake on `tcp` within `timeout`. `None` when the connection is to be closed:
+/// Runs the handshake on `tcp`, to be done by `deadline`. `None` when the connection is to be closed:
 /// a failure is a debug line naming `peer` and the reason, and is counted.
 pub(crate) async fn accept(
     server: &TlsServer,
     tcp: TcpStream,
     peer: &str,
-    timeout: Duration,
     metrics: &RequestMetrics,
+    deadline: Instant,
 ) -> Option<Handshake> {
-    let deadline = Instant::now() + timeout;
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => {}
@@ -93,6 +92,48 @@ pub(crate) async fn accept(
             log::debug!("{peer}: TLS handshake timed out");
             metrics.handshake(false);
             None
+        }
+    }
+}
+
+/// `--proxy-protocol` in front of TLS: the PROXY preamble (HAProxy, AWS NLB) comes in
+/// cleartext before the ClientHello. It is taken off the socket without a byte more, so the
+/// handshake starts at its first byte: bytes are peeked, and only those the preamble parser
+/// has used (or all of them while it wants more, which makes the next peek wait) are read.
+/// Returns the client address it carried (`None` for `LOCAL`/`UNKNOWN`: keep the peer), or the
+/// reason the connection is to be closed.
+pub(crate) async fn take_preamble(
+    tcp: &mut TcpStream,
+    deadline: Instant,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    use crate::http::proxy_protocol;
+    // A v2 preamble with TLVs can be long; anything larger than this is refused.
+    const MAX: usize = 4096;
+    let mut taken: Vec<u8> = Vec::with_capacity(128);
+    let mut peeked = [0u8; MAX];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut peeked)).await {
+            Ok(Ok(0)) => return Err("closed before the PROXY preamble".into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("PROXY preamble timed out".into()),
+        };
+        let mut seen = taken.clone();
+        seen.extend_from_slice(&peeked[..n]);
+        let (addr, used) = match proxy_protocol::parse(&seen) {
+            Ok(Some((addr, used))) => (Some(addr), used - taken.len()),
+            Ok(None) if seen.len() < MAX => (None, n),
+            Ok(None) => return Err("PROXY preamble too long".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut consumed = vec![0u8; used];
+        // Those bytes were peeked, so they are there: read_exact does not wait.
+        tcp.read_exact(&mut consumed)
+            .await
+            .map_err(|e| e.to_string())?;
+        match addr {
+            Some(addr) => return Ok(addr),
+            None => taken.extend_from_slice(&consumed),
         }
     }
 }

@@ -256,26 +256,45 @@ fn warn_if_expired(path: &Path, cert: &CertificateDer<'_>) {
 }
 
 /// The step between accept and the HTTP driver: a TCP connection on a TLS server is
-/// handshaken (under `config.head_timeout`); other connections pass through as they are.
-/// `None` when the connection is to be closed.
+/// handshaken (after its PROXY preamble with `--proxy-protocol`, all within
+/// `config.head_timeout`); other connections pass through as they are. `None` when the
+/// connection is to be closed.
 pub(crate) async fn secure(
     io: crate::net::Stream,
-    peer: &crate::app::Peer,
+    peer: &mut crate::app::Peer,
     config: &crate::http::ConnConfig,
 ) -> Option<(crate::net::Stream, Option<Arc<TlsInfo>>)> {
-    match (io, &config.tls) {
-        (crate::net::Stream::Tcp(tcp), Some(server)) => {
-            let peer = match peer {
-                crate::app::Peer::Tcp(a) => a.to_string(),
-                crate::app::Peer::Unix => "unix socket".to_owned(),
-            };
-            let done = accept(server, tcp, &peer, config.head_timeout, &config.metrics).await?;
-            // ALPN picks the protocol driver here; HTTP/1.1 is the only one so far (issue 17
-            // adds h2 through `done.alpn()`).
-            Some((done.stream, Some(done.info)))
+    use crate::app::Peer;
+    let (mut tcp, server) = match (io, &config.tls) {
+        (crate::net::Stream::Tcp(tcp), Some(server)) => (tcp, server),
+        (io, _) => return Some((io, None)),
+    };
+    let text = |peer: &Peer| match peer {
+        Peer::Tcp(a) => a.to_string(),
+        Peer::Unix => "unix socket".to_owned(),
+    };
+    let deadline = tokio::time::Instant::now() + config.head_timeout;
+    if config.proxy_protocol {
+        if !config.proxy.trusts(peer) {
+            log::debug!(
+                "{}: PROXY protocol from an untrusted peer; closing",
+                text(peer)
+            );
+            return None;
         }
-        (io, _) => Some((io, None)),
+        match handshake::take_preamble(&mut tcp, deadline).await {
+            Ok(Some(addr)) => *peer = Peer::Tcp(addr),
+            Ok(None) => {}
+            Err(e) => {
+                log::debug!("{}: {e}; closing", text(peer));
+                return None;
+            }
+        }
     }
+    let done = accept(server, tcp, &text(peer), &config.metrics, deadline).await?;
+    // ALPN picks the protocol driver here; HTTP/1.1 is the only one so far (issue 17 adds h2
+    // through `done.alpn()`).
+    Some((done.stream, Some(done.info)))
 }
 
 #[cfg(test)]
