@@ -292,7 +292,7 @@ def test_curl(https: Server, pki: Pki, tmp_path: Path) -> None:
     body.write_bytes(os.urandom(300_000))
     out = subprocess.run(
         ["curl", "-sS", "--cacert", str(pki.ca.cert_path), "--data-binary", f"@{body}",
-         "-H", "Content-Type: application/octet-stream",
+         "-H", "Content-Type: application/octet-stream", "-H", "Expect: 100-continue",
          f"https://localhost:{https.port}/echo"],
         capture_output=True, timeout=30, check=True)
     assert json.loads(out.stdout) == {"length": 300_000,
@@ -543,6 +543,7 @@ def test_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
         (["--certfile", cert, "--keyfile", key, "--cert-reqs", "2"], ["--ca-certs"]),
         (["--certfile", cert, "--keyfile", key, "--cert-reqs", "1", "--ca-certs",
           str(garbage)], [str(garbage)]),
+        (["--check-config", "--certfile", cert, "--keyfile", other_key], ["does not match"]),
     ]
     config_error_code, _ = _start_fails("--bind", "nonsense:address:here")
     for args, needles in cases:
@@ -567,6 +568,11 @@ def test_ciphers_and_min_version(serve: Any, pki: Pki) -> None:
     env = get_json(server, client_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
     assert env["SSL_CIPHER"] == "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
     assert get_json(server, client_context(pki))["SSL_CIPHER"] == "TLS13_AES_128_GCM_SHA256"
+    # No suite in common (TLS 1.2, the client wants one the server was not given): refused.
+    unshared = client_context(pki, max_version=ssl.TLSVersion.TLSv1_2)
+    unshared.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    with pytest.raises(ssl.SSLError):
+        get_json(server, unshared)
     only13 = serve(tls_server(pki, "--tls-min-version", "1.3"))
     with pytest.raises(ssl.SSLError):
         get_json(only13, client_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
