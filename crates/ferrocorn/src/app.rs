@@ -240,6 +240,14 @@ impl Rx {
         })
     }
 
+    /// The next message if the app has sent one already, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<AppMsg> {
+        match self {
+            Self::Bounded(rx) => rx.try_recv().ok(),
+            Self::Unbounded(rx) => rx.try_recv(),
+        }
+    }
+
     pub(crate) async fn recv(&mut self) -> Option<AppMsg> {
         match self {
             Self::Bounded(rx) => rx.recv().await,
@@ -311,6 +319,12 @@ impl BodyStream {
     /// True when the whole body has been read (or there was none).
     pub fn is_done(&self) -> bool {
         self.done && self.pending.is_empty()
+    }
+
+    /// Body bytes that came with the head are at hand: the next [`BodyStream::read`] does not
+    /// wait for the connection.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     fn fail(&mut self, e: BodyError) -> BodyError {

@@ -571,10 +571,16 @@ impl Conn {
         }
         let body_timeout = self.ctx.config.body_timeout;
         let mut continue_sent = false;
+        // A message taken while gathering body pieces that is not one itself: the next one.
+        let mut held: Option<AppMsg> = None;
         loop {
-            let Some(msg) = rx.recv().await else {
-                // The app side went away without finishing the response.
-                return Err(());
+            let msg = match held.take() {
+                Some(msg) => msg,
+                None => match rx.recv().await {
+                    Some(msg) => msg,
+                    // The app side went away without finishing the response.
+                    None => return Err(()),
+                },
             };
             match msg {
                 AppMsg::ReadBody(max) => {
@@ -639,16 +645,39 @@ impl Conn {
                     }
                 }
                 AppMsg::Data(data) => {
-                    if let Some(r) = record.as_deref_mut() {
-                        r.bytes += data.len() as u64;
-                    }
                     self.out.clear();
-                    let data = writer.frame(data, &mut self.out);
-                    let suffix = writer.chunk_suffix(&data);
-                    let out = std::mem::take(&mut self.out);
-                    let r = self.write(&[&out, &data, suffix]).await;
-                    self.out = out;
-                    r?;
+                    let sent = match rx.try_recv() {
+                        // The app (a list or generator of many pieces) is ahead of the
+                        // socket: what it has queued goes out in one write.
+                        Some(AppMsg::Data(next)) => {
+                            let mut pieces = vec![data, next];
+                            held = gather(&mut rx, &mut pieces);
+                            let sent = writer.frame_all(&mut pieces, &mut self.out);
+                            let suffix = writer.chunk_suffix(&pieces[0]);
+                            let out = std::mem::take(&mut self.out);
+                            let mut parts: Vec<&[u8]> = Vec::with_capacity(pieces.len() + 2);
+                            parts.push(&out);
+                            parts.extend(pieces.iter().map(|p| &p[..]));
+                            parts.push(suffix);
+                            let r = self.write(&parts).await;
+                            self.out = out;
+                            r?;
+                            sent
+                        }
+                        other => {
+                            held = other;
+                            let data = writer.frame(data, &mut self.out);
+                            let suffix = writer.chunk_suffix(&data);
+                            let out = std::mem::take(&mut self.out);
+                            let r = self.write(&[&out, &data, suffix]).await;
+                            self.out = out;
+                            r?;
+                            data.len() as u64
+                        }
+                    };
+                    if let Some(r) = record.as_deref_mut() {
+                        r.bytes += sent;
+                    }
                 }
                 AppMsg::File { file, offset, len } => {
                     let len = writer.limit(len);
@@ -794,8 +823,28 @@ impl Conn {
     }
 }
 
+/// The most body pieces gathered into one write, and the most bytes.
+const GATHER_PIECES: usize = 32;
+const GATHER_BYTES: usize = 1024 * 1024;
+
+/// Adds to `pieces` the body pieces the app has queued already, up to [`GATHER_PIECES`] and
+/// [`GATHER_BYTES`]; returns a message taken that is not one (the next to handle).
+fn gather(rx: &mut Rx, pieces: &mut Vec<Bytes>) -> Option<AppMsg> {
+    let mut size: usize = pieces.iter().map(Bytes::len).sum();
+    while pieces.len() < GATHER_PIECES && size < GATHER_BYTES {
+        match rx.try_recv()? {
+            AppMsg::Data(more) => {
+                size += more.len();
+                pieces.push(more);
+            }
+            other => return Some(other),
+        }
+    }
+    None
+}
+
 async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result<()> {
-    const MAX: usize = 4; // the most any caller sends at once
+    const MAX: usize = GATHER_PIECES + 2; // the most any caller sends at once
     for group in parts.chunks(MAX) {
         let mut slices = [IoSlice::new(&[]); MAX];
         let mut len = 0;
