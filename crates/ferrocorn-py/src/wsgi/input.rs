@@ -111,7 +111,9 @@ impl InputStream {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
-            if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+            // memchr looks at 16-32 bytes a step: a byte-by-byte search was a third of the
+            // instructions of a body read line by line.
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[scanned..]) {
                 let end = scanned + i + 1;
                 return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
             }
