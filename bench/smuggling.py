@@ -143,6 +143,12 @@ def main() -> None:
         t = h.tally
         if not getattr(h, "alive", True):
             print(f"\n{name}: the server process was gone at the end of the run")
+        if t.backend_refusals:
+            print(f"\n{name}: forwarded by nginx, answered with an error: "
+                  + "; ".join(t.backend_refusals[:args.details]))
+        if t.direct_silent_cases:
+            print(f"\n{name}, directly: stopped at a framing error without a 4xx/5xx: "
+                  + "; ".join(t.direct_silent_cases[:args.details]))
         for label, found in (("through nginx", t.mismatches), ("directly", t.direct_mismatches)):
             if not found:
                 continue

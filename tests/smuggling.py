@@ -546,7 +546,9 @@ def _one(data: bytes, pos: int) -> tuple[Req, int, bool]:
     cl = [v for n, v in fields if n == b"content-length"]
     pos = head_end + 4
     if te:
-        codings = [c.strip(b" \t").lower() for c in b",".join(te).split(b",")]
+        # Empty list elements are ignored (RFC 9110 §5.6.1).
+        codings = [c.strip(b" \t").lower() for c in b",".join(te).split(b",")
+                   if c.strip(b" \t")]
         if codings != [b"chunked"] or cl or version == "HTTP/1.0":
             raise _Stop(f"framing: Transfer-Encoding {b','.join(te)!r}, Content-Length {cl!r}")
         body, pos = _chunked(data, pos)
@@ -773,6 +775,11 @@ class Tally:
     direct_requests: int = 0
     direct_over: int = 0
     direct_no_close: int = 0
+    #: Cases where the backend stopped at a framing error without a 4xx/5xx response.
+    direct_silent: int = 0
+    direct_silent_cases: list[str] = field(default_factory=list)
+    #: Cases with a forwarded request the backend answered with an error (through nginx).
+    backend_refusals: list[str] = field(default_factory=list)
     mismatches: list[Mismatch] = field(default_factory=list)
     direct_mismatches: list[Mismatch] = field(default_factory=list)
     seconds: float = 0.0
@@ -855,6 +862,7 @@ class Harness:
                 continue
             if e["us"][:1] in ("4", "5") or e["s"] in ("502", "504"):
                 t.refused_by_backend += 1
+                t.backend_refusals.append(f"{case.name} ({e['m']} {e['u']}: {e['us']})")
             else:
                 bad.append(Mismatch(case.name, "missing",
                                     f"nginx forwarded {e['m']} {e['u']} (upstream status "
@@ -868,7 +876,7 @@ class Harness:
         t.direct_cases += 1
         before = len(self.records.all)
         self.records.read_new()
-        _, how = exchange(self.backend_port, case.data)
+        statuses, how = exchange(self.backend_port, case.data)
         if how == "timeout":
             t.direct_no_close += 1
         self._sentinels += 1
@@ -900,6 +908,12 @@ class Harness:
                     reading.requests[i].body and not rec["error"]:
                 problems.append(f"request {i + 1} body {rec['body'][:60]!r}, expected "
                                 f"{reading.requests[i].body[:60]!r}")
+        # Stopping inside the bytes on a framing error must be said (RFC 9112 §2.2: 400).
+        stopped = reading.stop not in ("end", "close", "limit", "incomplete")
+        if stopped and len(served) <= len(reading.requests) \
+                and not any(s >= 400 for s in statuses):
+            t.direct_silent += 1
+            t.direct_silent_cases.append(f"{case.name} (statuses {statuses}, {how})")
         if problems:
             t.direct_over += 1
             got = [f"{r['method']} {r['path']}" for r in served]
@@ -927,14 +941,14 @@ def summary_row(name: str, t: Tally) -> str:
     return (f"| {name} | {t.cases} | {t.refused_by_nginx} | {t.forwarded} | {t.app_seen} | "
             f"{t.refused_by_backend} | {t.extra} | {t.wrong + t.missing} | "
             f"{t.direct_refused} | {t.direct_served} | {t.direct_requests} | "
-            f"{t.direct_over} | {t.seconds:.0f} s |")
+            f"{t.direct_over} | {t.direct_silent} | {t.seconds:.0f} s |")
 
 
 SUMMARY_HEAD = (
     "| server | cases | refused by nginx | forwarded | app saw | refused by backend | "
     "extra requests | wrong/missing | direct: refused | direct: served | direct: requests "
-    "| direct: beyond the strict reading | time |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    "| direct: beyond the strict reading | direct: stopped without 4xx/5xx | time |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 @contextlib.contextmanager

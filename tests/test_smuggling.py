@@ -11,6 +11,8 @@ verdicts catch a real desync, so a clean run means something.
 
 from __future__ import annotations
 
+import io
+import re
 import socket
 import socketserver
 import sys
@@ -35,10 +37,20 @@ from smuggling import (
 
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
 
-KNOWN = known_cases()
 MUTANTS = 300
 #: Wall-clock bound for each run of cases (a run that does not finish in it fails).
 BUDGET = 25.0
+
+
+def bare_lf_in_head(case: Case) -> bool:
+    """The strict reading stops at a bare LF in a request head (see the xfail below)."""
+    return read_requests(case.data).stop == "bare CR/LF in the head" \
+        and re.search(rb"(?<!\r)\n", case.data) is not None
+
+
+KNOWN = known_cases()
+ALL_MUTANTS = mutants(KNOWN, MUTANTS)
+BARE_LF = [c for c in KNOWN + ALL_MUTANTS if bare_lf_in_head(c)]
 
 
 def by_name(name: str) -> Case:
@@ -106,13 +118,15 @@ def run(h: Harness, cases: list[Case]) -> None:
     problems = [str(m) for m in tally.mismatches + tally.direct_mismatches]
     assert not problems, f"{len(problems)} smuggling verdicts failed:\n" + "\n".join(problems)
     assert tally.direct_no_close == 0
+    # Where the bytes stop making sense, ferrocorn says so (a 4xx) before it closes.
+    assert tally.direct_silent == 0, tally.direct_silent_cases
     server: Server = h.server  # type: ignore[attr-defined]
     assert server.running()
 
 
 @needs_nginx
 def test_known_smuggling_requests(harness: Harness) -> None:
-    run(harness, KNOWN)
+    run(harness, [c for c in KNOWN if c not in BARE_LF])
     t = harness.tally
     # The run discriminates: nginx refused some cases, forwarded others, and ferrocorn both
     # served and refused requests sent to it directly.
@@ -122,8 +136,17 @@ def test_known_smuggling_requests(harness: Harness) -> None:
 
 @needs_nginx
 def test_mutated_smuggling_requests(harness: Harness) -> None:
-    run(harness, mutants(KNOWN, MUTANTS))
+    run(harness, [c for c in ALL_MUTANTS if c not in BARE_LF])
     assert harness.tally.forwarded > 0 and harness.tally.direct_refused > 0
+
+
+@needs_nginx
+@pytest.mark.xfail(strict=True, reason="issue 21: a bare LF in the head is still read as a line "
+                   "end (nginx does the same, so only the direct verdict fails); the parser "
+                   "change that makes it a 400 lands with the lead's part of the issue")
+def test_bare_lf_in_the_head(harness: Harness) -> None:
+    assert len(BARE_LF) >= 6
+    run(harness, BARE_LF)
 
 
 # ------------------------------------------------------- a backend that does desync
@@ -149,7 +172,6 @@ class NaiveHandler(socketserver.StreamRequestHandler):
                 name, _, value = h.decode("latin-1").partition(":")
                 headers[name.strip().lower()] = value.strip()
             length = 0 if method in ("GET", "HEAD") else int(headers.get("content-length", 0))
-            import io
             path, _, query = target.partition("?")
             environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
                        "wsgi.input": io.BytesIO(self.rfile.read(length))}
