@@ -296,6 +296,25 @@ def known_cases() -> list[Case]:
     add(Case("target-smuggled-version", b"GET /c/target-smuggled-version HTTP/1.1 HTTP/1.1\r\n"
              + HOST_LINE + b"\r\n" + _follow("target-smuggled-version")))
 
+    # Hop-by-hop tricks: a proxy that drops what Connection names would strip the framing.
+    add(_post("connection-names-cl", b"Connection: keep-alive, Content-Length\r\n"
+              b"Content-Length: %d\r\n" % len(SMUGGLED), SMUGGLED))
+    add(_post("connection-names-te", b"Connection: Transfer-Encoding\r\n"
+              b"Transfer-Encoding: chunked\r\n", _chunk(SMUGGLED) + b"0\r\n\r\n"))
+    add(Case("upgrade-h2c", b"GET /c/upgrade-h2c HTTP/1.1\r\n" + HOST_LINE
+             + b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+             b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n" + _follow("upgrade-h2c")))
+    add(Case("upgrade-websocket", b"GET /c/upgrade-websocket HTTP/1.1\r\n" + HOST_LINE
+             + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             + _follow("upgrade-websocket")))
+    add(Case("reqline-tabs", b"GET\t/c/reqline-tabs\tHTTP/1.1\r\n" + HOST_LINE + b"\r\n"
+             + _follow("reqline-tabs")))
+    add(Case("reqline-double-space", b"GET  /c/reqline-double-space HTTP/1.1\r\n" + HOST_LINE
+             + b"\r\n" + _follow("reqline-double-space")))
+    add(Case("absolute-form-no-host", b"GET http://app.example/c/absolute-form-no-host "
+             b"HTTP/1.1\r\n\r\n" + _follow("absolute-form-no-host")))
+
     # Expect: 100-continue.
     add(_post("expect-body-sent", b"Expect: 100-continue\r\nContent-Length: %d\r\n"
               % len(SMUGGLED), SMUGGLED))
@@ -933,8 +952,27 @@ class Harness:
                 self.run_nginx(case)
             if direct:
                 self.run_direct(case)
+        self.sweep()
         self.tally.seconds += time.monotonic() - start
         return self.tally
+
+    def sweep(self) -> None:
+        """After the last case: one more sentinel straight to the backend; any record but
+        its own that shows up first is a request nobody accounted for."""
+        before = len(self.records.all)
+        self.records.read_new()
+        self._sentinels += 1
+        sid = f"sweep-sentinel-{self._sentinels}"
+        exchange(self.backend_port, b"GET /sentinel HTTP/1.1\r\n" + HOST_LINE
+                 + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n")
+        poll(lambda: self.records.read_new() is not None
+             and any(r["id"] == sid for r in self.records.all[before:]), RECORD_TIMEOUT)
+        for rec in self.records.all[before:]:
+            if rec["id"] != sid:
+                self.tally.extra += 1
+                self.tally.mismatches.append(Mismatch(
+                    "(after the last case)", "extra request",
+                    f"{rec['method']} {rec['path']} id={rec['id']}"))
 
 
 def summary_row(name: str, t: Tally) -> str:
