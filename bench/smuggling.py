@@ -1,6 +1,6 @@
 """The smuggling harness (tests/smuggling.py) against ferrocorn, Gunicorn and Granian.
 
-    .bench-venv/bin/python bench/smuggling.py [--mutants 300] [--seed 21] [--servers ...]
+    .bench-venv/bin/python bench/smuggling.py [--mutants 1000] [--seed 21] [--servers ...]
 
 Each server serves tests/apps/smuggle_app.py (the recording app, without wsgiref's validator)
 with one worker process on 127.0.0.1 behind a fresh nginx (upstream keepalive pool of one
@@ -109,7 +109,7 @@ def run_one(name: str, argv: list[str], cases: list, budget: float, folder: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mutants", type=int, default=300)
+    parser.add_argument("--mutants", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--budget", type=float, default=300.0,
                         help="seconds per server (cases left when it runs out are not run)")
@@ -146,6 +146,9 @@ def main() -> None:
         if t.backend_refusals:
             print(f"\n{name}: forwarded by nginx, answered with an error: "
                   + "; ".join(t.backend_refusals[:args.details]))
+        if t.direct_no_close:
+            print(f"\n{name}, directly: {t.direct_no_close} connections still open "
+                  f"after the case timeout")
         if t.direct_silent_cases:
             print(f"\n{name}, directly: stopped at a framing error without a 4xx/5xx: "
                   + "; ".join(t.direct_silent_cases[:args.details]))

@@ -728,16 +728,21 @@ class Nginx:
 
 # ------------------------------------------------------------------------ the runner
 
-def exchange(port: int, data: bytes, timeout: float = CASE_TIMEOUT) -> tuple[list[int], str]:
-    """Send ``data`` on a fresh connection, half-close it and read until the peer closes:
-    the response statuses seen and how it ended ("closed", "reset" or "timeout")."""
+def exchange(port: int, data: bytes, timeout: float = CASE_TIMEOUT, half_close: bool = True
+             ) -> tuple[list[int], str, bool]:
+    """Send ``data`` on a fresh connection, half-close it (unless told not to: a request
+    with ``Connection: close`` needs no half-close, and hyper-based servers drop what is in
+    flight when they read the client's FIN) and read until the peer closes: the response
+    statuses seen, how it ended ("closed", "reset" or "timeout"), and whether a response
+    announced the close (``Connection: close``)."""
     got = bytearray()
     how = "closed"
     deadline = time.monotonic() + timeout
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except OSError:
             how = "reset"  # refused before everything was sent; what came back still counts
         while True:
@@ -758,7 +763,8 @@ def exchange(port: int, data: bytes, timeout: float = CASE_TIMEOUT) -> tuple[lis
                 break
             got += piece
     statuses = [int(m.group(1)) for m in re.finditer(rb"(?:^|\n)HTTP/1\.[01] (\d{3})", got)]
-    return statuses, how
+    announced = re.search(rb"\r\nconnection:[ \t]*close\r\n", bytes(got).lower()) is not None
+    return statuses, how, announced
 
 
 def _path_query(uri: str) -> tuple[str, str]:
@@ -825,7 +831,7 @@ class Harness:
         self._sentinels += 1
         sentinel = b"GET /sentinel/%d HTTP/1.1\r\n" % self._sentinels + HOST_LINE \
             + b"Connection: close\r\n\r\n"
-        exchange(self.nginx.port, sentinel)
+        exchange(self.nginx.port, sentinel, half_close=False)
         entries: list[dict[str, Any]] = []
 
         def settled() -> bool:
@@ -895,13 +901,14 @@ class Harness:
         t.direct_cases += 1
         before = len(self.records.all)
         self.records.read_new()
-        statuses, how = exchange(self.backend_port, case.data)
+        statuses, how, announced = exchange(self.backend_port, case.data)
         if how == "timeout":
             t.direct_no_close += 1
         self._sentinels += 1
         sid = f"direct-sentinel-{self._sentinels}"
         exchange(self.backend_port, b"GET /sentinel HTTP/1.1\r\n" + HOST_LINE
-                 + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n")
+                 + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n",
+                 half_close=False)
 
         def settled() -> bool:
             self.records.read_new()
@@ -927,10 +934,11 @@ class Harness:
                     reading.requests[i].body and not rec["error"]:
                 problems.append(f"request {i + 1} body {rec['body'][:60]!r}, expected "
                                 f"{reading.requests[i].body[:60]!r}")
-        # Stopping inside the bytes on a framing error must be said (RFC 9112 §2.2: 400).
+        # Stopping at bytes it cannot read must be said (a 4xx), unless the server had
+        # announced the close before it got there (Gunicorn's sync worker: one request).
         stopped = reading.stop not in ("end", "close", "limit", "incomplete")
         if stopped and len(served) <= len(reading.requests) \
-                and not any(s >= 400 for s in statuses):
+                and not any(s >= 400 for s in statuses) and not announced:
             t.direct_silent += 1
             t.direct_silent_cases.append(f"{case.name} (statuses {statuses}, {how})")
         if problems:
@@ -964,7 +972,8 @@ class Harness:
         self._sentinels += 1
         sid = f"sweep-sentinel-{self._sentinels}"
         exchange(self.backend_port, b"GET /sentinel HTTP/1.1\r\n" + HOST_LINE
-                 + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n")
+                 + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n",
+                 half_close=False)
         poll(lambda: self.records.read_new() is not None
              and any(r["id"] == sid for r in self.records.all[before:]), RECORD_TIMEOUT)
         for rec in self.records.all[before:]:
