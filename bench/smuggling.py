@@ -80,7 +80,9 @@ def answered(port: int) -> bool:
         return False
 
 
-def run_one(name: str, argv: list[str], cases: list, budget: float, folder: Path) -> Harness:
+def run_one(name: str, argv: list[str], cases: list, budget: float,
+            folder: Path) -> tuple[Harness, bool]:
+    """The harness after the run, and whether the server was still running at its end."""
     port = free_port()
     records = folder / "records"
     env = dict(os.environ, **record_env(records))
@@ -94,17 +96,16 @@ def run_one(name: str, argv: list[str], cases: list, budget: float, folder: Path
             h = Harness(port, Records(records), nginx)
             h.records.read_new()  # the readiness probes
             h.run(cases, budget)
-            h.alive = proc.poll() is None  # type: ignore[attr-defined]
+            alive = proc.poll() is None
     finally:
-        with_group = proc.poll() is None
-        if with_group:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-    return h
+    return h, alive
 
 
 def main() -> None:
@@ -123,6 +124,7 @@ def main() -> None:
     cases = known + mutants(known, args.mutants, args.seed)
     chosen = [s.strip() for s in args.servers.split(",") if s.strip()]
     results: dict[str, Harness] = {}
+    survived: dict[str, bool] = {}
     nginx_version = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
     print(f"{len(known)} known cases + {args.mutants} mutants (seed {args.seed}); "
           f"{nginx_version.replace('nginx version: ', '')} in front, upstream keepalive 1")
@@ -133,7 +135,7 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory(prefix="smuggle-") as tmp:
             start = time.monotonic()
-            results[name] = run_one(name, argv, cases, args.budget, Path(tmp))
+            results[name], survived[name] = run_one(name, argv, cases, args.budget, Path(tmp))
             print(f"{name} {version(name)}: {time.monotonic() - start:.0f} s", flush=True)
     print()
     print(SUMMARY_HEAD)
@@ -141,11 +143,14 @@ def main() -> None:
         print(summary_row(f"{name} {version(name)}", h.tally))
     for name, h in results.items():
         t = h.tally
-        if not getattr(h, "alive", True):
+        if not survived[name]:
             print(f"\n{name}: the server process was gone at the end of the run")
         if t.backend_refusals:
             print(f"\n{name}: forwarded by nginx, answered with an error: "
                   + "; ".join(t.backend_refusals[:args.details]))
+        if t.late:
+            print(f"\n{name}: {t.late} records arrived after their case was judged "
+                  f"(checked against nginx's log all the same)")
         if t.direct_no_close:
             print(f"\n{name}, directly: {t.direct_no_close} connections still open "
                   f"after the case timeout")

@@ -53,6 +53,8 @@ HOST = "127.0.0.1"
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 
+#: The ids of the requests this harness sends straight to the backend after each case.
+OWN_SENTINELS = ("direct-sentinel-", "sweep-sentinel-")
 #: How long one case may take to be answered and closed, on either path.
 CASE_TIMEOUT = 8.0
 #: How long the records of a case's forwarded requests may take to show up.
@@ -800,6 +802,8 @@ class Tally:
     direct_requests: int = 0
     direct_over: int = 0
     direct_no_close: int = 0
+    #: Records that arrived after the case they belong to was judged (checked all the same).
+    late: int = 0
     #: Cases where the backend stopped at a framing error without a 4xx/5xx response.
     direct_silent: int = 0
     direct_silent_cases: list[str] = field(default_factory=list)
@@ -819,6 +823,39 @@ class Harness:
     nginx: Nginx | None = None
     tally: Tally = field(default_factory=Tally)
     _sentinels: int = 0
+    #: Every request id the app has been called with (a second call is an extra request).
+    _seen_ids: set[str] = field(default_factory=set)
+    #: Requests nginx forwarded in an earlier case that the app had not been called for when
+    #: that case was judged (nginx gave up on a slow backend, say): a record of one of them
+    #: arriving later is checked against it, not taken for an extra request.
+    _pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _late(self, records: list[dict[str, Any]], keep: str | None = None
+              ) -> list[dict[str, Any]]:
+        """``records`` without the late ones: this harness's own direct sentinels other than
+        ``keep``, and requests nginx forwarded in an earlier case (checked here)."""
+        out = []
+        for rec in records:
+            rid = rec["id"]
+            if rid != keep and isinstance(rid, str) and rid.startswith(OWN_SENTINELS):
+                continue
+            entry = self._pending.pop(rid, None) if rid is not None else None
+            if entry is None:
+                out.append(rec)
+                continue
+            self._seen_ids.add(rid)
+            self.tally.late += 1
+            self._compare("(late, from an earlier case)", entry, rec)
+        return out
+
+    def _compare(self, case: str, entry: dict[str, Any], rec: dict[str, Any]) -> None:
+        path, query = _path_query(entry["u"])
+        want = (entry["m"], path, query, entry["body"])
+        got = (rec["method"], rec["path"], rec["query"], rec["body"])
+        if want != got:
+            self.tally.wrong += 1
+            self.tally.mismatches.append(Mismatch(
+                case, "wrong request", f"nginx forwarded {want!r}, the app saw {got!r}"))
 
     # -------------------------------------------------------------- through nginx
     def run_nginx(self, case: Case) -> None:
@@ -843,7 +880,7 @@ class Harness:
                 all(e["id"] in seen for e in sent)
 
         poll(settled, RECORD_TIMEOUT)
-        seen = self.records.all[before:]
+        seen = self._late(self.records.all[before:])
         self._judge_nginx(case, entries, seen)
 
     def _judge_nginx(self, case: Case, entries: list[dict[str, Any]],
@@ -862,22 +899,17 @@ class Harness:
             rid = rec["id"]
             entry = by_id.get(rid)
             what = f"{rec['method']} {rec['path']}?{rec['query']} body={rec['body'][:60]!r}"
-            if entry is None or rid in ids_seen:
-                kind = "no id" if rid is None else ("repeated id" if rid in ids_seen
+            if entry is None or rid in self._seen_ids:
+                kind = "no id" if rid is None else ("repeated id" if rid in self._seen_ids
                                                     else "id nginx did not forward")
                 bad.append(Mismatch(case.name, "extra request", f"{kind}: {what}"))
                 t.extra += 1
                 continue
             ids_seen.append(rid)
+            self._seen_ids.add(rid)
             if entry["u"] != sentinel_uri:
                 t.app_seen += 1
-            path, query = _path_query(entry["u"])
-            want = (entry["m"], path, query, entry["body"])
-            got = (rec["method"], rec["path"], rec["query"], rec["body"])
-            if want != got:
-                bad.append(Mismatch(case.name, "wrong request",
-                                    f"nginx forwarded {want!r}, the app saw {got!r}"))
-                t.wrong += 1
+            self._compare(case.name, entry, rec)
         order = [e["id"] for e in forwarded if e["id"] in ids_seen]
         if order != ids_seen:
             bad.append(Mismatch(case.name, "out of order", f"{ids_seen} vs nginx {order}"))
@@ -885,6 +917,7 @@ class Harness:
         for e in forwarded:
             if e["id"] in ids_seen:
                 continue
+            self._pending[e["id"]] = e
             if e["us"][:1] in ("4", "5") or e["s"] in ("502", "504"):
                 t.refused_by_backend += 1
                 t.backend_refusals.append(f"{case.name} ({e['m']} {e['u']}: {e['us']})")
@@ -905,7 +938,7 @@ class Harness:
         if how == "timeout":
             t.direct_no_close += 1
         self._sentinels += 1
-        sid = f"direct-sentinel-{self._sentinels}"
+        sid = f"{OWN_SENTINELS[0]}{self._sentinels}"
         exchange(self.backend_port, b"GET /sentinel HTTP/1.1\r\n" + HOST_LINE
                  + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n",
                  half_close=False)
@@ -915,7 +948,7 @@ class Harness:
             return any(r["id"] == sid for r in self.records.all[before:])
 
         poll(settled, RECORD_TIMEOUT)
-        served = [r for r in self.records.all[before:] if r["id"] != sid]
+        served = [r for r in self._late(self.records.all[before:], keep=sid) if r["id"] != sid]
         reading = read_requests(case.data)
         allowed = reading.allowed()
         if not served:
@@ -970,13 +1003,13 @@ class Harness:
         before = len(self.records.all)
         self.records.read_new()
         self._sentinels += 1
-        sid = f"sweep-sentinel-{self._sentinels}"
+        sid = f"{OWN_SENTINELS[1]}{self._sentinels}"
         exchange(self.backend_port, b"GET /sentinel HTTP/1.1\r\n" + HOST_LINE
                  + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n",
                  half_close=False)
         poll(lambda: self.records.read_new() is not None
              and any(r["id"] == sid for r in self.records.all[before:]), RECORD_TIMEOUT)
-        for rec in self.records.all[before:]:
+        for rec in self._late(self.records.all[before:], keep=sid):
             if rec["id"] != sid:
                 self.tally.extra += 1
                 self.tally.mismatches.append(Mismatch(
