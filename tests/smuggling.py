@@ -730,32 +730,55 @@ class Nginx:
 
 # ------------------------------------------------------------------------ the runner
 
-def exchange(port: int, data: bytes, timeout: float = CASE_TIMEOUT, half_close: bool = True
-             ) -> tuple[list[int], str, bool]:
-    """Send ``data`` on a fresh connection, half-close it (unless told not to: a request
-    with ``Connection: close`` needs no half-close, and hyper-based servers drop what is in
-    flight when they read the client's FIN) and read until the peer closes: the response
+_STATUS = re.compile(rb"(?:^|\n)HTTP/1\.[01] (\d{3})")
+#: How long :func:`exchange` waits for the responses it expects before it half-closes anyway.
+SETTLE_TIMEOUT = 2.0
+
+
+def exchange(port: int, data: bytes, timeout: float = CASE_TIMEOUT, half_close: bool = True,
+             expect: int = 0) -> tuple[list[int], str, bool]:
+    """Send ``data`` on a fresh connection and read until the peer closes: the response
     statuses seen, how it ended ("closed", "reset" or "timeout"), and whether a response
-    announced the close (``Connection: close``)."""
+    announced the close (``Connection: close``).
+
+    With ``half_close`` the connection is half-closed once ``expect`` final responses have
+    come (or the server closed, or :data:`SETTLE_TIMEOUT` passed), so that a server waiting
+    for more bytes reads the end instead. Waiting for the expected responses first matters
+    for hyper-based servers: they drop requests still in flight when they read the FIN.
+    Without ``half_close`` (a request with ``Connection: close``), the server closes."""
     got = bytearray()
     how = "closed"
     deadline = time.monotonic() + timeout
+    settle = time.monotonic() + SETTLE_TIMEOUT
+
+    def finals() -> int:
+        return sum(1 for m in _STATUS.finditer(got) if not m.group(1).startswith(b"1"))
+
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        open_for_writing = True
         try:
             sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
         except OSError:
             how = "reset"  # refused before everything was sent; what came back still counts
+            open_for_writing = False
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if half_close and open_for_writing and (finals() >= expect
+                                                    or time.monotonic() >= settle):
+                open_for_writing = False
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+            now = time.monotonic()
+            if now >= deadline:
                 how = "timeout"
                 break
-            sock.settimeout(remaining)
+            wait = deadline - now if not open_for_writing or not half_close \
+                else max(0.001, settle - now)
+            sock.settimeout(wait)
             try:
                 piece = sock.recv(65536)
             except (TimeoutError, socket.timeout):
+                if open_for_writing and half_close:
+                    continue  # the settle deadline: half-close now
                 how = "timeout"
                 break
             except OSError:
@@ -764,7 +787,7 @@ def exchange(port: int, data: bytes, timeout: float = CASE_TIMEOUT, half_close: 
             if not piece:
                 break
             got += piece
-    statuses = [int(m.group(1)) for m in re.finditer(rb"(?:^|\n)HTTP/1\.[01] (\d{3})", got)]
+    statuses = [int(m.group(1)) for m in _STATUS.finditer(got)]
     announced = re.search(rb"\r\nconnection:[ \t]*close\r\n", bytes(got).lower()) is not None
     return statuses, how, announced
 
@@ -934,7 +957,11 @@ class Harness:
         t.direct_cases += 1
         before = len(self.records.all)
         self.records.read_new()
-        statuses, how, announced = exchange(self.backend_port, case.data)
+        reading = read_requests(case.data)
+        # Half-close once the responses a server may give have come (the request the reading
+        # stopped at included, unless it stopped because the bytes ran out).
+        expect = len(reading.requests) + (reading.stop != "incomplete" and reading.tail is not None)
+        statuses, how, announced = exchange(self.backend_port, case.data, expect=expect)
         if how == "timeout":
             t.direct_no_close += 1
         self._sentinels += 1
@@ -949,7 +976,6 @@ class Harness:
 
         poll(settled, RECORD_TIMEOUT)
         served = [r for r in self._late(self.records.all[before:], keep=sid) if r["id"] != sid]
-        reading = read_requests(case.data)
         allowed = reading.allowed()
         if not served:
             t.direct_refused += 1
