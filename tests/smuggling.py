@@ -19,14 +19,17 @@ completed by it). The verdict: the app saw exactly the requests nginx forwarded,
 order, each once, with nginx's id, method, path, query and body; a record without an id, with
 an id nginx did not log, a repeated id, or different contents is a *mismatch*. A forwarded
 request the backend refused (nginx logged a 4xx/5xx upstream status) is counted, not a
-mismatch.
+mismatch. A record arriving after its case was judged is checked against nginx's entry for it.
 
-Directly (:meth:`Harness.run_direct`): the same bytes go straight to the backend (connection
-half-closed after them). :func:`read_requests`, a strict RFC 9112 reader, says which requests
+Directly (:meth:`Harness.run_direct`): the same bytes go straight to the backend; the
+connection is half-closed once the responses the backend may give have come (or after
+:data:`SETTLE_TIMEOUT`). :func:`read_requests`, a strict RFC 9112 reader, says which requests
 the bytes hold before the first framing it cannot read one way only. The backend may serve
 those requests (same method, path and body, in order), plus the request it stopped at (a
 lenient server may read that one), and nothing more: a request beyond that, or one whose method
-and path are not the next expected, came out of another request's body.
+and path are not the next expected, came out of another request's body. Where the reading
+stops at bytes that cannot be read one way, the backend must say so with a 4xx (or have
+announced ``Connection: close`` before).
 
 Every loop here is bounded in count and time; waiting is polling with a deadline.
 """
