@@ -12,7 +12,6 @@ verdicts catch a real desync, so a clean run means something.
 from __future__ import annotations
 
 import io
-import re
 import socket
 import socketserver
 import sys
@@ -43,16 +42,7 @@ MUTANTS = 1000
 #: Wall-clock bound for each run of cases (a run that does not finish in it fails).
 BUDGET = 45.0
 
-
-def bare_lf_in_head(case: Case) -> bool:
-    """The strict reading stops at a bare LF in a request head (see the xfail below)."""
-    return read_requests(case.data).stop == "bare CR/LF in the head" \
-        and re.search(rb"(?<!\r)\n", case.data) is not None
-
-
 KNOWN = known_cases()
-ALL_MUTANTS = mutants(KNOWN, MUTANTS)
-BARE_LF = [c for c in KNOWN + ALL_MUTANTS if bare_lf_in_head(c)]
 
 
 def by_name(name: str) -> Case:
@@ -133,7 +123,7 @@ def run(setup: Setup, cases: list[Case]) -> Tally:
 
 @needs_nginx
 def test_known_smuggling_requests(setup: Setup) -> None:
-    t = run(setup, [c for c in KNOWN if c not in BARE_LF])
+    t = run(setup, KNOWN)
     # The run discriminates: nginx refused some cases, forwarded others, and ferrocorn both
     # served and refused requests sent to it directly.
     assert t.refused_by_nginx > 10 and t.forwarded > 50 and t.app_seen > 50
@@ -142,17 +132,8 @@ def test_known_smuggling_requests(setup: Setup) -> None:
 
 @needs_nginx
 def test_mutated_smuggling_requests(setup: Setup) -> None:
-    t = run(setup, [c for c in ALL_MUTANTS if c not in BARE_LF])
+    t = run(setup, mutants(KNOWN, MUTANTS))
     assert t.forwarded > 100 and t.direct_refused > 100 and t.direct_served > 100
-
-
-@needs_nginx
-@pytest.mark.xfail(strict=True, reason="issue 21: a bare LF in the head is still read as a line "
-                   "end (nginx does the same, so only the direct verdict fails); the parser "
-                   "change that makes it a 400 lands with the lead's part of the issue")
-def test_bare_lf_in_the_head(setup: Setup) -> None:
-    assert len(BARE_LF) >= 6
-    run(setup, BARE_LF)
 
 
 # ------------------------------------------------------- a backend that does desync
