@@ -18,4 +18,5 @@ pub mod proctitle;
 pub mod proxy;
 pub mod reload;
 pub mod stopping;
+pub mod uwsgi;
 pub mod worker;
