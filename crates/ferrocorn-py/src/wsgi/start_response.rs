@@ -293,11 +293,10 @@ fn early_hints_from(headers: &Bound<'_, PyAny>) -> PyResult<EarlyHints> {
     for item in headers.try_iter().map_err(|_| wrong())? {
         let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
             item?.extract().map_err(|_| wrong())?;
-        let name = text_or_bytes(&name).ok_or_else(wrong)?;
-        let value = text_or_bytes(&value).ok_or_else(wrong)?;
-        let name = std::str::from_utf8(&name).map_err(|_| {
-            PyValueError::new_err("invalid header name in early hints: not ASCII")
-        })?;
+        let name = latin1_bytes(&name, "a field name")?;
+        let name = std::str::from_utf8(&name)
+            .map_err(|_| PyValueError::new_err("early hints: a field name is not ASCII"))?;
+        let value = latin1_bytes(&value, &format!("the value of {name:?}"))?;
         hints
             .add(name, &value)
             .map_err(|e| PyValueError::new_err(format!("early hints: {e}")))?;
@@ -305,13 +304,21 @@ fn early_hints_from(headers: &Bound<'_, PyAny>) -> PyResult<EarlyHints> {
     Ok(hints)
 }
 
-/// A str (latin-1 encoded, as header values are in WSGI) or bytes as bytes.
-fn text_or_bytes(v: &Bound<'_, PyAny>) -> Option<Vec<u8>> {
+/// A str (latin-1 encoded, as header values are in WSGI) or bytes, as bytes.
+fn latin1_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     if let Ok(b) = v.cast::<PyBytes>() {
-        return Some(b.as_bytes().to_vec());
+        return Ok(b.as_bytes().to_vec());
     }
-    let s = v.cast::<PyString>().ok()?.to_str().ok()?;
-    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+    let s = v.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!("early hints: {what} must be a str or bytes"))
+    })?;
+    s.to_str()?
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("early hints: {what} is not latin-1 encodable"))
+        })
 }
 
 /// Re-raises `exc_info`'s exception with its traceback.
