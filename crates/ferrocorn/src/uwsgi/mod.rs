@@ -19,12 +19,12 @@ use crate::app::Peer;
 use crate::http::conn::{Conn, Source};
 use crate::http::error::RequestError;
 use crate::http::response::error_response;
-use crate::http::request::Version;
+use crate::http::request::{Framing, Version};
 
 /// A packet that cannot be served.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UwsgiError {
-    #[error("unsupported uwsgi packet type (modifier1 {0}, modifier2 {1}; only 0 and 0, a WSGI request, is spoken; is HTTP being sent to a uwsgi listener?)")]
+    #[error("unsupported uwsgi packet type (modifier1 {0}, modifier2 {1}): only WSGI requests (modifier1 0 or 30, modifier2 0) are spoken; is HTTP being sent to a uwsgi listener?")]
     Modifier(u8, u8),
     #[error("malformed uwsgi vars block: it ends inside {0}")]
     Truncated(&'static str),
@@ -39,8 +39,8 @@ pub enum UwsgiError {
     Limit(RequestError),
 }
 
-/// How long the connection waits for the front end to close its side after the response
-/// (it reads a response without a length to the end of the connection).
+/// How long the connection waits, at most, for more from the front end after the response
+/// (the rest of an unread body, or the end of the connection) before it closes.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Serves one connection: one packet, its body, one response.
@@ -64,8 +64,16 @@ pub(crate) async fn serve(conn: &mut Conn) {
         forwarded: req.forwarded,
         extra: req.extra,
     };
+    // A front end sends the whole body before it reads the response (nginx buffers it
+    // first): what the app left unread is read and dropped, all of it (the peer is trusted
+    // and the length was declared and checked against --limit-request-body), or nginx gets
+    // a broken pipe and answers 502 where uWSGI's users know it from.
+    let body = match req.head.framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
     if conn.exchange(req.head, source).await.is_ok() {
-        linger(conn).await;
+        linger(conn, body).await;
     }
 }
 
@@ -82,7 +90,7 @@ async fn read_request(conn: &mut Conn) -> Option<request::UwsgiRequest> {
                     let resp = error_response(e.status(), &e.to_string(), Version::Http11);
                     let timeout = conn.ctx.config.write_timeout;
                     let _ = tokio::time::timeout(timeout, conn.io.write_all(&resp)).await;
-                    linger(conn).await;
+                    linger(conn, 0).await;
                     return None;
                 }
                 Err(e) => {
@@ -119,19 +127,20 @@ async fn read_request(conn: &mut Conn) -> Option<request::UwsgiRequest> {
 }
 
 /// Ends the connection the way a front end expects: our side first, then whatever it still
-/// sends (a body the app did not read) is read and dropped until it closes, bounded in bytes
-/// and time. Closing with unread bytes would reset the connection, and a reset can destroy
+/// sends (a body of `body` bytes the app may not have read) is read and dropped until it
+/// closes, bounded in bytes (the body and the drain allowance of 1 MiB more) and by a stall of
+/// [`LINGER`]. Closing with unread bytes would reset the connection, and a reset can destroy
 /// the response before the front end has read it.
-async fn linger(conn: &mut Conn) {
+async fn linger(conn: &mut Conn, body: u64) {
     let timeout = conn.ctx.config.write_timeout;
     if tokio::time::timeout(timeout, conn.io.shutdown()).await.is_err() {
         return;
     }
-    let deadline = Instant::now() + LINGER;
-    let mut left = conn.ctx.config.max_drain;
+    let mut left = body.saturating_add(conn.ctx.config.max_drain);
     conn.buf.clear();
     while left > 0 {
-        conn.buf.reserve(16 * 1024);
+        conn.buf.reserve(64 * 1024);
+        let deadline = Instant::now() + LINGER;
         match tokio::time::timeout_at(deadline, conn.io.read_buf(&mut conn.buf)).await {
             Ok(Ok(n)) if n > 0 => {
                 left = left.saturating_sub(n as u64);

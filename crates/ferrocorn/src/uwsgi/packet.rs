@@ -8,15 +8,23 @@ use super::UwsgiError;
 /// `modifier1` (1 byte), the vars block's size (u16, little-endian), `modifier2` (1 byte).
 pub const HEADER_LEN: usize = 4;
 
+/// `modifier1` 30 (uWSGI's `UWSGI_MODIFIER_MANAGE_PATH_INFO`, nginx's `uwsgi_modifier1 30`):
+/// PATH_INFO still starts with SCRIPT_NAME, which the server strips.
+pub const MANAGE_PATH_INFO: u8 = 30;
+
 /// One request's variables, in the order they came; names and values are slices of the
 /// received block.
 #[derive(Debug, Default)]
-pub struct Vars(pub Vec<(Bytes, Bytes)>);
+pub struct Vars {
+    pub vars: Vec<(Bytes, Bytes)>,
+    /// The packet's `modifier1` (0, or [`MANAGE_PATH_INFO`]).
+    pub modifier1: u8,
+}
 
 impl Vars {
     /// The last value of variable `name` (a front end that sends one twice meant the last).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
+        self.vars
             .iter()
             .rev()
             .find(|(k, _)| k[..] == *name.as_bytes())
@@ -25,13 +33,14 @@ impl Vars {
 }
 
 /// The size of the packet whose header starts `buf` (header and vars block), once the header
-/// is there. Only `modifier1 = 0, modifier2 = 0` (a WSGI request) is spoken; anything else,
-/// such as HTTP sent to a uwsgi listener, is refused here after four bytes.
+/// is there. Only WSGI requests are spoken (`modifier1` 0, or 30 for a PATH_INFO that still
+/// holds SCRIPT_NAME; `modifier2` 0); anything else, such as HTTP sent to a uwsgi listener,
+/// is refused here after four bytes.
 pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, UwsgiError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };
-    if header[0] != 0 || header[3] != 0 {
+    if !matches!(header[0], 0 | MANAGE_PATH_INFO) || header[3] != 0 {
         return Err(UwsgiError::Modifier(header[0], header[3]));
     }
     let size = u16::from_le_bytes([header[1], header[2]]);
@@ -48,8 +57,11 @@ pub fn take_packet(buf: &mut BytesMut) -> Result<Option<Vars>, UwsgiError> {
         return Ok(None);
     }
     let mut block = buf.split_to(len).freeze();
+    let modifier1 = block[0];
     block.advance(HEADER_LEN);
-    parse_vars(block).map(Some)
+    let mut vars = parse_vars(block)?;
+    vars.modifier1 = modifier1;
+    Ok(Some(vars))
 }
 
 /// Splits a vars block: each variable is a u16 LE name length, the name, a u16 LE value
@@ -64,7 +76,7 @@ pub fn parse_vars(mut block: Bytes) -> Result<Vars, UwsgiError> {
         let value = take_string(&mut block, "a variable value")?;
         vars.push((name, value));
     }
-    Ok(Vars(vars))
+    Ok(Vars { vars, modifier1: 0 })
 }
 
 fn take_string(block: &mut Bytes, what: &'static str) -> Result<Bytes, UwsgiError> {
@@ -119,7 +131,7 @@ mod tests {
             buf.extend_from_slice(&[*b]);
         }
         let vars = take_packet(&mut buf).unwrap().unwrap();
-        assert_eq!(vars.0.len(), 2);
+        assert_eq!(vars.vars.len(), 2);
         assert!(buf.is_empty());
     }
 
@@ -131,7 +143,7 @@ mod tests {
             Err(UwsgiError::Modifier(b'G', b' '))
         ));
         let mut packet = encode(&[("A", "b")]);
-        packet[0] = 5;
+        packet[0] = 5; // a PSGI request, in uWSGI's numbering
         assert!(take_packet(&mut BytesMut::from(&packet[..])).is_err());
         let mut packet = encode(&[("A", "b")]);
         packet[3] = 1;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 
-use super::packet::Vars;
+use super::packet::{Vars, MANAGE_PATH_INFO};
 use super::UwsgiError;
 use crate::http::error::RequestError;
 use crate::http::request::{is_tchar, Framing, Header, Limits, RequestHead, Text, Version};
@@ -85,7 +85,7 @@ pub fn build(vars: &Vars, limits: &Limits) -> Result<UwsgiRequest, UwsgiError> {
 
     let mut headers = Vec::new();
     let mut extra = Vec::new();
-    for (name, value) in &vars.0 {
+    for (name, value) in &vars.vars {
         if let Some(field) = name.strip_prefix(b"HTTP_") {
             // The CGI variables below are the ones that count for the body; nginx may send
             // the client's fields as HTTP_CONTENT_* as well.
@@ -178,7 +178,11 @@ fn target(vars: &Vars) -> Result<String, UwsgiError> {
         let uri = uri.ok_or(UwsgiError::Missing("REQUEST_URI or PATH_INFO"))?;
         return ascii(uri, "REQUEST_URI").map(str::to_owned);
     };
-    let mut path = vars.get("SCRIPT_NAME").unwrap_or_default().to_vec();
+    let mut path = Vec::with_capacity(path_info.len() + 16);
+    if vars.modifier1 != MANAGE_PATH_INFO {
+        // PEP 3333: SCRIPT_NAME and PATH_INFO together make the whole path.
+        path.extend_from_slice(vars.get("SCRIPT_NAME").unwrap_or_default());
+    }
     path.extend_from_slice(path_info);
     if path.first() != Some(&b'/') {
         return Err(UwsgiError::Invalid("PATH_INFO"));
@@ -343,8 +347,14 @@ mod tests {
     }
 
     fn req(vars: &[(String, String)]) -> Result<UwsgiRequest, UwsgiError> {
+        req_with(vars, 0)
+    }
+
+    fn req_with(vars: &[(String, String)], modifier1: u8) -> Result<UwsgiRequest, UwsgiError> {
         let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-        let mut buf = BytesMut::from(&encode(&pairs)[..]);
+        let mut packet = encode(&pairs);
+        packet[0] = modifier1;
+        let mut buf = BytesMut::from(&packet[..]);
         let vars = take_packet(&mut buf)?.expect("whole packet");
         build(&vars, &Limits::default())
     }
@@ -387,6 +397,21 @@ mod tests {
         assert_eq!(r.forwarded.scheme, Some("https"));
         assert_eq!(r.forwarded.prefix.as_deref(), Some("/app"));
         assert_eq!(&*r.head.target, "/app/x?x=1");
+    }
+
+    #[test]
+    fn modifier_30_strips_script_name_from_path_info() {
+        // `uwsgi_param SCRIPT_NAME /app; uwsgi_modifier1 30;` for `GET /app/x`.
+        let vars = nginx(&[
+            ("SCRIPT_NAME", "/app"),
+            ("PATH_INFO", "/app/x"),
+            ("REQUEST_URI", "/app/x?x=1"),
+        ]);
+        let r = req_with(&vars, 30).unwrap();
+        assert_eq!(&*r.head.target, "/app/x?x=1");
+        assert_eq!(r.forwarded.prefix.as_deref(), Some("/app"));
+        // Without the modifier the two are joined, as uWSGI does.
+        assert_eq!(&*req(&vars).unwrap().head.target, "/app/app/x?x=1");
     }
 
     #[test]
