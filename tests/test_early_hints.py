@@ -124,3 +124,22 @@ def test_curl_shows_the_hint(start_server) -> None:
     assert "< Link: </style.css>; rel=preload; as=style" in trace
     assert trace.index("103 Early Hints") < trace.index("< HTTP/1.1 200 OK")
     assert out.stdout  # the body, after the hint
+
+
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/sbin:/usr/bin") is None,
+                    reason="nginx is not installed (make test-deps)")
+def test_nginx_proxy_pass_relays_the_hint(start_server, tmp_path) -> None:
+    """docs/early-hints.md says nginx's proxy_pass hands the 103 on to the client."""
+    from test_proxy import Nginx
+
+    server = start_server(APP)
+    nginx = Nginx(tmp_path, f"upstream backend {{ server 127.0.0.1:{server.port}; }}")
+    try:
+        with RawConn.tcp("127.0.0.1", nginx.port) as conn:
+            conn.send(http_request("/", host="app.example"))
+            hint = conn.response(skip_interim=False)
+            final = conn.response(skip_interim=False)
+    finally:
+        nginx.stop()
+    assert hint.status == 103 and hint.header("Link") == "</style.css>; rel=preload; as=style"
+    assert final.status == 200 and final.body

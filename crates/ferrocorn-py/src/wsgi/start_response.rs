@@ -6,9 +6,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use pyo3::exceptions::PyValueError;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::exceptions::PyValueError;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use ferrocorn::app::{Disconnected, ResponseSink};
@@ -309,9 +309,9 @@ fn latin1_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     if let Ok(b) = v.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }
-    let s = v.cast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!("early hints: {what} must be a str or bytes"))
-    })?;
+    let s = v
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("early hints: {what} must be a str or bytes")))?;
     s.to_str()?
         .chars()
         .map(|c| u8::try_from(u32::from(c)).ok())

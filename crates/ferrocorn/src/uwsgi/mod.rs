@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use crate::app::Peer;
 use crate::http::conn::{Conn, Source};
 use crate::http::error::RequestError;
-use crate::http::response::error_response;
 use crate::http::request::{Framing, Version};
+use crate::http::response::error_response;
 
 /// A packet that cannot be served.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -109,7 +109,8 @@ async fn read_request(conn: &mut Conn) -> Option<request::UwsgiRequest> {
             .ok()
             .flatten()
             .unwrap_or(packet::HEADER_LEN + 4096);
-        conn.buf.reserve(want.saturating_sub(conn.buf.len()).max(512));
+        conn.buf
+            .reserve(want.saturating_sub(conn.buf.len()).max(512));
         match tokio::time::timeout_at(deadline, conn.io.read_buf(&mut conn.buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(Ok(_)) if conn.buf.is_empty() => return None,
@@ -133,7 +134,10 @@ async fn read_request(conn: &mut Conn) -> Option<request::UwsgiRequest> {
 /// the response before the front end has read it.
 async fn linger(conn: &mut Conn, body: u64) {
     let timeout = conn.ctx.config.write_timeout;
-    if tokio::time::timeout(timeout, conn.io.shutdown()).await.is_err() {
+    if tokio::time::timeout(timeout, conn.io.shutdown())
+        .await
+        .is_err()
+    {
         return;
     }
     let mut left = body.saturating_add(conn.ctx.config.max_drain);

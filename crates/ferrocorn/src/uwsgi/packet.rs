@@ -127,7 +127,10 @@ mod tests {
         let packet = encode(&[("REQUEST_METHOD", "POST"), ("PATH_INFO", "/x")]);
         let mut buf = BytesMut::new();
         for (i, b) in packet.iter().enumerate() {
-            assert!(take_packet(&mut buf).unwrap().is_none(), "complete after {i} bytes");
+            assert!(
+                take_packet(&mut buf).unwrap().is_none(),
+                "complete after {i} bytes"
+            );
             buf.extend_from_slice(&[*b]);
         }
         let vars = take_packet(&mut buf).unwrap().unwrap();

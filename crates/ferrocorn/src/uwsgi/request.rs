@@ -215,12 +215,14 @@ fn split_target(uri: &[u8]) -> (&[u8], &[u8]) {
 /// this far, and they are the proxy: their word replaces the socket's, as X-Forwarded-* from
 /// a trusted proxy does over HTTP.
 fn forwarded(vars: &Vars) -> Result<Forwarded, UwsgiError> {
-    let mut f = Forwarded::default();
-    // A front end reached over a unix socket sends "unix:"; the socket's peer stands then.
-    f.client = vars
-        .get("REMOTE_ADDR")
-        .and_then(|a| std::str::from_utf8(a).ok())
-        .and_then(|a| a.parse::<IpAddr>().ok());
+    let mut f = Forwarded {
+        // A front end reached over a unix socket sends "unix:"; the socket's peer stands then.
+        client: vars
+            .get("REMOTE_ADDR")
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<IpAddr>().ok()),
+        ..Forwarded::default()
+    };
     if f.client.is_some() {
         f.client_port = vars
             .get("REMOTE_PORT")
@@ -248,7 +250,11 @@ fn forwarded(vars: &Vars) -> Result<Forwarded, UwsgiError> {
     f.scheme = match scheme {
         Some(s) if s.eq_ignore_ascii_case(b"https") => Some("https"),
         Some(s) if s.eq_ignore_ascii_case(b"http") || s.is_empty() => None,
-        Some(_) => return Err(UwsgiError::Invalid("the scheme (UWSGI_SCHEME, REQUEST_SCHEME)")),
+        Some(_) => {
+            return Err(UwsgiError::Invalid(
+                "the scheme (UWSGI_SCHEME, REQUEST_SCHEME)",
+            ))
+        }
         None => None,
     };
     if let Some(prefix) = vars.get("SCRIPT_NAME").filter(|p| !p.is_empty()) {
@@ -464,14 +470,20 @@ mod tests {
         assert!(matches!(e, UwsgiError::Limit(RequestError::LineTooLong(_))));
         let big = "v".repeat(9000);
         let e = req(&nginx(&[("HTTP_X_BIG", &big)])).unwrap_err();
-        assert!(matches!(e, UwsgiError::Limit(RequestError::HeaderTooLarge(_))));
+        assert!(matches!(
+            e,
+            UwsgiError::Limit(RequestError::HeaderTooLarge(_))
+        ));
         let many: Vec<(String, String)> = (0..150)
             .map(|i| (format!("HTTP_X_{i}"), "v".to_owned()))
             .collect();
         let mut vars = nginx(&[]);
         vars.extend(many);
         let e = req(&vars).unwrap_err();
-        assert!(matches!(e, UwsgiError::Limit(RequestError::TooManyHeaders(_))));
+        assert!(matches!(
+            e,
+            UwsgiError::Limit(RequestError::TooManyHeaders(_))
+        ));
     }
 
     #[test]
