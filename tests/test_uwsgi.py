@@ -131,6 +131,7 @@ def test_a_packet_is_served_as_an_http_request(start_server) -> None:
     assert env["DOCUMENT_ROOT"] == "/srv/www" and env["MY_SETTING"] == "42"
     assert env["REQUEST_URI"] == "/a%20b/c?x=1&y=%2F" and env["HTTPS"] == "on"
     assert "CONTENT_LENGTH" not in env and "CONTENT_TYPE" not in env
+    assert "Speaking the uwsgi protocol" in server.log
 
 
 def test_http10_and_script_name(start_server) -> None:
