@@ -380,10 +380,10 @@ def nginx_factory(tmp_path: Path):
 #: Where uwsgi_pass's environ differs from proxy_pass's (docs/uwsgi.md, "Differences").
 ONLY_UWSGI = {"REQUEST_URI", "DOCUMENT_ROOT", "REQUEST_SCHEME", "REMOTE_PORT"}
 ONLY_PROXY = {"HTTP_X_REAL_IP", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO"}
-DIFFERENT = {"SERVER_PORT"}  # nginx's own port over uwsgi; the Host's (80 here) over HTTP
+DIFFERENT = {"SERVER_PORT"}  # nginx's own port over uwsgi; ferrocorn's over HTTP
 
 
-def compare_environs(nginx: Nginx, path: str, **kw: Any) -> dict[str, Any]:
+def compare_environs(nginx: Nginx, http: Server, path: str, **kw: Any) -> dict[str, Any]:
     via_uwsgi = nginx.request(nginx.uwsgi_port, path, **kw)
     via_http = nginx.request(nginx.http_port, path, **kw)
     assert via_uwsgi.status == via_http.status == 200, (via_uwsgi, via_http)
@@ -392,7 +392,7 @@ def compare_environs(nginx: Nginx, path: str, **kw: Any) -> dict[str, Any]:
     assert set(h) - set(u) == ONLY_PROXY
     differing = {k for k in set(u) & set(h) if u[k] != h[k]}
     assert differing == DIFFERENT, {k: (u[k], h[k]) for k in differing}
-    assert u["SERVER_PORT"] == str(nginx.uwsgi_port) and h["SERVER_PORT"] == "80"
+    assert u["SERVER_PORT"] == str(nginx.uwsgi_port) and h["SERVER_PORT"] == str(http.port)
     assert u["REMOTE_PORT"].isdigit()
     return u
 
@@ -402,10 +402,10 @@ def test_uwsgi_pass_over_tcp_matches_proxy_pass(start_server, nginx_factory) -> 
     server = start_server(ENV_APP, "--protocol", "uwsgi", "--uwsgi-allow-from", PROXY_IP)
     http = start_server(ENV_APP, "--forwarded-allow-ips", PROXY_IP)
     nginx = nginx_factory(f"127.0.0.1:{server.port}", f"127.0.0.1:{http.port}")
-    env = compare_environs(nginx, "/p/a%20b?x=1&y=%2F")
+    env = compare_environs(nginx, http, "/p/a%20b?x=1&y=%2F")
     assert env["PATH_INFO"] == "/p/a b" and env["RAW_URI"] == "/p/a%20b?x=1&y=%2F"
     assert env["REMOTE_ADDR"] == CLIENT_IP and env["HTTP_HOST"] == "app.example"
-    env = compare_environs(nginx, "/form", method="POST", body=b"a=1&b=2",
+    env = compare_environs(nginx, http, "/form", method="POST", body=b"a=1&b=2",
                            headers=[("Content-Type", "application/x-www-form-urlencoded")])
     assert env["body"] == "a=1&b=2" and env["CONTENT_LENGTH"] == "7"
     # A forged X-Forwarded-For from the client is a header like any other over uwsgi: the
@@ -426,7 +426,7 @@ def test_uwsgi_pass_over_a_unix_socket(start_server, nginx_factory, tmp_path: Pa
                           binds=[f"unix:{sock}"])
     http = start_server(ENV_APP, "--forwarded-allow-ips", PROXY_IP)
     nginx = nginx_factory(f"unix:{sock}", f"127.0.0.1:{http.port}")
-    env = compare_environs(nginx, "/u?z=9")
+    env = compare_environs(nginx, http, "/u?z=9")
     assert env["REMOTE_ADDR"] == CLIENT_IP and env["QUERY_STRING"] == "z=9"
 
 

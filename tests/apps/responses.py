@@ -356,6 +356,11 @@ VALID = {
     "/file_like": file_like,
     "/errors": errors,
     "/big": big,
+    "/spaced_cookie": fixed("200 OK", b"ok", [
+        # What Django sends: SimpleCookie.output(header="") begins with a space.
+        ("Set-Cookie", " csrftoken=abc; Path=/"),
+        ("X-Padded", "  value  "),
+    ]),
 }
 RAW = {
     "/raw/file": file_route,

@@ -16,6 +16,7 @@ pub mod net;
 pub mod observe;
 pub mod proctitle;
 pub mod proxy;
+mod reclaim;
 pub mod reload;
 pub mod stopping;
 pub mod uwsgi;

@@ -58,6 +58,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The socket's descriptor (see [`crate::reclaim`]).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     /// Waits until the socket has bytes (or EOF) to read, then reads what is there into `buf`.
     /// Memory for the read is only reserved once data is ready, so an idle connection holds no
     /// buffer.

@@ -310,9 +310,16 @@ fn finish<'py>(
     let (name, port) = server_name_port(host, &req.local, scheme);
     let name = memo_str(py, &memos.server_name, name.as_bytes())?;
     env.set_item(intern!(py, "SERVER_NAME"), name)?;
-    let port = match req.forwarded.port {
-        Some(p) => port_str(py, p)?,
-        None => memo_str(py, &memos.server_port, port.as_bytes())?,
+    // The port the server really listens on, unless a trusted proxy's port header (applied
+    // only when turned on) says otherwise: a client's Host header does not choose it.
+    let port = match (req.forwarded.port, &req.local) {
+        (Some(p), _) => port_str(py, p)?,
+        (None, Local::Tcp(a)) => {
+            let mut digits = StackStr::new();
+            digits.push_decimal(a.port());
+            memo_str(py, &memos.server_port, digits.as_bytes())?
+        }
+        (None, Local::Unix(_)) => memo_str(py, &memos.server_port, port.as_bytes())?,
     };
     env.set_item(intern!(py, "SERVER_PORT"), port)?;
     Ok(env)
@@ -468,6 +475,14 @@ impl StackStr {
 
     fn push(&mut self, c: char) -> std::fmt::Result {
         std::fmt::Write::write_str(self, c.encode_utf8(&mut [0; 4]))
+    }
+
+    /// The bytes written, when they fit on the stack (a port's digits always do).
+    fn as_bytes(&self) -> &[u8] {
+        match &self.spilled {
+            Some(s) => s.as_bytes(),
+            None => &self.buf[..self.len],
+        }
     }
 
     /// The text as a str (only ASCII is written to it).

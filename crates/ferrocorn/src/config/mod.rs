@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use crate::bind::{BindAddr, BindError};
 use crate::http::request::Limits;
 use crate::http::ConnConfig;
-use crate::proxy::{ProxyConfig, Trusted};
+use crate::proxy::{Apply, ProxyConfig, Trusted};
 use std::sync::Arc;
 
 pub mod docs;
@@ -200,6 +200,15 @@ pub struct Settings {
     )]
     pub forwarded_allow_ips: Trusted,
 
+    /// Which forwarded headers a trusted proxy's word is taken from: for (X-Forwarded-For),
+    /// proto (X-Forwarded-Proto and --secure-scheme-headers), host (X-Forwarded-Host), port
+    /// (X-Forwarded-Port), prefix (X-Forwarded-Prefix, as SCRIPT_NAME) and forwarded (RFC 7239
+    /// Forwarded), comma-separated, or all / none. Turn one on only when the proxy overwrites
+    /// that header on every request: nginx passes a client's own copy through otherwise
+    /// (docs/deploy-nginx.md shows the lines).
+    #[arg(long, value_name = "LIST", default_value = "for,proto")]
+    pub forwarded_headers: Apply,
+
     /// Header carrying the client address from a trusted proxy.
     #[arg(long, value_name = "NAME", default_value = "X-Forwarded-For")]
     pub forwarded_for_header: String,
@@ -366,6 +375,7 @@ impl Settings {
             max_body: self.limit_request_body,
             proxy: Arc::new(ProxyConfig {
                 trusted: self.forwarded_allow_ips.clone(),
+                apply: self.forwarded_headers,
                 for_header: self.forwarded_for_header.to_ascii_lowercase(),
                 proto_header: self.forwarded_proto_header.to_ascii_lowercase(),
                 host_header: self.forwarded_host_header.to_ascii_lowercase(),

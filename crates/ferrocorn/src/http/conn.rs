@@ -29,6 +29,7 @@ use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
 use crate::observe::metrics::RequestMetrics;
 use crate::proxy::{Forwarded, ProxyConfig, Trusted};
+use crate::reclaim::{Phase, Reclaimer, Registration};
 use crate::stopping::{StandingWait, Stopping};
 
 /// Request bodies up to this size are taken with the head when they are already on the socket.
@@ -56,7 +57,9 @@ pub struct ConnConfig {
     pub write_timeout: Duration,
     /// Largest request body accepted (`--limit-request-body`; zero: no limit).
     pub max_body: u64,
-    /// Unread request body the server will discard to keep a connection alive.
+    /// Unread request body the server will discard to keep a connection alive; past it the
+    /// connection is closed instead (Gunicorn's bound), so an ignored 10 GB upload does not
+    /// tie the connection up.
     pub max_drain: u64,
     /// Which peers' forwarded headers count, and under which names.
     pub proxy: Arc<ProxyConfig>,
@@ -147,7 +150,7 @@ impl Default for ConnConfig {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_body: 0,
-            max_drain: 1024 * 1024,
+            max_drain: 64 * 1024,
             proxy: Arc::default(),
             proxy_protocol: false,
             access_log: None,
@@ -180,6 +183,8 @@ pub(crate) struct ConnCtx {
     pub max_pending: usize,
     /// Inline responses made in the I/O thread's current run of ready work.
     pub batch: Arc<Batch>,
+    /// Every connection of the worker, for closing idle ones at the connection cap.
+    pub reclaim: Reclaimer,
 }
 
 impl ConnCtx {
@@ -203,7 +208,9 @@ fn insert_retry_after(resp: &mut BytesMut) {
 
 /// Serves one connection to its end.
 pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
+    let registration = ctx.reclaim.register(io.raw_fd());
     let mut conn = Conn {
+        registration,
         io,
         buf: BytesMut::new(),
         out: BytesMut::new(),
@@ -238,6 +245,8 @@ pub(crate) enum Source {
 /// One client connection; the protocol drivers (HTTP/1.x here, `crate::uwsgi`) read requests
 /// off it and run each through [`Conn::exchange`].
 pub(crate) struct Conn {
+    /// Where the connection tells the worker what it is doing (see [`crate::reclaim`]).
+    pub(crate) registration: Registration,
     pub(crate) io: Stream,
     pub(crate) buf: BytesMut,
     out: BytesMut,
@@ -259,6 +268,8 @@ enum Wait {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Before the socket closes: the registry must never shut down a reused descriptor.
+        self.ctx.reclaim.unregister(&self.registration);
         self.release_buffers();
     }
 }
@@ -287,6 +298,7 @@ impl Conn {
                 }
             };
             first = false;
+            self.registration.slot.busy();
             match self.exchange(head, Source::Http1).await {
                 Ok(true) => {}
                 Ok(false) | Err(()) => break,
@@ -381,6 +393,14 @@ impl Conn {
                 // way: it gets a moment to arrive (and is answered with Connection: close).
                 until = until.min(Instant::now() + FRESH_CONNECTION_GRACE);
             }
+            // Idle between requests, or waiting for a head: either may be reclaimed.
+            let phase = if idle && !first {
+                Phase::Idle
+            } else {
+                Phase::Head
+            };
+            let slot = &self.registration.slot;
+            slot.set(phase, self.ctx.reclaim.ms(until));
             match self.wait_readable(until, idle && !stopping).await {
                 Wait::Stopping if first => continue,
                 Wait::Stopping => return Ok(HeadRead::Closed),

@@ -67,19 +67,22 @@ impl ResponseHead {
 
     /// Validates one field from the app and adds it.
     pub fn add(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
+        // A field value has no leading or trailing whitespace (RFC 9110 §5.5): an app's
+        // `"Set-Cookie", " a=b"` would otherwise go out with two spaces after the colon.
+        let value = trim_ows(value);
         check_field(name, value)?;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("content-length") {
             let wrong =
                 || ResponseError::ContentLength(String::from_utf8_lossy(value).into_owned());
-            let n = trim_ows(value)
+            let n = value
                 .iter()
                 .try_fold(0u64, |n, &d| {
                     d.is_ascii_digit()
                         .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
                         .flatten()
                 })
-                .filter(|_| !trim_ows(value).is_empty())
+                .filter(|_| !value.is_empty())
                 .ok_or_else(wrong)?;
             if self.content_length.is_some_and(|prev| prev != n) {
                 return Err(wrong());
@@ -459,6 +462,24 @@ mod tests {
             );
         }
         assert!(head("200 OK", &[("X-Latin", b"caf\xe9")]).is_ok());
+    }
+
+    #[test]
+    fn value_whitespace_is_trimmed() {
+        let h = head(
+            "200 OK",
+            &[("Set-Cookie", b"  csrftoken=abc"), ("X-T", b"\tv \t")],
+        )
+        .unwrap();
+        let fields: Vec<_> = h.headers.iter().collect();
+        assert_eq!(
+            fields,
+            [("Set-Cookie", &b"csrftoken=abc"[..]), ("X-T", &b"v"[..])]
+        );
+        assert_eq!(
+            h.headers.as_bytes(),
+            b"Set-Cookie: csrftoken=abc\r\nX-T: v\r\n"
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Counters {
     duration_us: AtomicU64,
     bytes: AtomicU64,
     in_flight: AtomicI64,
+    /// Idle connections closed to admit new ones at `--worker-connections`.
+    reclaimed: AtomicU64,
 }
 
 impl Counters {
@@ -50,6 +52,11 @@ impl Counters {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.duration_us.fetch_add(us, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// An idle connection was closed to admit a new one (see [`crate::reclaim`]).
+    pub fn reclaimed(&self) {
+        self.reclaimed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -96,6 +103,7 @@ pub struct Snapshot {
     pub duration_us: u64,
     pub bytes: u64,
     pub in_flight: i64,
+    pub reclaimed: u64,
 }
 
 impl Snapshot {
@@ -110,6 +118,7 @@ impl Snapshot {
         }
         self.duration_us += c.duration_us.load(Ordering::Relaxed);
         self.bytes += c.bytes.load(Ordering::Relaxed);
+        self.reclaimed += c.reclaimed.load(Ordering::Relaxed);
         if live {
             self.in_flight += c.in_flight.load(Ordering::Relaxed).max(0);
         }
@@ -176,6 +185,17 @@ impl Snapshot {
             "Requests being answered now.",
         );
         let _ = writeln!(out, "ferrocorn_requests_in_flight {}", self.in_flight);
+        metric(
+            &mut out,
+            "ferrocorn_connections_reclaimed_total",
+            "counter",
+            "Idle keep-alive (or slow) connections closed to admit new ones at --worker-connections.",
+        );
+        let _ = writeln!(
+            out,
+            "ferrocorn_connections_reclaimed_total {}",
+            self.reclaimed
+        );
         metric(
             &mut out,
             "ferrocorn_workers",

@@ -20,6 +20,7 @@ use crate::http::conn::{Conn, Source};
 use crate::http::error::RequestError;
 use crate::http::request::{Framing, Version};
 use crate::http::response::error_response;
+use crate::reclaim::Phase;
 
 /// A packet that cannot be served.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -60,6 +61,7 @@ pub(crate) async fn serve(conn: &mut Conn) {
     let Some(req) = read_request(conn).await else {
         return;
     };
+    conn.registration.slot.busy();
     let source = Source::Uwsgi {
         forwarded: req.forwarded,
         extra: req.extra,
@@ -81,6 +83,11 @@ pub(crate) async fn serve(conn: &mut Conn) {
 /// connection must close (after an error response, for a request over a limit).
 async fn read_request(conn: &mut Conn) -> Option<request::UwsgiRequest> {
     let deadline = Instant::now() + conn.ctx.config.head_timeout;
+    // Waiting for a packet, like an HTTP connection waiting for its head: at
+    // --worker-connections with a client waiting, this connection may be closed for it.
+    conn.registration
+        .slot
+        .set(Phase::Head, conn.ctx.reclaim.ms(deadline));
     loop {
         match packet::take_packet(&mut conn.buf) {
             Ok(Some(vars)) => match request::build(&vars, &conn.ctx.config.limits) {
