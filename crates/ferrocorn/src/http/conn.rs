@@ -235,11 +235,9 @@ pub(crate) enum Source {
     Http1,
     /// A uwsgi packet (`crate::uwsgi`): the front end said who the client is and how it
     /// connected, so no forwarded headers are read; the response is never chunked and ends
-    /// the connection; no interim responses (the front end does not relay them).
-    Uwsgi {
-        forwarded: Forwarded,
-        extra: Vec<(Text, Bytes)>,
-    },
+    /// the connection; no interim responses (the front end does not relay them). Boxed: an
+    /// HTTP request moves only a word.
+    Uwsgi(Box<(Forwarded, Vec<(Text, Bytes)>)>),
 }
 
 /// One client connection; the protocol drivers (HTTP/1.x here, `crate::uwsgi`) read requests
@@ -509,7 +507,10 @@ impl Conn {
                 Vec::new(),
                 false,
             ),
-            Source::Uwsgi { forwarded, extra } => (Ok(forwarded), extra, true),
+            Source::Uwsgi(given) => {
+                let (forwarded, extra) = *given;
+                (Ok(forwarded), extra, true)
+            }
         };
         let forwarded = match resolved {
             Ok(f) => f,

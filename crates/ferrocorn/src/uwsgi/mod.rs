@@ -62,10 +62,7 @@ pub(crate) async fn serve(conn: &mut Conn) {
         return;
     };
     conn.registration.slot.busy();
-    let source = Source::Uwsgi {
-        forwarded: req.forwarded,
-        extra: req.extra,
-    };
+    let source = Source::Uwsgi(Box::new((req.forwarded, req.extra)));
     // A front end sends the whole body before it reads the response (nginx buffers it
     // first): what the app left unread is read and dropped, all of it (the peer is trusted
     // and the length was declared and checked against --limit-request-body), or nginx gets
