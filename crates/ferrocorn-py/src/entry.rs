@@ -372,6 +372,12 @@ fn serve(
     for l in &listeners {
         log::info!("Listening at: {} ({pid})", l.url());
     }
+    if settings.protocol == ferrocorn::config::Protocol::Uwsgi {
+        log::info!(
+            "Speaking the uwsgi protocol (nginx uwsgi_pass), to peers in --uwsgi-allow-from \
+             and on unix sockets"
+        );
+    }
     log::info!("Using worker: threads ({} per worker)", settings.threads);
 
     hooks.fire(py, "when_ready", &master_facts(settings));

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::http::error::BodyError;
-use crate::http::request::RequestHead;
-use crate::http::response::ResponseHead;
+use crate::http::request::{RequestHead, Text};
+use crate::http::response::{EarlyHints, ResponseHead};
 use crate::master::heartbeat::monotonic_ms;
 use crate::proxy::Forwarded;
 
@@ -39,6 +39,10 @@ pub struct Request {
     pub local: Local,
     /// What a trusted proxy said about the original request (empty otherwise).
     pub forwarded: Forwarded,
+    /// CGI variables for the environ as they are, besides those made from the head: what a
+    /// uwsgi front end sends (`DOCUMENT_ROOT`, `REQUEST_SCHEME`, its own `uwsgi_param`s);
+    /// always empty over HTTP.
+    pub extra: Vec<(Text, Bytes)>,
 }
 
 /// A unit of work for an app thread: the request, its body, and the way back to its connection.
@@ -143,6 +147,10 @@ impl Jobs {
 pub(crate) enum AppMsg {
     /// Read up to this many body bytes and answer on the body channel.
     ReadBody(usize),
+    /// Send a `103 Early Hints` interim response now, if the connection can (an HTTP/1.1
+    /// client, the final response not started); dropped otherwise. This is where a future
+    /// HTTP/2 driver sends its HEADERS frame with `:status 103` instead.
+    Hints(Box<EarlyHints>),
     /// The response head, optionally with the first body bytes; `last` when nothing follows.
     Head {
         head: Box<ResponseHead>,
@@ -229,6 +237,7 @@ impl Rx {
                         }
                     }
                     AppMsg::Data(data) => size += data.len(),
+                    AppMsg::Hints(hints) => size += hints.headers.as_bytes().len(),
                     AppMsg::End(_) => return size <= max,
                     AppMsg::ReadBody(_) | AppMsg::File { .. } | AppMsg::Abort => return false,
                 }
@@ -371,6 +380,11 @@ impl ResponseSink {
             last,
             took: self.took(),
         })
+    }
+
+    /// A `103 Early Hints` response to send before the final one (where the connection can).
+    pub fn send_early_hints(&self, hints: EarlyHints) -> Result<(), Disconnected> {
+        self.send(AppMsg::Hints(Box::new(hints)))
     }
 
     pub fn send_data(&self, data: Bytes) -> Result<(), Disconnected> {

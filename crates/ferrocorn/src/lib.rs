@@ -19,4 +19,5 @@ pub mod proxy;
 mod reclaim;
 pub mod reload;
 pub mod stopping;
+pub mod uwsgi;
 pub mod worker;

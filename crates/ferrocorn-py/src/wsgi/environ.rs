@@ -20,8 +20,9 @@ use super::Shared;
 
 /// Keys [`build`] sets on every request. The template holds them (as `None`) so that a
 /// request's copy already has their slots and only replaces the values.
-const EVERY_REQUEST: [&str; 9] = [
+const EVERY_REQUEST: [&str; 10] = [
     "wsgi.input",
+    "wsgi.early_hints",
     "REQUEST_METHOD",
     "PATH_INFO",
     "QUERY_STRING",
@@ -169,12 +170,18 @@ pub(crate) fn build<'py>(
     memos: &Memos,
     req: &Request,
     input: &Bound<'py, InputStream>,
+    early_hints: &Bound<'py, PyAny>,
     root_path: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let fwd = &req.forwarded;
     let env = template.copy()?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.early_hints"), early_hints)?;
+    // What a uwsgi front end sends besides the request itself (never a key set below).
+    for (key, value) in &req.extra {
+        env.set_item(&**key, latin1_str(py, value)?)?;
+    }
     env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &head.method))?;
     let path = percent_decode(head.path().as_bytes());
     let script_name = match &fwd.prefix {

@@ -38,6 +38,15 @@ impl LogLevel {
     }
 }
 
+/// What the listeners speak (Gunicorn's `protocol` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// HTTP/1.0 and HTTP/1.1.
+    Http,
+    /// The uwsgi wire protocol, for nginx's `uwsgi_pass` (docs/uwsgi.md).
+    Uwsgi,
+}
+
 /// ferrocorn: a WSGI HTTP server with its HTTP core in Rust. Flags follow Gunicorn's.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -235,6 +244,17 @@ pub struct Settings {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// What the listeners speak: http, or uwsgi (the uwsgi wire protocol, for nginx's
+    /// uwsgi_pass; one request per connection; see docs/uwsgi.md).
+    #[arg(long, value_name = "PROTOCOL", value_enum, default_value_t = Protocol::Http, ignore_case = true)]
+    pub protocol: Protocol,
+
+    /// Peers allowed to send uwsgi packets with --protocol uwsgi (they are trusted to say who
+    /// the client is): IPs and CIDR ranges, comma-separated, or * for any. Unix-socket peers
+    /// are always allowed.
+    #[arg(long, value_name = "ADDRS", default_value = "127.0.0.1,::1")]
+    pub uwsgi_allow_from: Trusted,
+
     /// Maximum number of pending connections in the listen queue.
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub backlog: i32,
@@ -364,6 +384,8 @@ impl Settings {
                 secure_scheme_headers: self.secure_scheme_headers.0.clone(),
             }),
             proxy_protocol: self.proxy_protocol,
+            protocol: self.protocol,
+            uwsgi_allow: self.uwsgi_allow_from.clone(),
             ..ConnConfig::default()
         }
     }

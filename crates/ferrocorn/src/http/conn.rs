@@ -18,16 +18,17 @@ use super::body::BodyReader;
 use super::error::RequestError;
 use super::proxy_protocol;
 use super::request::{take_head, Framing, Limits, RequestHead, Text, Version};
-use super::response::{error_response, request_error_response, HeaderBlock};
+use super::response::{encode_early_hints, error_response, request_error_response, HeaderBlock};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
 use crate::app_threads::AppThreads;
 use crate::batch::{self, Batch};
+use crate::config::Protocol;
 use crate::inline::InlinePolicy;
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
 use crate::observe::metrics::RequestMetrics;
-use crate::proxy::ProxyConfig;
+use crate::proxy::{Forwarded, ProxyConfig, Trusted};
 use crate::reclaim::{Phase, Reclaimer, Registration};
 use crate::stopping::{StandingWait, Stopping};
 
@@ -68,6 +69,10 @@ pub struct ConnConfig {
     pub access_log: Option<AccessLog>,
     /// Where finished requests are counted (`--metrics-bind`, `--statsd-host`).
     pub metrics: RequestMetrics,
+    /// What the listeners speak (`--protocol`): HTTP/1.x, or uwsgi packets from a front end.
+    pub protocol: Protocol,
+    /// Peers allowed to send uwsgi packets (`--uwsgi-allow-from`); unix-socket peers always are.
+    pub uwsgi_allow: Trusted,
 }
 
 /// An access log line in the making: what the request said, then what the response did.
@@ -150,6 +155,8 @@ impl Default for ConnConfig {
             proxy_protocol: false,
             access_log: None,
             metrics: RequestMetrics::default(),
+            protocol: Protocol::Http,
+            uwsgi_allow: Trusted::loopback(),
         }
     }
 }
@@ -216,18 +223,34 @@ pub(crate) async fn serve(io: Stream, peer: Peer, local: Local, ctx: Arc<ConnCtx
     if conn.ctx.config.proxy_protocol && !conn.read_preamble().await {
         return;
     }
-    conn.run().await;
+    match conn.ctx.config.protocol {
+        Protocol::Http => conn.run().await,
+        Protocol::Uwsgi => crate::uwsgi::serve(&mut conn).await,
+    }
 }
 
-struct Conn {
+/// Where a request came from, which decides how its exchange is carried out.
+pub(crate) enum Source {
+    /// An HTTP/1.x request head read by this module.
+    Http1,
+    /// A uwsgi packet (`crate::uwsgi`): the front end said who the client is and how it
+    /// connected, so no forwarded headers are read; the response is never chunked and ends
+    /// the connection; no interim responses (the front end does not relay them). Boxed: an
+    /// HTTP request moves only a word.
+    Uwsgi(Box<(Forwarded, Vec<(Text, Bytes)>)>),
+}
+
+/// One client connection; the protocol drivers (HTTP/1.x here, `crate::uwsgi`) read requests
+/// off it and run each through [`Conn::exchange`].
+pub(crate) struct Conn {
     /// Where the connection tells the worker what it is doing (see [`crate::reclaim`]).
-    registration: Registration,
-    io: Stream,
-    buf: BytesMut,
+    pub(crate) registration: Registration,
+    pub(crate) io: Stream,
+    pub(crate) buf: BytesMut,
     out: BytesMut,
-    peer: Peer,
+    pub(crate) peer: Peer,
     local: Local,
-    ctx: Arc<ConnCtx>,
+    pub(crate) ctx: Arc<ConnCtx>,
     /// The timer of the waits for a request head; see [`Conn::wait_readable`].
     idle_timer: Option<Pin<Box<Sleep>>>,
     /// The wake-up for the worker's stop while waiting idle, made at the first such wait.
@@ -274,7 +297,7 @@ impl Conn {
             };
             first = false;
             self.registration.slot.busy();
-            match self.exchange(head).await {
+            match self.exchange(head, Source::Http1).await {
                 Ok(true) => {}
                 Ok(false) | Err(()) => break,
             }
@@ -288,7 +311,7 @@ impl Conn {
         crate::http::buffers::give(std::mem::take(&mut self.out));
     }
 
-    fn peer_text(&self) -> String {
+    pub(crate) fn peer_text(&self) -> String {
         match &self.peer {
             Peer::Tcp(a) => a.to_string(),
             Peer::Unix => "unix socket".into(),
@@ -456,15 +479,15 @@ impl Conn {
     }
 
     /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
-    async fn exchange(&mut self, head: RequestHead) -> Result<bool, ()> {
+    pub(crate) async fn exchange(&mut self, head: RequestHead, source: Source) -> Result<bool, ()> {
         let log = self.ctx.config.access_log.clone();
         let metrics = self.ctx.config.metrics.clone();
         if log.is_none() && !metrics.is_on() {
-            return self.exchange_inner(head, None).await;
+            return self.exchange_inner(head, source, None).await;
         }
         let mut record = Record::new(&head, &self.peer, log.is_some());
         metrics.begin();
-        let result = self.exchange_inner(head, Some(&mut record)).await;
+        let result = self.exchange_inner(head, source, Some(&mut record)).await;
         if let Some(log) = &log {
             record.finish(log);
         }
@@ -475,9 +498,21 @@ impl Conn {
     async fn exchange_inner(
         &mut self,
         head: RequestHead,
+        source: Source,
         mut record: Option<&mut Record>,
     ) -> Result<bool, ()> {
-        let forwarded = match self.ctx.config.proxy.resolve(&self.peer, &head.headers) {
+        let (resolved, extra, uwsgi) = match source {
+            Source::Http1 => (
+                self.ctx.config.proxy.resolve(&self.peer, &head.headers),
+                Vec::new(),
+                false,
+            ),
+            Source::Uwsgi(given) => {
+                let (forwarded, extra) = *given;
+                (Ok(forwarded), extra, true)
+            }
+        };
+        let forwarded = match resolved {
             Ok(f) => f,
             Err(e) => {
                 log::warn!(
@@ -523,7 +558,11 @@ impl Conn {
         let (tx, mut rx) = Rx::channel(inline);
         // A channel for body pieces only when some are still to come.
         let (body_tx, body_rx) = (!body.is_done()).then(|| mpsc::channel(1)).unzip();
-        let mut writer = Writer::new(&head);
+        let mut writer = if uwsgi {
+            Writer::for_uwsgi(&head)
+        } else {
+            Writer::new(&head)
+        };
         let expect_continue = head.expect_continue && !body.is_done();
         let exchange = Exchange {
             request: Request {
@@ -531,6 +570,7 @@ impl Conn {
                 peer: self.peer.clone(),
                 local: self.local.clone(),
                 forwarded,
+                extra,
             },
             body: BodyStream {
                 link: body_rx.map(|rx| (tx.clone(), rx)),
@@ -599,6 +639,14 @@ impl Conn {
                     }
                     if failed {
                         writer.keep_alive = false;
+                    }
+                }
+                AppMsg::Hints(hints) => {
+                    if writer.interim_allowed() {
+                        // RFC 8297: before the final response, as many as the app sends.
+                        let mut out = BytesMut::new();
+                        encode_early_hints(&hints, &mut out);
+                        self.write(&[&out]).await?;
                     }
                 }
                 AppMsg::Head {

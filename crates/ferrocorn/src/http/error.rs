@@ -127,4 +127,6 @@ pub enum ResponseError {
     HopByHop(String),
     #[error("invalid Content-Length {0:?}")]
     ContentLength(String),
+    #[error("header {0:?} is not allowed in a 103 Early Hints response")]
+    HintField(String),
 }

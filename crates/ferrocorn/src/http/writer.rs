@@ -16,6 +16,9 @@ pub(crate) struct Writer {
     pub(crate) framing: BodyFraming,
     pub(crate) written: u64,
     pub(crate) finished: bool,
+    /// The response goes back through a uwsgi front end: never chunked (the front end reads
+    /// the body to the end of the connection), no interim responses.
+    uwsgi: bool,
 }
 
 impl Writer {
@@ -28,7 +31,25 @@ impl Writer {
             framing: BodyFraming::Empty,
             written: 0,
             finished: false,
+            uwsgi: false,
         }
+    }
+
+    /// For a request that came in a uwsgi packet: the response is plain HTTP/1.x, as uWSGI
+    /// writes it, its body delimited by its length or by the end of the connection, which
+    /// always closes after it.
+    pub(crate) fn for_uwsgi(req: &RequestHead) -> Self {
+        Self {
+            keep_alive: false,
+            uwsgi: true,
+            ..Self::new(req)
+        }
+    }
+
+    /// True while a 1xx interim response may go out: to an HTTP/1.1 client (RFC 9110 §15.2:
+    /// never to HTTP/1.0), before the final response has started.
+    pub(crate) fn interim_allowed(&self) -> bool {
+        self.version == Version::Http11 && !self.started && !self.uwsgi
     }
 
     pub(crate) fn chunked(&self) -> bool {
@@ -50,7 +71,7 @@ impl Writer {
             BodyFraming::Empty
         } else if let Some(n) = known {
             BodyFraming::Length(n)
-        } else if self.version == Version::Http11 {
+        } else if self.version == Version::Http11 && !self.uwsgi {
             BodyFraming::Chunked
         } else {
             BodyFraming::CloseDelimited
