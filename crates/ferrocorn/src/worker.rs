@@ -190,6 +190,7 @@ pub fn run(
                 Arc::clone(&ctx),
                 Arc::clone(&permits),
                 pacing,
+                config.heartbeat,
                 alive.clone(),
             ));
         }
@@ -200,6 +201,7 @@ pub fn run(
             config.clone(),
             slots,
             Arc::clone(&master_gone),
+            Arc::downgrade(&ctx),
         ));
         on_ready();
         if let Some(hb) = config.heartbeat {
@@ -265,6 +267,7 @@ async fn heartbeat_loop(
     config: WorkerConfig,
     slots: Vec<Arc<ThreadSlot>>,
     master_gone: Arc<Notify>,
+    ctx: std::sync::Weak<ConnCtx>,
 ) {
     let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
     let period = if config.timeout.is_zero() {
@@ -281,6 +284,15 @@ async fn heartbeat_loop(
             }
         }
         let now = monotonic_ms();
+        if let (Some(hb), Some(ctx)) = (config.heartbeat, ctx.upgrade()) {
+            // Weak: the connection context (and with it the app threads' job queue) must go
+            // when the worker stops, whatever this loop holds.
+            let busy = slots
+                .iter()
+                .filter(|s| s.busy_since.load(Ordering::Relaxed) != 0)
+                .count();
+            hb.report(ctx.served.load(Ordering::Relaxed), busy as u64);
+        }
         let hung = (timeout_ms > 0)
             .then(|| {
                 slots.iter().find(|s| {
@@ -365,6 +377,7 @@ async fn accept_loop(
     ctx: Arc<ConnCtx>,
     permits: Arc<Semaphore>,
     pacing: Option<AcceptPacing>,
+    heartbeat: Option<BeatHandle>,
     alive: mpsc::Sender<()>,
 ) {
     let mut pauses = 0u32;
@@ -407,7 +420,8 @@ async fn accept_loop(
             Ok((stream, peer, local)) => {
                 let ctx = Arc::clone(&ctx);
                 let guard = alive.clone();
-                let counted = pacing.map(|p| p.heartbeat);
+                // Counted even without pacing: `ferrocorn ctl show workers` reports it.
+                let counted = heartbeat;
                 if let Some(hb) = counted {
                     hb.connections(1);
                 }
