@@ -447,7 +447,8 @@ fn log_worker_class(settings: &Settings) {
     match class {
         WorkerClass::Gevent | WorkerClass::Eventlet if settings.ops.threads_from_class => {
             log::info!(
-                "Worker class {}: served by threads, one per connection ({} per worker, from                  --worker-connections; set --threads to change it)",
+                "Worker class {}: served by threads, one per connection ({} per worker, from \
+                 --worker-connections; set --threads to change it)",
                 class.name(),
                 settings.threads
             );

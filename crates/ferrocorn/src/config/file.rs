@@ -24,6 +24,7 @@ pub const GUNICORN_NAMES: &[(&str, &str)] = &[
     ("access_logformat", "access_log_format"),
     ("error_logfile", "errorlog"),
     ("reload_extra_file", "reload_extra_files"),
+    ("no_control_socket", "control_socket_disable"),
 ];
 
 /// Gunicorn settings that have no meaning here: accepted without effect, with a warning.
