@@ -7,8 +7,8 @@ use pyo3::prelude::*;
 use ferrocorn::bind::{self, BindAddr, BoundListener};
 use ferrocorn::config::file::FileValue;
 use ferrocorn::config::layers::{self, Effective, Layer, LayerError};
-use ferrocorn::config::Settings;
 use ferrocorn::config::ops::WorkerClass;
+use ferrocorn::config::Settings;
 use ferrocorn::master::control::{ControlError, ControlSocket};
 use ferrocorn::master::recycle::RecyclePolicy;
 use ferrocorn::master::scrape::ScrapeEndpoint;
@@ -458,9 +458,9 @@ fn log_worker_class(settings: &Settings) {
             class.name(),
             settings.threads
         ),
-        WorkerClass::Tornado => log::info!(
-            "Worker class tornado: served by threads; the app must be a WSGI app"
-        ),
+        WorkerClass::Tornado => {
+            log::info!("Worker class tornado: served by threads; the app must be a WSGI app")
+        }
         WorkerClass::Sync | WorkerClass::Gthread => {}
     }
 }

@@ -80,7 +80,9 @@ pub fn parse_worker_class(raw: &str) -> Result<WorkerClass, String> {
              app with an ASGI server such as uvicorn)"
         ));
     }
-    Err(format!("unknown worker class {name:?}; accepted: {ACCEPTED}"))
+    Err(format!(
+        "unknown worker class {name:?}; accepted: {ACCEPTED}"
+    ))
 }
 
 /// Production settings, flattened into [`super::Settings`].
@@ -183,7 +185,10 @@ mod tests {
             ("tornado", WorkerClass::Tornado),
             ("egg:gunicorn#sync", WorkerClass::Sync),
             ("gunicorn.workers.ggevent.GeventWorker", WorkerClass::Gevent),
-            ("gunicorn.workers.gthread.ThreadWorker", WorkerClass::Gthread),
+            (
+                "gunicorn.workers.gthread.ThreadWorker",
+                WorkerClass::Gthread,
+            ),
             ("gunicorn.workers.sync.SyncWorker", WorkerClass::Sync),
         ] {
             assert_eq!(parse_worker_class(name), Ok(class), "{name}");

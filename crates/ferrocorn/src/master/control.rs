@@ -60,7 +60,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
         ["show", "workers"] => Ok(Command::ShowWorkers),
         ["show", "stats"] => Ok(Command::ShowStats),
         ["show", "config"] => Ok(Command::ShowConfig),
-        ["worker", "add", rest @ ..] if rest.len() <= 1 => count(rest.first()).map(Command::WorkerAdd),
+        ["worker", "add", rest @ ..] if rest.len() <= 1 => {
+            count(rest.first()).map(Command::WorkerAdd)
+        }
         ["worker", "remove", rest @ ..] if rest.len() <= 1 => {
             count(rest.first()).map(Command::WorkerRemove)
         }
@@ -234,7 +236,10 @@ impl ControlSocket {
                          uid {} may control this server",
                         self.uid
                     );
-                    refuse(stream, &format!("permission denied: uid {uid} is not the server's uid"));
+                    refuse(
+                        stream,
+                        &format!("permission denied: uid {uid} is not the server's uid"),
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -258,8 +263,8 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| (m.dev(), m.ino()) == self.file_id);
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file_id);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -386,7 +391,9 @@ mod tests {
         );
         assert!(parse("worker add 0").unwrap_err().contains("worker count"));
         assert!(parse("worker kill -1").unwrap_err().contains("process id"));
-        assert!(parse("rm -rf /").unwrap_err().starts_with("unknown command"));
+        assert!(parse("rm -rf /")
+            .unwrap_err()
+            .starts_with("unknown command"));
         assert!(parse("").is_err());
     }
 

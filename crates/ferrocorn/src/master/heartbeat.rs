@@ -183,7 +183,9 @@ impl BeatHandle {
     /// Publishes the worker's figures for the master (see [`Heartbeat::served`]).
     pub fn report(&self, served: u64, busy_threads: u64) {
         self.beat.served.store(served, Ordering::Relaxed);
-        self.beat.busy_threads.store(busy_threads, Ordering::Relaxed);
+        self.beat
+            .busy_threads
+            .store(busy_threads, Ordering::Relaxed);
     }
 
     /// Counts the worker in (or out of) the workers taking connections.
