@@ -319,6 +319,10 @@ def test_stuck_clients_do_not_hold_the_master(sockdir: Path) -> None:
     server, path = start(sockdir, workers=1)
     stuck = []
     try:
+        # A probe that connects and leaves is dropped without a word.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(str(path))
+        probe.close()
         # Silent clients and one stalled halfway through its line.
         for _ in range(3):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -334,6 +338,9 @@ def test_stuck_clients_do_not_hold_the_master(sockdir: Path) -> None:
             s.settimeout(10)
             assert s.recv(100) == b""
         server.wait_log("sent no complete request in time")
+        wait_for(lambda: server.log.count("sent no complete request in time") >= 3,
+                 message="the three stuck clients dropped")
+        assert server.log.count("sent no complete request in time") == 3, "not the probe"
         # More clients at once than the master serves: the extras are told so at once.
         crowd = []
         for _ in range(12):

@@ -104,6 +104,8 @@ struct Client {
     /// The answer, once there is one, and how much of it went out.
     answer: Option<(Vec<u8>, usize)>,
     deadline: Instant,
+    /// The peer went away (or its socket failed) before a request: dropped without a word.
+    gone: bool,
 }
 
 /// The master's control socket.
@@ -204,6 +206,9 @@ impl ControlSocket {
             }
         }
         self.clients.retain_mut(|c| {
+            if c.gone {
+                return false;
+            }
             if c.answer.is_some() {
                 return c.write() && now < c.deadline;
             }
@@ -256,6 +261,7 @@ impl ControlSocket {
                 request: Vec::with_capacity(64),
                 answer: None,
                 deadline: Instant::now() + CLIENT_DEADLINE,
+                gone: false,
             });
         }
     }
@@ -280,9 +286,8 @@ impl Client {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
                     return if self.request.is_empty() {
-                        // Gone without a word: the retain pass drops it at the deadline, or
-                        // now, as the answer cannot be read anyway.
-                        self.deadline = Instant::now();
+                        // Connected and left (a probe of the socket, say).
+                        self.gone = true;
                         None
                     } else {
                         Some(self.line(self.request.len()))
@@ -302,7 +307,7 @@ impl Client {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.deadline = Instant::now();
+                    self.gone = true;
                     return None;
                 }
             }
