@@ -173,14 +173,14 @@ pub fn run(
         });
         let max_connections = config.max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max_connections));
-        let pacing = config
-            .heartbeat
-            .filter(|_| config.share_accepts)
-            .map(|hb| AcceptPacing {
-                max_connections,
-                busy_at: nthreads,
-                heartbeat: hb,
-            });
+        // With a heartbeat there is always a pacing, if only to count connections for the
+        // master (`ferrocorn ctl show workers`); it paces only when workers share accepts.
+        let pacing = config.heartbeat.map(|hb| AcceptPacing {
+            paces: config.share_accepts,
+            max_connections,
+            busy_at: nthreads,
+            heartbeat: hb,
+        });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
         let (alive, mut idle) = mpsc::channel::<()>(1);
         for listener in listeners {
@@ -190,7 +190,6 @@ pub fn run(
                 Arc::clone(&ctx),
                 Arc::clone(&permits),
                 pacing,
-                config.heartbeat,
                 alive.clone(),
             ));
         }
@@ -346,6 +345,8 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
 /// to). Workers holding near-even shares never pause.
 #[derive(Debug, Clone, Copy)]
 struct AcceptPacing {
+    /// Other workers accept from the same sockets (without, this only counts connections).
+    paces: bool,
     max_connections: usize,
     busy_at: usize,
     /// Where this worker counts its connections on the board.
@@ -356,6 +357,9 @@ impl AcceptPacing {
     /// The slacks keep workers holding near-even shares of many idle connections from taking
     /// turns at pausing (each turn could delay a new connection by up to a pause).
     fn should_yield(&self, open: usize) -> bool {
+        if !self.paces {
+            return false;
+        }
         // Past one connection per app thread, a blocking app's requests would wait for a
         // thread here while another worker has threads free: yield early.
         let board = self.heartbeat.board();
@@ -377,7 +381,6 @@ async fn accept_loop(
     ctx: Arc<ConnCtx>,
     permits: Arc<Semaphore>,
     pacing: Option<AcceptPacing>,
-    heartbeat: Option<BeatHandle>,
     alive: mpsc::Sender<()>,
 ) {
     let mut pauses = 0u32;
@@ -420,8 +423,7 @@ async fn accept_loop(
             Ok((stream, peer, local)) => {
                 let ctx = Arc::clone(&ctx);
                 let guard = alive.clone();
-                // Counted even without pacing: `ferrocorn ctl show workers` reports it.
-                let counted = heartbeat;
+                let counted = pacing.map(|p| p.heartbeat);
                 if let Some(hb) = counted {
                     hb.connections(1);
                 }
