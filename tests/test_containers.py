@@ -14,6 +14,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -186,3 +188,70 @@ def test_kubernetes_grace_period_covers_the_graceful_timeout() -> None:
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "max_worker_memory = 400" in done.stdout
+
+
+def test_the_dockerfile_builds_in_one_stage_and_runs_in_another() -> None:
+    dockerfile = block("dockerfile")
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", dockerfile, re.M)
+    assert len(stages) == 2 and stages[0][1] == "build", stages
+    build, run = dockerfile.split("\nFROM ", 2)[1:]
+    assert "pip wheel --no-deps --wheel-dir /wheels ./ferrocorn" in build
+    assert "rustup" in build and "rustup" not in run, "no toolchain in the final image"
+    assert "COPY --from=build /wheels /wheels" in run
+    user = re.search(r"useradd .*--uid (\d+) (\w+)", run)
+    assert user and int(user.group(1)) >= 1000
+    assert f"USER {user.group(2)}" in run
+    assert run.index("USER ") < run.index("CMD "), "the server does not run as root"
+
+
+def _wheel() -> Path | None:
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    dist = Path(__file__).resolve().parent.parent / "dist"
+    found = sorted(dist.glob(f"ferrocorn-*-{tag}-*.whl")) if dist.is_dir() else []
+    return found[-1] if found else None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv(1) to run as another user")
+def test_the_installed_wheel_serves_as_an_unprivileged_user(tmp_path: Path) -> None:
+    """The final stage: the wheel installed, the image's command run by a non-root user."""
+    wheel = _wheel()
+    if wheel is None:
+        pytest.skip("no wheel in dist/ (make install builds it)")
+    home = Path(tempfile.mkdtemp(prefix="ferrocorn-image-"))
+    try:
+        home.chmod(0o755)
+        site = home / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--no-index", "--target", str(site), str(wheel)], check=True,
+                       timeout=120)
+        apps = home / "app"
+        shutil.copytree(APPS_DIR, apps)
+        for path in [home, *home.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        os.chown(home, 65534, 65534)  # the user's own directory: its control socket goes there
+        python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
+        args = image_command(home)
+        args[args.index("--pythonpath") + 1] = str(apps)
+        port = free_port()
+        server = ImageServer("master_app:app", args,
+                             {"PORT": str(port), "WEB_CONCURRENCY": "2",
+                              "PYTHONPATH": str(site)}, pid1=False)
+        server.command = lambda: [  # type: ignore[method-assign]
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+            python, "-m", "ferrocorn", *args, "master_app:app"]
+        server.start()
+        try:
+            assert f"Listening at: http://0.0.0.0:{port}" in server.log
+            server.assert_serving()
+            owner = {Path(f"/proc/{pid}").stat().st_uid
+                     for pid in [server.pid, *server.worker_pids()]}
+            assert owner == {65534}, owner
+            sock = home / "ferrocorn.ctl"
+            assert sock.stat().st_uid == 65534
+            server.signal(signal.SIGTERM)
+            assert server.wait_exit() == 0
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -414,3 +414,4 @@ def test_an_explicit_path_that_is_taken_stops_the_start(sockdir: Path) -> None:
     server.spawn()
     assert server.wait_exit() == 1
     assert "the path exists and is not a socket" in server.log
+    assert "Listening at" not in server.log, "stopped before saying it was up"

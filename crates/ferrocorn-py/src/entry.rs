@@ -370,6 +370,8 @@ fn serve(
         .map(|path| PidFile::create(path, pid))
         .transpose()
         .map_err(|e| config_error(e.to_string()))?;
+    // Before anything says the server is up: a control socket it cannot have stops the start.
+    let control = control_socket(settings, &addrs)?;
 
     log::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
@@ -406,19 +408,10 @@ fn serve(
         let inherited = addrs.iter().any(|a| matches!(a, BindAddr::Fd(_)));
         master = master.with_scrape(metrics_endpoint(addr, inherited)?);
     }
-    if let Some((path, explicit)) = settings.ops.control_socket_path() {
-        let inherited = addrs.iter().any(|a| matches!(a, BindAddr::Fd(_)));
-        let mode = settings.ops.control_socket_mode;
-        let path = std::path::absolute(&path).unwrap_or(path);
-        match ControlSocket::bind(&path, mode) {
-            Ok(socket) => master = master.with_control(socket),
-            // A master started by USR2: the old one holds it until it stops.
-            Err(ControlError::InUse { .. }) if inherited => {
-                master = master.with_control_retry(path, mode);
-            }
-            Err(e) if explicit => return Err(config_error(e.to_string())),
-            Err(e) => log::warn!("{e}; running without a control socket"),
-        }
+    match control {
+        Control::Bound(socket) => master = master.with_control(socket),
+        Control::Later(path, mode) => master = master.with_control_retry(path, mode),
+        Control::Off => {}
     }
     if let Some(host) = &settings.observe.statsd_host {
         let statsd = Statsd::connect(host, &settings.observe.statsd_prefix)
@@ -439,6 +432,34 @@ fn serve(
         }
     }
     Ok(outcome.code)
+}
+
+/// The control socket, as far as it can be had at start-up.
+enum Control {
+    Bound(ControlSocket),
+    /// Held by the master this one upgrades (USR2): bound once that one has gone.
+    Later(std::path::PathBuf, u32),
+    Off,
+}
+
+/// Binds the control socket. At a path given with `--control-socket`, failing stops the start;
+/// at the default path, the server runs without one and says why.
+fn control_socket(settings: &Settings, addrs: &[BindAddr]) -> Result<Control, StartError> {
+    let Some((path, explicit)) = settings.ops.control_socket_path() else {
+        return Ok(Control::Off);
+    };
+    let inherited = addrs.iter().any(|a| matches!(a, BindAddr::Fd(_)));
+    let mode = settings.ops.control_socket_mode;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    match ControlSocket::bind(&path, mode) {
+        Ok(socket) => Ok(Control::Bound(socket)),
+        Err(ControlError::InUse { .. }) if inherited => Ok(Control::Later(path, mode)),
+        Err(e) if explicit => Err(config_error(e.to_string())),
+        Err(e) => {
+            log::warn!("{e}; running without a control socket");
+            Ok(Control::Off)
+        }
+    }
 }
 
 /// One line saying how a Gunicorn worker class is served, when the class changes anything.
