@@ -134,10 +134,15 @@ def test_a_leaking_app_is_recycled_by_memory_without_failed_requests(tmp_path: P
         first = recycled[0][0]
         server.wait_log(rf"Worker exiting \(pid: {first}\)")
         assert replacement_booted_first(server.log, first), server.log[-3000:]
+        # A worker still over the limit after the load may be recycled meanwhile, so each
+        # later figure is at least the earlier one; every recycling counted is logged.
         counted = stats(ctl)["recycled"]["memory"]
-        assert counted == len(re.findall("above --max-worker-memory", server.log))
+        assert counted >= len(recycled)
         text = scrape(metrics)
-        assert f'ferrocorn_worker_recycles_total{{reason="memory"}} {counted}\n' in text
+        metric = re.search(r'ferrocorn_worker_recycles_total\{reason="memory"\} (\d+)\n', text)
+        assert metric and int(metric.group(1)) >= counted
+        wait_for(lambda: server.log.count("above --max-worker-memory") >= int(metric.group(1)),
+                 message="a log line per recycling")
         assert 'ferrocorn_worker_recycles_total{reason="lifetime"} 0\n' in text
         assert re.search(r"ferrocorn_workers_memory_bytes [1-9]\d*\n", text)
         server.assert_serving()

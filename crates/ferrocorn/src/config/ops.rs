@@ -111,7 +111,7 @@ pub struct OpsSettings {
     #[arg(long)]
     pub no_control_socket: bool,
 
-    /// Restart a worker whose resident memory (RSS, sampled by the master every second) is
+    /// Restart a worker whose resident memory (RSS, sampled by the master twice a second) is
     /// above this many MiB, gracefully and with its replacement booted first (0 disables).
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     pub max_worker_memory: u64,

@@ -31,6 +31,9 @@ use crate::observe::metrics::{Snapshot, Statsd};
 pub const EXIT_APP_LOAD: i32 = 4;
 /// Exit code of a worker that failed to boot for another reason (Gunicorn's WORKER_BOOT_ERROR).
 pub const EXIT_WORKER_BOOT: i32 = 3;
+/// How often worker memory is sampled for `--max-worker-memory` (a read of
+/// `/proc/PID/statm` per worker): a leaking worker overshoots by at most this much leak.
+const RSS_SAMPLE: Duration = Duration::from_millis(500);
 /// Most workers a master runs (`--workers`' own limit).
 const MAX_WORKERS: usize = 1024;
 
@@ -571,9 +574,7 @@ impl<S: Spawn> Master<S> {
         if policy.max_rss.is_none() && policy.lifetime.is_none() {
             return;
         }
-        let fresh = self
-            .sampled
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        let fresh = self.sampled.is_some_and(|t| t.elapsed() < RSS_SAMPLE);
         if policy.watches_memory() && !fresh {
             for w in &mut self.workers {
                 w.rss = recycle::rss_bytes(w.pid.as_raw()).unwrap_or(0);
