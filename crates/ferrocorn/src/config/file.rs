@@ -17,6 +17,7 @@ pub enum FileValue {
 /// `_` for `-`). Both names are accepted in config files.
 pub const GUNICORN_NAMES: &[(&str, &str)] = &[
     ("app", "wsgi_app"),
+    ("no_control_socket", "control_socket_disable"),
     ("preload", "preload_app"),
     ("keep_alive", "keepalive"),
     ("log_level", "loglevel"),
@@ -24,7 +25,6 @@ pub const GUNICORN_NAMES: &[(&str, &str)] = &[
     ("access_logformat", "access_log_format"),
     ("error_logfile", "errorlog"),
     ("reload_extra_file", "reload_extra_files"),
-    ("no_control_socket", "control_socket_disable"),
 ];
 
 /// Gunicorn settings that have no meaning here: accepted without effect, with a warning.
