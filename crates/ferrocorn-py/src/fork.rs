@@ -36,6 +36,8 @@ pub(crate) struct Forker {
     pub master_pid: u32,
     pub pidfile: Option<PidFile>,
     pub identity: Identity,
+    /// Every setting's effective value (`ferrocorn ctl show config`).
+    pub effective: Vec<ferrocorn::config::layers::Effective>,
 }
 
 /// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit;
@@ -92,6 +94,7 @@ impl Spawn for Forker {
                     settings.bind.clone_from(&self.settings.bind);
                 }
                 self.settings = settings;
+                self.effective = loaded.effective;
                 self.hooks = Hooks::current(py);
                 self.hooks
                     .fire(py, "on_reload", &master_facts(&self.settings));
@@ -106,6 +109,24 @@ impl Spawn for Forker {
                 None
             }
         })
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        let settings = self
+            .effective
+            .iter()
+            .map(|e| {
+                let value = if e.many {
+                    serde_json::json!(e.values)
+                } else if e.switch {
+                    serde_json::json!(e.values.first().is_some_and(|v| v == "true"))
+                } else {
+                    serde_json::json!(e.values.first())
+                };
+                (e.name.clone(), value)
+            })
+            .collect::<serde_json::Map<_, _>>();
+        serde_json::Value::Object(settings)
     }
 
     fn child_exited(&mut self, pid: Pid, worker_id: u64) {

@@ -177,14 +177,14 @@ pub fn run(
             batch,
         });
         let permits = Arc::new(Semaphore::new(max_connections));
-        let pacing = config
-            .heartbeat
-            .filter(|_| config.share_accepts)
-            .map(|hb| AcceptPacing {
-                max_connections,
-                busy_at: nthreads,
-                heartbeat: hb,
-            });
+        // With a heartbeat there is always a pacing, if only to count connections for the
+        // master (`ferrocorn ctl show workers`); it paces only when workers share accepts.
+        let pacing = config.heartbeat.map(|hb| AcceptPacing {
+            paces: config.share_accepts,
+            max_connections,
+            busy_at: nthreads,
+            heartbeat: hb,
+        });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
         let (alive, mut idle) = mpsc::channel::<()>(1);
         for listener in listeners {
@@ -204,6 +204,7 @@ pub fn run(
             config.clone(),
             slots,
             Arc::clone(&master_gone),
+            Arc::downgrade(&ctx),
         ));
         on_ready();
         if let Some(hb) = config.heartbeat {
@@ -269,6 +270,7 @@ async fn heartbeat_loop(
     config: WorkerConfig,
     slots: Vec<Arc<ThreadSlot>>,
     master_gone: Arc<Notify>,
+    ctx: std::sync::Weak<ConnCtx>,
 ) {
     let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
     let period = if config.timeout.is_zero() {
@@ -285,6 +287,15 @@ async fn heartbeat_loop(
             }
         }
         let now = monotonic_ms();
+        if let (Some(hb), Some(ctx)) = (config.heartbeat, ctx.upgrade()) {
+            // Weak: the connection context (and with it the app threads' job queue) must go
+            // when the worker stops, whatever this loop holds.
+            let busy = slots
+                .iter()
+                .filter(|s| s.busy_since.load(Ordering::Relaxed) != 0)
+                .count();
+            hb.report(ctx.served.load(Ordering::Relaxed), busy as u64);
+        }
         let hung = (timeout_ms > 0)
             .then(|| {
                 slots.iter().find(|s| {
@@ -338,6 +349,8 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
 /// to). Workers holding near-even shares never pause.
 #[derive(Debug, Clone, Copy)]
 struct AcceptPacing {
+    /// Other workers accept from the same sockets (without, this only counts connections).
+    paces: bool,
     max_connections: usize,
     busy_at: usize,
     /// Where this worker counts its connections on the board.
@@ -348,6 +361,9 @@ impl AcceptPacing {
     /// The slacks keep workers holding near-even shares of many idle connections from taking
     /// turns at pausing (each turn could delay a new connection by up to a pause).
     fn should_yield(&self, open: usize) -> bool {
+        if !self.paces {
+            return false;
+        }
         // Past one connection per app thread, a blocking app's requests would wait for a
         // thread here while another worker has threads free: yield early.
         let board = self.heartbeat.board();

@@ -16,7 +16,9 @@ pub mod docs;
 pub mod file;
 pub mod layers;
 pub mod observe;
+pub mod ops;
 pub use observe::ObserveSettings;
+pub use ops::OpsSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -274,6 +276,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub observe: ObserveSettings,
+
+    #[command(flatten)]
+    pub ops: OpsSettings,
 }
 
 /// `--secure-scheme-headers` pairs.

@@ -214,6 +214,30 @@ impl Snapshot {
     }
 }
 
+/// The master's recycling figures, appended to [`Snapshot::render`]'s text: workers recycled by
+/// reason (`memory`, `lifetime`) and the workers' resident memory now.
+pub fn render_recycling(out: &mut String, recycled: &[(&str, u64)], workers_rss: u64) {
+    metric(
+        out,
+        "ferrocorn_worker_recycles_total",
+        "counter",
+        "Workers restarted by --max-worker-memory or --max-worker-lifetime, by reason.",
+    );
+    for (reason, n) in recycled {
+        let _ = writeln!(
+            out,
+            "ferrocorn_worker_recycles_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "ferrocorn_workers_memory_bytes",
+        "gauge",
+        "Resident memory of the worker processes, summed.",
+    );
+    let _ = writeln!(out, "ferrocorn_workers_memory_bytes {workers_rss}");
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
