@@ -528,10 +528,14 @@ impl<S: Spawn> Master<S> {
             .max()
     }
 
-    /// Gives up on the workers of `failed` and makes `previous` the current generation again.
+    /// Gives up on the workers of `failed`; when it was the newest, `previous` is the current
+    /// generation again (and the ones before it are retired once it is all ready). A newer
+    /// generation (a later save, whose code may load) goes on booting: stopping it too while
+    /// it stayed current left the workers of every older reload serving side by side, old
+    /// code among them.
     fn abandon_generation(&mut self, failed: u64, previous: u64) {
         for w in &mut self.workers {
-            if w.generation >= failed && w.stopping.is_none() {
+            if w.generation == failed && w.stopping.is_none() {
                 let _ = kill(w.pid, Signal::SIGTERM);
                 w.stopping = Some(Instant::now());
             }
