@@ -104,7 +104,7 @@ BENCH_ARGS ?=
 $(BENCH_VENV)/.stamp:
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask matplotlib
+	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask django matplotlib
 	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
 	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
@@ -119,7 +119,12 @@ HYPER_HELLO := target/hyper/release/hyper_hello
 $(HYPER_HELLO): bench/hyper_hello/Cargo.toml bench/hyper_hello/Cargo.lock bench/hyper_hello/src/main.rs
 	cargo build --release --quiet --manifest-path bench/hyper_hello/Cargo.toml --target-dir target/hyper
 
-bench: install test-deps $(BENCH_VENV)/.stamp $(HYPER_HELLO)
+# The apps' own dependencies in ferrocorn's venv too (it imports them).
+$(STAMP)-bench-deps: $(STAMP)-venv
+	$(PIP) install --quiet django
+	@touch $@
+
+bench: install test-deps $(BENCH_VENV)/.stamp $(STAMP)-bench-deps $(HYPER_HELLO)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 # docs/settings.md and the README's options table are generated from the settings' declaration; a test fails when it is stale.

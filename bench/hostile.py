@@ -1,8 +1,10 @@
 """Standing connections and hostile clients, at full size: memory per idle connection with
 10,000 idle keep-alive connections, request latency while 2,000 idle and 200 slowloris
-connections are open, and peak memory during a 10 GB streamed upload.
+connections are open, fresh requests while idle and slowloris connections hold every slot of
+--worker-connections (the defaults, and 10,000 per worker), and peak memory during a 10 GB
+streamed upload.
 
-    .venv/bin/python bench/hostile.py [--idle 10000] [--upload-gb 10]
+    .venv/bin/python bench/hostile.py [--idle 10000] [--upload-gb 10] [--only cap]
 
 Runs the installed `ferrocorn` (the one beside this Python) with one worker on 127.0.0.1 and
 prints a small table. Not a test: it asserts nothing, it measures.
@@ -42,10 +44,11 @@ def children(pid: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cap: int | None = 20000) -> None:
+        limit = ["--worker-connections", str(cap)] if cap else []
         self.proc = subprocess.Popen(
-            [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APP_DIR), "--worker-connections",
-             "20000", *args, "hostile_app:app"],
+            [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APP_DIR), *limit, *args,
+             "hostile_app:app"],
             stderr=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stderr is not None
         deadline = time.monotonic() + 20
@@ -66,6 +69,9 @@ class Server:
     @property
     def worker(self) -> int:
         return children(self.proc.pid)[0]
+
+    def tree_rss_kib(self) -> int:
+        return rss_kib(self.proc.pid) + sum(rss_kib(c) for c in children(self.proc.pid))
 
     def get(self, path: str = "/hello") -> float:
         start = time.monotonic()
@@ -128,6 +134,63 @@ def latency_under_load(idle: int, slow: int, samples: int) -> tuple[float, float
         server.stop()
 
 
+def _hold(port: int, idle: int, slow: int, ready, done) -> None:
+    """In a child process (one process may hold no more than its open-file limit): opens
+    ``idle`` connections that make one request each and ``slow`` that send half a head, tells
+    ``ready``, and keeps them until ``done`` says so."""
+    socks = []
+    for _ in range(idle):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(65536)
+        socks.append(s)
+    for _ in range(slow):
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    ready.send(len(socks))
+    done.recv()
+    for s in socks:
+        s.close()
+
+
+def at_the_cap(workers: int, cap: int | None, idle: int, slow: int,
+               samples: int) -> tuple[float, float, int, int]:
+    """Idle keep-alive and slowloris connections hold every slot (--keep-alive 60): fresh
+    requests, one after another, each on a new connection. Returns their p50 and p99 in ms,
+    how many were answered, and the server's RSS (KiB, master and workers)."""
+    import multiprocessing
+
+    server = Server("-w", str(workers), "--keep-alive", "60", cap=cap)
+    holders = []
+    try:
+        per = 8000
+        parts = [(min(per, idle - i), 0) for i in range(0, idle, per)] + [(0, slow)]
+        for n_idle, n_slow in parts:
+            ready_r, ready_w = multiprocessing.Pipe(duplex=False)
+            done_r, done_w = multiprocessing.Pipe(duplex=False)
+            proc = multiprocessing.Process(target=_hold,
+                                           args=(server.port, n_idle, n_slow, ready_w, done_r))
+            proc.start()
+            holders.append((proc, done_w))
+            ready_r.recv()
+        times = []
+        for _ in range(samples):
+            try:
+                times.append(server.get())
+            except OSError:
+                pass
+        rss = server.tree_rss_kib()
+        times.sort()
+        p = lambda xs, q: xs[min(len(xs) - 1, int(len(xs) * q))] * 1000  # noqa: E731
+        return statistics.median(times) * 1000, p(times, 0.99), len(times), rss
+    finally:
+        for proc, done in holders:
+            done.send(True)
+            proc.join(30)
+        server.stop()
+
+
 def upload_peak(gb: float) -> tuple[float, int, int]:
     server = Server()
     try:
@@ -154,22 +217,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--upload-gb", type=float, default=10.0)
+    parser.add_argument("--only", choices=["cap"], help="run only the measurements at the cap")
     args = parser.parse_args()
+    # The client connections are spread over a few processes (each holds at most 8,000);
+    # the server's workers inherit this limit.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.idle + 1000)), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.idle + 2000)), hard))
 
-    per_conn, total = idle_memory(args.idle)
-    quiet, loaded, p99 = latency_under_load(2000, 200, 500)
-    rate, before, peak = upload_peak(args.upload_gb)
     print("| measurement | value |")
     print("| --- | --- |")
-    print(f"| memory per idle keep-alive connection ({args.idle:,} open) | {per_conn:.1f} KiB |")
-    print(f"| worker RSS with {args.idle:,} idle connections | {total / 1024:.1f} MiB |")
-    print(f"| request latency p50, no other connections | {quiet:.2f} ms |")
-    print(f"| request latency p50 / p99, 2,000 idle + 200 slowloris open | "
-          f"{loaded:.2f} / {p99:.2f} ms |")
-    print(f"| {args.upload_gb:g} GB upload: worker RSS before / peak | "
-          f"{before / 1024:.1f} / {peak / 1024:.1f} MiB ({rate:.2f} GB/s) |")
+    if args.only is None:
+        per_conn, total = idle_memory(args.idle)
+        quiet, loaded, p99 = latency_under_load(2000, 200, 500)
+        print(f"| memory per idle keep-alive connection ({args.idle:,} open) | "
+              f"{per_conn:.1f} KiB |")
+        print(f"| worker RSS with {args.idle:,} idle connections | {total / 1024:.1f} MiB |")
+        print(f"| request latency p50, no other connections | {quiet:.2f} ms |")
+        print(f"| request latency p50 / p99, 2,000 idle + 200 slowloris open | "
+              f"{loaded:.2f} / {p99:.2f} ms |")
+    for workers, cap, idle in [(2, None, 2000), (2, args.idle, 2 * args.idle)]:
+        p50, p99, answered, rss = at_the_cap(workers, cap, idle, 200, 200)
+        label = "defaults (1,000)" if cap is None else f"{cap:,}"
+        print(f"| -w {workers}, --worker-connections {label}, --keep-alive 60: {idle:,} idle + "
+              f"200 slowloris, then 200 fresh requests: answered, p50 / p99, RSS | "
+              f"{answered}/200, {p50:.2f} / {p99:.2f} ms, {rss / 1024:.1f} MiB |")
+    if args.only is None:
+        rate, before, peak = upload_peak(args.upload_gb)
+        print(f"| {args.upload_gb:g} GB upload: worker RSS before / peak | "
+              f"{before / 1024:.1f} / {peak / 1024:.1f} MiB ({rate:.2f} GB/s) |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ out. With ``--top`` it also prints the functions that cost the most per request.
     .bench-venv/bin/python bench/instructions.py                  # ferrocorn, hello
     .bench-venv/bin/python bench/instructions.py --server bjoern --app hello:app
     .bench-venv/bin/python bench/instructions.py --top 30
+    .bench-venv/bin/python bench/instructions.py --app body_reads:app --path /read --body 65536
     PYTHONPATH=/tmp/old .bench-venv/bin/python bench/instructions.py   # another build of
                                                    # the ferrocorn package, copied to /tmp/old
 
@@ -53,14 +54,24 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float) -> Non
     raise SystemExit("the server did not answer within its start-up time")
 
 
-def send(port: int, count: int) -> None:
+def post(path: str, size: int) -> bytes:
+    """A request for ``path``: a GET, or a POST of ``size`` bytes of 63-byte lines."""
+    if not size:
+        return REQUEST.replace(b"GET / ", f"GET {path} ".encode(), 1)
+    line = b"l" * 63 + b"\n"
+    body = (line * (size // len(line) + 1))[:size]
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {size}\r\n\r\n").encode() + body
+
+
+def send(port: int, count: int, request: bytes = REQUEST) -> None:
     """`count` requests over CONNECTIONS keep-alive connections, each read to its end."""
 
     def one_connection(n: int) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             buf = b""
             for _ in range(n):
-                s.sendall(REQUEST)
+                s.sendall(request)
                 while True:
                     end = buf.find(b"\r\n\r\n")
                     if end >= 0:
@@ -89,7 +100,8 @@ def command(server: str, app: str, port: int) -> list[str]:
     return [sys.executable, str(BENCH / "bjoern_serve.py"), app, str(port)]
 
 
-def profile(server: str, app: str, requests: int, out: Path) -> Path:
+def profile(server: str, app: str, requests: int, out: Path,
+            request: bytes = REQUEST) -> Path:
     """Runs the server under callgrind for `requests` requests; returns the serving process's
     profile (a ferrocorn worker's, not its master's)."""
     port = free_port()
@@ -102,7 +114,7 @@ def profile(server: str, app: str, requests: int, out: Path) -> Path:
                             stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, proc, time.monotonic() + 120)
-        send(port, requests)
+        send(port, requests, request)
     finally:
         proc.send_signal(signal.SIGINT if server == "bjoern" else signal.SIGTERM)
         proc.wait(timeout=120)
@@ -138,14 +150,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000,
                         help="requests counted (sent on top of a first, smaller run)")
     parser.add_argument("--top", type=int, default=0, help="also list the costliest functions")
+    parser.add_argument("--path", default="/", help="the request's path")
+    parser.add_argument("--body", type=int, default=0,
+                        help="POST a body of this many bytes (text lines) instead of a GET")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     few = max(CONNECTIONS, args.requests // 5 // CONNECTIONS * CONNECTIONS)
     many = few + args.requests // CONNECTIONS * CONNECTIONS
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        small = profile(args.server, args.app, few, Path(a))
-        large = profile(args.server, args.app, many, Path(b))
+        request = post(args.path, args.body)
+        small = profile(args.server, args.app, few, Path(a), request)
+        large = profile(args.server, args.app, many, Path(b), request)
         n = many - few
         print(f"{args.server} {args.app}: {(total(large) - total(small)) / n:,.0f} "
               f"instructions per request (user space; {few} and {many} requests)")

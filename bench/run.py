@@ -43,6 +43,10 @@ UNVERIFIED = ssl.create_default_context()
 UNVERIFIED.check_hostname = False
 UNVERIFIED.verify_mode = ssl.CERT_NONE
 
+#: bjoern serves one request at a time per process: a yardstick for fast apps, not a peer that
+#: can serve a blocking one.
+BJOERN = "bjoern (1 process)"
+
 #: ferrocorn's one configuration for every workload.
 FERROCORN_ARGS = ["-w", "2", "--threads", "64"]
 
@@ -100,7 +104,7 @@ def servers() -> list[ServerSpec]:
     ]
     specs = [s for s in specs if Path(s.argv[0]).exists()]
     if subprocess.run([sys.executable, "-c", "import bjoern"], capture_output=True).returncode == 0:
-        specs.append(ServerSpec("bjoern (1 process)", [sys.executable,
+        specs.append(ServerSpec(BJOERN, [sys.executable,
                                                        str(BENCH / "bjoern_serve.py"),
                                                        "{app}", "{port}"]))
     hyper = ROOT / "target" / "hyper" / "release" / "hyper_hello"
@@ -127,6 +131,18 @@ WORKLOADS = [
     Workload("1 MiB response", "big:app", 16),
     Workload("POST 64 KiB echo", "echo:app", 16, script=str(BENCH / "post64k.lua")),
     Workload("50 ms blocking", "sleep50:app", 100, limit=100 / 0.05),
+    # The shapes apps really have (issue 19): bodies read in pieces, responses in many chunks.
+    Workload("POST 64 KiB read(n)", "body_reads:app", 16, path="/read",
+             script=str(BENCH / "post64k.lua")),
+    Workload("POST 64 KiB readline", "body_reads:app", 16, path="/readline",
+             script=str(BENCH / "post_lines.lua")),
+    Workload("POST 64 KiB iteration", "body_reads:app", 16, path="/iter",
+             script=str(BENCH / "post_lines.lua")),
+    Workload("Flask JSON POST", "flask_json:app", 64, script=str(BENCH / "post_json.lua")),
+    Workload("1 MiB in 16 chunks", "chunked_big:app", 16, path="/list"),
+    Workload("1 MiB generator", "chunked_big:app", 16, path="/gen"),
+    Workload("1 MiB file_wrapper", "chunked_big:app", 16, path="/file"),
+    Workload("Django hello", "djsite.wsgi:application", 64),
     # TLS (issue 16): keep-alive hello, a full handshake per request (wrk opens a new
     # connection for each, and does not resume sessions), and the 1 MiB response encrypted.
     Workload("TLS hello", "hello:app", 64, tls=True),
@@ -145,6 +161,29 @@ class Result:
     rss_mib: float = 0.0
     runs: list[float] = field(default_factory=list)
     note: str = ""
+
+
+def django_project() -> None:
+    """`django-admin startproject djsite` plus one view, made at run time in bench/apps/djsite
+    (not committed: it is what a new Django user starts from, default middleware included)."""
+    target = APPS / "djsite"
+    if (target / "views.py").exists():
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([str(PEERS_BIN / "django-admin"), "startproject", "djsite", tmp],
+                       check=True)
+        shutil.copytree(Path(tmp) / "djsite", target)
+    settings = target / "settings.py"
+    text = settings.read_text().replace("DEBUG = True", "DEBUG = False")
+    settings.write_text(text.replace("ALLOWED_HOSTS = []", 'ALLOWED_HOSTS = ["*"]'))
+    (target / "views.py").write_text(
+        "from django.http import HttpResponse\n\n\n"
+        "def hello(request):\n    return HttpResponse(\"Hello, World!\")\n")
+    urls = target / "urls.py"
+    urls.write_text(urls.read_text().replace(
+        "urlpatterns = [", "from djsite.views import hello\n\nurlpatterns = [\n    path(\"\", hello),"))
 
 
 def free_port() -> int:
@@ -342,12 +381,15 @@ def table(results: dict[str, dict[str, Result]], names: list[str]) -> str:
 
 
 def ratios(results: dict[str, dict[str, Result]]) -> str:
-    lines = ["| workload | ferrocorn req/s | best peer | its req/s | ratio |",
-             "| --- | ---: | --- | ---: | ---: |"]
+    """ferrocorn against the best peer that can also serve a blocking app (Gunicorn, Granian:
+    bjoern runs one request at a time), against bjoern, and its p99 against that best peer's."""
+    lines = ["| workload | ferrocorn req/s | best blocking-capable peer | its req/s | ratio | "
+             "vs bjoern | p99 vs best peer |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for w in WORKLOADS:
         by = results.get(w.name, {})
         ours = by.get("ferrocorn")
-        peers = {n: r for n, r in by.items() if n not in ("ferrocorn", HYPER)}
+        peers = {n: r for n, r in by.items() if n not in ("ferrocorn", HYPER, BJOERN)}
         if not ours or not peers:
             continue
         best = max(peers, key=lambda n: peers[n].rps)
@@ -355,8 +397,11 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
         extra = f" ({ours.rps / w.limit:.1%} of the {w.limit:,.0f} limit)" if w.limit else ""
         if HYPER in by and by[HYPER].rps:
             extra += f" ({ours.rps / by[HYPER].rps:.2f}x {HYPER})"
+        bj = by.get(BJOERN)
+        vs_bjoern = f"{ours.rps / bj.rps:.2f}x" if bj and bj.rps else "-"
+        p99 = (f"{ours.p99_ms / peers[best].p99_ms:.2f}x" if peers[best].p99_ms else "-")
         lines.append(f"| {w.name} | {ours.rps:,.0f} | {best} | {peers[best].rps:,.0f} | "
-                     f"{ratio:.2f}x{extra} |")
+                     f"{ratio:.2f}x{extra} | {vs_bjoern} | {p99} |")
     idle = results.get(IDLE, {})
     if "ferrocorn" in idle and "granian" in idle and idle["granian"].rss_mib:
         lines.append(f"| RSS, {IDLE} | {idle['ferrocorn'].rss_mib:.1f} MiB | granian | "
@@ -426,6 +471,8 @@ def main() -> None:
     print(f"servers: {', '.join(names)}; workloads: {len(chosen)} + idle; "
           f"about {estimate / 60:.0f} min", flush=True)
 
+    if any(w.app.startswith("djsite") for w in chosen):
+        django_project()
     results: dict[str, dict[str, Result]] = {}
     tls = certificate() if any(w.tls for w in chosen) else None
     for w in chosen:

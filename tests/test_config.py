@@ -41,6 +41,7 @@ GUNICORN_CONF = """\
     timeout = 40
     preload_app = False
     worker_class = "sync"
+    worker_tmp_dir = "/dev/shm"
     secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
     forwarded_allow_ips = "10.0.0.0/8,127.0.0.1"
     wokers = 5
@@ -104,7 +105,9 @@ def test_unknown_and_ignored_names_are_warned_about(tmp_path: Path) -> None:
     proc = run_cli("--print-config", "basic:app", cwd=tmp_path)
     assert proc.returncode == 0
     assert 'unknown setting "wokers" ignored' in proc.stderr
-    assert 'setting "worker_class" has no effect' in proc.stderr
+    assert 'setting "worker_tmp_dir" has no effect' in proc.stderr
+    # worker_class is honoured since issue 20 (-k sync, with threads = 3 given).
+    assert "worker_class" not in proc.stderr
     assert "_private" not in proc.stderr and "multiprocessing" not in proc.stderr
 
 

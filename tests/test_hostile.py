@@ -148,21 +148,29 @@ def test_client_that_stops_reading_is_dropped_and_iterable_closed(start_server,
 # ---------------------------------------------------------------------- caps and backpressure
 
 def test_worker_connections_cap_makes_new_connections_wait(start_server) -> None:
+    """At the cap with every connection in the middle of a request, a new client waits (none
+    is closed for it) and is served once a slot frees."""
     server = start_server(APP, "--worker-connections", "2")
     first, second = server.connect(), server.connect()
     try:
         for conn in (first, second):
-            conn.send(http_request("/hello"))
-            assert conn.response().status == 200
+            # In the middle of a request: half of its body sent, the app waiting for the rest.
+            conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
         third = server.connect()
         third.send(http_request("/hello"))
-        # Accepted by the kernel (backlog), not served while two connections are open.
+        # Accepted by the kernel (backlog), not served while two requests are in progress.
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
             assert third.nothing_received(), "a third connection was served past the cap"
             time.sleep(0.02)  # polling interval
-        first.close()
+        first.send(b"67890")
+        assert first.response().status == 200
+        # The first connection is idle now: the waiting client takes its place.
         assert third.response().status == 200
+        assert first.read_until_close(timeout=5) == b""
+        # The other request in progress was never touched.
+        second.send(b"67890")
+        assert second.response().status == 200
         third.close()
     finally:
         first.close()
@@ -300,8 +308,9 @@ def test_headers_exactly_at_the_limits_are_accepted(start_server) -> None:
     server = start_server(APP)
     line_target = "/hello?" + "a" * (4094 - len("GET /hello? HTTP/1.1"))
     assert len(f"GET {line_target} HTTP/1.1") == 4094
-    field = "X-Big: " + "b" * (8190 - len("X-Big: "))
-    assert len(field) == 8190
+    # A field line counts with its CRLF, as Gunicorn counts it: 8188 + 2 = 8190.
+    field = "X-Big: " + "b" * (8188 - len("X-Big: "))
+    assert len(field + "\r\n") == 8190
     headers = [(f"X-H{i}", "v") for i in range(98)] + [("X-Big", field[len("X-Big: "):])]
     with server.connect() as conn:
         conn.send(http_request(line_target, headers=headers))

@@ -39,12 +39,12 @@ FORGED = [
 
 
 def environ_from(server: Server, headers: list[tuple[str, str]], source: str,
-                 path: str = "/p") -> dict[str, Any]:
+                 path: str = "/p", host: str = "localhost") -> dict[str, Any]:
     """The app's environ for a request sent from ``source`` (a loopback address)."""
     sock = socket.create_connection((server.host, server.port), timeout=10,
                                     source_address=(source, 0))
     with RawConn(sock) as conn:
-        conn.send(http_request(path, headers=headers))
+        conn.send(http_request(path, headers=headers, host=host))
         resp = conn.response()
     assert resp.status == 200, resp
     return {k: v["value"] for k, v in resp.json().items() if isinstance(v, dict) and "value" in v}
@@ -61,7 +61,8 @@ def status_from(server: Server, headers: list[tuple[str, str]], source: str) -> 
 # ---------------------------------------------------------------------- trust, directly
 
 def test_trusted_proxy_headers_are_applied(start_server) -> None:
-    server = start_server(APP, "--forwarded-allow-ips", f"{PROXY_IP},10.0.0.0/8")
+    server = start_server(APP, "--forwarded-allow-ips", f"{PROXY_IP},10.0.0.0/8",
+                          "--forwarded-headers", "all")
     env = environ_from(server, [
         ("X-Forwarded-For", "203.0.113.9, 10.1.2.3"),
         ("X-Forwarded-Proto", "https"),
@@ -74,6 +75,42 @@ def test_trusted_proxy_headers_are_applied(start_server) -> None:
     assert env["HTTP_HOST"] == "shop.example:8443"
     assert env["SERVER_NAME"] == "shop.example" and env["SERVER_PORT"] == "8443"
     assert env["SCRIPT_NAME"] == "/shop" and env["PATH_INFO"] == "/cart"
+
+
+def test_only_for_and_proto_are_applied_by_default(start_server) -> None:
+    """Issue 21: a trusted proxy's Host, Port, Prefix and Forwarded headers are not applied
+    unless --forwarded-headers turns them on (nginx passes a client's own copies through)."""
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    env = environ_from(server, [
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Port", "444"),
+        ("X-Forwarded-Prefix", "/evil"),
+        ("Forwarded", "for=6.6.6.6;host=evil.example;proto=http"),
+    ], PROXY_IP, path="/evil/p", host="shop.example")
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTP_HOST"] == "shop.example"
+    assert env["SERVER_NAME"] == "shop.example"
+    # The port the server listens on, not one a header chose.
+    assert env["SERVER_PORT"] == str(server.port)
+    assert env["SCRIPT_NAME"] == "" and env["PATH_INFO"] == "/evil/p"
+    # What was sent is still there as plain headers, for an app that wants to judge it.
+    assert env["HTTP_X_FORWARDED_HOST"] == "evil.example"
+
+
+@pytest.mark.parametrize("kind, header, value, key, expected", [
+    ("host", "X-Forwarded-Host", "shop.example", "HTTP_HOST", "shop.example"),
+    ("port", "X-Forwarded-Port", "8443", "SERVER_PORT", "8443"),
+    ("prefix", "X-Forwarded-Prefix", "/shop", "SCRIPT_NAME", "/shop"),
+    ("forwarded,for", "Forwarded", "for=198.51.100.4", "REMOTE_ADDR", "198.51.100.4"),
+])
+def test_each_forwarded_header_is_applied_once_turned_on(start_server, kind: str, header: str,
+                                                         value: str, key: str,
+                                                         expected: str) -> None:
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP, "--forwarded-headers", kind)
+    assert environ_from(server, [(header, value)], PROXY_IP)[key] == expected
 
 
 def test_left_most_address_is_never_believed(start_server) -> None:
@@ -126,7 +163,8 @@ def test_underscore_names_never_pose_as_forwarded_headers(start_server) -> None:
 
 
 def test_rfc7239_forwarded(start_server) -> None:
-    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP, "--forwarded-headers",
+                          "for,proto,host,forwarded")
     env = environ_from(server, [("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=a.example')],
                        PROXY_IP)
     assert env["REMOTE_ADDR"] == "2001:db8::7"
@@ -147,7 +185,8 @@ def test_secure_scheme_headers(start_server) -> None:
 def test_custom_header_names(start_server) -> None:
     server = start_server(APP, "--forwarded-allow-ips", PROXY_IP,
                           "--forwarded-host-header", "X-FHOST",
-                          "--forwarded-for-header", "X-Real-Client")
+                          "--forwarded-for-header", "X-Real-Client",
+                          "--forwarded-headers", "for,host")
     env = environ_from(server, [("X-FHOST", "custom.example"), ("X-Real-Client", "192.0.2.4"),
                                 ("X-Forwarded-Host", "ignored.example")], PROXY_IP)
     assert env["HTTP_HOST"] == "custom.example"
@@ -168,7 +207,7 @@ def test_root_path(start_server) -> None:
     [("X-Forwarded-Port", "port")],
 ], ids=["bad-for", "bad-proto", "proto-conflict", "for-conflict", "bad-port"])
 def test_bad_values_from_a_trusted_proxy_get_400(start_server, headers) -> None:
-    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP, "--forwarded-headers", "all")
     assert status_from(server, headers, PROXY_IP) == 400
     server.wait_log(r"refused request GET /p: (malformed|conflicting)")
     # The same values from an untrusted peer are just headers.
@@ -229,7 +268,7 @@ needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (
 class Nginx:
     """nginx as a foreground child process with its config in a temporary folder."""
 
-    def __init__(self, tmp: Path, servers: str, unix: bool = False) -> None:
+    def __init__(self, tmp: Path, servers: str, unix: bool = False, extra: str = "") -> None:
         # nginx talks to a TCP upstream from the proxy's own address; a unix socket has none.
         bind = "" if unix else f"proxy_bind {PROXY_IP};"
         self.port = free_port()
@@ -261,6 +300,7 @@ class Nginx:
                         proxy_set_header X-Real-IP $remote_addr;
                         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
                         proxy_set_header X-Forwarded-Proto $scheme;
+                        {extra}
                         proxy_next_upstream error timeout http_502 http_503 non_idempotent;
                         proxy_connect_timeout 2s;
                     }}
@@ -304,9 +344,9 @@ class Nginx:
 def nginx_factory(tmp_path: Path):
     started: list[Nginx] = []
 
-    def start(upstream: str) -> Nginx:
+    def start(upstream: str, extra: str = "") -> Nginx:
         n = Nginx(tmp_path, f"upstream backend {{ {upstream} keepalive 8; }}",
-                  unix="unix:" in upstream)
+                  unix="unix:" in upstream, extra=extra)
         started.append(n)
         return n
 
@@ -333,6 +373,66 @@ def test_behind_nginx_over_tcp(start_server, nginx_factory) -> None:
     # The same forged header sent straight to ferrocorn from another machine: ignored.
     direct = environ_from(server, FORGED, FORGER_IP)
     assert direct["REMOTE_ADDR"] == FORGER_IP and direct["wsgi.url_scheme"] == "http"
+
+
+#: What a client sends through nginx to pose as someone else (issue 21).
+SPOOFED = [
+    ("X-Forwarded-Host", "evil.example"),
+    ("X-Forwarded-Port", "444"),
+    ("X-Forwarded-Prefix", "/evil"),
+    ("Forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+    ("X-Forwarded-Proto", "https"),
+    ("X-Forwarded-For", "6.6.6.6"),
+]
+
+#: The lines docs/deploy-nginx.md gives for each header --forwarded-headers can turn on: each
+#: overwrites (or, with "", removes) whatever the client sent under that name.
+OVERWRITE_LINES = {
+    "host": "proxy_set_header X-Forwarded-Host $host;",
+    "port": "proxy_set_header X-Forwarded-Port $server_port;",
+    "prefix": 'proxy_set_header X-Forwarded-Prefix "";',
+    "forwarded": 'proxy_set_header Forwarded "for=\\"$remote_addr\\";proto=$scheme;host=$host";',
+}
+
+
+@needs_nginx
+def test_spoofed_forwarded_headers_through_the_documented_nginx_config(start_server,
+                                                                      nginx_factory) -> None:
+    """With the README's nginx config and the defaults, a client's own X-Forwarded-Host, -Port,
+    -Prefix and Forwarded headers (which nginx passes on) change nothing."""
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP)
+    nginx = nginx_factory(f"server 127.0.0.1:{server.port};")
+    status, body = nginx.get("/evil/p", headers=SPOOFED)
+    assert status == 200
+    env = env_of(body)
+    assert env["REMOTE_ADDR"] == CLIENT_IP
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_HOST"] == "app.example" and env["SERVER_NAME"] == "app.example"
+    assert env["SERVER_PORT"] == str(server.port)
+    assert env["SCRIPT_NAME"] == "" and env["PATH_INFO"] == "/evil/p"
+
+
+@needs_nginx
+@pytest.mark.parametrize("kind", sorted(OVERWRITE_LINES))
+def test_each_opt_in_header_with_its_documented_nginx_line(start_server, nginx_factory,
+                                                           kind: str) -> None:
+    """Turned on with --forwarded-headers and overwritten by nginx as docs/deploy-nginx.md
+    says, each header carries nginx's real value, never the client's."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "deploy-nginx.md").read_text()
+    line = OVERWRITE_LINES[kind]
+    assert line in doc, f"docs/deploy-nginx.md no longer shows {line!r}"
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP,
+                          "--forwarded-headers", f"for,proto,{kind}")
+    nginx = nginx_factory(f"server 127.0.0.1:{server.port};", extra=line)
+    status, body = nginx.get("/evil/p", headers=SPOOFED)
+    assert status == 200, body
+    env = env_of(body)
+    assert env["REMOTE_ADDR"] == CLIENT_IP
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_HOST"] == "app.example"
+    expected_port = str(nginx.port) if kind == "port" else str(server.port)
+    assert env["SERVER_PORT"] == expected_port
+    assert env["SCRIPT_NAME"] == "" and env["PATH_INFO"] == "/evil/p"
 
 
 @needs_nginx

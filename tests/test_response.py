@@ -507,3 +507,32 @@ def test_large_response_is_streamed_with_backpressure(server: Server, tmp_path: 
     hwm = max(vm_kib(pid, "VmHWM") for pid in pids)
     assert hwm - base_hwm < 25 * 1024, \
         f"worker peak RSS grew by {(hwm - base_hwm) // 1024} MiB for a 50 MiB response"
+
+
+def many_body(n: int) -> bytes:
+    return b"".join(bytes([i % 256]) * (i + 1) for i in range(n))
+
+
+def test_many_pieces_queued_by_the_app_arrive_whole_and_in_order(server: Server) -> None:
+    """An app ahead of the socket: its queued pieces go out several to a write, chunked (as one
+    chunk per write) or under a Content-Length, byte for byte."""
+    with server.connect() as conn:
+        for _ in range(3):
+            conn.send(http_request("/many?n=400"))
+            resp = conn.response()
+            assert resp.status == 200 and resp.header("Transfer-Encoding") == "chunked"
+            assert resp.body == many_body(400)
+        total = len(many_body(400))
+        conn.send(http_request(f"/many?n=400&cl={total}"))
+        resp = conn.response()
+        assert resp.header("Content-Length") == str(total) and resp.body == many_body(400)
+
+
+def test_queued_pieces_past_the_content_length_are_cut(server: Server) -> None:
+    total = len(many_body(400))
+    with server.connect() as conn:
+        conn.send(http_request(f"/many?n=400&cl={total - 1000}", headers=[("Connection", "close")]))
+        resp = conn.response()
+        assert resp.status == 200
+        assert resp.body == many_body(400)[:total - 1000]
+        assert conn.read_until_close(timeout=5) == b""

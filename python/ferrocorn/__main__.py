@@ -1,5 +1,8 @@
 """The ``ferrocorn`` command: ``ferrocorn [OPTIONS] APP`` or ``python -m ferrocorn [OPTIONS] APP``.
 
+``ferrocorn ctl COMMAND`` is the control client instead (:mod:`ferrocorn.ctl`); an app module
+named ``ctl`` must then be given as ``ctl:application``.
+
 Argument parsing, serving and exit codes all belong to the Rust side; this module only hands it
 the command line and turns Ctrl-C during start-up into the conventional exit status.
 """
@@ -24,6 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv if argv is None else argv)
     if not args:
         args = ["ferrocorn"]
+    if args[1:2] == ["ctl"]:
+        # `ferrocorn ctl ...` talks to a running server's control socket (ferrocorn.ctl).
+        from ferrocorn import ctl
+
+        return ctl.main(args[2:])
     try:
         from ferrocorn import _ferrocorn
 

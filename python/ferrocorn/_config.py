@@ -85,6 +85,6 @@ def normalise(name: str, value: object) -> Value:
         return [f"{k}={v}" for k, v in value.items()]
     if isinstance(value, (list, tuple, set, frozenset)):
         return [str(item) for item in value]
-    if isinstance(value, int) and name == "umask":
+    if isinstance(value, int) and name in ("umask", "control_socket_mode"):
         return oct(value)
     return str(value)

@@ -115,6 +115,19 @@ def gen(environ, start_response):
     return pieces()
 
 
+def many(environ, start_response):
+    """``n`` pieces of sizes 1, 2, 3, ... (piece i is bytes([i % 256]) * (i + 1)), no
+    Content-Length unless ``cl`` gives one: an app far ahead of the socket, whose pieces go
+    out several to a write."""
+    params = q(environ)
+    n = int(params.get("n", "300"))
+    headers = [("Content-Type", "application/octet-stream")]
+    if "cl" in params:
+        headers.append(("Content-Length", params["cl"]))
+    start_response("200 OK", headers)
+    return [bytes([i % 256]) * (i + 1) for i in range(n)]
+
+
 def empty(environ, start_response):
     start_response("200 OK", [TEXT])
     return []
@@ -338,6 +351,7 @@ VALID = {
     "/latin1": latin1,
     "/head": head,
     "/gen": gen,
+    "/many": many,
     "/empty": empty,
     "/204": no_content,
     "/write": write_route,
@@ -356,6 +370,11 @@ VALID = {
     "/file_like": file_like,
     "/errors": errors,
     "/big": big,
+    "/spaced_cookie": fixed("200 OK", b"ok", [
+        # What Django sends: SimpleCookie.output(header="") begins with a space.
+        ("Set-Cookie", " csrftoken=abc; Path=/"),
+        ("X-Padded", "  value  "),
+    ]),
 }
 RAW = {
     "/raw/file": file_route,

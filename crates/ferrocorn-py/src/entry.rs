@@ -7,7 +7,10 @@ use pyo3::prelude::*;
 use ferrocorn::bind::{self, BindAddr, BoundListener};
 use ferrocorn::config::file::FileValue;
 use ferrocorn::config::layers::{self, Effective, Layer, LayerError};
+use ferrocorn::config::ops::WorkerClass;
 use ferrocorn::config::Settings;
+use ferrocorn::master::control::{ControlError, ControlSocket};
+use ferrocorn::master::recycle::RecyclePolicy;
 use ferrocorn::master::scrape::ScrapeEndpoint;
 use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
 use ferrocorn::observe::metrics::Statsd;
@@ -98,7 +101,7 @@ pub fn main(
 /// Settings from every source, ready to serve with.
 pub(crate) struct Loaded {
     pub settings: Settings,
-    effective: Vec<Effective>,
+    pub effective: Vec<Effective>,
     warnings: Vec<String>,
 }
 
@@ -380,6 +383,8 @@ fn serve(
         .map(|path| PidFile::create(path, pid))
         .transpose()
         .map_err(|e| config_error(e.to_string()))?;
+    // Before anything says the server is up: a control socket it cannot have stops the start.
+    let control = control_socket(settings, &addrs)?;
 
     log::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
@@ -390,7 +395,14 @@ fn serve(
         };
         log::info!("Listening at: {url} ({pid})");
     }
+    if settings.protocol == ferrocorn::config::Protocol::Uwsgi {
+        log::info!(
+            "Speaking the uwsgi protocol (nginx uwsgi_pass), to peers in --uwsgi-allow-from \
+             and on unix sockets"
+        );
+    }
     log::info!("Using worker: threads ({} per worker)", settings.threads);
+    log_worker_class(settings);
 
     hooks.fire(py, "when_ready", &master_facts(settings));
     let forker = Forker {
@@ -403,11 +415,14 @@ fn serve(
         pidfile,
         identity,
         tls,
+        effective: loaded.effective.clone(),
     };
     let config = MasterConfig {
         workers: usize::from(settings.workers),
         timeout: Duration::from_secs(settings.timeout),
         graceful_timeout: Duration::from_secs(settings.graceful_timeout),
+        threads: usize::from(settings.threads),
+        recycle: recycle_policy(settings),
     };
     // From here on the master owns SIGINT (a quick stop, exit 0, as Gunicorn). Python's own
     // handler would otherwise be chained by signal-hook and raise KeyboardInterrupt on return.
@@ -417,6 +432,11 @@ fn serve(
     if let Some(addr) = settings.observe.metrics_bind {
         let inherited = addrs.iter().any(|a| matches!(a, BindAddr::Fd(_)));
         master = master.with_scrape(metrics_endpoint(addr, inherited)?);
+    }
+    match control {
+        Control::Bound(socket) => master = master.with_control(socket),
+        Control::Later(path, mode) => master = master.with_control_retry(path, mode),
+        Control::Off => {}
     }
     if let Some(host) = &settings.observe.statsd_host {
         let statsd = Statsd::connect(host, &settings.observe.statsd_prefix)
@@ -437,6 +457,69 @@ fn serve(
         }
     }
     Ok(outcome.code)
+}
+
+/// The control socket, as far as it can be had at start-up.
+enum Control {
+    Bound(ControlSocket),
+    /// Held by the master this one upgrades (USR2): bound once that one has gone.
+    Later(std::path::PathBuf, u32),
+    Off,
+}
+
+/// Binds the control socket. At a path given with `--control-socket`, failing stops the start;
+/// at the default path, the server runs without one and says why.
+fn control_socket(settings: &Settings, addrs: &[BindAddr]) -> Result<Control, StartError> {
+    let Some((path, explicit)) = settings.ops.control_socket_path() else {
+        return Ok(Control::Off);
+    };
+    let inherited = addrs.iter().any(|a| matches!(a, BindAddr::Fd(_)));
+    let mode = settings.ops.control_socket_mode;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    match ControlSocket::bind(&path, mode) {
+        Ok(socket) => Ok(Control::Bound(socket)),
+        Err(ControlError::InUse { .. }) if inherited => Ok(Control::Later(path, mode)),
+        Err(e) if explicit => Err(config_error(e.to_string())),
+        Err(e) => {
+            log::warn!("{e}; running without a control socket");
+            Ok(Control::Off)
+        }
+    }
+}
+
+/// One line saying how a Gunicorn worker class is served, when the class changes anything.
+fn log_worker_class(settings: &Settings) {
+    let class = settings.ops.worker_class;
+    match class {
+        WorkerClass::Gevent | WorkerClass::Eventlet if settings.ops.threads_from_class => {
+            log::info!(
+                "Worker class {}: served by threads, one per connection ({} per worker, from \
+                 --worker-connections; set --threads to change it)",
+                class.name(),
+                settings.threads
+            );
+        }
+        WorkerClass::Gevent | WorkerClass::Eventlet => log::info!(
+            "Worker class {}: served by threads ({} per worker, from --threads)",
+            class.name(),
+            settings.threads
+        ),
+        WorkerClass::Tornado => {
+            log::info!("Worker class tornado: served by threads; the app must be a WSGI app")
+        }
+        WorkerClass::Sync | WorkerClass::Gthread => {}
+    }
+}
+
+/// `--max-worker-memory` and `--max-worker-lifetime`, for the master.
+fn recycle_policy(settings: &Settings) -> RecyclePolicy {
+    let ops = &settings.ops;
+    RecyclePolicy {
+        max_rss: (ops.max_worker_memory > 0).then(|| ops.max_worker_memory * 1024 * 1024),
+        lifetime: (ops.max_worker_lifetime > 0)
+            .then(|| Duration::from_secs(ops.max_worker_lifetime)),
+        jitter: Duration::from_secs(ops.lifetime_jitter()),
+    }
 }
 
 /// The `--metrics-bind` listener. A master that inherited its sockets (USR2) shares the

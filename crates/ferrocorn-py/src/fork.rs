@@ -38,6 +38,8 @@ pub(crate) struct Forker {
     pub identity: Identity,
     /// TLS for the TCP listeners, built before the first fork and again on SIGHUP.
     pub tls: Option<ferrocorn::transport::tls::TlsServer>,
+    /// Every setting's effective value (`ferrocorn ctl show config`).
+    pub effective: Vec<ferrocorn::config::layers::Effective>,
 }
 
 /// `--pid FILE`: written atomically (a temporary file renamed into place), removed on exit;
@@ -95,6 +97,7 @@ impl Spawn for Forker {
                 }
                 self.reload_tls(&settings);
                 self.settings = settings;
+                self.effective = loaded.effective;
                 self.hooks = Hooks::current(py);
                 self.hooks
                     .fire(py, "on_reload", &master_facts(&self.settings));
@@ -109,6 +112,24 @@ impl Spawn for Forker {
                 None
             }
         })
+    }
+
+    fn settings_json(&self) -> serde_json::Value {
+        let settings = self
+            .effective
+            .iter()
+            .map(|e| {
+                let value = if e.many {
+                    serde_json::json!(e.values)
+                } else if e.switch {
+                    serde_json::json!(e.values.first().is_some_and(|v| v == "true"))
+                } else {
+                    serde_json::json!(e.values.first())
+                };
+                (e.name.clone(), value)
+            })
+            .collect::<serde_json::Map<_, _>>();
+        serde_json::Value::Object(settings)
     }
 
     fn child_exited(&mut self, pid: Pid, worker_id: u64) {

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::http::error::BodyError;
-use crate::http::request::RequestHead;
-use crate::http::response::ResponseHead;
+use crate::http::request::{RequestHead, Text};
+use crate::http::response::{EarlyHints, ResponseHead};
 use crate::master::heartbeat::monotonic_ms;
 use crate::proxy::Forwarded;
 
@@ -41,6 +41,10 @@ pub struct Request {
     pub forwarded: Forwarded,
     /// The connection's TLS facts (protocol, cipher, client certificate); None in cleartext.
     pub tls: Option<Arc<crate::transport::tls::TlsInfo>>,
+    /// CGI variables for the environ as they are, besides those made from the head: what a
+    /// uwsgi front end sends (`DOCUMENT_ROOT`, `REQUEST_SCHEME`, its own `uwsgi_param`s);
+    /// always empty over HTTP.
+    pub extra: Vec<(Text, Bytes)>,
 }
 
 /// A unit of work for an app thread: the request, its body, and the way back to its connection.
@@ -145,6 +149,10 @@ impl Jobs {
 pub(crate) enum AppMsg {
     /// Read up to this many body bytes and answer on the body channel.
     ReadBody(usize),
+    /// Send a `103 Early Hints` interim response now, if the connection can (an HTTP/1.1
+    /// client, the final response not started); dropped otherwise. This is where a future
+    /// HTTP/2 driver sends its HEADERS frame with `:status 103` instead.
+    Hints(Box<EarlyHints>),
     /// The response head, optionally with the first body bytes; `last` when nothing follows.
     Head {
         head: Box<ResponseHead>,
@@ -231,6 +239,7 @@ impl Rx {
                         }
                     }
                     AppMsg::Data(data) => size += data.len(),
+                    AppMsg::Hints(hints) => size += hints.headers.as_bytes().len(),
                     AppMsg::End(_) => return size <= max,
                     AppMsg::ReadBody(_) | AppMsg::File { .. } | AppMsg::Abort => return false,
                 }
@@ -240,6 +249,14 @@ impl Rx {
             }
             false
         })
+    }
+
+    /// The next message if the app has sent one already, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<AppMsg> {
+        match self {
+            Self::Bounded(rx) => rx.try_recv().ok(),
+            Self::Unbounded(rx) => rx.try_recv(),
+        }
     }
 
     pub(crate) async fn recv(&mut self) -> Option<AppMsg> {
@@ -315,6 +332,12 @@ impl BodyStream {
         self.done && self.pending.is_empty()
     }
 
+    /// Body bytes that came with the head are at hand: the next [`BodyStream::read`] does not
+    /// wait for the connection.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     fn fail(&mut self, e: BodyError) -> BodyError {
         self.error = Some(e.clone());
         e
@@ -359,6 +382,11 @@ impl ResponseSink {
             last,
             took: self.took(),
         })
+    }
+
+    /// A `103 Early Hints` response to send before the final one (where the connection can).
+    pub fn send_early_hints(&self, hints: EarlyHints) -> Result<(), Disconnected> {
+        self.send(AppMsg::Hints(Box::new(hints)))
     }
 
     pub fn send_data(&self, data: Bytes) -> Result<(), Disconnected> {

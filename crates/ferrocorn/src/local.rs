@@ -118,6 +118,12 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The next message if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let mut state = self.0.lock();
+        state.first.take().or_else(|| state.queue.pop_front())
+    }
+
     /// Looks at the queued messages, oldest first, without taking them.
     pub fn peek<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &T>) -> R) -> R {
         let state = self.0.lock();

@@ -67,6 +67,16 @@ pub enum Stream {
 const FILE_CHUNK: usize = 64 * 1024;
 
 impl Stream {
+    /// The socket's descriptor (see [`crate::reclaim`]).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
+            // Reclaiming shuts the TCP socket under TLS down: the connection ends at once.
+            Self::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+
     /// Waits until the socket has bytes (or EOF) to read, then reads what is there into `buf`.
     /// Memory for the read is only reserved once data is ready, so an idle connection holds no
     /// buffer.

@@ -111,10 +111,112 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
     }
 }
 
+/// Which kinds of forwarded information a trusted proxy's word is taken for
+/// (`--forwarded-headers`). Like Werkzeug's `ProxyFix`, only the client address and the scheme
+/// by default: nginx appends to `X-Forwarded-For` and is usually told to set
+/// `X-Forwarded-Proto`, but passes a client's own `X-Forwarded-Host`, `-Port`, `-Prefix` and
+/// `Forwarded` through untouched unless its config overwrites each, so trusting them by default
+/// let any client choose the host of the app's absolute URLs (password-reset links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Apply {
+    pub client: bool,
+    pub proto: bool,
+    pub host: bool,
+    pub port: bool,
+    pub prefix: bool,
+    /// RFC 7239 `Forwarded`, for whichever of client, proto and host are applied.
+    pub rfc7239: bool,
+}
+
+impl Default for Apply {
+    fn default() -> Self {
+        Self {
+            client: true,
+            proto: true,
+            host: false,
+            port: false,
+            prefix: false,
+            rfc7239: false,
+        }
+    }
+}
+
+impl Apply {
+    /// The words `--forwarded-headers` takes, in the order `--print-config` shows them.
+    pub const WORDS: [&'static str; 6] = ["for", "proto", "host", "port", "prefix", "forwarded"];
+
+    fn flag(&mut self, word: &str) -> Option<&mut bool> {
+        Some(match word {
+            "for" => &mut self.client,
+            "proto" => &mut self.proto,
+            "host" => &mut self.host,
+            "port" => &mut self.port,
+            "prefix" => &mut self.prefix,
+            "forwarded" => &mut self.rfc7239,
+            _ => return None,
+        })
+    }
+}
+
+impl FromStr for Apply {
+    type Err = String;
+
+    /// A comma-separated list of [`Apply::WORDS`], `all`, or `none`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Apply {
+            client: false,
+            proto: false,
+            host: false,
+            port: false,
+            prefix: false,
+            rfc7239: false,
+        };
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let word = word.to_ascii_lowercase();
+            match word.as_str() {
+                "none" => {}
+                "all" => {
+                    for w in Self::WORDS {
+                        if let Some(f) = out.flag(w) {
+                            *f = true;
+                        }
+                    }
+                }
+                w => {
+                    *out.flag(w).ok_or_else(|| {
+                        format!(
+                            "{w:?} is not a forwarded header kind (use {}, all or none)",
+                            Self::WORDS.join(", ")
+                        )
+                    })? = true;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Apply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut copy = *self;
+        let on: Vec<&str> = Self::WORDS
+            .into_iter()
+            .filter(|w| copy.flag(w).is_some_and(|f| *f))
+            .collect();
+        if on.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&on.join(","))
+        }
+    }
+}
+
 /// Where forwarded information comes from; header names are configurable (lower case here).
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub trusted: Trusted,
+    /// Which of the headers below are applied at all.
+    pub apply: Apply,
     pub for_header: String,
     pub proto_header: String,
     pub host_header: String,
@@ -128,6 +230,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             trusted: Trusted::loopback(),
+            apply: Apply::default(),
             for_header: "x-forwarded-for".into(),
             proto_header: "x-forwarded-proto".into(),
             host_header: "x-forwarded-host".into(),
@@ -170,19 +273,21 @@ impl ProxyConfig {
         if !self.trusts(peer) || !headers.iter().any(|h| self.reads(&h.name)) {
             return Ok(out);
         }
+        let apply = self.apply;
         let rfc7239 = joined(headers, "forwarded")
+            .filter(|_| apply.rfc7239)
             .map(|v| parse_forwarded(&v))
             .transpose()?;
 
         // Client address.
-        if let Some(xff) = joined(headers, &self.for_header) {
+        if let Some(xff) = joined(headers, &self.for_header).filter(|_| apply.client) {
             let hops = parse_for_list(&xff, &self.for_header)?;
             if let Some((ip, port)) = self.client_of(&hops) {
                 out.client = Some(ip);
                 out.client_port = port;
             }
         }
-        if let Some(fwd) = &rfc7239 {
+        if let Some(fwd) = rfc7239.as_ref().filter(|_| apply.client) {
             let hops: Vec<(IpAddr, Option<u16>)> = fwd.iter().filter_map(|e| e.client).collect();
             if let Some((ip, port)) = self.client_of(&hops) {
                 match out.client {
@@ -200,7 +305,54 @@ impl ProxyConfig {
             }
         }
 
-        // Scheme: every source that speaks must agree.
+        if apply.proto {
+            out.scheme = self.scheme(headers, rfc7239.as_deref())?;
+        }
+        if apply.host {
+            let host = last_value(headers, &self.host_header)
+                .map(|h| (h, self.host_header.as_str()))
+                .or_else(|| {
+                    rfc7239
+                        .as_ref()
+                        .and_then(|f| f.last())
+                        .and_then(|e| e.host.clone())
+                        .map(|h| (h, "forwarded"))
+                });
+            if let Some((host, source)) = host {
+                let (_, port) = split_host(&host)
+                    .ok_or_else(|| ProxyError::Malformed(source.into(), host.clone()))?;
+                out.host = Some(host.clone());
+                out.port = port;
+            }
+        }
+        if let Some(port) = last_value(headers, &self.port_header).filter(|_| apply.port) {
+            let p = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| ProxyError::Malformed(self.port_header.clone(), port.clone()))?;
+            out.port = Some(p);
+        }
+
+        // Path prefix (becomes SCRIPT_NAME).
+        if let Some(prefix) = last_value(headers, &self.prefix_header).filter(|_| apply.prefix) {
+            let ok = prefix.starts_with('/')
+                && !prefix.split('/').any(|seg| seg == "..")
+                && prefix.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ProxyError::Malformed(self.prefix_header.clone(), prefix));
+            }
+            out.prefix = Some(prefix.trim_end_matches('/').to_owned());
+        }
+        Ok(out)
+    }
+
+    /// The scheme the proxy says the client used: every source that speaks must agree.
+    fn scheme(
+        &self,
+        headers: &[Header],
+        rfc7239: Option<&[Element]>,
+    ) -> Result<Option<&'static str>, ProxyError> {
         let mut schemes: Vec<(String, &'static str)> = Vec::new();
         if let Some(v) = last_value(headers, &self.proto_header) {
             schemes.push((
@@ -218,71 +370,33 @@ impl ProxyConfig {
                 schemes.push((name.clone(), s));
             }
         }
-        if let Some(proto) = rfc7239
-            .as_ref()
-            .and_then(|f| f.last())
-            .and_then(|e| e.proto.clone())
-        {
+        if let Some(proto) = rfc7239.and_then(|f| f.last()).and_then(|e| e.proto.clone()) {
             schemes.push(("forwarded".into(), scheme_word(&proto, "forwarded")?));
         }
-        if let Some((first_name, first)) = schemes.first() {
-            if let Some((name, s)) = schemes.iter().find(|(_, s)| s != first) {
-                return Err(ProxyError::Conflict(format!(
-                    "{first_name} says {first}, {name} says {s}"
-                )));
-            }
-            out.scheme = Some(first);
+        let Some((first_name, first)) = schemes.first() else {
+            return Ok(None);
+        };
+        if let Some((name, s)) = schemes.iter().find(|(_, s)| s != first) {
+            return Err(ProxyError::Conflict(format!(
+                "{first_name} says {first}, {name} says {s}"
+            )));
         }
-
-        // Host and port.
-        let host = last_value(headers, &self.host_header)
-            .map(|h| (h, self.host_header.as_str()))
-            .or_else(|| {
-                rfc7239
-                    .as_ref()
-                    .and_then(|f| f.last())
-                    .and_then(|e| e.host.clone())
-                    .map(|h| (h, "forwarded"))
-            });
-        if let Some((host, source)) = host {
-            let (_, port) = split_host(&host)
-                .ok_or_else(|| ProxyError::Malformed(source.into(), host.clone()))?;
-            out.host = Some(host.clone());
-            out.port = port;
-        }
-        if let Some(port) = last_value(headers, &self.port_header) {
-            let p = port
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| ProxyError::Malformed(self.port_header.clone(), port.clone()))?;
-            out.port = Some(p);
-        }
-
-        // Path prefix (becomes SCRIPT_NAME).
-        if let Some(prefix) = last_value(headers, &self.prefix_header) {
-            let ok = prefix.starts_with('/')
-                && !prefix.split('/').any(|seg| seg == "..")
-                && prefix.bytes().all(|b| b.is_ascii_graphic());
-            if !ok {
-                return Err(ProxyError::Malformed(self.prefix_header.clone(), prefix));
-            }
-            out.prefix = Some(prefix.trim_end_matches('/').to_owned());
-        }
-        Ok(out)
+        Ok(Some(first))
     }
 
     /// True when `name` is one of the headers a proxy's word is taken from. One pass over the
     /// head with this spares the usual request (none of them) a dozen scans.
     fn reads(&self, name: &str) -> bool {
         let is = |h: &str| name.eq_ignore_ascii_case(h);
-        is("forwarded")
-            || is(&self.for_header)
-            || is(&self.proto_header)
-            || is(&self.host_header)
-            || is(&self.port_header)
-            || is(&self.prefix_header)
-            || self.secure_scheme_headers.iter().any(|(h, _)| is(h))
+        let a = self.apply;
+        (a.rfc7239 && is("forwarded"))
+            || (a.client && is(&self.for_header))
+            || (a.proto
+                && (is(&self.proto_header)
+                    || self.secure_scheme_headers.iter().any(|(h, _)| is(h))))
+            || (a.host && is(&self.host_header))
+            || (a.port && is(&self.port_header))
+            || (a.prefix && is(&self.prefix_header))
     }
 
     /// The right-most hop that is not a trusted proxy (or the left-most if all are).
@@ -464,6 +578,14 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
+    /// Every kind of forwarded header applied (`--forwarded-headers all`).
+    fn trusting_all() -> ProxyConfig {
+        ProxyConfig {
+            apply: "all".parse().unwrap(),
+            ..ProxyConfig::default()
+        }
+    }
+
     #[test]
     fn trusted_sets() {
         let t: Trusted = "127.0.0.1, 10.0.0.0/8, ::1, fd00::/8".parse().unwrap();
@@ -492,7 +614,7 @@ mod tests {
     /// peer × headers → what the app will see.
     #[test]
     fn trust_table() {
-        let cfg = ProxyConfig::default();
+        let cfg = trusting_all();
         let cases: &[Case] = &[
             // An untrusted peer changes nothing, whatever it sends.
             (
@@ -598,7 +720,7 @@ mod tests {
 
     #[test]
     fn malformed_and_conflicting_values_are_refused() {
-        let cfg = ProxyConfig::default();
+        let cfg = trusting_all();
         for h in [
             &[("X-Forwarded-For", "not-an-ip")][..],
             &[("X-Forwarded-Proto", "gopher")],
@@ -624,11 +746,86 @@ mod tests {
     fn configurable_header_names() {
         let cfg = ProxyConfig {
             host_header: "x-fhost".into(),
-            ..ProxyConfig::default()
+            ..trusting_all()
         };
         let f = cfg
             .resolve(&peer("127.0.0.1"), &hdrs(&[("X-FHOST", "shop.example")]))
             .unwrap();
         assert_eq!(f.host.as_deref(), Some("shop.example"));
+    }
+
+    /// By default only the client address and the scheme are taken from a trusted proxy: a
+    /// client's own Host, Port, Prefix and Forwarded headers, which nginx passes on untouched,
+    /// change nothing.
+    #[test]
+    fn only_for_and_proto_apply_by_default() {
+        let cfg = ProxyConfig::default();
+        let spoofed = hdrs(&[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Port", "8443"),
+            ("X-Forwarded-Prefix", "/evil"),
+            ("Forwarded", "for=6.6.6.6;proto=http;host=evil.example"),
+        ]);
+        assert_eq!(
+            cfg.resolve(&peer("127.0.0.1"), &spoofed).unwrap(),
+            Forwarded {
+                client: ip("203.0.113.9"),
+                scheme: Some("https"),
+                ..Default::default()
+            }
+        );
+        // Malformed values of headers that are not applied are not even read.
+        let junk = hdrs(&[("X-Forwarded-Host", "bad host"), ("Forwarded", "for=\"x")]);
+        assert_eq!(
+            cfg.resolve(&peer("127.0.0.1"), &junk).unwrap(),
+            Forwarded::default()
+        );
+    }
+
+    #[test]
+    fn each_kind_is_turned_on_alone() {
+        let h = hdrs(&[
+            ("X-Forwarded-Host", "shop.example:8443"),
+            ("X-Forwarded-Port", "444"),
+            ("X-Forwarded-Prefix", "/app"),
+        ]);
+        let with = |words: &str| ProxyConfig {
+            apply: words.parse().unwrap(),
+            ..ProxyConfig::default()
+        };
+        let f = with("host").resolve(&peer("127.0.0.1"), &h).unwrap();
+        assert_eq!(
+            (f.host.as_deref(), f.port, f.prefix),
+            (Some("shop.example:8443"), Some(8443), None)
+        );
+        let f = with("port").resolve(&peer("127.0.0.1"), &h).unwrap();
+        assert_eq!((f.host, f.port), (None, Some(444)));
+        let f = with("prefix").resolve(&peer("127.0.0.1"), &h).unwrap();
+        assert_eq!((f.prefix.as_deref(), f.port), (Some("/app"), None));
+        let f = with("forwarded,for")
+            .resolve(
+                &peer("127.0.0.1"),
+                &hdrs(&[("Forwarded", "for=198.51.100.2;host=x.example")]),
+            )
+            .unwrap();
+        assert_eq!((f.client, f.host), (ip("198.51.100.2"), None));
+    }
+
+    #[test]
+    fn forwarded_headers_setting_words() {
+        assert_eq!(Apply::default().to_string(), "for,proto");
+        assert_eq!("none".parse::<Apply>().unwrap().to_string(), "none");
+        assert_eq!(
+            "all".parse::<Apply>().unwrap().to_string(),
+            "for,proto,host,port,prefix,forwarded"
+        );
+        assert_eq!(
+            " Host , for".parse::<Apply>().unwrap().to_string(),
+            "for,host"
+        );
+        let e = "for,hots".parse::<Apply>().unwrap_err();
+        assert!(e.contains("\"hots\""), "{e}");
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{App, ThreadSlot};
+use crate::app::{Local, Peer};
 use crate::app_threads::AppThreads;
 use crate::batch::Batch;
 use crate::bind::BoundListener;
@@ -19,6 +20,8 @@ use crate::http::ConnConfig;
 use crate::inline::InlinePolicy;
 use crate::master::heartbeat::{monotonic_ms, BeatHandle};
 use crate::net::Listener;
+use crate::net::Stream;
+use crate::reclaim::{Phase, Reclaimer};
 use crate::stopping::Stopping;
 
 #[derive(Debug, Clone)]
@@ -158,7 +161,9 @@ pub fn run(
     let pool = Arc::clone(&threads);
     let stop = runtime.block_on(async move {
         let retire = Arc::new(Notify::new());
+        let max_connections = config.max_connections.max(1);
         let ctx = Arc::new(ConnCtx {
+            reclaim: Reclaimer::new(max_connections, config.conn.head_timeout),
             config: config.conn.clone(),
             app: Arc::clone(&app),
             inline: InlinePolicy::new(config.inline),
@@ -171,16 +176,15 @@ pub fn run(
             max_pending: config.max_pending,
             batch,
         });
-        let max_connections = config.max_connections.max(1);
         let permits = Arc::new(Semaphore::new(max_connections));
-        let pacing = config
-            .heartbeat
-            .filter(|_| config.share_accepts)
-            .map(|hb| AcceptPacing {
-                max_connections,
-                busy_at: nthreads,
-                heartbeat: hb,
-            });
+        // With a heartbeat there is always a pacing, if only to count connections for the
+        // master (`ferrocorn ctl show workers`); it paces only when workers share accepts.
+        let pacing = config.heartbeat.map(|hb| AcceptPacing {
+            paces: config.share_accepts,
+            max_connections,
+            busy_at: nthreads,
+            heartbeat: hb,
+        });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
         let (alive, mut idle) = mpsc::channel::<()>(1);
         for listener in listeners {
@@ -200,6 +204,7 @@ pub fn run(
             config.clone(),
             slots,
             Arc::clone(&master_gone),
+            Arc::downgrade(&ctx),
         ));
         on_ready();
         if let Some(hb) = config.heartbeat {
@@ -265,6 +270,7 @@ async fn heartbeat_loop(
     config: WorkerConfig,
     slots: Vec<Arc<ThreadSlot>>,
     master_gone: Arc<Notify>,
+    ctx: std::sync::Weak<ConnCtx>,
 ) {
     let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
     let period = if config.timeout.is_zero() {
@@ -281,6 +287,15 @@ async fn heartbeat_loop(
             }
         }
         let now = monotonic_ms();
+        if let (Some(hb), Some(ctx)) = (config.heartbeat, ctx.upgrade()) {
+            // Weak: the connection context (and with it the app threads' job queue) must go
+            // when the worker stops, whatever this loop holds.
+            let busy = slots
+                .iter()
+                .filter(|s| s.busy_since.load(Ordering::Relaxed) != 0)
+                .count();
+            hb.report(ctx.served.load(Ordering::Relaxed), busy as u64);
+        }
         let hung = (timeout_ms > 0)
             .then(|| {
                 slots.iter().find(|s| {
@@ -334,6 +349,8 @@ fn into_tokio(l: BoundListener) -> std::io::Result<Listener> {
 /// to). Workers holding near-even shares never pause.
 #[derive(Debug, Clone, Copy)]
 struct AcceptPacing {
+    /// Other workers accept from the same sockets (without, this only counts connections).
+    paces: bool,
     max_connections: usize,
     busy_at: usize,
     /// Where this worker counts its connections on the board.
@@ -344,6 +361,9 @@ impl AcceptPacing {
     /// The slacks keep workers holding near-even shares of many idle connections from taking
     /// turns at pausing (each turn could delay a new connection by up to a pause).
     fn should_yield(&self, open: usize) -> bool {
+        if !self.paces {
+            return false;
+        }
         // Past one connection per app thread, a blocking app's requests would wait for a
         // thread here while another worker has threads free: yield early.
         let board = self.heartbeat.board();
@@ -390,43 +410,115 @@ async fn accept_loop(
             }
         }
         pauses = 0;
-        // `--worker-connections`: at the cap, stop accepting; new connections wait in the
-        // kernel's listen backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = ctx.stopping.wait() => return,
+        let spawn = |(stream, peer, local), permit| {
+            spawn_conn(stream, peer, local, permit, &ctx, pacing, &alive);
+        };
+        // `--worker-connections`: at the cap, a client that connects makes room for itself by
+        // closing an idle connection (`crate::reclaim`); until one ends it waits here, and the
+        // clients after it wait in the kernel's listen backlog.
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let event = tokio::select! {
+                    p = Arc::clone(&permits).acquire_owned() => match p {
+                        Ok(p) => AtCap::Freed(p),
+                        Err(_) => return,
+                    },
+                    r = listener.accept() => AtCap::Waiting(r),
+                    _ = ctx.stopping.wait() => return,
+                };
+                match event {
+                    AtCap::Freed(permit) => permit,
+                    AtCap::Waiting(Ok(conn)) => {
+                        let Some(permit) = make_room(&ctx, &permits).await else {
+                            return;
+                        };
+                        spawn(conn, permit);
+                        continue;
+                    }
+                    AtCap::Waiting(Err(e)) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                }
+            }
         };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = ctx.stopping.wait() => return,
         };
         match accepted {
-            Ok((stream, peer, local)) => {
-                let ctx = Arc::clone(&ctx);
-                let guard = alive.clone();
-                let counted = pacing.map(|p| p.heartbeat);
-                if let Some(hb) = counted {
-                    hb.connections(1);
-                }
-                tokio::spawn(async move {
-                    serve(stream, peer, local, ctx).await;
-                    if let Some(hb) = counted {
-                        hb.connections(-1);
-                    }
-                    drop(permit);
-                    drop(guard);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::error!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Ok(conn) => spawn(conn, permit),
+            Err(e) => accept_failed(e).await,
         }
     }
+}
+
+/// What ended an accept loop's wait at the connection cap.
+enum AtCap {
+    /// A connection ended: its slot is free.
+    Freed(OwnedSemaphorePermit),
+    /// A new client connected while every slot was held.
+    Waiting(std::io::Result<(Stream, Peer, Local)>),
+}
+
+/// How often a client waiting at the cap looks again for a connection to reclaim, when the
+/// last look found every connection busy with a request.
+const RECLAIM_RETRY: Duration = Duration::from_millis(20);
+
+/// Frees a slot for a client that connected at the cap: closes idle (or slow) connections
+/// until one ends. `None` when the worker stops first.
+async fn make_room(ctx: &ConnCtx, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if let Some(phase) = ctx.reclaim.reclaim_one() {
+            log::debug!(
+                "--worker-connections reached: closed {} to admit a new client",
+                match phase {
+                    Phase::Idle => "the longest-idle keep-alive connection",
+                    _ => "a slow client's unfinished request head",
+                }
+            );
+            if let Some(c) = ctx.config.metrics.counters {
+                c.reclaimed();
+            }
+        }
+        tokio::select! {
+            p = Arc::clone(permits).acquire_owned() => return p.ok(),
+            _ = tokio::time::sleep(RECLAIM_RETRY) => {}
+            _ = ctx.stopping.wait() => return None,
+        }
+    }
+}
+
+fn spawn_conn(
+    stream: Stream,
+    peer: Peer,
+    local: Local,
+    permit: OwnedSemaphorePermit,
+    ctx: &Arc<ConnCtx>,
+    pacing: Option<AcceptPacing>,
+    alive: &mpsc::Sender<()>,
+) {
+    let ctx = Arc::clone(ctx);
+    let guard = alive.clone();
+    let counted = pacing.map(|p| p.heartbeat);
+    if let Some(hb) = counted {
+        hb.connections(1);
+    }
+    tokio::spawn(async move {
+        serve(stream, peer, local, ctx).await;
+        if let Some(hb) = counted {
+            hb.connections(-1);
+        }
+        drop(permit);
+        drop(guard);
+    });
+}
+
+/// EMFILE and friends: back off instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    log::error!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Lifts the soft limit on open files to the hard limit: each connection is a descriptor.

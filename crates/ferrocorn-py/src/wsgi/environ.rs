@@ -20,8 +20,9 @@ use super::Shared;
 
 /// Keys [`build`] sets on every request. The template holds them (as `None`) so that a
 /// request's copy already has their slots and only replaces the values.
-const EVERY_REQUEST: [&str; 9] = [
+const EVERY_REQUEST: [&str; 10] = [
     "wsgi.input",
+    "wsgi.early_hints",
     "REQUEST_METHOD",
     "PATH_INFO",
     "QUERY_STRING",
@@ -169,12 +170,18 @@ pub(crate) fn build<'py>(
     memos: &Memos,
     req: &Request,
     input: &Bound<'py, InputStream>,
+    early_hints: &Bound<'py, PyAny>,
     root_path: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let fwd = &req.forwarded;
     let env = template.copy()?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.early_hints"), early_hints)?;
+    // What a uwsgi front end sends besides the request itself (never a key set below).
+    for (key, value) in &req.extra {
+        env.set_item(&**key, latin1_str(py, value)?)?;
+    }
     env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &head.method))?;
     let path = percent_decode(head.path().as_bytes());
     let script_name = match &fwd.prefix {
@@ -329,9 +336,16 @@ fn finish<'py>(
     let (name, port) = server_name_port(host, &req.local, scheme);
     let name = memo_str(py, &memos.server_name, name.as_bytes())?;
     env.set_item(intern!(py, "SERVER_NAME"), name)?;
-    let port = match req.forwarded.port {
-        Some(p) => port_str(py, p)?,
-        None => memo_str(py, &memos.server_port, port.as_bytes())?,
+    // The port the server really listens on, unless a trusted proxy's port header (applied
+    // only when turned on) says otherwise: a client's Host header does not choose it.
+    let port = match (req.forwarded.port, &req.local) {
+        (Some(p), _) => port_str(py, p)?,
+        (None, Local::Tcp(a)) => {
+            let mut digits = StackStr::new();
+            digits.push_decimal(a.port());
+            memo_str(py, &memos.server_port, digits.as_bytes())?
+        }
+        (None, Local::Unix(_)) => memo_str(py, &memos.server_port, port.as_bytes())?,
     };
     env.set_item(intern!(py, "SERVER_PORT"), port)?;
     Ok(env)
@@ -487,6 +501,14 @@ impl StackStr {
 
     fn push(&mut self, c: char) -> std::fmt::Result {
         std::fmt::Write::write_str(self, c.encode_utf8(&mut [0; 4]))
+    }
+
+    /// The bytes written, when they fit on the stack (a port's digits always do).
+    fn as_bytes(&self) -> &[u8] {
+        match &self.spilled {
+            Some(s) => s.as_bytes(),
+            None => &self.buf[..self.len],
+        }
     }
 
     /// The text as a str (only ASCII is written to it).

@@ -1,7 +1,7 @@
 //! `wsgi.input`: the request body as a file-like object, streamed from the connection as the
 //! app reads it (at most what one read asks for buffered, never past the body's end).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -43,19 +43,58 @@ impl InputStream {
 
     /// Reads up to `want` more bytes (at least one chunk's worth may be asked) into the buffer.
     fn fill_up_to(&mut self, py: Python<'_>, want: usize) -> PyResult<bool> {
-        if self.eof {
-            return Ok(false);
-        }
-        let body = &mut self.body;
-        let chunk = py
-            .detach(|| body.read(want.clamp(1, MAX_READ)))
-            .map_err(|e| PyOSError::new_err(format!("error reading the request body: {e}")))?;
+        let chunk = self.next_piece(py, want)?;
         if chunk.is_empty() {
-            self.eof = true;
             return Ok(false);
         }
         self.buf.extend_from_slice(&chunk);
         Ok(true)
+    }
+
+    /// The next piece of the body, at most `want` bytes (empty at its end): what the client
+    /// sent with the head is at hand, the rest is asked of the connection.
+    fn next_piece(&mut self, py: Python<'_>, want: usize) -> PyResult<Bytes> {
+        if self.eof {
+            return Ok(Bytes::new());
+        }
+        let want = want.clamp(1, MAX_READ);
+        let body = &mut self.body;
+        let piece = if body.has_pending() {
+            body.read(want)
+        } else {
+            py.detach(|| body.read(want))
+        };
+        let piece = piece
+            .map_err(|e| PyOSError::new_err(format!("error reading the request body: {e}")))?;
+        if piece.is_empty() {
+            self.eof = true;
+        }
+        Ok(piece)
+    }
+
+    /// `read(n)` or `read()` of a body whose next piece answers it whole: the piece is copied
+    /// once, straight into the `bytes` object, instead of through the line buffer (a form post
+    /// or a JSON body read in one call is one copy, not two). `None` when the buffer holds
+    /// bytes already or the piece is short of `n` before the body's end; the piece is then in
+    /// the buffer.
+    fn read_direct<'py>(
+        &mut self,
+        py: Python<'py>,
+        n: Option<usize>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if !self.buf.is_empty() || self.eof || n == Some(0) {
+            return Ok(None);
+        }
+        let piece = self.next_piece(py, n.unwrap_or(MAX_READ))?;
+        let whole = n.is_some_and(|n| piece.len() >= n) || self.body.is_done() || self.eof;
+        if whole {
+            if self.body.is_done() {
+                self.eof = true;
+            }
+            return Ok(Some(PyBytes::new(py, &piece)));
+        }
+        self.buf.extend_from_slice(&piece);
+        Ok(None)
     }
 
     fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
@@ -72,7 +111,9 @@ impl InputStream {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
-            if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+            // memchr looks at 16-32 bytes a step: a byte-by-byte search was a third of the
+            // instructions of a body read line by line.
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[scanned..]) {
                 let end = scanned + i + 1;
                 return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
             }
@@ -93,6 +134,9 @@ fn size_arg(size: Option<isize>) -> Option<usize> {
 impl InputStream {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&mut self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        if let Some(whole) = self.read_direct(py, size_arg(size))? {
+            return Ok(whole);
+        }
         match size_arg(size) {
             Some(n) => {
                 while self.buf.len() < n && self.fill_up_to(py, n - self.buf.len())? {}

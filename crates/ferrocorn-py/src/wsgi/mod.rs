@@ -165,6 +165,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
             Bound::new(py, InputStream::new(body))?
         };
         let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
+        let early_hints = start.getattr(pyo3::intern!(py, "early_hints"))?;
         let environ = MEMOS.with(|memos| {
             environ::build(
                 py,
@@ -172,6 +173,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
                 memos,
                 &request,
                 &input,
+                &early_hints,
                 &ctx.root_path,
             )
         })?;

@@ -6,13 +6,14 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use pyo3::exceptions::PyValueError;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use ferrocorn::app::{Disconnected, ResponseSink};
 use ferrocorn::http::request::Version;
-use ferrocorn::http::response::{reason, ResponseHead};
+use ferrocorn::http::response::{reason, EarlyHints, ResponseHead};
 
 use super::{response_head, Failure};
 
@@ -36,6 +37,8 @@ struct State {
 pub struct StartResponse {
     sink: ResponseSink,
     state: Mutex<State>,
+    /// The client may get interim responses: it spoke HTTP/1.1 (RFC 9110 §15.2).
+    interim: bool,
 }
 
 /// A failed send: the client left, or the app's data was wrong.
@@ -106,9 +109,10 @@ pub(crate) fn real_file(wrapper: &Bound<'_, PyAny>) -> PyResult<Option<RealFile>
 }
 
 impl StartResponse {
-    pub(crate) fn new(sink: ResponseSink, _version: Version) -> Self {
+    pub(crate) fn new(sink: ResponseSink, version: Version) -> Self {
         Self {
             sink,
+            interim: version == Version::Http11,
             state: Mutex::new(State {
                 called: false,
                 pending: None,
@@ -254,6 +258,21 @@ impl StartResponse {
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
+    /// `environ["wsgi.early_hints"]`, as Gunicorn defines it: sends a `103 Early Hints`
+    /// response (RFC 8297) with `headers`, a list of `(name, value)` pairs (str or bytes),
+    /// before the final response. The fields are validated as response headers are (a bad one
+    /// raises `ValueError`, naming the field but not its value). Nothing is sent to an HTTP/1.0
+    /// client, once the response has started, or for an empty list; the connection also drops
+    /// it where it cannot send one (through a uwsgi front end). May be called several times.
+    fn early_hints(&self, py: Python<'_>, headers: &Bound<'_, PyAny>) -> PyResult<()> {
+        let hints = early_hints_from(headers)?;
+        if hints.is_empty() || !self.interim || self.sent() != Sent::Nothing {
+            return Ok(());
+        }
+        self.send(py, move |s| s.send_early_hints(hints))
+            .map_err(SendError::into_pyerr)
+    }
+
     /// The `write()` callable of PEP 3333 (for old-style apps).
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = data
@@ -265,6 +284,41 @@ impl StartResponse {
         self.send_body(py, super::body_bytes(bytes))
             .map_err(SendError::into_pyerr)
     }
+}
+
+/// Validates the app's early hints into the fields of a 103 response.
+fn early_hints_from(headers: &Bound<'_, PyAny>) -> PyResult<EarlyHints> {
+    let wrong = || PyTypeError::new_err("early hints must be a list of (name, value) tuples");
+    let mut hints = EarlyHints::default();
+    for item in headers.try_iter().map_err(|_| wrong())? {
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            item?.extract().map_err(|_| wrong())?;
+        let name = latin1_bytes(&name, "a field name")?;
+        let name = std::str::from_utf8(&name)
+            .map_err(|_| PyValueError::new_err("early hints: a field name is not ASCII"))?;
+        let value = latin1_bytes(&value, &format!("the value of {name:?}"))?;
+        hints
+            .add(name, &value)
+            .map_err(|e| PyValueError::new_err(format!("early hints: {e}")))?;
+    }
+    Ok(hints)
+}
+
+/// A str (latin-1 encoded, as header values are in WSGI) or bytes, as bytes.
+fn latin1_bytes(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    let s = v
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("early hints: {what} must be a str or bytes")))?;
+    s.to_str()?
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("early hints: {what} is not latin-1 encodable"))
+        })
 }
 
 /// Re-raises `exc_info`'s exception with its traceback.

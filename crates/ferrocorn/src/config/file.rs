@@ -17,6 +17,7 @@ pub enum FileValue {
 /// `_` for `-`). Both names are accepted in config files.
 pub const GUNICORN_NAMES: &[(&str, &str)] = &[
     ("app", "wsgi_app"),
+    ("no_control_socket", "control_socket_disable"),
     ("preload", "preload_app"),
     ("keep_alive", "keepalive"),
     ("log_level", "loglevel"),
@@ -24,11 +25,11 @@ pub const GUNICORN_NAMES: &[(&str, &str)] = &[
     ("access_logformat", "access_log_format"),
     ("error_logfile", "errorlog"),
     ("reload_extra_file", "reload_extra_files"),
+    ("uwsgi_allow_from", "uwsgi_allow_ips"),
 ];
 
 /// Gunicorn settings that have no meaning here: accepted without effect, with a warning.
 const IGNORED: &[&str] = &[
-    "worker_class",
     "worker_tmp_dir",
     "sendfile",
     "strip_header_spaces",
@@ -186,12 +187,12 @@ mod tests {
                 "--preload",
                 "--keep-alive=5",
                 "--forwarded-allow-ips=10.0.0.0/8,::1",
+                "--worker-class=sync",
                 "--",
                 "pkg.mod:app",
             ]
         );
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("worker_class"));
-        assert!(warnings[1].contains("\"wokers\""));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"wokers\""));
     }
 }

@@ -172,6 +172,19 @@ pub fn merge_with_values(layers: &[Layer]) -> Result<(Settings, Vec<Effective>),
     let matches = layer_command()
         .try_get_matches_from(argv)
         .map_err(LayerError::Cli)?;
+    let mut settings = Settings::from_arg_matches(&matches)?;
+    // `-k sync` means one thread and `-k gevent` a thread per connection, unless --threads
+    // was given: only a value from some layer counts, not clap's default.
+    if matches.value_source("threads") != Some(ValueSource::CommandLine) {
+        if let Some(n) = settings
+            .ops
+            .worker_class
+            .default_threads(settings.worker_connections)
+        {
+            settings.threads = n;
+            settings.ops.threads_from_class = true;
+        }
+    }
     let effective = command
         .get_arguments()
         .filter(|a| {
@@ -182,10 +195,14 @@ pub fn merge_with_values(layers: &[Layer]) -> Result<(Settings, Vec<Effective>),
         })
         .map(|a| {
             let id = a.get_id().as_str();
-            let values = matches
-                .get_raw(id)
-                .map(|v| v.map(|x| x.to_string_lossy().into_owned()).collect())
-                .unwrap_or_default();
+            let values = if id == "threads" {
+                vec![settings.threads.to_string()]
+            } else {
+                matches
+                    .get_raw(id)
+                    .map(|v| v.map(|x| x.to_string_lossy().into_owned()).collect())
+                    .unwrap_or_default()
+            };
             Effective {
                 name: id.to_owned(),
                 values,
@@ -194,7 +211,7 @@ pub fn merge_with_values(layers: &[Layer]) -> Result<(Settings, Vec<Effective>),
             }
         })
         .collect();
-    Ok((Settings::from_arg_matches(&matches)?, effective))
+    Ok((settings, effective))
 }
 
 #[cfg(test)]
@@ -262,6 +279,29 @@ mod tests {
         assert_eq!(s.root_path, "/p");
         assert_eq!(s.pythonpath.as_deref(), Some("-x"));
         assert_eq!(s.app.as_deref(), Some("-weird:app"));
+    }
+
+    #[test]
+    fn worker_class_sets_threads_unless_given() {
+        let s = merge(&[Layer::command_line(["-k", "sync", "x:app"])]).unwrap();
+        assert_eq!((s.threads, s.ops.threads_from_class), (1, true));
+        let s = merge(&[
+            file(&["--threads", "3"]),
+            Layer::command_line(["-k", "sync", "x:app"]),
+        ])
+        .unwrap();
+        assert_eq!((s.threads, s.ops.threads_from_class), (3, false));
+        let s = merge(&[Layer::command_line([
+            "--worker-class=gunicorn.workers.ggevent.GeventWorker",
+            "--worker-connections=200",
+            "x:app",
+        ])])
+        .unwrap();
+        assert_eq!(s.threads, 200);
+        let s = merge(&[Layer::command_line(["-k", "gthread", "x:app"])]).unwrap();
+        assert_eq!((s.threads, s.ops.threads_from_class), (4, false));
+        let err = merge(&[file(&["--worker-class=uvicorn.workers.UvicornWorker"])]).unwrap_err();
+        assert!(err.to_string().contains("WSGI apps only"), "{err}");
     }
 
     #[test]

@@ -9,15 +9,17 @@ use clap::{Parser, ValueEnum};
 use crate::bind::{BindAddr, BindError};
 use crate::http::request::Limits;
 use crate::http::ConnConfig;
-use crate::proxy::{ProxyConfig, Trusted};
+use crate::proxy::{Apply, ProxyConfig, Trusted};
 use std::sync::Arc;
 
 pub mod docs;
 pub mod file;
 pub mod layers;
 pub mod observe;
+pub mod ops;
 pub mod tls;
 pub use observe::ObserveSettings;
+pub use ops::OpsSettings;
 pub use tls::TlsSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,6 +40,15 @@ impl LogLevel {
             Self::Error | Self::Critical => log::LevelFilter::Error,
         }
     }
+}
+
+/// What the listeners speak (Gunicorn's `protocol` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// HTTP/1.0 and HTTP/1.1.
+    Http,
+    /// The uwsgi wire protocol, for nginx's `uwsgi_pass` (docs/uwsgi.md).
+    Uwsgi,
 }
 
 /// ferrocorn: a WSGI HTTP server with its HTTP core in Rust. Flags follow Gunicorn's.
@@ -193,6 +204,15 @@ pub struct Settings {
     )]
     pub forwarded_allow_ips: Trusted,
 
+    /// Which forwarded headers a trusted proxy's word is taken from: for (X-Forwarded-For),
+    /// proto (X-Forwarded-Proto and --secure-scheme-headers), host (X-Forwarded-Host), port
+    /// (X-Forwarded-Port), prefix (X-Forwarded-Prefix, as SCRIPT_NAME) and forwarded (RFC 7239
+    /// Forwarded), comma-separated, or all / none. Turn one on only when the proxy overwrites
+    /// that header on every request: nginx passes a client's own copy through otherwise
+    /// (docs/deploy-nginx.md shows the lines).
+    #[arg(long, value_name = "LIST", default_value = "for,proto")]
+    pub forwarded_headers: Apply,
+
     /// Header carrying the client address from a trusted proxy.
     #[arg(long, value_name = "NAME", default_value = "X-Forwarded-For")]
     pub forwarded_for_header: String,
@@ -228,6 +248,17 @@ pub struct Settings {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// What the listeners speak: http, or uwsgi (the uwsgi wire protocol, for nginx's
+    /// uwsgi_pass; one request per connection; see docs/uwsgi.md).
+    #[arg(long, value_name = "PROTOCOL", value_enum, default_value_t = Protocol::Http, ignore_case = true)]
+    pub protocol: Protocol,
+
+    /// Peers allowed to send uwsgi packets with --protocol uwsgi (they are trusted to say who
+    /// the client is): IPs and CIDR ranges, comma-separated, or * for any. Unix-socket peers
+    /// are always allowed.
+    #[arg(long, value_name = "ADDRS", default_value = "127.0.0.1,::1")]
+    pub uwsgi_allow_from: Trusted,
+
     /// Maximum number of pending connections in the listen queue.
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub backlog: i32,
@@ -247,6 +278,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub observe: ObserveSettings,
+
+    #[command(flatten)]
+    pub ops: OpsSettings,
 
     #[command(flatten)]
     pub tls: TlsSettings,
@@ -351,6 +385,7 @@ impl Settings {
             max_body: self.limit_request_body,
             proxy: Arc::new(ProxyConfig {
                 trusted: self.forwarded_allow_ips.clone(),
+                apply: self.forwarded_headers,
                 for_header: self.forwarded_for_header.to_ascii_lowercase(),
                 proto_header: self.forwarded_proto_header.to_ascii_lowercase(),
                 host_header: self.forwarded_host_header.to_ascii_lowercase(),
@@ -359,6 +394,8 @@ impl Settings {
                 secure_scheme_headers: self.secure_scheme_headers.0.clone(),
             }),
             proxy_protocol: self.proxy_protocol,
+            protocol: self.protocol,
+            uwsgi_allow: self.uwsgi_allow_from.clone(),
             ..ConnConfig::default()
         }
     }

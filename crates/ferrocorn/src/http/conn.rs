@@ -18,16 +18,18 @@ use super::body::BodyReader;
 use super::error::RequestError;
 use super::proxy_protocol;
 use super::request::{take_head, Framing, Limits, RequestHead, Text, Version};
-use super::response::{error_response, request_error_response, HeaderBlock};
+use super::response::{encode_early_hints, error_response, request_error_response, HeaderBlock};
 use super::writer::Writer;
 use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
 use crate::app_threads::AppThreads;
 use crate::batch::{self, Batch};
+use crate::config::Protocol;
 use crate::inline::InlinePolicy;
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
 use crate::observe::metrics::RequestMetrics;
-use crate::proxy::ProxyConfig;
+use crate::proxy::{Forwarded, ProxyConfig, Trusted};
+use crate::reclaim::{Phase, Reclaimer, Registration};
 use crate::stopping::{StandingWait, Stopping};
 
 /// Request bodies up to this size are taken with the head when they are already on the socket.
@@ -55,7 +57,9 @@ pub struct ConnConfig {
     pub write_timeout: Duration,
     /// Largest request body accepted (`--limit-request-body`; zero: no limit).
     pub max_body: u64,
-    /// Unread request body the server will discard to keep a connection alive.
+    /// Unread request body the server will discard to keep a connection alive; past it the
+    /// connection is closed instead (Gunicorn's bound), so an ignored 10 GB upload does not
+    /// tie the connection up.
     pub max_drain: u64,
     /// Which peers' forwarded headers count, and under which names.
     pub proxy: Arc<ProxyConfig>,
@@ -65,6 +69,10 @@ pub struct ConnConfig {
     pub access_log: Option<AccessLog>,
     /// Where finished requests are counted (`--metrics-bind`, `--statsd-host`).
     pub metrics: RequestMetrics,
+    /// What the listeners speak (`--protocol`): HTTP/1.x, or uwsgi packets from a front end.
+    pub protocol: Protocol,
+    /// Peers allowed to send uwsgi packets (`--uwsgi-allow-from`); unix-socket peers always are.
+    pub uwsgi_allow: Trusted,
     /// TLS on TCP connections (`--certfile`); unix-socket connections stay cleartext.
     pub tls: Option<crate::transport::tls::TlsServer>,
 }
@@ -147,11 +155,13 @@ impl Default for ConnConfig {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_body: 0,
-            max_drain: 1024 * 1024,
+            max_drain: 64 * 1024,
             proxy: Arc::default(),
             proxy_protocol: false,
             access_log: None,
             metrics: RequestMetrics::default(),
+            protocol: Protocol::Http,
+            uwsgi_allow: Trusted::loopback(),
             tls: None,
         }
     }
@@ -179,6 +189,8 @@ pub(crate) struct ConnCtx {
     pub max_pending: usize,
     /// Inline responses made in the I/O thread's current run of ready work.
     pub batch: Arc<Batch>,
+    /// Every connection of the worker, for closing idle ones at the connection cap.
+    pub reclaim: Reclaimer,
 }
 
 impl ConnCtx {
@@ -202,12 +214,13 @@ fn insert_retry_after(resp: &mut BytesMut) {
 
 /// Serves one connection to its end.
 pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
-    // TLS (issue 16): the handshake (after a PROXY preamble), then the protocol driver
-    // (HTTP/1.1 below).
+    // TLS (issue 16): the handshake (after a PROXY preamble), then the protocol driver below.
     let Some((io, tls)) = crate::transport::tls::secure(io, &mut peer, &ctx.config).await else {
         return;
     };
+    let registration = ctx.reclaim.register(io.raw_fd());
     let mut conn = Conn {
+        registration,
         io,
         tls,
         buf: BytesMut::new(),
@@ -221,18 +234,36 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
     if conn.ctx.config.proxy_protocol && conn.tls.is_none() && !conn.read_preamble().await {
         return;
     }
-    conn.run().await;
+    match conn.ctx.config.protocol {
+        Protocol::Http => conn.run().await,
+        Protocol::Uwsgi => crate::uwsgi::serve(&mut conn).await,
+    }
 }
 
-struct Conn {
-    io: Stream,
+/// Where a request came from, which decides how its exchange is carried out.
+pub(crate) enum Source {
+    /// An HTTP/1.x request head read by this module.
+    Http1,
+    /// A uwsgi packet (`crate::uwsgi`): the front end said who the client is and how it
+    /// connected, so no forwarded headers are read; the response is never chunked and ends
+    /// the connection; no interim responses (the front end does not relay them). Boxed: an
+    /// HTTP request moves only a word.
+    Uwsgi(Box<(Forwarded, Vec<(Text, Bytes)>)>),
+}
+
+/// One client connection; the protocol drivers (HTTP/1.x here, `crate::uwsgi`) read requests
+/// off it and run each through [`Conn::exchange`].
+pub(crate) struct Conn {
+    /// Where the connection tells the worker what it is doing (see [`crate::reclaim`]).
+    pub(crate) registration: Registration,
+    pub(crate) io: Stream,
     /// What the TLS handshake said (None on cleartext connections).
-    tls: Option<Arc<crate::transport::tls::TlsInfo>>,
-    buf: BytesMut,
+    pub(crate) tls: Option<Arc<crate::transport::tls::TlsInfo>>,
+    pub(crate) buf: BytesMut,
     out: BytesMut,
-    peer: Peer,
+    pub(crate) peer: Peer,
     local: Local,
-    ctx: Arc<ConnCtx>,
+    pub(crate) ctx: Arc<ConnCtx>,
     /// The timer of the waits for a request head; see [`Conn::wait_readable`].
     idle_timer: Option<Pin<Box<Sleep>>>,
     /// The wake-up for the worker's stop while waiting idle, made at the first such wait.
@@ -248,6 +279,8 @@ enum Wait {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Before the socket closes: the registry must never shut down a reused descriptor.
+        self.ctx.reclaim.unregister(&self.registration);
         self.release_buffers();
     }
 }
@@ -276,7 +309,8 @@ impl Conn {
                 }
             };
             first = false;
-            match self.exchange(head).await {
+            self.registration.slot.busy();
+            match self.exchange(head, Source::Http1).await {
                 Ok(true) => {}
                 Ok(false) | Err(()) => break,
             }
@@ -290,7 +324,7 @@ impl Conn {
         crate::http::buffers::give(std::mem::take(&mut self.out));
     }
 
-    fn peer_text(&self) -> String {
+    pub(crate) fn peer_text(&self) -> String {
         match &self.peer {
             Peer::Tcp(a) => a.to_string(),
             Peer::Unix => "unix socket".into(),
@@ -370,6 +404,14 @@ impl Conn {
                 // way: it gets a moment to arrive (and is answered with Connection: close).
                 until = until.min(Instant::now() + FRESH_CONNECTION_GRACE);
             }
+            // Idle between requests, or waiting for a head: either may be reclaimed.
+            let phase = if idle && !first {
+                Phase::Idle
+            } else {
+                Phase::Head
+            };
+            let slot = &self.registration.slot;
+            slot.set(phase, self.ctx.reclaim.ms(until));
             match self.wait_readable(until, idle && !stopping).await {
                 Wait::Stopping if first => continue,
                 Wait::Stopping => return Ok(HeadRead::Closed),
@@ -450,18 +492,18 @@ impl Conn {
     }
 
     /// Runs one request/response exchange. `Ok(true)` when the connection may serve another.
-    async fn exchange(&mut self, head: RequestHead) -> Result<bool, ()> {
+    pub(crate) async fn exchange(&mut self, head: RequestHead, source: Source) -> Result<bool, ()> {
         let log = self.ctx.config.access_log.clone();
         let metrics = self.ctx.config.metrics.clone();
         if log.is_none() && !metrics.is_on() {
-            return self.exchange_inner(head, None).await;
+            return self.exchange_inner(head, source, None).await;
         }
         let mut record = Record::new(&head, &self.peer, log.is_some());
         if self.tls.is_some() {
             record.scheme = "https";
         }
         metrics.begin();
-        let result = self.exchange_inner(head, Some(&mut record)).await;
+        let result = self.exchange_inner(head, source, Some(&mut record)).await;
         if let Some(log) = &log {
             record.finish(log);
         }
@@ -472,9 +514,21 @@ impl Conn {
     async fn exchange_inner(
         &mut self,
         head: RequestHead,
+        source: Source,
         mut record: Option<&mut Record>,
     ) -> Result<bool, ()> {
-        let forwarded = match self.ctx.config.proxy.resolve(&self.peer, &head.headers) {
+        let (resolved, extra, uwsgi) = match source {
+            Source::Http1 => (
+                self.ctx.config.proxy.resolve(&self.peer, &head.headers),
+                Vec::new(),
+                false,
+            ),
+            Source::Uwsgi(given) => {
+                let (forwarded, extra) = *given;
+                (Ok(forwarded), extra, true)
+            }
+        };
+        let forwarded = match resolved {
             Ok(f) => f,
             Err(e) => {
                 log::warn!(
@@ -523,7 +577,11 @@ impl Conn {
         let (tx, mut rx) = Rx::channel(inline);
         // A channel for body pieces only when some are still to come.
         let (body_tx, body_rx) = (!body.is_done()).then(|| mpsc::channel(1)).unzip();
-        let mut writer = Writer::new(&head);
+        let mut writer = if uwsgi {
+            Writer::for_uwsgi(&head)
+        } else {
+            Writer::new(&head)
+        };
         let expect_continue = head.expect_continue && !body.is_done();
         let exchange = Exchange {
             request: Request {
@@ -531,6 +589,7 @@ impl Conn {
                 peer: self.peer.clone(),
                 local: self.local.clone(),
                 forwarded,
+                extra,
                 tls: self.tls.clone(),
             },
             body: BodyStream {
@@ -572,10 +631,16 @@ impl Conn {
         }
         let body_timeout = self.ctx.config.body_timeout;
         let mut continue_sent = false;
+        // A message taken while gathering body pieces that is not one itself: the next one.
+        let mut held: Option<AppMsg> = None;
         loop {
-            let Some(msg) = rx.recv().await else {
-                // The app side went away without finishing the response.
-                return Err(());
+            let msg = match held.take() {
+                Some(msg) => msg,
+                None => match rx.recv().await {
+                    Some(msg) => msg,
+                    // The app side went away without finishing the response.
+                    None => return Err(()),
+                },
             };
             match msg {
                 AppMsg::ReadBody(max) => {
@@ -594,6 +659,14 @@ impl Conn {
                     }
                     if failed {
                         writer.keep_alive = false;
+                    }
+                }
+                AppMsg::Hints(hints) => {
+                    if writer.interim_allowed() {
+                        // RFC 8297: before the final response, as many as the app sends.
+                        let mut out = BytesMut::new();
+                        encode_early_hints(&hints, &mut out);
+                        self.write(&[&out]).await?;
                     }
                 }
                 AppMsg::Head {
@@ -640,16 +713,39 @@ impl Conn {
                     }
                 }
                 AppMsg::Data(data) => {
-                    if let Some(r) = record.as_deref_mut() {
-                        r.bytes += data.len() as u64;
-                    }
                     self.out.clear();
-                    let data = writer.frame(data, &mut self.out);
-                    let suffix = writer.chunk_suffix(&data);
-                    let out = std::mem::take(&mut self.out);
-                    let r = self.write(&[&out, &data, suffix]).await;
-                    self.out = out;
-                    r?;
+                    let sent = match rx.try_recv() {
+                        // The app (a list or generator of many pieces) is ahead of the
+                        // socket: what it has queued goes out in one write.
+                        Some(AppMsg::Data(next)) => {
+                            let mut pieces = vec![data, next];
+                            held = gather(&mut rx, &mut pieces);
+                            let sent = writer.frame_all(&mut pieces, &mut self.out);
+                            let suffix = writer.chunk_suffix(&pieces[0]);
+                            let out = std::mem::take(&mut self.out);
+                            let mut parts: Vec<&[u8]> = Vec::with_capacity(pieces.len() + 2);
+                            parts.push(&out);
+                            parts.extend(pieces.iter().map(|p| &p[..]));
+                            parts.push(suffix);
+                            let r = self.write(&parts).await;
+                            self.out = out;
+                            r?;
+                            sent
+                        }
+                        other => {
+                            held = other;
+                            let data = writer.frame(data, &mut self.out);
+                            let suffix = writer.chunk_suffix(&data);
+                            let out = std::mem::take(&mut self.out);
+                            let r = self.write(&[&out, &data, suffix]).await;
+                            self.out = out;
+                            r?;
+                            data.len() as u64
+                        }
+                    };
+                    if let Some(r) = record.as_deref_mut() {
+                        r.bytes += sent;
+                    }
                 }
                 AppMsg::File { file, offset, len } => {
                     let len = writer.limit(len);
@@ -795,8 +891,28 @@ impl Conn {
     }
 }
 
+/// The most body pieces gathered into one write, and the most bytes.
+const GATHER_PIECES: usize = 32;
+const GATHER_BYTES: usize = 1024 * 1024;
+
+/// Adds to `pieces` the body pieces the app has queued already, up to [`GATHER_PIECES`] and
+/// [`GATHER_BYTES`]; returns a message taken that is not one (the next to handle).
+fn gather(rx: &mut Rx, pieces: &mut Vec<Bytes>) -> Option<AppMsg> {
+    let mut size: usize = pieces.iter().map(Bytes::len).sum();
+    while pieces.len() < GATHER_PIECES && size < GATHER_BYTES {
+        match rx.try_recv()? {
+            AppMsg::Data(more) => {
+                size += more.len();
+                pieces.push(more);
+            }
+            other => return Some(other),
+        }
+    }
+    None
+}
+
 async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result<()> {
-    const MAX: usize = 4; // the most any caller sends at once
+    const MAX: usize = GATHER_PIECES + 2; // the most any caller sends at once
     for group in parts.chunks(MAX) {
         let mut slices = [IoSlice::new(&[]); MAX];
         let mut len = 0;

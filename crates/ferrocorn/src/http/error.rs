@@ -24,6 +24,10 @@ pub enum RequestError {
     LineFolding,
     #[error("invalid line ending")]
     NewLine,
+    #[error("bare LF in the request head (lines must end with CRLF)")]
+    BareLf,
+    #[error("more than one empty line before the request line")]
+    LeadingEmptyLines,
     #[error("request line too long (limit {0} bytes)")]
     LineTooLong(usize),
     #[error("too many header fields (limit {0})")]
@@ -34,6 +38,8 @@ pub enum RequestError {
     MissingHost,
     #[error("more than one Host header")]
     DuplicateHost,
+    #[error("more than one Content-Type header")]
+    DuplicateContentType,
     #[error("invalid Host header")]
     InvalidHost,
     #[error("invalid Content-Length")]
@@ -121,4 +127,6 @@ pub enum ResponseError {
     HopByHop(String),
     #[error("invalid Content-Length {0:?}")]
     ContentLength(String),
+    #[error("header {0:?} is not allowed in a 103 Early Hints response")]
+    HintField(String),
 }

@@ -171,10 +171,18 @@ pub fn take_head(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<(RequestHead, usize)>, RequestError> {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
+    // RFC 9112 §2.2 lets a server ignore empty lines before the request line; one (a CRLF an
+    // old client sent after a POST body) is ignored, more are refused as Gunicorn 27 does.
+    let start = match &buf[..] {
+        [b'\r'] | [b'\r', b'\n'] => return Ok(None),
+        [b'\r', b'\n', rest @ ..] => match rest.first() {
+            Some(b'\r' | b'\n') => return Err(RequestError::LeadingEmptyLines),
+            _ => 2,
+        },
+        [b'\n', ..] => return Err(RequestError::BareLf),
+        [b'\r', _, ..] => return Err(RequestError::NewLine),
+        _ => 0,
+    };
     let line_end = buf[start..].iter().position(|&b| b == b'\n');
     match line_end {
         None if buf.len() - start > limits.request_line + 1 => {
@@ -217,6 +225,7 @@ pub fn take_head(
         Err(e) => return Err(classify(e, &buf[..])),
     };
 
+    check_line_ends(&buf[start..used])?;
     let method = req.method.unwrap_or_default();
     let target = req.path.unwrap_or_default();
     let version = match req.version {
@@ -245,10 +254,18 @@ pub fn take_head(
         &mut on_heap[..]
     };
     for (h, slot) in req.headers.iter().zip(spans.iter_mut()) {
-        if h.name.len() + 2 + h.value.len() > limits.field_size {
+        let (name, value) = (span(h.name.as_bytes()), span(trim_ows(h.value)));
+        // Counted as Gunicorn counts it: the whole line as sent (name, colon, the value with
+        // its whitespace) and its CRLF, so one configuration refuses the same requests.
+        let line_end = value.end.max(name.end)
+            + buf[value.end.max(name.end)..used]
+                .iter()
+                .position(|&b| b == b'\r')
+                .unwrap_or(0);
+        if line_end - name.start + 2 > limits.field_size {
             return Err(RequestError::HeaderTooLarge(limits.field_size));
         }
-        *slot = (span(h.name.as_bytes()), span(trim_ows(h.value)));
+        *slot = (name, value);
     }
     let raw = buf.split_to(used).freeze();
     let headers: Vec<Header> = spans
@@ -298,6 +315,20 @@ fn check_request_line(line: &[u8]) -> Result<(), RequestError> {
         }
         _ => Err(RequestError::VersionSyntax),
     }
+}
+
+/// RFC 9112 §2.2 allows a server to take a bare LF as a line end; Gunicorn 27 refuses it, and
+/// so do we: a front proxy that reads the same bytes differently could be made to see other
+/// requests than we do (request smuggling). The head is checked whole, once it is complete.
+fn check_line_ends(head: &[u8]) -> Result<(), RequestError> {
+    let mut prev = 0u8;
+    for &b in head {
+        if b == b'\n' && prev != b'\r' {
+            return Err(RequestError::BareLf);
+        }
+        prev = b;
+    }
+    Ok(())
 }
 
 /// While the head is still incomplete, refuse a field line that is already over the limit, so
@@ -465,6 +496,7 @@ fn valid_host(value: &[u8]) -> bool {
 /// Host rules (RFC 9112 §3.2), the `Connection` options and `Expect`.
 fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, bool), RequestError> {
     let mut hosts = 0;
+    let mut content_types = 0;
     let mut close = false;
     let mut keep_alive = false;
     let mut expect_continue = false;
@@ -473,6 +505,12 @@ fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, boo
             hosts += 1;
             if !valid_host(&h.value) {
                 return Err(RequestError::InvalidHost);
+            }
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            // Two media types for one body: an app and a proxy may each pick another one.
+            content_types += 1;
+            if content_types > 1 {
+                return Err(RequestError::DuplicateContentType);
             }
         } else if h.name.eq_ignore_ascii_case("connection") {
             for opt in h.value.split(|&b| b == b',') {
@@ -677,7 +715,7 @@ mod tests {
         assert_eq!(err(partial.as_bytes()).status(), 431);
         let at_limit = format!(
             "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
-            "v".repeat(8190 - 3)
+            "v".repeat(8190 - 5)
         );
         assert!(parse_head(at_limit.as_bytes(), &limits).unwrap().is_some());
     }
@@ -697,11 +735,79 @@ mod tests {
     }
 
     #[test]
-    fn leading_empty_lines_are_skipped() {
-        let h = parse(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    fn one_leading_empty_line_is_skipped_and_more_are_refused() {
+        let h = parse(b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(&*h.method, "GET");
+        for partial in [&b"\r"[..], b"\r\n"] {
+            assert!(parse(partial).unwrap().is_none());
+        }
+        assert_eq!(
+            err(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            RequestError::LeadingEmptyLines
+        );
+        assert_eq!(err(b"\r\n\r"), RequestError::LeadingEmptyLines);
+        assert_eq!(
+            err(b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            RequestError::BareLf
+        );
+        assert_eq!(
+            err(b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            RequestError::NewLine
+        );
+    }
+
+    #[test]
+    fn a_bare_lf_anywhere_in_the_head_is_refused() {
+        for raw in [
+            &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: 2\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: x\n\n",
+        ] {
+            assert_eq!(err(raw).status(), 400, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn a_second_content_type_is_refused() {
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\ncontent-type: c/d\r\nContent-Length: 0\r\n\r\n"),
+            RequestError::DuplicateContentType
+        );
+        assert!(parse(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap()
+        .is_some());
+    }
+
+    #[test]
+    fn field_size_counts_the_whole_line_and_its_crlf() {
+        let limits = Limits {
+            field_size: 20,
+            ..Limits::default()
+        };
+        let req = |line: &str| format!("GET / HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n");
+        // 18 bytes of line + CRLF = 20: at the limit.
+        let ok = req("X-Name: 1234567890");
+        assert!(parse_head(ok.as_bytes(), &limits).unwrap().is_some());
+        // The whitespace around the value counts too, as in Gunicorn.
+        for over in [
+            "X-Name: 12345678901",
+            "X-Name:   1234567890",
+            "X-Name: 1234567890 ",
+        ] {
+            let raw = req(over);
+            assert_eq!(
+                parse_head(raw.as_bytes(), &limits).unwrap_err(),
+                RequestError::HeaderTooLarge(20),
+                "{over:?}"
+            );
+        }
     }
 
     #[test]

@@ -67,27 +67,22 @@ impl ResponseHead {
 
     /// Validates one field from the app and adds it.
     pub fn add(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
-        if name.is_empty() || !name.bytes().all(is_tchar) {
-            return Err(ResponseError::HeaderName(name.to_owned()));
-        }
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(ResponseError::HeaderValue(name.to_owned()));
-        }
+        // A field value has no leading or trailing whitespace (RFC 9110 §5.5): an app's
+        // `"Set-Cookie", " a=b"` would otherwise go out with two spaces after the colon.
+        let value = trim_ows(value);
+        check_field(name, value)?;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if HOP_BY_HOP.iter().any(|h| is(h)) {
-            return Err(ResponseError::HopByHop(name.to_owned()));
-        }
         if is("content-length") {
             let wrong =
                 || ResponseError::ContentLength(String::from_utf8_lossy(value).into_owned());
-            let n = trim_ows(value)
+            let n = value
                 .iter()
                 .try_fold(0u64, |n, &d| {
                     d.is_ascii_digit()
                         .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
                         .flatten()
                 })
-                .filter(|_| !trim_ows(value).is_empty())
+                .filter(|_| !value.is_empty())
                 .ok_or_else(wrong)?;
             if self.content_length.is_some_and(|prev| prev != n) {
                 return Err(wrong());
@@ -122,6 +117,58 @@ impl ResponseHead {
     pub fn bodiless(&self) -> bool {
         self.status < 200 || self.status == 204 || self.status == 304
     }
+}
+
+/// Checks a field the app wants sent: a token for a name (RFC 9110 §5.1), no CR, LF or other
+/// control character in the value (§5.5), so that it cannot split the response; no hop-by-hop
+/// field (PEP 3333: connection management belongs to the server).
+fn check_field(name: &str, value: &[u8]) -> Result<(), ResponseError> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(ResponseError::HeaderName(name.to_owned()));
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(ResponseError::HeaderValue(name.to_owned()));
+    }
+    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return Err(ResponseError::HopByHop(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// The fields of a `103 Early Hints` response (RFC 8297), validated as the final response's
+/// are. The connection decides whether it goes out (not to an HTTP/1.0 client, not once the
+/// final response has started) and how: a status line and these fields on HTTP/1.1
+/// ([`encode_early_hints`]); an HTTP/2 driver would send them as a HEADERS frame with
+/// `:status 103` (RFC 9113 §8.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlyHints {
+    pub headers: HeaderBlock,
+}
+
+impl EarlyHints {
+    /// Validates one field and adds it. Besides the checks every response field gets, a 1xx
+    /// response carries no content, so no `Content-Length` (RFC 9110 §8.6).
+    pub fn add(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
+        check_field(name, value)?;
+        if name.eq_ignore_ascii_case("content-length") {
+            return Err(ResponseError::HintField(name.to_owned()));
+        }
+        self.headers.push(name, trim_ows(value));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+}
+
+/// An HTTP/1.1 `103 Early Hints` interim response (RFC 8297 §2): the status line and the
+/// fields, with no Date or Server (RFC 9110 §6.6.1 asks for Date only on final responses).
+pub fn encode_early_hints(hints: &EarlyHints, out: &mut BytesMut) {
+    out.reserve(32 + hints.headers.as_bytes().len());
+    out.put_slice(b"HTTP/1.1 103 Early Hints\r\n");
+    out.put_slice(hints.headers.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// Bytes first reserved for an app's header block.
@@ -415,6 +462,24 @@ mod tests {
             );
         }
         assert!(head("200 OK", &[("X-Latin", b"caf\xe9")]).is_ok());
+    }
+
+    #[test]
+    fn value_whitespace_is_trimmed() {
+        let h = head(
+            "200 OK",
+            &[("Set-Cookie", b"  csrftoken=abc"), ("X-T", b"\tv \t")],
+        )
+        .unwrap();
+        let fields: Vec<_> = h.headers.iter().collect();
+        assert_eq!(
+            fields,
+            [("Set-Cookie", &b"csrftoken=abc"[..]), ("X-T", &b"v"[..])]
+        );
+        assert_eq!(
+            h.headers.as_bytes(),
+            b"Set-Cookie: csrftoken=abc\r\nX-T: v\r\n"
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ struct Beat {
     accepting: AtomicBool,
     /// The worker's request metrics (kept when `--metrics-bind` is set).
     counters: Counters,
+    /// Requests answered, and app threads busy with a request, as of the last beat (for
+    /// `ferrocorn ctl show workers`).
+    served: AtomicU64,
+    busy_threads: AtomicU64,
 }
 
 // SAFETY: repr(C), atomics only; zeroed is the default value.
@@ -113,6 +117,21 @@ impl Heartbeat {
         &self.get().counters
     }
 
+    /// Requests answered, as of the worker's last beat.
+    pub fn served(&self) -> u64 {
+        self.get().served.load(Ordering::Relaxed)
+    }
+
+    /// App threads busy with a request, as of the worker's last beat.
+    pub fn busy_threads(&self) -> u64 {
+        self.get().busy_threads.load(Ordering::Relaxed)
+    }
+
+    /// Connections the worker holds open.
+    pub fn open_connections(&self) -> u64 {
+        self.get().open.load(Ordering::Relaxed).max(0) as u64
+    }
+
     /// Time since the last beat.
     pub fn age(&self) -> Duration {
         Duration::from_millis(
@@ -159,6 +178,14 @@ impl BeatHandle {
     /// The worker's request metrics, for the rest of the worker's life.
     pub fn counters(&self) -> &'static Counters {
         &self.beat.counters
+    }
+
+    /// Publishes the worker's figures for the master (see [`Heartbeat::served`]).
+    pub fn report(&self, served: u64, busy_threads: u64) {
+        self.beat.served.store(served, Ordering::Relaxed);
+        self.beat
+            .busy_threads
+            .store(busy_threads, Ordering::Relaxed);
     }
 
     /// Counts the worker in (or out of) the workers taking connections.

@@ -22,6 +22,9 @@ pub struct SignalQueue {
     write: OwnedFd,
     /// Other descriptors of the master that a worker must not keep (the metrics listener).
     child_close: Vec<RawFd>,
+    /// Descriptors open only for now (the control socket and its clients), set before each
+    /// fork by [`Self::close_in_child_now`].
+    child_close_now: Vec<RawFd>,
 }
 
 impl SignalQueue {
@@ -46,17 +49,23 @@ impl SignalQueue {
             read,
             write,
             child_close: Vec::new(),
+            child_close_now: Vec::new(),
         })
     }
 
-    /// Waits until a signal arrives, `also` becomes readable or `timeout` passes; returns the
-    /// pending signals.
-    pub fn wait(&self, timeout: Duration, also: Option<BorrowedFd<'_>>) -> Vec<i32> {
+    /// Waits until a signal arrives, one of `also` is ready (readable, or writable where its
+    /// flag says so) or `timeout` passes; returns the pending signals.
+    pub fn wait(&self, timeout: Duration, also: &[(BorrowedFd<'_>, bool)]) -> Vec<i32> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = vec![PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
-        if let Some(fd) = also {
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-        }
+        fds.extend(also.iter().map(|(fd, write)| {
+            let flags = if *write {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            PollFd::new(*fd, flags)
+        }));
         let _ = poll(&mut fds, PollTimeout::from(ms));
         let mut sink = [0u8; 64];
         while matches!(nix::unistd::read(&self.read, &mut sink), Ok(n) if n > 0) {}
@@ -72,13 +81,19 @@ impl SignalQueue {
         self.child_close.push(fd);
     }
 
+    /// Has [`Self::forget_in_child`] close `fds` in the workers forked next (replacing the
+    /// previous list).
+    pub fn close_in_child_now(&mut self, fds: Vec<RawFd>) {
+        self.child_close_now = fds;
+    }
+
     /// In a forked worker: drop the master's handlers so signals reach the worker's own, and
     /// close the master's own descriptors.
     pub fn forget_in_child(&self) {
         for id in &self.ids {
             signal_hook::low_level::unregister(*id);
         }
-        for &fd in &self.child_close {
+        for &fd in self.child_close.iter().chain(&self.child_close_now) {
             let _ = nix::unistd::close(fd);
         }
         let _ = nix::unistd::close(self.write.as_raw_fd());

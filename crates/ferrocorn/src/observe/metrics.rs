@@ -31,6 +31,8 @@ pub struct Counters {
     /// TLS handshakes completed, and those that failed (timed out, refused, not TLS).
     tls_handshakes: AtomicU64,
     tls_handshake_failures: AtomicU64,
+    /// Idle connections closed to admit new ones at `--worker-connections`.
+    reclaimed: AtomicU64,
 }
 
 impl Counters {
@@ -53,6 +55,11 @@ impl Counters {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.duration_us.fetch_add(us, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// An idle connection was closed to admit a new one (see [`crate::reclaim`]).
+    pub fn reclaimed(&self) {
+        self.reclaimed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -113,6 +120,7 @@ pub struct Snapshot {
     pub in_flight: i64,
     pub tls_handshakes: u64,
     pub tls_handshake_failures: u64,
+    pub reclaimed: u64,
 }
 
 impl Snapshot {
@@ -129,6 +137,7 @@ impl Snapshot {
         self.bytes += c.bytes.load(Ordering::Relaxed);
         self.tls_handshakes += c.tls_handshakes.load(Ordering::Relaxed);
         self.tls_handshake_failures += c.tls_handshake_failures.load(Ordering::Relaxed);
+        self.reclaimed += c.reclaimed.load(Ordering::Relaxed);
         if live {
             self.in_flight += c.in_flight.load(Ordering::Relaxed).max(0);
         }
@@ -219,6 +228,17 @@ impl Snapshot {
         );
         metric(
             &mut out,
+            "ferrocorn_connections_reclaimed_total",
+            "counter",
+            "Idle keep-alive (or slow) connections closed to admit new ones at --worker-connections.",
+        );
+        let _ = writeln!(
+            out,
+            "ferrocorn_connections_reclaimed_total {}",
+            self.reclaimed
+        );
+        metric(
+            &mut out,
             "ferrocorn_workers",
             "gauge",
             "Worker processes running.",
@@ -233,6 +253,30 @@ impl Snapshot {
         let _ = writeln!(out, "ferrocorn_worker_exits_total {restarts}");
         out
     }
+}
+
+/// The master's recycling figures, appended to [`Snapshot::render`]'s text: workers recycled by
+/// reason (`memory`, `lifetime`) and the workers' resident memory now.
+pub fn render_recycling(out: &mut String, recycled: &[(&str, u64)], workers_rss: u64) {
+    metric(
+        out,
+        "ferrocorn_worker_recycles_total",
+        "counter",
+        "Workers restarted by --max-worker-memory or --max-worker-lifetime, by reason.",
+    );
+    for (reason, n) in recycled {
+        let _ = writeln!(
+            out,
+            "ferrocorn_worker_recycles_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "ferrocorn_workers_memory_bytes",
+        "gauge",
+        "Resident memory of the worker processes, summed.",
+    );
+    let _ = writeln!(out, "ferrocorn_workers_memory_bytes {workers_rss}");
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
