@@ -17,5 +17,6 @@ pub mod observe;
 pub mod proctitle;
 pub mod proxy;
 pub mod reload;
+pub mod static_files;
 pub mod stopping;
 pub mod worker;

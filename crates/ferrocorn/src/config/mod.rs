@@ -16,7 +16,9 @@ pub mod docs;
 pub mod file;
 pub mod layers;
 pub mod observe;
+pub mod statics;
 pub use observe::ObserveSettings;
+pub use statics::StaticSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -245,6 +247,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub observe: ObserveSettings,
+
+    #[command(flatten)]
+    pub statics: StaticSettings,
 }
 
 /// `--secure-scheme-headers` pairs.
@@ -332,6 +337,15 @@ impl Settings {
         self.bind.iter().map(|b| b.parse()).collect()
     }
 
+    /// The static files to serve, checked (see [`crate::static_files::Statics::new`]); the
+    /// master checks them before forking, so a failure here means a directory went away since.
+    pub fn static_files(&self) -> Option<Arc<crate::static_files::Statics>> {
+        crate::static_files::Statics::new(&self.statics).unwrap_or_else(|e| {
+            log::error!("{e}; static files are not served");
+            None
+        })
+    }
+
     pub fn conn_config(&self) -> ConnConfig {
         ConnConfig {
             limits: Limits {
@@ -354,6 +368,7 @@ impl Settings {
                 secure_scheme_headers: self.secure_scheme_headers.0.clone(),
             }),
             proxy_protocol: self.proxy_protocol,
+            statics: self.static_files(),
             ..ConnConfig::default()
         }
     }
