@@ -151,7 +151,10 @@ impl Cache {
         let key = (mount, rel.to_owned());
         if let Some(slot) = inner.slots.get_mut(&key) {
             slot.used = tick;
-            if now.duration_since(slot.checked) < REVALIDATE || unchanged(&slot.entry) {
+            if now.duration_since(slot.checked) < REVALIDATE {
+                return Found::File(Arc::clone(&slot.entry));
+            }
+            if unchanged(&slot.entry) {
                 slot.checked = now;
                 return Found::File(Arc::clone(&slot.entry));
             }
@@ -198,7 +201,7 @@ impl Cache {
     /// Opens `rel` and its siblings. `Ok(None)`: a directory.
     fn open(&self, root: &Path, rel: &str, mut budget: u64) -> io::Result<Option<Entry>> {
         let path = super::mapping::join(root, rel);
-        let Some(plain) = self.open_variant(root, path.clone(), &mut budget)? else {
+        let Some(plain) = self.open_variant(root, path.clone(), "", &mut budget)? else {
             return Ok(None);
         };
         let mut encoded = [None, None, None];
@@ -207,7 +210,7 @@ impl Cache {
                 let mut sibling = path.clone().into_os_string();
                 sibling.push(c.suffix());
                 encoded[c.index()] = self
-                    .open_variant(root, sibling.into(), &mut budget)
+                    .open_variant(root, sibling.into(), c.suffix(), &mut budget)
                     .ok()
                     .flatten();
             }
@@ -221,10 +224,12 @@ impl Cache {
 
     /// Opens one regular file, refusing one reached through a link out of `root`.
     /// `Ok(None)`: a directory. Other kinds of files (FIFOs, devices) are "not found".
+    /// `tag` ends its ETag, so that a sibling never shares the file's own.
     fn open_variant(
         &self,
         root: &Path,
         path: PathBuf,
+        tag: &str,
         budget: &mut u64,
     ) -> io::Result<Option<Variant>> {
         // O_NONBLOCK: opening a FIFO must not wait for a writer.
@@ -268,7 +273,7 @@ impl Cache {
             len,
             modified,
             etag: format!(
-                "\"{:x}.{:x}-{:x}\"",
+                "\"{:x}.{:x}-{:x}{tag}\"",
                 identity.mtime, identity.mtime_nsec, len
             ),
             last_modified: httpdate::fmt_http_date(modified),

@@ -141,15 +141,12 @@ pub(crate) fn file(entry: &Entry, prepared: &Prepared, asked: &Asked<'_>) -> Ans
         };
     }
     // RFC 9110 §14.2: Range is for GET only; If-Range may turn it off.
+    let range_holds = match asked.if_range {
+        Some(ir) => conditional::if_range_holds(ir, &v.etag, v.modified),
+        None => true,
+    };
     let range = match asked.range {
-        Some(r)
-            if asked.is_get
-                && asked.if_range.map_or(true, |ir| {
-                    conditional::if_range_holds(ir, &v.etag, v.modified)
-                }) =>
-        {
-            conditional::range(r, v.len)
-        }
+        Some(r) if asked.is_get && range_holds => conditional::range(r, v.len),
         _ => Range::Full,
     };
     match range {
