@@ -213,3 +213,121 @@ fn not_allowed() -> Answer {
         &[("Allow", b"GET, HEAD")],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::http::request::{parse_head, Limits};
+    use clap::Parser;
+
+    /// A fresh directory under the system's temporary one, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let p = std::env::temp_dir().join(format!(
+                "ferrocorn-static-{tag}-{}-{nanos}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn statics(args: &[&str]) -> Arc<Statics> {
+        let argv = ["ferrocorn"].iter().chain(args).chain(&["app:app"]);
+        let settings = Settings::try_parse_from(argv).unwrap();
+        Statics::new(&settings.statics).unwrap().unwrap()
+    }
+
+    fn ask(s: &Statics, request: &str) -> Option<(u16, String, Vec<u8>)> {
+        let (head, _) = parse_head(request.as_bytes(), &Limits::default())
+            .unwrap()
+            .unwrap();
+        let a = s.answer(&head)?;
+        let fields = String::from_utf8_lossy(a.head.headers.as_bytes()).into_owned();
+        let body = match a.body {
+            Body::Bytes(b) => b.to_vec(),
+            Body::Empty => Vec::new(),
+            Body::File { .. } => b"<file>".to_vec(),
+        };
+        Some((a.head.status, fields, body))
+    }
+
+    #[test]
+    fn answers_from_a_directory() {
+        let dir = Dir::new("answers");
+        std::fs::write(dir.0.join("a.css"), b"body{}").unwrap();
+        std::fs::write(dir.0.join("a.css.gz"), b"GZ").unwrap();
+        std::fs::create_dir(dir.0.join("d")).unwrap();
+        std::fs::write(dir.0.join("d/index.html"), b"<p>").unwrap();
+        let map = format!("/s={}", dir.0.display());
+        let s = statics(&["--static-map", &map, "--static-index"]);
+
+        let (status, fields, body) = ask(&s, "GET /s/a.css HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!((status, body.as_slice()), (200, &b"body{}"[..]));
+        assert!(fields.contains("Content-Type: text/css; charset=utf-8\r\n"));
+        assert!(fields.contains("Vary: Accept-Encoding\r\n"));
+        let etag = fields
+            .lines()
+            .find_map(|l| l.strip_prefix("ETag: "))
+            .unwrap()
+            .to_owned();
+
+        let gz = "GET /s/a.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n";
+        let (_, fields, body) = ask(&s, gz).unwrap();
+        assert_eq!(body, b"GZ");
+        assert!(fields.contains("Content-Encoding: gzip\r\n"));
+
+        let inm = format!("GET /s/a.css HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n");
+        assert_eq!(ask(&s, &inm).unwrap().0, 304);
+        let range = "GET /s/a.css HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n";
+        let (status, fields, body) = ask(&s, range).unwrap();
+        assert_eq!((status, body.as_slice()), (206, &b"od"[..]));
+        assert!(fields.contains("Content-Range: bytes 1-2/6\r\n"));
+
+        let post = "POST /s/a.css HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(ask(&s, post).unwrap().0, 405);
+        assert_eq!(
+            ask(&s, "GET /s/d/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().2,
+            b"<p>"
+        );
+        let (status, fields, _) = ask(&s, "GET /s/d HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(status, 302);
+        assert!(fields.contains("Location: /s/d/\r\n"));
+        assert_eq!(
+            ask(&s, "GET /s/../x HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap()
+                .0,
+            404
+        );
+        assert_eq!(
+            ask(&s, "GET /s/no HTTP/1.1\r\nHost: x\r\n\r\n").unwrap().0,
+            404
+        );
+        assert!(ask(&s, "GET /app HTTP/1.1\r\nHost: x\r\n\r\n").is_none());
+
+        let s = statics(&["--static-map", &map, "--static-fallthrough"]);
+        assert!(ask(&s, "GET /s/no HTTP/1.1\r\nHost: x\r\n\r\n").is_none());
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let settings =
+            Settings::try_parse_from(["ferrocorn", "--static-map", "/s=/no/such/dir", "a:b"])
+                .unwrap();
+        let err = Statics::new(&settings.statics).unwrap_err().to_string();
+        assert!(err.contains("/no/such/dir"), "{err}");
+    }
+}
