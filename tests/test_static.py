@@ -554,3 +554,11 @@ def test_many_files_stay_within_the_cache_bound(start_server, tmp_path: Path) ->
     pid = srv.worker_pids()[0]
     open_files = len(os.listdir(f"/proc/{pid}/fd"))
     assert open_files < 600, f"{open_files} descriptors open in the worker"
+
+
+def test_over_a_unix_socket(start_server, tree: Path, tmp_path: Path) -> None:
+    sock = tmp_path / "s.sock"
+    srv = start_server(APP, "--static-map", f"/static={tree}", binds=[f"unix:{sock}"])
+    assert srv.get("/static/site.css").body == CSS
+    r = srv.request("GET", "/static/big.bin", headers={"Range": "bytes=0-1048575"})
+    assert r.status == 206 and len(r.body) == 1 << 20 and r.body.startswith(marker(0))

@@ -713,8 +713,9 @@ impl Conn {
         answer: StaticAnswer,
         mut record: Option<&mut Record>,
     ) -> Result<bool, ()> {
-        /// Bytes sent per `sendfile` wait: a client must take this much per write timeout.
-        const PIECE: u64 = 4 << 20;
+        /// Bytes sent per `sendfile` wait: a client must take this much per `--write-timeout`
+        /// (17 KB/s at the default 30 s), so a slow download is not cut while a stalled one is.
+        const PIECE: u64 = 512 << 10;
         let StaticAnswer { head: resp, body } = answer;
         let mut writer = Writer::new(head);
         if let Some(r) = record.as_deref_mut() {
