@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -562,3 +563,24 @@ def test_over_a_unix_socket(start_server, tree: Path, tmp_path: Path) -> None:
     assert srv.get("/static/site.css").body == CSS
     r = srv.request("GET", "/static/big.bin", headers={"Range": "bytes=0-1048575"})
     assert r.status == 206 and len(r.body) == 1 << 20 and r.body.startswith(marker(0))
+
+
+def test_reload_with_a_missing_directory_keeps_serving(start_server, tree: Path,
+                                                      tmp_path: Path) -> None:
+    conf = tmp_path / "conf.py"
+    conf.write_text(f"static_map = {{'/static': {str(tree)!r}}}\n")
+    srv = start_server(APP, "-c", str(conf))
+    assert srv.get("/static/site.css").body == CSS
+    conf.write_text(f"static_map = {{'/static': {str(tmp_path / 'gone')!r}}}\n")
+    mark = srv.mark()
+    srv.signal(signal.SIGHUP)
+    line = srv.wait_log(r"reload: keeping the running configuration: .*gone", since=mark)
+    assert "--static-map /static" in line
+    assert srv.get("/static/site.css").body == CSS
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "site.css").write_bytes(b"new map")
+    conf.write_text(f"static_map = {{'/static': {str(other)!r}}}\n")
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: srv.get("/static/site.css").body == b"new map", timeout=15,
+             message="the new map served by the new workers")
