@@ -739,7 +739,15 @@ impl Conn {
         );
         let data = writer.frame(first, &mut self.out);
         let mut out = std::mem::take(&mut self.out);
-        let r = if data.len() <= SMALL_BODY * 8 {
+        let file_follows = file.as_ref().is_some_and(|f| f.2 > 0) && !writer.is_head;
+        let r = if file_follows {
+            // The head waits in the kernel for the file's first bytes (MSG_MORE).
+            let timeout = self.ctx.config.write_timeout;
+            match tokio::time::timeout(timeout, self.io.write_all_more(&out)).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            }
+        } else if data.len() <= SMALL_BODY * 8 {
             out.extend_from_slice(&data);
             self.write(&[&out]).await
         } else {
