@@ -17,8 +17,10 @@ pub mod file;
 pub mod layers;
 pub mod observe;
 pub mod ops;
+pub mod statics;
 pub use observe::ObserveSettings;
 pub use ops::OpsSettings;
+pub use statics::StaticSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -279,6 +281,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub ops: OpsSettings,
+
+    #[command(flatten)]
+    pub statics: StaticSettings,
 }
 
 /// `--secure-scheme-headers` pairs.
@@ -366,6 +371,15 @@ impl Settings {
         self.bind.iter().map(|b| b.parse()).collect()
     }
 
+    /// The static files to serve, checked (see [`crate::static_files::Statics::new`]); the
+    /// master checks them before forking, so a failure here means a directory went away since.
+    pub fn static_files(&self) -> Option<Arc<crate::static_files::Statics>> {
+        crate::static_files::Statics::new(&self.statics).unwrap_or_else(|e| {
+            log::error!("{e}; static files are not served");
+            None
+        })
+    }
+
     pub fn conn_config(&self) -> ConnConfig {
         ConnConfig {
             limits: Limits {
@@ -391,6 +405,7 @@ impl Settings {
             proxy_protocol: self.proxy_protocol,
             protocol: self.protocol,
             uwsgi_allow: self.uwsgi_allow_from.clone(),
+            statics: self.static_files(),
             ..ConnConfig::default()
         }
     }
