@@ -122,7 +122,7 @@ class Workload:
     script: str | None = None
     limit: float | None = None  # the most any server can do (blocking app: conns / latency)
     tls: bool = False  # over https, with a certificate made for the run (see `certificate`)
-    headers: tuple[str, ...] = ()  # extra request headers (wrk -H)
+    headers: tuple[str, ...] = ()  # extra request fields (wrk -H)
 
 
 WORKLOADS = [
@@ -150,6 +150,80 @@ WORKLOADS = [
     Workload("TLS 1 MiB", "big:app", 16, tls=True),
 ]
 IDLE = "2,000 idle conns"
+
+#: Static files (issue 18): the same directory (made by `static_dir`) served by ferrocorn
+#: (--static-map), WhiteNoise under Gunicorn gthread, Granian's static mount and nginx.
+STATIC_WORKLOADS = [
+    Workload("static 2 KiB CSS", "hello:app", 64, path="/static/site.css"),
+    Workload("static 1 MiB JS", "hello:app", 16, path="/static/app.js"),
+    Workload("static 1 MiB JS, br", "hello:app", 16, path="/static/app.js",
+             headers=("Accept-Encoding: br",)),
+]
+WHITENOISE = "gunicorn gthread + WhiteNoise"
+NGINX = "nginx"
+
+
+def static_dir(base: Path) -> Path:
+    """bench/.static: a 2 KiB CSS file, a 1 MiB JS file and (with the brotli module) its .br."""
+    root = base / ".static"
+    root.mkdir(exist_ok=True)
+    css = (b".c { color: #123456; margin: 0 auto; }\n" * 64)[:2048]
+    (root / "site.css").write_bytes(css)
+    line = b"function f%06d(a, b) { return a * b + %d; }\n"
+    js = b"".join(line % (i, i) for i in range(30000))[: 1 << 20]
+    (root / "app.js").write_bytes(js)
+    try:
+        import brotli  # type: ignore[import-not-found]
+
+        (root / "app.js.br").write_bytes(brotli.compress(js))
+    except ImportError:
+        print("brotli not installed: no app.js.br (the br row measures the plain file)")
+    return root
+
+
+def static_servers(root: Path, tmp: Path) -> list[ServerSpec]:
+    gunicorn = str(PEERS_BIN / "gunicorn")
+    granian = str(PEERS_BIN / "granian")
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
+    server {{
+        listen 127.0.0.1:{{port}};
+        location /static/ {{ alias {root}/; expires 60s; }}
+        location / {{ return 200 "hello"; }}
+    }}
+}}
+""")
+    specs = [
+        ServerSpec("ferrocorn", [FERROCORN, *FERROCORN_ARGS, "--log-level", "warning",
+                                 "-b", "127.0.0.1:{port}", "--chdir", str(APPS),
+                                 "--static-map", f"/static={root}", "{app}"]),
+        ServerSpec(WHITENOISE, [gunicorn, "-w", "2", "-k", "gthread", "--threads", "32",
+                                "-b", "127.0.0.1:{port}", "--chdir", str(APPS),
+                                "--log-level", "warning", "whitenoise_app:app"]),
+        ServerSpec("granian", [granian, "--interface", "wsgi", "--workers", "2",
+                               "--host", "127.0.0.1", "--port", "{port}", "--working-dir",
+                               str(APPS), "--log-level", "warning",
+                               "--static-path-route", "/static",
+                               "--static-path-mount", str(root), "{app}"]),
+    ]
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if Path(nginx).exists():
+        specs.append(ServerSpec(NGINX, [nginx, "-e", f"{tmp}/nginx-error.log", "-p", str(tmp),
+                                        "-c", str(conf), "-g", "daemon off;"]))
+    return [s for s in specs if Path(s.argv[0]).exists()]
 
 
 @dataclass
@@ -233,7 +307,14 @@ class Running:
     def __init__(self, spec: ServerSpec, app: str, tls: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.tls = tls is not None
-        self.proc = subprocess.Popen(spec.command(self.port, app, tls), stdout=subprocess.DEVNULL,
+        command = spec.command(self.port, app, tls)
+        if spec.name == NGINX:
+            # nginx reads its port from its config file.
+            conf = Path(command[command.index("-c") + 1])
+            text = conf.read_text()
+            conf.write_text(re.sub(r"listen 127\.0\.0\.1:\S+;",
+                                   f"listen 127.0.0.1:{self.port};", text))
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      cwd=APPS)
         deadline = time.monotonic() + 30
@@ -410,6 +491,25 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
     return "\n".join(lines)
 
 
+def static_ratios(results: dict[str, dict[str, Result]]) -> str:
+    """ferrocorn's req/s over each peer's on the static rows (issue 18's goals: 10x WhiteNoise
+    on the small file, at least Granian on both, 0.8x nginx on the 1 MiB file)."""
+    peers = [WHITENOISE, "granian", NGINX]
+    lines = ["| workload | ferrocorn req/s | " + " | ".join(f"vs {p}" for p in peers) + " |",
+             "| --- | ---: |" + " ---: |" * len(peers)]
+    for w in STATIC_WORKLOADS:
+        by = results.get(w.name, {})
+        ours = by.get("ferrocorn")
+        if not ours:
+            continue
+        cells = []
+        for p in peers:
+            r = by.get(p)
+            cells.append(f"{ours.rps / r.rps:.2f}x" if r and r.rps else "-")
+        lines.append(f"| {w.name} | {ours.rps:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -> None:
     import matplotlib
 
@@ -466,6 +566,9 @@ def main() -> None:
     names = [s.name for s in specs]
     partial = bool(args.only or args.servers)
     chosen = [w for w in WORKLOADS if not args.only or w.name in args.only.split(",")]
+    chosen_static = [w for w in STATIC_WORKLOADS
+                     if not args.only or w.name in args.only.split(",")
+                     or "static" in args.only.split(",")]
     per_run = 1 + args.duration * args.reps + 3
     estimate = len(specs) * (len(chosen) * per_run + 10)
     print(f"servers: {', '.join(names)}; workloads: {len(chosen)} + idle; "
@@ -481,6 +584,24 @@ def main() -> None:
         for name, r in results[w.name].items():
             print(f"{w.name:>18} | {name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
                   f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB {r.note}", flush=True)
+    if chosen_static:
+        import tempfile
+
+        root = static_dir(BENCH)
+        os.environ["BENCH_STATIC_DIR"] = str(root)
+        with tempfile.TemporaryDirectory() as tmp:
+            sspecs = static_servers(root, Path(tmp))
+            if args.servers:
+                sspecs = [s for s in sspecs if s.name in wanted]
+            for name in (s.name for s in sspecs):
+                if name not in names:
+                    names.append(name)
+            for w in chosen_static:
+                results[w.name] = measure(sspecs, w, args.duration, args.reps)
+                for name, r in results[w.name].items():
+                    print(f"{w.name:>18} | {name:<16} {r.rps:>10,.0f} req/s  p99 "
+                          f"{r.p99_ms:7.2f} ms  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB "
+                          f"{r.note}", flush=True)
     if not args.only or "idle" in args.only.split(","):
         results[IDLE] = {}
         for spec in specs:
@@ -496,6 +617,9 @@ def main() -> None:
               f"medians); ferrocorn `{' '.join(FERROCORN_ARGS)}`; {os.cpu_count()} CPUs.\n\n")
     text = header + table(results, names) + "\n\n## ferrocorn vs the best peer\n\n" + \
         ratios(results) + "\n"
+    if chosen_static:
+        text += "\n## Static files: ferrocorn's req/s over each peer's\n\n" + \
+            static_ratios(results) + "\n"
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.md").write_text(text)

@@ -268,6 +268,27 @@ def test_file_wrapper_over_tls(https: Server, pki: Pki) -> None:
     conn.close()
 
 
+def test_static_files_over_tls(serve: Any, pki: Pki, tmp_path: Path) -> None:
+    """Static files (--static-map) over TLS: the file's bytes cannot use sendfile(2); a HEAD
+    answer (a head with no file bytes after it) must still leave rustls's buffer at once."""
+    root = tmp_path / "static"
+    root.mkdir()
+    big = os.urandom(700_000)
+    (root / "big.bin").write_bytes(big)
+    (root / "small.txt").write_text("small file\n")
+    server = serve(tls_server(pki, "--static-map", f"/static={root}"))
+    conn = https_conn(server, client_context(pki))
+    for path, body in (("/static/big.bin", big), ("/static/small.txt", b"small file\n")):
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == body, path
+        conn.request("HEAD", path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b""
+        assert resp.getheader("Content-Length") == str(len(body))
+    conn.close()
+
+
 def test_slow_reader_gets_everything(https: Server, pki: Pki) -> None:
     """A client reading a 1 MiB file slowly: the bounded copy waits on it, nothing is lost."""
     size = 1024 * 1024

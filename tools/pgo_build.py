@@ -50,6 +50,9 @@ class Lesson:
     requests: int  # per client
     method: str = "GET"
     body: bytes = b""
+    path: str = "/"
+    #: Extra arguments; {static} is a directory holding site.css (2 KiB) and app.js (64 KiB).
+    args: tuple[str, ...] = ()
 
 
 LESSONS = [
@@ -60,6 +63,11 @@ LESSONS = [
     Lesson("big:app", clients=4, requests=40),
     # Blocking calls: the app thread pool rather than the I/O thread.
     Lesson("sleep50:app", clients=48, requests=3),
+    # Static files (--static-map): a small one from memory, a larger one with sendfile.
+    Lesson("hello:app", clients=4, requests=1500, path="/static/site.css",
+           args=("--static-map", "/static={static}")),
+    Lesson("hello:app", clients=4, requests=300, path="/static/app.js",
+           args=("--static-map", "/static={static}")),
 ]
 
 
@@ -98,7 +106,7 @@ def drive(port: int, lesson: Lesson, errors: list[str]) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         for _ in range(lesson.requests):
-            conn.request(lesson.method, "/", body=lesson.body or None)
+            conn.request(lesson.method, lesson.path, body=lesson.body or None)
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
@@ -114,11 +122,16 @@ def train(python: str, package: Path) -> None:
     """Serves each lesson from the instrumented build in `package`; the processes write their
     counts when they exit."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), str(APPS)])}
+    static = Path(package) / "static-lesson"
+    static.mkdir()
+    (static / "site.css").write_bytes(b".c { margin: 0; }\n" * 120)
+    (static / "app.js").write_bytes(b"var x = 1;\n" * 6000)
     for lesson in LESSONS:
         port = free_port()
+        args = [a.format(static=static) for a in lesson.args]
         proc = subprocess.Popen(
             [python, "-m", "ferrocorn", "-w", "2", "--log-level", "warning",
-             "-b", f"127.0.0.1:{port}", lesson.app],
+             "-b", f"127.0.0.1:{port}", *args, lesson.app],
             env=env, cwd=APPS, stdout=subprocess.DEVNULL)
         try:
             wait_ready(port, proc, time.monotonic() + 60)
@@ -134,7 +147,7 @@ def train(python: str, package: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-        print(f"pgo: trained on {lesson.app} "
+        print(f"pgo: trained on {lesson.app}{lesson.path if lesson.path != '/' else ''} "
               f"({lesson.clients} x {lesson.requests} requests)", flush=True)
 
 

@@ -14,7 +14,7 @@ from ferrocorn._config import normalise
 
 TYPE_CHECKING = False  # annotations only: imports cost every server process memory
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any, TypeAlias
 
     WSGIApp: TypeAlias = Callable[..., Iterable[bytes]]
@@ -36,17 +36,28 @@ def _bind_value(bind: Address) -> list[str]:
     return out
 
 
-def serve(app: WSGIApp, bind: Address = "127.0.0.1:8000", **settings: Any) -> int:
+def serve(
+    app: WSGIApp,
+    bind: Address = "127.0.0.1:8000",
+    *,
+    static: Mapping[str, str | os.PathLike[str]] | None = None,
+    **settings: Any,
+) -> int:
     """Serve ``app`` until the server is stopped (Ctrl-C, SIGTERM); return the exit code.
 
     ``bind`` is an address as on the command line (``"127.0.0.1:5000"``, ``"unix:/run/app.sock"``),
     a ``(host, port)`` pair, or a list of them. Every other keyword is a setting, named as in a
-    config file: ``serve(app, workers=2, threads=8, timeout=60)``. Must be called from the main
-    thread (the server takes over its signals while it runs).
+    config file: ``serve(app, workers=2, threads=8, timeout=60)``. ``static`` maps URL prefixes
+    to directories served by the server itself (``static={"/static": "static"}``, as
+    ``--static-map``). Must be called from the main thread (the server takes over its signals
+    while it runs).
     """
     from ferrocorn import _ferrocorn
 
     values: list[tuple[str, bool | str | list[str]]] = [("bind", _bind_value(bind))]
+    if static:
+        # static={"/static": "static"}: URL prefix to directory, as --static-map.
+        values.append(("static_map", [f"{p}={os.fspath(d)}" for p, d in static.items()]))
     for name, value in settings.items():
         if value is not None:
             values.append((name, normalise(name, value)))

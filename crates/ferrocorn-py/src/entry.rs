@@ -293,6 +293,8 @@ fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i3
             message,
         })?;
     }
+    ferrocorn::static_files::Statics::new(&settings.statics)
+        .map_err(|e| config_error(e.to_string()))?;
     println!("Config OK");
     Ok(0)
 }
@@ -349,6 +351,10 @@ fn serve(
     // TLS: every certificate and key file is read and checked before anything is bound or
     // forked, so a bad one is a one-line start-up error naming the file.
     let tls = tls_server(settings)?;
+    // After --chdir: relative directories are the app's. Checked here so that a missing one
+    // stops the start; each worker opens its own (see `Settings::conn_config`).
+    ferrocorn::static_files::Statics::new(&settings.statics)
+        .map_err(|e| config_error(e.to_string()))?;
     if settings.daemon {
         daemonize(py).map_err(|e| config_error(format!("cannot daemonize: {e}")))?;
     }
@@ -403,6 +409,10 @@ fn serve(
     }
     log::info!("Using worker: threads ({} per worker)", settings.threads);
     log_worker_class(settings);
+    for m in &settings.statics.static_map {
+        let prefix = if m.prefix.is_empty() { "/" } else { &m.prefix };
+        log::info!("Static files: {prefix} from {}", m.dir.display());
+    }
 
     hooks.fire(py, "when_ready", &master_facts(settings));
     let forker = Forker {

@@ -90,6 +90,10 @@ impl Spawn for Forker {
     fn reload(&mut self) -> Option<usize> {
         Python::attach(|py| match load_settings(py, &self.args) {
             Ok(loaded) => {
+                if let Err(e) = ferrocorn::static_files::Statics::new(&loaded.settings.statics) {
+                    log::error!("reload: keeping the running configuration: {e}");
+                    return None;
+                }
                 let mut settings = loaded.settings;
                 if settings.bind != self.settings.bind {
                     log::warn!("bind changes need a restart; keeping the current sockets");

@@ -18,6 +18,7 @@ pub mod proctitle;
 pub mod proxy;
 mod reclaim;
 pub mod reload;
+pub mod static_files;
 pub mod stopping;
 pub mod transport;
 pub mod uwsgi;

@@ -237,6 +237,44 @@ async fn copy_file(
     Ok(sent)
 }
 
+impl Stream {
+    /// Writes all of `buf` flagged `MSG_MORE` on TCP: the kernel holds it back for the bytes
+    /// that follow at once (a file's head before its `sendfile`), so the client gets the head
+    /// with the body instead of a small segment of its own. Other streams write it plainly.
+    pub async fn write_all_more(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let Self::Tcp(s) = self else {
+            // Under TLS the head must leave rustls now (no file bytes may follow to flush it).
+            tokio::io::AsyncWriteExt::write_all(self, buf).await?;
+            return tokio::io::AsyncWriteExt::flush(self).await;
+        };
+        while !buf.is_empty() {
+            let n = s
+                .async_io(Interest::WRITABLE, || {
+                    // SAFETY: a valid socket and a live buffer of `buf.len()` bytes.
+                    let n = unsafe {
+                        libc::send(
+                            s.as_raw_fd(),
+                            buf.as_ptr().cast(),
+                            buf.len(),
+                            libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                        )
+                    };
+                    if n < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(n as usize)
+                    }
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+}
+
 fn sendfile_once(
     sock: &impl AsRawFd,
     file: &File,

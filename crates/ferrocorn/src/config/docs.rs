@@ -116,7 +116,15 @@ pub fn options_table() -> String {
             .get_default_values()
             .iter()
             .filter(|d| arg.get_action().takes_values() && !d.is_empty())
-            .map(|d| format!("`{}`", d.to_string_lossy()))
+            .map(|d| {
+                let d = d.to_string_lossy();
+                // A long default (a regular expression) would swamp the table.
+                if d.len() > 60 {
+                    "(see docs/settings.md)".to_owned()
+                } else {
+                    format!("`{}`", d.replace('|', "\\|"))
+                }
+            })
             .collect();
         if let Some(env) = arg.get_env() {
             default.push(format!("`${}`", env.to_string_lossy()));

@@ -17,9 +17,11 @@ pub mod file;
 pub mod layers;
 pub mod observe;
 pub mod ops;
+pub mod statics;
 pub mod tls;
 pub use observe::ObserveSettings;
 pub use ops::OpsSettings;
+pub use statics::StaticSettings;
 pub use tls::TlsSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -283,6 +285,9 @@ pub struct Settings {
     pub ops: OpsSettings,
 
     #[command(flatten)]
+    pub statics: StaticSettings,
+
+    #[command(flatten)]
     pub tls: TlsSettings,
 }
 
@@ -371,6 +376,15 @@ impl Settings {
         self.bind.iter().map(|b| b.parse()).collect()
     }
 
+    /// The static files to serve, checked (see [`crate::static_files::Statics::new`]); the
+    /// master checks them before forking, so a failure here means a directory went away since.
+    pub fn static_files(&self) -> Option<Arc<crate::static_files::Statics>> {
+        crate::static_files::Statics::new(&self.statics).unwrap_or_else(|e| {
+            log::error!("{e}; static files are not served");
+            None
+        })
+    }
+
     pub fn conn_config(&self) -> ConnConfig {
         ConnConfig {
             limits: Limits {
@@ -396,6 +410,7 @@ impl Settings {
             proxy_protocol: self.proxy_protocol,
             protocol: self.protocol,
             uwsgi_allow: self.uwsgi_allow_from.clone(),
+            statics: self.static_files(),
             ..ConnConfig::default()
         }
     }

@@ -30,6 +30,7 @@ use crate::observe::accesslog::{AccessLog, Entry};
 use crate::observe::metrics::RequestMetrics;
 use crate::proxy::{Forwarded, ProxyConfig, Trusted};
 use crate::reclaim::{Phase, Reclaimer, Registration};
+use crate::static_files::{Answer as StaticAnswer, Body as StaticBody};
 use crate::stopping::{StandingWait, Stopping};
 
 /// Request bodies up to this size are taken with the head when they are already on the socket.
@@ -73,6 +74,8 @@ pub struct ConnConfig {
     pub protocol: Protocol,
     /// Peers allowed to send uwsgi packets (`--uwsgi-allow-from`); unix-socket peers always are.
     pub uwsgi_allow: Trusted,
+    /// Static files answered before the app's route (`--static-map`).
+    pub statics: Option<Arc<crate::static_files::Statics>>,
     /// TLS on TCP connections (`--certfile`); unix-socket connections stay cleartext.
     pub tls: Option<crate::transport::tls::TlsServer>,
 }
@@ -162,6 +165,7 @@ impl Default for ConnConfig {
             metrics: RequestMetrics::default(),
             protocol: Protocol::Http,
             uwsgi_allow: Trusted::loopback(),
+            statics: None,
             tls: None,
         }
     }
@@ -548,6 +552,16 @@ impl Conn {
         if let (Some(r), Some(scheme)) = (record.as_deref_mut(), forwarded.scheme) {
             r.scheme = scheme;
         }
+        // Static files (issue 18): answered here, on the I/O thread, before the app's route.
+        if let Some(answer) = self
+            .ctx
+            .config
+            .statics
+            .as_ref()
+            .and_then(|s| s.answer(&head))
+        {
+            return self.send_static(&head, answer, record).await;
+        }
         let max_body = self.ctx.config.max_body;
         if let Framing::Length(n) = head.framing {
             if max_body > 0 && n > max_body {
@@ -798,6 +812,108 @@ impl Conn {
                     &mut self.buf,
                     self.ctx.config.max_drain,
                     body_timeout,
+                )
+                .await;
+            if !drained {
+                return Ok(false);
+            }
+        }
+        Ok(writer.keep_alive)
+    }
+
+    /// Writes a static file's answer (see `crate::static_files`) with the connection's writer:
+    /// the head with a small body in one write, a file's bytes with `sendfile(2)` in pieces,
+    /// each of which must go out within `--write-timeout`.
+    async fn send_static(
+        &mut self,
+        head: &RequestHead,
+        answer: StaticAnswer,
+        mut record: Option<&mut Record>,
+    ) -> Result<bool, ()> {
+        /// Bytes sent per `sendfile` wait: a client must take this much per `--write-timeout`
+        /// (17 KB/s at the default 30 s), so a slow download is not cut while a stalled one is.
+        const PIECE: u64 = 512 << 10;
+        let StaticAnswer { head: resp, body } = answer;
+        let mut writer = Writer::new(head);
+        if let Some(r) = record.as_deref_mut() {
+            r.status = Some(resp.status);
+            r.response_headers.clone_from(&resp.headers);
+        }
+        let (first, file) = match body {
+            StaticBody::Empty => (Bytes::new(), None),
+            StaticBody::Bytes(b) => (b, None),
+            StaticBody::File { file, offset, len } => (Bytes::new(), Some((file, offset, len))),
+        };
+        if self.out.capacity() == 0 {
+            self.out = crate::http::buffers::take();
+        }
+        writer.start(
+            &resp,
+            first.len(),
+            file.is_none(),
+            self.shutting_down(),
+            &mut self.out,
+        );
+        let data = writer.frame(first, &mut self.out);
+        let mut out = std::mem::take(&mut self.out);
+        let file_follows = file.as_ref().is_some_and(|f| f.2 > 0) && !writer.is_head;
+        let r = if file_follows {
+            // The head waits in the kernel for the file's first bytes (MSG_MORE).
+            let timeout = self.ctx.config.write_timeout;
+            match tokio::time::timeout(timeout, self.io.write_all_more(&out)).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            }
+        } else if data.len() <= SMALL_BODY * 8 {
+            out.extend_from_slice(&data);
+            self.write(&[&out]).await
+        } else {
+            self.write(&[&out, &data]).await
+        };
+        self.out = out;
+        r?;
+        if let Some(r) = record.as_deref_mut() {
+            r.bytes += data.len() as u64;
+        }
+        if let Some((file, offset, len)) = file {
+            let len = writer.limit(len);
+            let mut done = 0;
+            while done < len {
+                let piece = (len - done).min(PIECE);
+                let sent = tokio::time::timeout(
+                    self.ctx.config.write_timeout,
+                    self.io.sendfile(&file, offset + done, piece),
+                )
+                .await
+                .map_err(|_| ())?
+                .map_err(|_| ())?;
+                writer.written += sent;
+                if let Some(r) = record.as_deref_mut() {
+                    r.bytes += sent;
+                }
+                if sent < piece {
+                    // The file shrank under us: the framing promise is broken.
+                    return Err(());
+                }
+                done += sent;
+            }
+        }
+        writer.finish();
+        if !writer.complete() {
+            return Ok(false);
+        }
+        // A body sent with a static request is read and dropped, as after an app's answer.
+        let mut body = BodyReader::new(head.framing, self.ctx.config.max_body);
+        if !body.is_done() {
+            if head.expect_continue {
+                return Ok(false);
+            }
+            let drained = body
+                .drain(
+                    &mut self.io,
+                    &mut self.buf,
+                    self.ctx.config.max_drain,
+                    self.ctx.config.body_timeout,
                 )
                 .await;
             if !drained {

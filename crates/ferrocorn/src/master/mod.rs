@@ -446,21 +446,28 @@ impl<S: Spawn> Master<S> {
         }
     }
 
-    /// After a reload, stop the previous generation once every new worker is ready (or gone).
+    /// After a reload, stop the older generations once a newer one is all up: every worker of
+    /// it ready, and as many as configured (a generation may not even be forked yet when a HUP
+    /// has just arrived). The newest such generation counts, even while a later reload is
+    /// still booting: waiting for the latest kept the code of every earlier save serving.
     fn retire_old_generation(&mut self) {
-        // Every worker of the current generation must be up, and as many as configured (the
-        // generation may not even be forked yet when a HUP has just arrived).
-        let current = self
-            .workers
-            .iter()
-            .filter(|w| w.generation == self.generation && w.stopping.is_none());
-        let (count, ready) =
-            current.fold((0, true), |(n, r), w| (n + 1, r && w.heartbeat.is_ready()));
-        if !ready || count < self.config.workers {
+        let live = || self.workers.iter().filter(|w| w.stopping.is_none());
+        let all_up = |g: u64| {
+            let (count, ready) = live()
+                .filter(|w| w.generation == g)
+                .fold((0, true), |(n, r), w| (n + 1, r && w.heartbeat.is_ready()));
+            ready && count >= self.config.workers
+        };
+        let Some(newest_up) = live()
+            .map(|w| w.generation)
+            .filter(|&g| g <= self.generation)
+            .filter(|&g| all_up(g))
+            .max()
+        else {
             return;
-        }
+        };
         for w in &mut self.workers {
-            if w.generation < self.generation && w.stopping.is_none() {
+            if w.generation < newest_up && w.stopping.is_none() {
                 let _ = kill(w.pid, Signal::SIGTERM);
                 w.stopping = Some(Instant::now());
             }

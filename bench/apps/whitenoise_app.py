@@ -1,0 +1,10 @@
+"""The hello app behind WhiteNoise, serving $BENCH_STATIC_DIR at /static/ (the static rows of
+bench/run.py), as a Django or Flask deployment without nginx would."""
+
+import os
+
+from whitenoise import WhiteNoise
+
+from hello import app as hello
+
+app = WhiteNoise(hello, root=os.environ["BENCH_STATIC_DIR"], prefix="static/", max_age=60)
