@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub mod docs;
 pub mod file;
+pub mod http2;
 pub mod layers;
 pub mod observe;
 pub use observe::ObserveSettings;
@@ -254,6 +255,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub observe: ObserveSettings,
+
+    #[command(flatten)]
+    pub http2: http2::Http2Settings,
 }
 
 /// `--secure-scheme-headers` pairs.
@@ -364,6 +368,7 @@ impl Settings {
                 secure_scheme_headers: self.secure_scheme_headers.0.clone(),
             }),
             proxy_protocol: self.proxy_protocol,
+            http2: self.http2.config(),
             ..ConnConfig::default()
         }
     }
