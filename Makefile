@@ -102,10 +102,10 @@ lint: $(STAMP)-venv
 BENCH_VENV := .bench-venv
 BENCH_ARGS ?=
 
-$(BENCH_VENV)/.stamp:
+$(BENCH_VENV)/.stamp: Makefile
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask matplotlib
+	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask matplotlib h2
 	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
 	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \

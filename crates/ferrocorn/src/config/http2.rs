@@ -13,9 +13,9 @@ pub struct Http2Settings {
     #[arg(long, value_name = "LIST", default_value = "h2,h1", value_parser = parse_protocols)]
     pub http_protocols: Protocols,
 
-    /// HTTP/2 without TLS (h2c), from --forwarded-allow-ips peers and unix sockets only: off,
-    /// prior-knowledge (the client starts with HTTP/2's preface, as Envoy, Cloud Run and
-    /// GCP's H2C backends do). Other peers are answered as HTTP/1.1.
+    /// HTTP/2 without TLS (h2c), accepted from --forwarded-allow-ips peers and unix sockets
+    /// only. prior-knowledge: the client starts with HTTP/2's preface, as Envoy, Cloud Run and
+    /// GCP's H2C backends do. Other peers are answered as HTTP/1.1.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Cleartext::Off)]
     pub http2_cleartext: Cleartext,
 
