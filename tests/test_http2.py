@@ -578,3 +578,35 @@ def test_access_log_and_metrics(tmp_path) -> None:
         assert "ferrocorn_http2_goaways_sent_total" in text
     finally:
         server.stop()
+
+
+def test_head_that_never_ends() -> None:
+    """HEADERS without END_HEADERS, then silence: no stream ever opens, so the connection is
+    idle; it gets GOAWAY after --keep-alive and is dropped --header-timeout later."""
+    server = Server("h2_app:app", *H2C, "--keep-alive", "1", "--header-timeout", "2").start()
+    try:
+        sock = raw_h2(server)
+        block = headers_block("/hello", f"{server.host}:{server.port}")
+        sock.sendall(frame(HEADERS, 0, 1, block[:5]))
+        started = time.monotonic()
+        data = read_until_closed(sock, 15)
+        assert time.monotonic() - started < 8
+        assert goaway_code(data) is not None
+        server.assert_serving("/hello")
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
+def test_max_requests_counts_streams() -> None:
+    server = Server("h2_app:app", *H2C, "--max-requests", "10").start()
+    try:
+        # h2load sends the ten one after another on one connection (and, unlike the ``h2``
+        # package, reads on after the GOAWAY that comes with the tenth).
+        out = subprocess.run(["h2load", "-n", "10", "-c", "1", "-m", "1", f"{server.url}/hello"],
+                             capture_output=True, timeout=30, text=True).stdout
+        assert "10 succeeded, 0 failed, 0 errored" in out, out[-1500:]
+        server.wait_log(r"Autorestarting worker after 10 requests")
+        server.assert_serving("/hello")
+    finally:
+        server.stop()

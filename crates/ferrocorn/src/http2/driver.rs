@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
-use super::limits::{self, LIVE_STREAMS_FACTOR, MAX_REFUSED_STREAMS, PING_INTERVAL};
+use super::limits::{self, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_REFUSED_STREAMS, PING_INTERVAL};
 use super::stream::{self, StreamShared};
 use crate::app::{Local, Peer};
 use crate::http::conn::ConnCtx;
@@ -53,6 +53,10 @@ where
     let mut streams = JoinSet::new();
     let mut refused = 0u32;
     let mut goaway = false;
+    // Once GOAWAY is out and no stream is left, the client has GOAWAY_LINGER to let the
+    // connection close (`h2` waits for the answer to a PING first); then it is dropped.
+    let linger = pin!(sleep_until(Instant::now()));
+    let mut linger = linger;
     // Idle (no stream open) past --keep-alive: GOAWAY. With streams open, a PING every
     // PING_INTERVAL must be answered within --write-timeout.
     let idle = pin!(sleep_until(Instant::now() + ctx.config.keep_alive));
@@ -69,6 +73,7 @@ where
             // other workers. The worker's --graceful-timeout bounds the wait.
             conn.graceful_shutdown();
             goaway = true;
+            linger.as_mut().reset(Instant::now() + GOAWAY_LINGER);
             metrics.h2(H2Event::GoAway);
         }
         tokio::select! {
@@ -105,15 +110,23 @@ where
             Some(_) = streams.join_next(), if !streams.is_empty() => {
                 if streams.is_empty() {
                     idle.as_mut().reset(Instant::now() + ctx.config.keep_alive);
+                    if goaway {
+                        linger.as_mut().reset(Instant::now() + GOAWAY_LINGER);
+                    }
                 }
             }
             () = &mut idle, if streams.is_empty() && !goaway => {
                 log::debug!("{peer_text}: HTTP/2 keep-alive timed out");
                 conn.graceful_shutdown();
                 goaway = true;
+                linger.as_mut().reset(Instant::now() + GOAWAY_LINGER);
                 metrics.h2(H2Event::GoAway);
             }
             () = ctx.stopping.wait(), if !goaway => {}
+            () = &mut linger, if goaway && streams.is_empty() => {
+                log::debug!("{peer_text}: HTTP/2 connection did not close after GOAWAY; dropped");
+                break;
+            }
             () = &mut next_ping, if pong_due.is_none() => {
                 next_ping.as_mut().reset(Instant::now() + PING_INTERVAL);
                 if !streams.is_empty() {

@@ -68,6 +68,11 @@ pub(crate) const MAX_REFUSED_STREAMS: u32 = 100;
 /// not answer within `--write-timeout` is gone and the connection is closed.
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(20);
 
+/// After a GOAWAY, with no stream left, how long the connection may stay open: `h2` closes it
+/// once the client has answered the PING sent with the GOAWAY (RFC 9113 §6.8), which a client
+/// that does not read never does.
+pub(crate) const GOAWAY_LINGER: Duration = Duration::from_secs(2);
+
 /// The `h2` server builder with every limit set.
 pub(crate) fn builder(c: &Http2Config) -> h2::server::Builder {
     let mut b = h2::server::Builder::new();

@@ -137,7 +137,11 @@ async fn exchange(
         return;
     }
     let mut body = H2Body::new(recv, max_body);
-    let (tx, mut rx) = Rx::channel(false);
+    // A bodyless request of a route proven fast runs on the I/O thread, as on HTTP/1.1
+    // (`crate::inline`): its response is whole in the channel when the call returns.
+    let route = ctx.inline.route(&head.method, &head.target);
+    let inline = body.is_done() && ctx.inline.inline(route);
+    let (tx, mut rx) = Rx::channel(inline);
     let (body_tx, body_rx) = (!body.is_done()).then(|| mpsc::channel(1)).unzip();
     let head_request = head.method.eq_ignore_ascii_case("HEAD");
     let exchange = Exchange {
@@ -155,17 +159,32 @@ async fn exchange(
         },
         response: ResponseSink { tx, started: None },
     };
-    // Waits for a free place in the app threads' queue (the rest of the streams queue here),
-    // unless the client gives up on the stream first.
-    let queued = tokio::select! {
-        r = ctx.to_app_threads(exchange) => r.is_ok(),
-        reason = reset_by_peer(&mut out) => {
-            client_reset(shared, reason);
+    let alone = inline && ctx.inline.app_threads_idle();
+    let exchange = if inline {
+        let back = ctx.app.run_inline(exchange);
+        if back.is_none() && !ctx.inline.app_threads_idle() {
+            // App threads have requests: they must not wait for the GIL on this thread.
+            ctx.app.release_inline();
+        }
+        back
+    } else {
+        Some(exchange)
+    };
+    let mut _in_app = None;
+    if let Some(exchange) = exchange {
+        _in_app = Some(ctx.inline.dispatched(route));
+        // Waits for a free place in the app threads' queue (the rest of the streams queue
+        // here), unless the client gives up on the stream first.
+        let queued = tokio::select! {
+            r = ctx.to_app_threads(exchange) => r.is_ok(),
+            reason = reset_by_peer(&mut out) => {
+                client_reset(shared, reason);
+                return;
+            }
+        };
+        if !queued {
             return;
         }
-    };
-    if !queued {
-        return;
     }
     let served = ctx.served.fetch_add(1, Ordering::Relaxed) + 1;
     if served == ctx.max_requests {
@@ -201,8 +220,11 @@ async fn exchange(
                 head,
                 body: first,
                 last,
-                ..
+                took,
             } => {
+                if last {
+                    ctx.inline.record(route, took, alone);
+                }
                 if let Some(r) = record.as_deref_mut() {
                     r.status = Some(head.status);
                     r.response_headers.clone_from(&head.headers);
@@ -235,7 +257,8 @@ async fn exchange(
             AppMsg::File { file, offset, len } => {
                 send_file(&mut out, &file, offset, len, ctx, record.as_deref_mut()).await
             }
-            AppMsg::End(_) => {
+            AppMsg::End(took) => {
+                ctx.inline.record(route, took, alone);
                 let _ = send_body(&mut out, Bytes::new(), true, ctx).await;
                 return;
             }
