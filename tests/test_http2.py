@@ -53,14 +53,20 @@ class Client:
 
     def __init__(self, server: Server, settings: dict[int, int] | None = None,
                  timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
+        if server.url:
+            self.sock = socket.create_connection((server.host, server.port), timeout=timeout)
+            self.host = f"{server.host}:{server.port}"
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(server.unix_path)
+            self.host = "localhost"
         self.conn = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
         if settings:
             self.conn.update_settings(settings)
         self.flush()
-        self.host = f"{server.host}:{server.port}"
         self.status: dict[int, int] = {}
         self.headers: dict[int, dict[str, str]] = {}
         self.body: dict[int, bytearray] = {}
@@ -608,5 +614,33 @@ def test_max_requests_counts_streams() -> None:
         assert "10 succeeded, 0 failed, 0 errored" in out, out[-1500:]
         server.wait_log(r"Autorestarting worker after 10 requests")
         server.assert_serving("/hello")
+    finally:
+        server.stop()
+
+
+def test_hop_by_hop_fields_never_reach_http2() -> None:
+    """PEP 3333 forbids them: start_response refuses one (a 500, as on HTTP/1.1), and nothing
+    connection-specific is ever framed into HTTP/2 HEADERS (RFC 9113 §8.2.2)."""
+    server = Server("h2_app:hop_app", *H2C).start()
+    try:
+        c = Client(server)
+        status, _ = c.get("/")
+        assert status == 500
+        assert "connection" not in c.headers[1]
+        assert c.get("/")[0] == 500  # the connection goes on
+    finally:
+        server.stop()
+
+
+def test_h2c_over_a_unix_socket(tmp_path) -> None:
+    """A unix-socket peer is trusted (the proxy is on this machine), so h2c is accepted."""
+    server = Server("h2_app:app", *H2C, binds=[f"unix:{tmp_path}/h2.sock"]).start()
+    try:
+        c = Client(server)
+        status, body = c.get("/environ")
+        assert status == 200
+        env = json.loads(body)
+        assert env["SERVER_PROTOCOL"] == "HTTP/2" and env["HTTP_HOST"] == "localhost"
+        assert env["REMOTE_ADDR"] == ""
     finally:
         server.stop()

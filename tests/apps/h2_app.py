@@ -79,3 +79,9 @@ validated = validator(inner)
 def app(environ, start_response):
     return validated(environ, start_response)
 
+
+
+def hop_app(environ, start_response):
+    """Sends a hop-by-hop field (not through the validator, which would refuse it first)."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "keep-alive")])
+    return [b"hop"]

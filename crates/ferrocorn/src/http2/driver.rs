@@ -55,17 +55,13 @@ where
     let mut goaway = false;
     // Once GOAWAY is out and no stream is left, the client has GOAWAY_LINGER to let the
     // connection close (`h2` waits for the answer to a PING first); then it is dropped.
-    let linger = pin!(sleep_until(Instant::now()));
-    let mut linger = linger;
+    let mut linger = pin!(sleep_until(Instant::now()));
     // Idle (no stream open) past --keep-alive: GOAWAY. With streams open, a PING every
     // PING_INTERVAL must be answered within --write-timeout.
-    let idle = pin!(sleep_until(Instant::now() + ctx.config.keep_alive));
-    let mut idle = idle;
-    let next_ping = pin!(sleep_until(Instant::now() + PING_INTERVAL));
-    let mut next_ping = next_ping;
+    let mut idle = pin!(sleep_until(Instant::now() + ctx.config.keep_alive));
+    let mut next_ping = pin!(sleep_until(Instant::now() + PING_INTERVAL));
     let mut pong_due: Option<Instant> = None;
-    let pong_timer = pin!(sleep_until(Instant::now()));
-    let mut pong_timer = pong_timer;
+    let mut pong_timer = pin!(sleep_until(Instant::now()));
     loop {
         let stopping = !goaway && ctx.stopping.is_set();
         if stopping {

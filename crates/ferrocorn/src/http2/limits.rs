@@ -90,3 +90,18 @@ pub(crate) fn builder(c: &Http2Config) -> h2::server::Builder {
         .reset_stream_duration(RESET_STREAM_DURATION);
     b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_window_is_bounded() {
+        let mut c = Http2Config::default();
+        assert_eq!(connection_window(&c), 65_535 * 16);
+        c.initial_window_size = 1024;
+        assert_eq!(connection_window(&c), 65_535);
+        c.initial_window_size = 2_147_483_647;
+        assert_eq!(connection_window(&c), 16 << 20);
+    }
+}
