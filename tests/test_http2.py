@@ -437,6 +437,35 @@ def test_rapid_reset(attacked: Server) -> None:
     assert c.get("/hello") == (200, b"hello")
 
 
+def test_rapid_reset_paced(attacked: Server) -> None:
+    """Rapid reset slow enough that each stream is accepted (and handed to the app) before its
+    RST_STREAM: closed with ENHANCE_YOUR_CALM after about a hundred."""
+    host = f"{attacked.host}:{attacked.port}"
+    sock = raw_h2(attacked)
+    enc = hpack.Encoder()
+    got = bytearray()
+    for i in range(400):
+        sid = 1 + 2 * i
+        send_quietly(sock, frame(HEADERS, END_HEADERS | END_STREAM, sid,
+                                 headers_block("/sleep?ms=50", host, encoder=enc))
+                     + frame(PING, 0, 0, struct.pack(">Q", i)))
+        # The PING's answer says the server has read the HEADERS before it.
+        while not any(k == PING and f & ACK and p == struct.pack(">Q", i)
+                      for k, f, _, p in frames_of(bytes(got))):
+            data = sock.recv(65536)
+            if not data:
+                break
+            got += data
+        if goaway_code(bytes(got)) is not None:
+            break
+        send_quietly(sock, frame(RST_STREAM, 0, sid, struct.pack(">I", 8)))
+    got += read_until_closed(sock, 20)
+    assert goaway_code(bytes(got)) == ENHANCE_YOUR_CALM
+    assert i < 300, i
+    sock.close()
+    attacked.assert_serving("/hello")
+
+
 def test_made_you_reset(attacked: Server) -> None:
     """CVE-2025-8671: frames that make the server reset streams (a WINDOW_UPDATE that
     overflows the stream's window is a stream error, RFC 9113 §6.9.1)."""

@@ -3,6 +3,7 @@
 //! liveness, and GOAWAY on a graceful stop.
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -12,7 +13,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
-use super::limits::{self, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_REFUSED_STREAMS, PING_INTERVAL};
+use super::limits::{
+    self, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_CLIENT_RESETS, MAX_REFUSED_STREAMS, PING_INTERVAL,
+};
 use super::stream::{self, StreamShared};
 use crate::app::{Local, Peer};
 use crate::http::conn::ConnCtx;
@@ -48,7 +51,9 @@ where
         ctx: Arc::clone(&ctx),
         peer,
         local,
+        resets: AtomicU32::new(0),
     });
+    let mut opened = 0u32;
     let max_live = config.max_concurrent_streams as usize * LIVE_STREAMS_FACTOR;
     let mut streams = JoinSet::new();
     let mut refused = 0u32;
@@ -98,6 +103,20 @@ where
                             goaway = true;
                             metrics.h2(H2Event::GoAway);
                         }
+                        continue;
+                    }
+                    opened = opened.saturating_add(1);
+                    let resets = shared.resets.load(Ordering::Relaxed);
+                    if resets > MAX_CLIENT_RESETS && resets.saturating_mul(2) > opened && !goaway {
+                        // Rapid reset of accepted streams (CVE-2023-44487): each cost the
+                        // app a call the client never waited for.
+                        log::warn!(
+                            "{peer_text}: HTTP/2 client reset {resets} of {opened} streams; \
+                             closing with ENHANCE_YOUR_CALM"
+                        );
+                        conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                        goaway = true;
+                        metrics.h2(H2Event::GoAway);
                         continue;
                     }
                     streams.spawn(stream::serve(req, respond, Arc::clone(&shared)));

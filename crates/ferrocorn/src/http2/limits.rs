@@ -61,6 +61,12 @@ pub(crate) const RESET_STREAM_DURATION: Duration = Duration::from_secs(1);
 /// concurrency limit.
 pub(crate) const LIVE_STREAMS_FACTOR: usize = 2;
 
+/// Streams a client may reset after the server accepted them, while they are more than half
+/// of its streams, before the connection is closed with ENHANCE_YOUR_CALM: rapid reset paced
+/// so that each stream is accepted first (and so handed to the app) escapes `h2`'s
+/// pending-accept bound. A browser cancelling now and then never comes near.
+pub(crate) const MAX_CLIENT_RESETS: u32 = 100;
+
 /// Streams refused for that reason before the connection is closed with ENHANCE_YOUR_CALM.
 pub(crate) const MAX_REFUSED_STREAMS: u32 = 100;
 

@@ -3,7 +3,7 @@
 //! out as HEADERS and DATA frames under the peer's flow-control window.
 
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -40,6 +40,9 @@ pub(crate) struct StreamShared {
     pub(crate) ctx: Arc<ConnCtx>,
     pub(crate) peer: Peer,
     pub(crate) local: Local,
+    /// Streams the client reset after the server took them on and before their response
+    /// ended (see the driver's rapid-reset bound).
+    pub(crate) resets: AtomicU32,
 }
 
 impl StreamShared {
@@ -301,6 +304,7 @@ async fn reset_by_peer(out: &mut Out) -> Reason {
 }
 
 fn client_reset(shared: &StreamShared, reason: Reason) {
+    shared.resets.fetch_add(1, Ordering::Relaxed);
     log::debug!(
         "{}: HTTP/2 stream reset by the client: {reason:?}",
         shared.peer_text()
