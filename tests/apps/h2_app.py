@@ -5,6 +5,7 @@
 /environ         selected environ keys as JSON
 /slowread?ms=N   reads the body 64 KiB at a time, sleeping N ms between reads; answers the
                  byte count
+/tick?f=PATH     appends a byte to PATH (counting calls), sleeps 50 ms
 /big?mib=N       streams N MiB in 64 KiB pieces
 /file?kib=N      a file of N KiB through wsgi.file_wrapper
 """
@@ -45,6 +46,12 @@ def inner(environ, start_response):
             body += piece
         out["body"] = body.decode("latin-1")
         return text(start_response, json.dumps(out).encode())
+    if path == "/tick":
+        # One byte per call into the file named by ?f=, then a 50 ms sleep.
+        with open(parse_qs(environ["QUERY_STRING"])["f"][0], "ab") as f:
+            f.write(b".")
+        time.sleep(0.05)
+        return text(start_response, b"tick")
     if path == "/slowread":
         pause = arg(environ, "ms", 1) / 1000
         total = 0

@@ -101,6 +101,7 @@ where
                             );
                             conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                             goaway = true;
+                            linger.as_mut().reset(Instant::now() + GOAWAY_LINGER);
                             metrics.h2(H2Event::GoAway);
                         }
                         continue;
@@ -116,6 +117,7 @@ where
                         );
                         conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                         goaway = true;
+                        linger.as_mut().reset(Instant::now() + GOAWAY_LINGER);
                         metrics.h2(H2Event::GoAway);
                         continue;
                     }
