@@ -71,6 +71,7 @@ class Client:
         self.headers: dict[int, dict[str, str]] = {}
         self.body: dict[int, bytearray] = {}
         self.ended: set[int] = set()
+        self.informational: dict[int, list[dict[str, str]]] = {}
         self.reset: dict[int, int] = {}
         self.goaway: int | None = None
         self.closed = False
@@ -124,7 +125,9 @@ class Client:
             self.closed = True
             return False
         for event in self.conn.receive_data(data):
-            if isinstance(event, h2.events.ResponseReceived):
+            if isinstance(event, h2.events.InformationalResponseReceived):
+                self.informational.setdefault(event.stream_id, []).append(dict(event.headers))
+            elif isinstance(event, h2.events.ResponseReceived):
                 headers = dict(event.headers)
                 self.status[event.stream_id] = int(headers[":status"])
                 self.headers[event.stream_id] = headers
@@ -686,5 +689,26 @@ def test_h2c_over_a_unix_socket(tmp_path) -> None:
         env = json.loads(body)
         assert env["SERVER_PROTOCOL"] == "HTTP/2" and env["HTTP_HOST"] == "localhost"
         assert env["REMOTE_ADDR"] == ""
+    finally:
+        server.stop()
+
+
+def test_early_hints_go_out_as_a_103_before_the_response() -> None:
+    """wsgi.early_hints over HTTP/2: an informational 103 HEADERS frame with the Link fields,
+    then the final response; hints once the response has started are not sent."""
+    server = Server("hints_app:app", *H2C).start()
+    try:
+        client = Client(server)
+        sid = client.request("/two")
+        client.wait(lambda: client.done(sid), message="the response to /two")
+        assert client.status[sid] == 200
+        hints = client.informational.get(sid, [])
+        assert [h[":status"] for h in hints] == ["103", "103"], hints
+        assert hints[0]["link"] == "</style.css>; rel=preload; as=style"
+        late = client.request("/late")
+        client.wait(lambda: client.done(late), message="the response to /late")
+        assert client.status[late] == 200 and bytes(client.body[late]) == b"first second"
+        assert late not in client.informational
+        client.close()
     finally:
         server.stop()
