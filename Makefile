@@ -28,7 +28,8 @@ SOURCES := $(shell find crates python -type f -not -path '*/__pycache__/*' -not 
 PGO ?= 1
 
 # Programs the integration tests drive, as Debian names them.
-TEST_TOOLS := curl nginx wrk openssl
+# COMMAND or COMMAND:DEBIAN-PACKAGE when the package has another name.
+TEST_TOOLS := curl nginx wrk h2load:nghttp2-client openssl
 
 .PHONY: help venv build install run test-deps test lint docs bench clean
 
@@ -72,7 +73,7 @@ run: install
 test-deps: $(STAMP)-test-deps
 	@missing=""; \
 	for tool in $(TEST_TOOLS); do \
-		PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null 2>&1; then \
@@ -85,8 +86,8 @@ test-deps: $(STAMP)-test-deps
 		fi; \
 	fi
 
-$(STAMP)-test-deps: $(STAMP)-venv
-	$(PIP) install --quiet pytest flask cryptography
+$(STAMP)-test-deps: $(STAMP)-venv Makefile
+	$(PIP) install --quiet pytest flask h2 cryptography
 	@touch $@
 
 test: test-deps install
@@ -101,10 +102,10 @@ lint: $(STAMP)-venv
 BENCH_VENV := .bench-venv
 BENCH_ARGS ?=
 
-$(BENCH_VENV)/.stamp:
+$(BENCH_VENV)/.stamp: Makefile
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask django matplotlib whitenoise brotli
+	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask django matplotlib whitenoise brotli h2
 	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
 	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \

@@ -3,7 +3,9 @@
     make bench                       # or: .bench-venv/bin/python bench/run.py [--quick]
 
 For every workload, the servers (2 worker processes each) are started together and loaded in
-turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds; medians are reported with p50/p99 latency,
+turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds (the HTTP/2 workloads with
+h2load over prior-knowledge h2c, 16 connections x 64 streams, against the peers whose h2c
+works); medians are reported with p50/p99 latency,
 errors and the RSS of the server's whole process tree, plus ferrocorn's ratio to the best peer.
 The machine is shared and noisy: only ratios from one run mean anything.
 """
@@ -59,17 +61,27 @@ class ServerSpec:
     reference_for: tuple[str, ...] = ()
     #: Arguments that turn TLS on ({cert} and {key} filled in); none: no TLS workloads.
     tls_args: tuple[str, ...] = ()
+    #: Arguments (put before the app) that make it serve prior-knowledge h2c; None: it
+    #: cannot, and sits out the HTTP/2 workloads.
+    h2_args: tuple[str, ...] | None = None
 
     def runs(self, workload: Workload) -> bool:
         if workload.tls and not self.tls_args:
             return False
+        if workload.h2 and self.h2_args is None:
+            return False
         return not self.reference_for or workload.name in self.reference_for
 
-    def command(self, port: int, app: str, tls: tuple[str, str] | None = None) -> list[str]:
-        argv = [a.format(port=port, app=app) for a in self.argv]
+    def command(self, port: int, app: str, h2: bool = False,
+                tls: tuple[str, str] | None = None) -> list[str]:
+        argv = list(self.argv)
+        at = argv.index("{app}") if "{app}" in argv else len(argv)
+        if h2 and self.h2_args:
+            argv[at:at] = self.h2_args
+            at += len(self.h2_args)
+        argv = [a.format(port=port, app=app) for a in argv]
         if tls:
-            extra = [a.format(cert=tls[0], key=tls[1]) for a in self.tls_args]
-            argv[-1:-1] = extra  # before the app
+            argv[at:at] = [a.format(cert=tls[0], key=tls[1]) for a in self.tls_args]
         return argv
 
 
@@ -84,18 +96,20 @@ def servers() -> list[ServerSpec]:
     specs = [
         ServerSpec("ferrocorn", [FERROCORN, *FERROCORN_ARGS, "--log-level", "warning",
                                  "-b", "127.0.0.1:{port}", "--chdir", str(APPS), "{app}"],
-                   tls_args=GUNICORN_TLS),
+                   tls_args=GUNICORN_TLS, h2_args=("--http2-cleartext", "prior-knowledge")),
         ServerSpec("gunicorn sync", [gunicorn, "-w", "2", "-b", "127.0.0.1:{port}",
                                      "--chdir", str(APPS), "--log-level", "warning", "{app}"],
                    tls_args=GUNICORN_TLS),
         ServerSpec("gunicorn gthread", [gunicorn, "-w", "2", "-k", "gthread", "--threads", "32",
                                         "-b", "127.0.0.1:{port}", "--chdir", str(APPS),
                                         "--log-level", "warning", "{app}"],
-                   tls_args=GUNICORN_TLS),
+                   tls_args=GUNICORN_TLS,
+                   h2_args=("--http-protocols", "h2,h1", "--http2-cleartext",
+                            "prior-knowledge")),
         ServerSpec("granian", [granian, "--interface", "wsgi", "--workers", "2",
                                "--host", "127.0.0.1", "--port", "{port}", "--working-dir",
                                str(APPS), "--log-level", "warning", "{app}"],
-                   tls_args=GRANIAN_TLS),
+                   tls_args=GRANIAN_TLS, h2_args=("--http", "2")),
         ServerSpec("granian bt8", [granian, "--interface", "wsgi", "--workers", "2",
                                    "--blocking-threads", "8", "--host", "127.0.0.1",
                                    "--port", "{port}", "--working-dir", str(APPS),
@@ -123,6 +137,12 @@ class Workload:
     limit: float | None = None  # the most any server can do (blocking app: conns / latency)
     tls: bool = False  # over https, with a certificate made for the run (see `certificate`)
     headers: tuple[str, ...] = ()  # extra request fields (wrk -H)
+    #: HTTP/2: h2load with `conns` connections of H2_STREAMS streams each, h2c prior knowledge.
+    h2: bool = False
+
+
+#: Streams in flight per connection in the HTTP/2 workloads.
+H2_STREAMS = 64
 
 
 WORKLOADS = [
@@ -143,6 +163,8 @@ WORKLOADS = [
     Workload("1 MiB generator", "chunked_big:app", 16, path="/gen"),
     Workload("1 MiB file_wrapper", "chunked_big:app", 16, path="/file"),
     Workload("Django hello", "djsite.wsgi:application", 64),
+    Workload("h2 hello", "hello:app", 16, h2=True),
+    Workload("h2 flask", "flask_hello:app", 16, h2=True),
     # TLS (issue 16): keep-alive hello, a full handshake per request (wrk opens a new
     # connection for each, and does not resume sessions), and the 1 MiB response encrypted.
     Workload("TLS hello", "hello:app", 64, tls=True),
@@ -304,10 +326,11 @@ def certificate() -> tuple[str, str]:
 
 
 class Running:
-    def __init__(self, spec: ServerSpec, app: str, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, spec: ServerSpec, app: str, h2: bool = False,
+                 tls: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.tls = tls is not None
-        command = spec.command(self.port, app, tls)
+        command = spec.command(self.port, app, h2, tls)
         if spec.name == NGINX:
             # nginx reads its port from its config file.
             conf = Path(command[command.index("-c") + 1])
@@ -321,6 +344,15 @@ class Running:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}")
+            if h2:
+                ok = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version}",
+                                     "--http2-prior-knowledge", "--max-time", "2",
+                                     f"http://127.0.0.1:{self.port}/"],
+                                    capture_output=True, text=True).stdout == "2"
+                if ok:
+                    return
+                time.sleep(0.05)  # polling for readiness
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
                     s = UNVERIFIED.wrap_socket(raw) if self.tls else raw
@@ -341,6 +373,29 @@ class Running:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+def h2load(port: int, w: Workload, seconds: float) -> dict[str, float]:
+    """h2load's rate over `seconds`; it reports a mean time per request, no percentiles (the
+    mean goes in p50, p99 stays 0)."""
+    cmd = ["h2load", "-t1", f"-c{w.conns}", f"-m{H2_STREAMS}", f"-D{max(1, round(seconds))}",
+           "--warm-up-time=1", f"http://127.0.0.1:{port}{w.path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = re.search(r"finished in [\d.]+\w*s, ([\d.]+) req/s", out)
+    failed = re.search(r"requests: .*? (\d+) failed, (\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    errors = sum(int(n) for n in failed.groups()) if failed else 1
+    if codes:
+        errors += int(codes.group(3)) + int(codes.group(4))
+    p50 = float(mean.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[mean.group(2)] \
+        if mean else 0.0
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50": p50, "p99": 0.0,
+            "errors": errors}
+
+
+def load(port: int, w: Workload, seconds: float) -> dict[str, float]:
+    return h2load(port, w, seconds) if w.h2 else wrk(port, w, seconds)
 
 
 def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
@@ -377,15 +432,15 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
     try:
         for spec in specs:
             try:
-                running[spec.name] = Running(spec, w.app, tls if w.tls else None)
+                running[spec.name] = Running(spec, w.app, w.h2, tls if w.tls else None)
             except RuntimeError as e:
                 results[spec.name] = Result(note=str(e))
         for server in running.values():
-            wrk(server.port, w, 1)  # warm-up
+            load(server.port, w, 1)  # warm-up
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in running}
         for _ in range(reps):
             for name, server in running.items():
-                runs[name].append(wrk(server.port, w, seconds))
+                runs[name].append(load(server.port, w, seconds))
         for name, server in running.items():
             rs = runs[name]
             med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
@@ -556,6 +611,9 @@ def main() -> None:
         args.duration, args.reps = 1.0, 1
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (make bench installs it)")
+    if not shutil.which("h2load"):
+        print("h2load (nghttp2-client) is not installed: no HTTP/2 workloads", flush=True)
+        WORKLOADS[:] = [w for w in WORKLOADS if not w.h2]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
 

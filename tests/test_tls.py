@@ -324,6 +324,25 @@ def test_curl(https: Server, pki: Pki, tmp_path: Path) -> None:
     assert refused.returncode != 0
 
 
+def test_alpn_h2_over_tls(https: Server, pki: Pki, serve: Any) -> None:
+    """ALPN offers h2 first (--http-protocols): curl gets HTTP/2 over TLS, with the TLS
+    environ; with --http-protocols h1 it gets HTTP/1.1."""
+    def curl(server: Server) -> tuple[str, dict[str, Any]]:
+        out = subprocess.run(
+            ["curl", "-sS", "--http2", "--cacert", str(pki.ca.cert_path), "-w",
+             "\n%{http_version}", f"https://localhost:{server.port}/env"],
+            capture_output=True, timeout=30, check=True).stdout.decode()
+        body, _, version = out.rpartition("\n")
+        return version, json.loads(body)
+
+    version, env = curl(https)
+    assert version == "2" and env["HTTPS"] == "on" and env["wsgi.url_scheme"] == "https"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3"
+    h1_only = serve(tls_server(pki, "--http-protocols", "h1"))
+    version, env = curl(h1_only)
+    assert version == "1.1" and env["HTTPS"] == "on"
+
+
 def test_openssl_s_client(https: Server, pki: Pki) -> None:
     request = b"GET /env HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     for version in ("-tls1_2", "-tls1_3"):

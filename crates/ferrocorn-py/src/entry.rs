@@ -303,7 +303,8 @@ fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i3
 pub(crate) fn tls_server(
     settings: &Settings,
 ) -> Result<Option<ferrocorn::transport::tls::TlsServer>, StartError> {
-    let tls = ferrocorn::transport::tls::TlsServer::from_settings(&settings.tls)
+    let alpn = settings.http2.http_protocols.alpn();
+    let tls = ferrocorn::transport::tls::TlsServer::from_settings(&settings.tls, alpn)
         .map_err(|e| config_error(e.to_string()))?;
     Ok(tls)
 }

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod bind;
 pub mod config;
 pub mod http;
+pub mod http2;
 pub mod inline;
 pub mod jobs;
 mod local;

@@ -211,6 +211,7 @@ pub(crate) fn build<'py>(
     let protocol = match head.version {
         Version::Http10 => intern!(py, "HTTP/1.0"),
         Version::Http11 => intern!(py, "HTTP/1.1"),
+        Version::Http2 => intern!(py, "HTTP/2"),
     };
     env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     let scheme = fwd

@@ -112,7 +112,7 @@ impl StartResponse {
     pub(crate) fn new(sink: ResponseSink, version: Version) -> Self {
         Self {
             sink,
-            interim: version == Version::Http11,
+            interim: version != Version::Http10,
             state: Mutex::new(State {
                 called: false,
                 pending: None,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub mod docs;
 pub mod file;
+pub mod http2;
 pub mod layers;
 pub mod observe;
 pub mod ops;
@@ -288,6 +289,9 @@ pub struct Settings {
     pub statics: StaticSettings,
 
     #[command(flatten)]
+    pub http2: http2::Http2Settings,
+
+    #[command(flatten)]
     pub tls: TlsSettings,
 }
 
@@ -411,6 +415,7 @@ impl Settings {
             protocol: self.protocol,
             uwsgi_allow: self.uwsgi_allow_from.clone(),
             statics: self.static_files(),
+            http2: self.http2.config(),
             ..ConnConfig::default()
         }
     }

@@ -24,6 +24,7 @@ use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, Respon
 use crate::app_threads::AppThreads;
 use crate::batch::{self, Batch};
 use crate::config::Protocol;
+use crate::http2::Rewind;
 use crate::inline::InlinePolicy;
 use crate::net::Stream;
 use crate::observe::accesslog::{AccessLog, Entry};
@@ -76,28 +77,31 @@ pub struct ConnConfig {
     pub uwsgi_allow: Trusted,
     /// Static files answered before the app's route (`--static-map`).
     pub statics: Option<Arc<crate::static_files::Statics>>,
+    /// HTTP/2 limits, and whether trusted peers may start it in cleartext.
+    pub http2: crate::http2::Http2Config,
     /// TLS on TCP connections (`--certfile`); unix-socket connections stay cleartext.
     pub tls: Option<crate::transport::tls::TlsServer>,
 }
 
 /// An access log line in the making: what the request said, then what the response did.
-struct Record {
-    started: Instant,
+/// HTTP/2 streams keep one too (`crate::http2`).
+pub(crate) struct Record {
+    pub(crate) started: Instant,
     started_unix: i64,
-    remote: String,
+    pub(crate) remote: String,
     method: Text,
     target: Text,
     protocol: &'static str,
     scheme: &'static str,
     request_headers: Vec<crate::http::request::Header>,
-    status: Option<u16>,
-    response_headers: HeaderBlock,
-    bytes: u64,
+    pub(crate) status: Option<u16>,
+    pub(crate) response_headers: HeaderBlock,
+    pub(crate) bytes: u64,
 }
 
 impl Record {
     /// `for_log`: keep what an access log line shows (metrics need only status, time, size).
-    fn new(head: &RequestHead, peer: &Peer, for_log: bool) -> Self {
+    pub(crate) fn new(head: &RequestHead, peer: &Peer, for_log: bool) -> Self {
         let mut record = Self {
             started: Instant::now(),
             started_unix: 0,
@@ -121,6 +125,7 @@ impl Record {
             record.protocol = match head.version {
                 Version::Http10 => "HTTP/1.0",
                 Version::Http11 => "HTTP/1.1",
+                Version::Http2 => "HTTP/2.0",
             };
             record.request_headers = head.headers.clone();
         }
@@ -128,7 +133,7 @@ impl Record {
     }
 
     /// Logs the exchange, if a response was started.
-    fn finish(&self, log: &AccessLog) {
+    pub(crate) fn finish(&self, log: &AccessLog) {
         let Some(status) = self.status else { return };
         let path = self.target.split('?').next().unwrap_or_default();
         let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
@@ -166,6 +171,7 @@ impl Default for ConnConfig {
             protocol: Protocol::Http,
             uwsgi_allow: Trusted::loopback(),
             statics: None,
+            http2: crate::http2::Http2Config::default(),
             tls: None,
         }
     }
@@ -199,7 +205,7 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     /// Queues `exchange` for the app threads, starting one if none is free to take it.
-    async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
+    pub(crate) async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
         self.app.release_inline();
         self.jobs.send(exchange).await.map_err(|_| ())?;
         self.threads.grow();
@@ -222,6 +228,12 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
     let Some((io, tls)) = crate::transport::tls::secure(io, &mut peer, &ctx.config).await else {
         return;
     };
+    if let Some(info) = tls.as_ref().filter(|t| t.is_h2()) {
+        // ALPN chose HTTP/2 (RFC 9113 §3.2).
+        let info = Some(Arc::clone(info));
+        crate::http2::serve(io, peer, local, ctx, info).await;
+        return;
+    }
     let registration = ctx.reclaim.register(io.raw_fd());
     let mut conn = Conn {
         registration,
@@ -238,10 +250,24 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
     if conn.ctx.config.proxy_protocol && conn.tls.is_none() && !conn.read_preamble().await {
         return;
     }
-    match conn.ctx.config.protocol {
-        Protocol::Http => conn.run().await,
-        Protocol::Uwsgi => crate::uwsgi::serve(&mut conn).await,
+    if conn.ctx.config.protocol == Protocol::Uwsgi {
+        crate::uwsgi::serve(&mut conn).await;
+        return;
     }
+    // THE h2c HAND-OFF POINT: with `--http2-cleartext prior-knowledge`, a trusted peer whose
+    // first bytes are HTTP/2's client preface (RFC 9113 §3.3) is served by the HTTP/2 driver,
+    // the bytes already read going first. Anyone else stays here, where the HTTP/1.1 parser
+    // answers a preface with 505.
+    if conn.ctx.config.http2.prior_knowledge
+        && conn.tls.is_none() // over TLS, HTTP/2 is chosen by ALPN (RFC 9113 §3.3)
+        && conn.ctx.config.proxy.trusts(&conn.peer)
+        && conn.sniff_preface().await
+    {
+        let (io, peer, local, ctx) = conn.into_http2();
+        crate::http2::serve(io, peer, local, ctx, None).await;
+        return;
+    }
+    conn.run().await;
 }
 
 /// Where a request came from, which decides how its exchange is carried out.
@@ -337,6 +363,56 @@ impl Conn {
 
     fn shutting_down(&self) -> bool {
         self.ctx.stopping.is_set()
+    }
+
+    /// Reads until the buffer holds HTTP/2's client preface (true) or something else (false),
+    /// within `--header-timeout`.
+    async fn sniff_preface(&mut self) -> bool {
+        let preface = crate::http2::PREFACE;
+        let deadline = Instant::now() + self.ctx.config.head_timeout;
+        loop {
+            let n = self.buf.len().min(preface.len());
+            if self.buf[..n] != preface[..n] {
+                return false;
+            }
+            if n == preface.len() {
+                return true;
+            }
+            self.registration
+                .slot
+                .set(Phase::Head, self.ctx.reclaim.ms(deadline));
+            match tokio::time::timeout_at(deadline, self.io.read_ready(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed or too slow: the HTTP/1.1 path ends it the usual way.
+                _ => return false,
+            }
+        }
+    }
+
+    /// Gives the socket (behind the bytes already read) to another protocol driver; the
+    /// connection leaves the reclaim registry first.
+    fn into_http2(mut self) -> (Rewind<Stream>, Peer, Local, Arc<ConnCtx>) {
+        self.ctx.reclaim.unregister(&self.registration);
+        let read = Bytes::copy_from_slice(&self.buf);
+        crate::http::buffers::give(std::mem::take(&mut self.out));
+        // `Conn` has a `Drop`, so its fields cannot be moved out: they are read out instead.
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, and each of its fields is read out
+        // exactly once: the ones handed on are returned, the others dropped here (what
+        // `Drop for Conn` would do besides, unregistering and returning buffers, is done).
+        unsafe {
+            let io = std::ptr::read(&this.io);
+            crate::http::buffers::give(std::ptr::read(&this.buf));
+            drop(std::ptr::read(&this.out));
+            let peer = std::ptr::read(&this.peer);
+            let local = std::ptr::read(&this.local);
+            let ctx = std::ptr::read(&this.ctx);
+            drop(std::ptr::read(&this.registration));
+            drop(std::ptr::read(&this.idle_timer));
+            drop(std::ptr::read(&this.tls));
+            drop(std::ptr::read(&this.stop_wait));
+            (Rewind::new(read, io), peer, local, ctx)
+        }
     }
 
     /// `--proxy-protocol`: takes the client address from the preamble. False when the

@@ -11,11 +11,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::RequestError;
 
-/// HTTP version of a request (only 1.0 and 1.1 are spoken on HTTP/1 connections).
+/// HTTP version of a request (only 1.0 and 1.1 are spoken on HTTP/1 connections; 2 is a
+/// stream of an HTTP/2 connection, see `crate::http2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     Http10,
     Http11,
+    Http2,
 }
 
 impl Version {
@@ -23,6 +25,7 @@ impl Version {
         match self {
             Self::Http10 => "HTTP/1.0",
             Self::Http11 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2",
         }
     }
 }
@@ -534,7 +537,7 @@ fn connection_options(version: Version, headers: &[Header]) -> Result<(bool, boo
         return Err(RequestError::MissingHost);
     }
     let persistent = match version {
-        Version::Http11 => !close,
+        Version::Http11 | Version::Http2 => !close,
         Version::Http10 => keep_alive && !close,
     };
     Ok((persistent, expect_continue))

@@ -33,6 +33,17 @@ pub struct Counters {
     tls_handshake_failures: AtomicU64,
     /// Idle connections closed to admit new ones at `--worker-connections`.
     reclaimed: AtomicU64,
+    /// HTTP/2: streams opened, RST_STREAMs sent and received, GOAWAYs sent.
+    h2: [AtomicU64; 4],
+}
+
+/// An HTTP/2 event counted in [`Counters`].
+#[derive(Debug, Clone, Copy)]
+pub enum H2Event {
+    Stream = 0,
+    ResetSent = 1,
+    ResetReceived = 2,
+    GoAway = 3,
 }
 
 impl Counters {
@@ -60,6 +71,11 @@ impl Counters {
     /// An idle connection was closed to admit a new one (see [`crate::reclaim`]).
     pub fn reclaimed(&self) {
         self.reclaimed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 stream, reset or GOAWAY (see [`H2Event`]).
+    pub fn h2(&self, event: H2Event) {
+        self.h2[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -106,6 +122,15 @@ impl RequestMetrics {
     }
 }
 
+impl RequestMetrics {
+    /// Counts an HTTP/2 event, when metrics are on.
+    pub fn h2(&self, event: H2Event) {
+        if let Some(c) = self.counters {
+            c.h2(event);
+        }
+    }
+}
+
 fn class_index(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
@@ -121,6 +146,8 @@ pub struct Snapshot {
     pub tls_handshakes: u64,
     pub tls_handshake_failures: u64,
     pub reclaimed: u64,
+    /// See [`H2Event`].
+    pub h2: [u64; 4],
 }
 
 impl Snapshot {
@@ -138,6 +165,9 @@ impl Snapshot {
         self.tls_handshakes += c.tls_handshakes.load(Ordering::Relaxed);
         self.tls_handshake_failures += c.tls_handshake_failures.load(Ordering::Relaxed);
         self.reclaimed += c.reclaimed.load(Ordering::Relaxed);
+        for (sum, n) in self.h2.iter_mut().zip(&c.h2) {
+            *sum += n.load(Ordering::Relaxed);
+        }
         if live {
             self.in_flight += c.in_flight.load(Ordering::Relaxed).max(0);
         }
@@ -237,6 +267,31 @@ impl Snapshot {
             "ferrocorn_connections_reclaimed_total {}",
             self.reclaimed
         );
+        for (name, help, n) in [
+            (
+                "ferrocorn_http2_streams_total",
+                "HTTP/2 streams (requests) opened by clients.",
+                self.h2[H2Event::Stream as usize],
+            ),
+            (
+                "ferrocorn_http2_resets_sent_total",
+                "HTTP/2 streams the server reset (RST_STREAM sent).",
+                self.h2[H2Event::ResetSent as usize],
+            ),
+            (
+                "ferrocorn_http2_resets_received_total",
+                "HTTP/2 streams clients reset (RST_STREAM received).",
+                self.h2[H2Event::ResetReceived as usize],
+            ),
+            (
+                "ferrocorn_http2_goaways_sent_total",
+                "HTTP/2 connections the server ended with GOAWAY.",
+                self.h2[H2Event::GoAway as usize],
+            ),
+        ] {
+            metric(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {n}");
+        }
         metric(
             &mut out,
             "ferrocorn_workers",

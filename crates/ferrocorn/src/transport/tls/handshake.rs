@@ -30,18 +30,6 @@ pub(crate) struct Handshake {
     pub info: Arc<TlsInfo>,
 }
 
-impl Handshake {
-    /// The protocol ALPN chose (RFC 7301), if the client offered any: the place where the
-    /// HTTP/2 driver (issue 17) will be picked.
-    #[allow(dead_code)]
-    pub fn alpn(&self) -> Option<&[u8]> {
-        match &self.stream {
-            Stream::Tls(s) => s.get_ref().1.alpn_protocol(),
-            _ => None,
-        }
-    }
-}
-
 /// Runs the handshake on `tcp`, to be done by `deadline`. `None` when the connection is to be closed:
 /// a failure is a debug line naming `peer` and the reason, and is counted.
 pub(crate) async fn accept(

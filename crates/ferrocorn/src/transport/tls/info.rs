@@ -13,6 +13,8 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The client's certificate, when it sent one (it was verified against --ca-certs).
     pub client: Option<ClientCert>,
+    /// The protocol ALPN chose (RFC 7301), if the client offered any: `h2` or `http/1.1`.
+    pub alpn: Option<Vec<u8>>,
 }
 
 /// A verified client certificate.
@@ -46,7 +48,13 @@ impl TlsInfo {
             protocol,
             cipher,
             client,
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         }
+    }
+
+    /// True when ALPN chose HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        self.alpn.as_deref() == Some(b"h2")
     }
 
     /// `SSL_CLIENT_VERIFY`: `SUCCESS` with a (verified) certificate, `NONE` without. rustls

@@ -21,10 +21,6 @@ use crate::config::tls::{TlsSettings, TlsVersion};
 pub(crate) use handshake::accept;
 pub use info::TlsInfo;
 
-/// ALPN protocol names (RFC 7301) the server offers. HTTP/2 (`h2`, issue 17) will be added
-/// here, with its driver chosen after the handshake (see `handshake::Handshake::alpn`).
-const ALPN: &[&[u8]] = &[b"http/1.1"];
-
 /// Why the TLS configuration could not be built. Each names the file or setting at fault.
 #[derive(Debug, Error)]
 pub enum TlsError {
@@ -81,7 +77,11 @@ impl std::fmt::Debug for TlsServer {
 impl TlsServer {
     /// Builds the server configuration from the settings; `Ok(None)` when TLS is off.
     /// Every file is read and checked here, so a bad one stops the start with its name.
-    pub fn from_settings(settings: &TlsSettings) -> Result<Option<Self>, TlsError> {
+    /// `alpn`: the protocols offered (RFC 7301), in order of preference (`--http-protocols`).
+    pub fn from_settings(
+        settings: &TlsSettings,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Option<Self>, TlsError> {
         let (cert_path, key_path) = match (&settings.certfile, &settings.keyfile) {
             (None, None) => return Ok(None),
             (Some(_), None) => return Err(TlsError::NoKeyfile),
@@ -148,7 +148,7 @@ impl TlsServer {
         };
         let mut config =
             builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
-        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        config.alpn_protocols = alpn;
         // --ciphers is the server's order of preference, as OpenSSL's SSL_OP_CIPHER_SERVER_PREFERENCE.
         config.ignore_client_order = settings.ciphers.is_some();
         // Session tickets (RFC 8446 §4.6.1): made here, before the fork, so every worker can
@@ -292,8 +292,7 @@ pub(crate) async fn secure(
         }
     }
     let done = accept(server, tcp, &text(peer), &config.metrics, deadline).await?;
-    // ALPN picks the protocol driver here; HTTP/1.1 is the only one so far (issue 17 adds h2
-    // through `done.alpn()`).
+    // The protocol driver is chosen from `info.alpn` by the caller (`http::conn::serve`).
     Some((done.stream, Some(done.info)))
 }
 
@@ -317,7 +316,7 @@ mod tests {
     }
 
     fn error(args: &[&str]) -> String {
-        match TlsServer::from_settings(&settings(args)) {
+        match TlsServer::from_settings(&settings(args), Vec::new()) {
             Ok(_) => panic!("{args:?} loaded"),
             Err(e) => e.to_string(),
         }
@@ -325,7 +324,9 @@ mod tests {
 
     #[test]
     fn off_without_files() {
-        assert!(TlsServer::from_settings(&settings(&[])).unwrap().is_none());
+        assert!(TlsServer::from_settings(&settings(&[]), Vec::new())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
