@@ -257,6 +257,9 @@ class Result:
     rss_mib: float = 0.0
     runs: list[float] = field(default_factory=list)
     note: str = ""
+    #: More than 1% of the responses were errors (non-2xx/3xx, timeouts): its req/s count
+    #: failures, so it is left out of the ratios.
+    failed: bool = False
 
 
 def django_project() -> None:
@@ -444,10 +447,14 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
         for name, server in running.items():
             rs = runs[name]
             med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+            errors = int(sum(r["errors"] for r in rs))
+            answered = sum(r["rps"] for r in rs) * seconds
+            failed = errors > 0.01 * answered
             results[name] = Result(rps=med("rps"), p50_ms=med("p50"), p99_ms=med("p99"),
-                                   errors=int(sum(r["errors"] for r in rs)),
+                                   errors=errors,
                                    rss_mib=tree_rss_mib(server.proc.pid),
-                                   runs=[r["rps"] for r in rs])
+                                   runs=[r["rps"] for r in rs], failed=failed,
+                                   note="failing: left out of the ratios" if failed else "")
     finally:
         for server in running.values():
             server.stop()
@@ -525,7 +532,8 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
     for w in WORKLOADS:
         by = results.get(w.name, {})
         ours = by.get("ferrocorn")
-        peers = {n: r for n, r in by.items() if n not in ("ferrocorn", HYPER, BJOERN)}
+        peers = {n: r for n, r in by.items()
+                 if n not in ("ferrocorn", HYPER, BJOERN) and not r.failed}
         if not ours or not peers:
             continue
         best = max(peers, key=lambda n: peers[n].rps)

@@ -787,7 +787,21 @@ impl Conn {
                     let suffix = writer.chunk_suffix(&data);
                     let tail = if last { writer.finish() } else { &b""[..] };
                     let mut out = std::mem::take(&mut self.out);
-                    let r = if data.len() <= SMALL_BODY {
+                    if !last && data.is_empty() {
+                        held = rx.try_recv();
+                    }
+                    let file_follows = matches!(held, Some(AppMsg::File { len, .. }) if len > 0)
+                        && !writer.chunked();
+                    let r = if file_follows {
+                        // A wsgi.file_wrapper response: the head waits in the kernel for the
+                        // file's first bytes (MSG_MORE) instead of leaving in a segment of its
+                        // own, as for static files.
+                        let timeout = self.ctx.config.write_timeout;
+                        match tokio::time::timeout(timeout, self.io.write_all_more(&out)).await {
+                            Ok(Ok(())) => Ok(()),
+                            _ => Err(()),
+                        }
+                    } else if data.len() <= SMALL_BODY {
                         // Head and a small body in one buffer: one plain write.
                         out.extend_from_slice(&data);
                         out.extend_from_slice(suffix);
@@ -843,21 +857,15 @@ impl Conn {
                         if writer.chunked() {
                             self.write(&[format!("{len:x}\r\n").as_bytes()]).await?;
                         }
-                        let sent = tokio::time::timeout(
-                            self.ctx.config.write_timeout * 4,
-                            self.io.sendfile(&file, offset, len),
+                        let timeout = self.ctx.config.write_timeout * 4;
+                        self.send_file_bytes(
+                            &file,
+                            (offset, len),
+                            timeout,
+                            &mut writer,
+                            record.as_deref_mut(),
                         )
-                        .await
-                        .map_err(|_| ())?
-                        .map_err(|_| ())?;
-                        writer.written += sent;
-                        if let Some(r) = record.as_deref_mut() {
-                            r.bytes += sent;
-                        }
-                        if sent < len {
-                            // The file shrank under us: the framing promise is broken.
-                            return Err(());
-                        }
+                        .await?;
                         if writer.chunked() {
                             self.write(&[b"\r\n"]).await?;
                         }
@@ -895,6 +903,31 @@ impl Conn {
             }
         }
         Ok(writer.keep_alive)
+    }
+
+    /// Sends `span` (offset, length) of `file` with `sendfile(2)` within `timeout`, counted in
+    /// `writer` and the access log's `record`. A short send (the file shrank under us) breaks
+    /// the framing promise: the connection must close.
+    async fn send_file_bytes(
+        &mut self,
+        file: &std::fs::File,
+        (offset, len): (u64, u64),
+        timeout: Duration,
+        writer: &mut Writer,
+        record: Option<&mut Record>,
+    ) -> Result<(), ()> {
+        let sent = tokio::time::timeout(timeout, self.io.sendfile(file, offset, len))
+            .await
+            .map_err(|_| ())?
+            .map_err(|_| ())?;
+        writer.written += sent;
+        if let Some(r) = record {
+            r.bytes += sent;
+        }
+        if sent < len {
+            return Err(());
+        }
+        Ok(())
     }
 
     /// Writes a static file's answer (see `crate::static_files`) with the connection's writer:
@@ -956,22 +989,16 @@ impl Conn {
             let mut done = 0;
             while done < len {
                 let piece = (len - done).min(PIECE);
-                let sent = tokio::time::timeout(
-                    self.ctx.config.write_timeout,
-                    self.io.sendfile(&file, offset + done, piece),
+                let timeout = self.ctx.config.write_timeout;
+                self.send_file_bytes(
+                    &file,
+                    (offset + done, piece),
+                    timeout,
+                    &mut writer,
+                    record.as_deref_mut(),
                 )
-                .await
-                .map_err(|_| ())?
-                .map_err(|_| ())?;
-                writer.written += sent;
-                if let Some(r) = record.as_deref_mut() {
-                    r.bytes += sent;
-                }
-                if sent < piece {
-                    // The file shrank under us: the framing promise is broken.
-                    return Err(());
-                }
-                done += sent;
+                .await?;
+                done += piece;
             }
         }
         writer.finish();

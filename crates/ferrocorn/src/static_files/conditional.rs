@@ -2,6 +2,8 @@
 
 use std::time::SystemTime;
 
+use crate::http::request::trim_ows;
+
 /// What the request's preconditions make of a GET or HEAD (RFC 9110 §13.2.2's order, for the
 /// fields a static file server honours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +40,12 @@ pub(crate) fn evaluate(
 /// True when `list` (`*` or comma-separated entity tags) holds `etag`; `strong` asks for the
 /// strong comparison, where weak tags never match.
 fn etag_list_matches(list: &[u8], etag: &str, strong: bool) -> bool {
-    let list = trim(list);
+    let list = trim_ows(list);
     if list == b"*" {
         return true;
     }
     let (our_weak, ours) = split_weak(etag.as_bytes());
-    list.split(|&b| b == b',').map(trim).any(|tag| {
+    list.split(|&b| b == b',').map(trim_ows).any(|tag| {
         let (weak, opaque) = split_weak(tag);
         if strong && (weak || our_weak) {
             return false;
@@ -74,7 +76,7 @@ pub(crate) enum Range {
 
 /// Reads a `Range` header (RFC 9110 §14.1.2) for a file of `len` bytes.
 pub(crate) fn range(header: &[u8], len: u64) -> Range {
-    let Ok(text) = std::str::from_utf8(trim(header)) else {
+    let Ok(text) = std::str::from_utf8(trim_ows(header)) else {
         return Range::Full;
     };
     let Some(spec) = text
@@ -132,7 +134,7 @@ pub(crate) fn range(header: &[u8], len: u64) -> Range {
 /// `If-Range` (RFC 9110 §13.1.5): the range applies only when the validator is the file's
 /// current strong ETag, or exactly its Last-Modified date.
 pub(crate) fn if_range_holds(if_range: &[u8], etag: &str, modified: SystemTime) -> bool {
-    let v = trim(if_range);
+    let v = trim_ows(if_range);
     if v.starts_with(b"\"") || v.starts_with(b"W/") {
         return etag_list_matches(v, etag, true) && !v.contains(&b',');
     }
@@ -141,7 +143,7 @@ pub(crate) fn if_range_holds(if_range: &[u8], etag: &str, modified: SystemTime) 
 
 /// An HTTP-date in any of the three formats of RFC 9110 §5.6.7.
 fn parse_date(v: &[u8]) -> Option<SystemTime> {
-    httpdate::parse_http_date(std::str::from_utf8(trim(v)).ok()?).ok()
+    httpdate::parse_http_date(std::str::from_utf8(trim_ows(v)).ok()?).ok()
 }
 
 /// Whole seconds, as an HTTP-date carries them.
@@ -150,18 +152,6 @@ pub(crate) fn truncate(t: SystemTime) -> SystemTime {
         Ok(d) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
         Err(_) => SystemTime::UNIX_EPOCH,
     }
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Choosing a precompressed sibling (`app.js.br`, `.zst`, `.gz`) by the client's
 //! `Accept-Encoding` and its q-values (RFC 9110 §12.5.3).
 
+use crate::http::request::trim_ows;
+
 /// The encodings a file may have precompressed siblings in, in the server's order of
 /// preference when the client likes several equally (smallest files first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +55,7 @@ pub(crate) fn choose(accept_encoding: &[&[u8]], available: [bool; 3]) -> Option<
     for value in accept_encoding {
         for item in value.split(|&b| b == b',') {
             let mut parts = item.split(|&b| b == b';');
-            let name = trim(parts.next().unwrap_or_default());
+            let name = trim_ows(parts.next().unwrap_or_default());
             if name.is_empty() {
                 continue;
             }
@@ -85,7 +87,7 @@ pub(crate) fn choose(accept_encoding: &[&[u8]], available: [bool; 3]) -> Option<
 
 /// A `q=` parameter as thousandths; `None` for other parameters or a malformed value.
 fn qvalue(param: &[u8]) -> Option<u16> {
-    let param = trim(param);
+    let param = trim_ows(param);
     let v = param
         .strip_prefix(b"q=")
         .or_else(|| param.strip_prefix(b"Q="))?;
@@ -94,18 +96,6 @@ fn qvalue(param: &[u8]) -> Option<u16> {
     (0.0..=1.0)
         .contains(&f)
         .then(|| (f * 1000.0).round() as u16)
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }
 
 #[cfg(test)]
