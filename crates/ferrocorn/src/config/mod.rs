@@ -322,6 +322,11 @@ fn parse_root_path(s: &str) -> Result<String, String> {
 }
 
 fn parse_umask(s: &str) -> Result<u32, String> {
+    parse_octal_mode(s, "an octal file mode mask such as 0o22")
+}
+
+/// A file mode (or mask) in octal, `0o` prefix optional; the error says it is not `what`.
+pub(crate) fn parse_octal_mode(s: &str, what: &str) -> Result<u32, String> {
     let digits = s
         .strip_prefix("0o")
         .or_else(|| s.strip_prefix("0O"))
@@ -329,7 +334,7 @@ fn parse_umask(s: &str) -> Result<u32, String> {
     u32::from_str_radix(digits, 8)
         .ok()
         .filter(|&m| m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal file mode mask such as 0o22"))
+        .ok_or_else(|| format!("{s:?} is not {what}"))
 }
 
 impl Settings {

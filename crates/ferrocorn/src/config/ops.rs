@@ -132,14 +132,7 @@ pub struct OpsSettings {
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    let digits = s
-        .strip_prefix("0o")
-        .or_else(|| s.strip_prefix("0O"))
-        .unwrap_or(s);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|&m| m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 0600"))
+    super::parse_octal_mode(s, "an octal file mode such as 0600")
 }
 
 impl OpsSettings {
