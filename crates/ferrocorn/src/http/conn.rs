@@ -885,24 +885,28 @@ impl Conn {
         if !writer.complete() {
             return Ok(false);
         }
-        if !body.is_done() {
-            if expect_continue && !continue_sent {
-                // The client may never send the body it asked permission for.
-                return Ok(false);
-            }
-            let drained = body
-                .drain(
-                    &mut self.io,
-                    &mut self.buf,
-                    self.ctx.config.max_drain,
-                    body_timeout,
-                )
-                .await;
-            if !drained {
-                return Ok(false);
-            }
+        let unanswered_continue = expect_continue && !continue_sent;
+        Ok(writer.keep_alive && self.drain_rest(&mut body, unanswered_continue).await)
+    }
+
+    /// After a complete response: reads and drops what is left of the request body (up to
+    /// `max_drain`) so the connection can serve the next request. False when it
+    /// must close instead: more than that is left, the body fails or stalls, or the client
+    /// asked `Expect: 100-continue` and never got the 100 (it may never send the body).
+    async fn drain_rest(&mut self, body: &mut BodyReader, unanswered_continue: bool) -> bool {
+        if body.is_done() {
+            return true;
         }
-        Ok(writer.keep_alive)
+        if unanswered_continue {
+            return false;
+        }
+        body.drain(
+            &mut self.io,
+            &mut self.buf,
+            self.ctx.config.max_drain,
+            self.ctx.config.body_timeout,
+        )
+        .await
     }
 
     /// Sends `span` (offset, length) of `file` with `sendfile(2)` within `timeout`, counted in
@@ -1007,23 +1011,7 @@ impl Conn {
         }
         // A body sent with a static request is read and dropped, as after an app's answer.
         let mut body = BodyReader::new(head.framing, self.ctx.config.max_body);
-        if !body.is_done() {
-            if head.expect_continue {
-                return Ok(false);
-            }
-            let drained = body
-                .drain(
-                    &mut self.io,
-                    &mut self.buf,
-                    self.ctx.config.max_drain,
-                    self.ctx.config.body_timeout,
-                )
-                .await;
-            if !drained {
-                return Ok(false);
-            }
-        }
-        Ok(writer.keep_alive)
+        Ok(writer.keep_alive && self.drain_rest(&mut body, head.expect_continue).await)
     }
 
     /// A small body that the client sent along with its head (the usual form post or JSON
