@@ -12,6 +12,9 @@ On hello this cut the instructions per request by 9.5% and the instruction-cache
 be had (no rustup to add the ``llvm-tools`` component), the plain release wheel is built and a
 warning says so.
 
+``pip install .`` runs the same build through the in-tree build backend
+(``tools/ferrocorn_build.py``); ``make install`` runs this script.
+
 Usage: ``python tools/pgo_build.py --python .venv/bin/python --out dist``
 """
 
@@ -53,12 +56,15 @@ class Lesson:
     path: str = "/"
     #: Extra arguments; {static} is a directory holding site.css (2 KiB) and app.js (64 KiB).
     args: tuple[str, ...] = ()
+    #: A module the app imports; the lesson is skipped where it is not installed (a
+    #: ``pip install .`` builds with whatever the interpreter has).
+    needs: str | None = None
 
 
 LESSONS = [
     # The common case first and most: a small response on a keep-alive connection.
     Lesson("hello:app", clients=8, requests=3000),
-    Lesson("flask_hello:app", clients=4, requests=500),
+    Lesson("flask_hello:app", clients=4, requests=500, needs="flask"),
     Lesson("echo:app", clients=4, requests=300, method="POST", body=b"p" * 65536),
     Lesson("big:app", clients=4, requests=40),
     # Blocking calls: the app thread pool rather than the I/O thread.
@@ -89,16 +95,35 @@ def llvm_profdata() -> Path | None:
     return tool if tool.exists() else None
 
 
-def maturin(python: str, out: Path, target_dir: Path, rustflags: str) -> Path:
+def maturin_command(python: str) -> str:
+    """maturin beside the interpreter (a venv's), else the one on PATH (pip's build
+    environment puts its scripts there)."""
+    beside = Path(python).parent / "maturin"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("maturin")
+    if found is None:
+        raise SystemExit("maturin is not installed (pip install 'maturin>=1.5,<2')")
+    return found
+
+
+def maturin(python: str, out: Path, target_dir: Path, rustflags: str,
+            extra: tuple[str, ...] = ()) -> Path:
     """Builds the release wheel into `out` and returns its path."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("ferrocorn-*.whl"):
         old.unlink()
     flags = " ".join(f for f in (os.environ.get("RUSTFLAGS", ""), rustflags) if f)
     env = {**os.environ, "RUSTFLAGS": flags, "CARGO_TARGET_DIR": str(target_dir)}
-    subprocess.run([str(Path(python).parent / "maturin"), "build", "--release",
-                    "--interpreter", python, "--out", str(out)], env=env, check=True)
+    subprocess.run([maturin_command(python), "build", "--release", "--interpreter", python,
+                    "--out", str(out), *extra], env=env, check=True, cwd=ROOT)
     return next(out.glob("ferrocorn-*.whl"))
+
+
+def importable(python: str, module: str, env: dict[str, str]) -> bool:
+    """True when `python` can import `module` with `env`."""
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True, env=env,
+                          check=False).returncode == 0
 
 
 def drive(port: int, lesson: Lesson, errors: list[str]) -> None:
@@ -127,6 +152,9 @@ def train(python: str, package: Path) -> None:
     (static / "site.css").write_bytes(b".c { margin: 0; }\n" * 120)
     (static / "app.js").write_bytes(b"var x = 1;\n" * 6000)
     for lesson in LESSONS:
+        if lesson.needs and not importable(python, lesson.needs, env):
+            print(f"pgo: {lesson.app} skipped ({lesson.needs} is not installed)", flush=True)
+            continue
         port = free_port()
         args = [a.format(static=static) for a in lesson.args]
         proc = subprocess.Popen(
@@ -151,25 +179,20 @@ def train(python: str, package: Path) -> None:
               f"({lesson.clients} x {lesson.requests} requests)", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--python", required=True, help="the interpreter to build for")
-    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the wheel goes")
-    args = parser.parse_args()
-    python = str(Path(args.python).absolute())
-
+def build(python: str, out: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Builds the profile-guided release wheel for `python` into `out` (the one-pass wheel
+    where llvm-profdata cannot be had) and returns its path. `extra`: maturin arguments."""
     profdata = llvm_profdata()
     if profdata is None:
         print("warning: llvm-profdata is not available (rustup component add llvm-tools); "
               "building without PGO", file=sys.stderr)
-        maturin(python, args.out, ROOT / "target", "")
-        return
+        return maturin(python, out, ROOT / "target", "", extra)
 
     raw = PGO_DIR / "raw"
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
     wheel = maturin(python, PGO_DIR / "wheel", PGO_DIR / "target",
-                    f"-Cprofile-generate={raw}")
+                    f"-Cprofile-generate={raw}", extra)
     with tempfile.TemporaryDirectory() as package:
         with zipfile.ZipFile(wheel) as z:
             z.extractall(package)
@@ -177,7 +200,15 @@ def main() -> None:
 
     merged = PGO_DIR / "merged.profdata"
     subprocess.run([str(profdata), "merge", "-o", str(merged), str(raw)], check=True)
-    maturin(python, args.out, ROOT / "target", f"-Cprofile-use={merged}")
+    return maturin(python, out, ROOT / "target", f"-Cprofile-use={merged}", extra)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--python", required=True, help="the interpreter to build for")
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the wheel goes")
+    args = parser.parse_args()
+    build(str(Path(args.python).absolute()), args.out)
 
 
 if __name__ == "__main__":
