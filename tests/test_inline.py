@@ -6,6 +6,7 @@ See crates/ferrocorn/src/inline.rs for the rules these tests pin down.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -49,6 +50,51 @@ def test_requests_with_a_body_stay_on_app_threads(start_server) -> None:
     server = start_server(APP, "-w", "1", "--threads", "4")
     until_inline(server, "/thread")
     assert served_by(server, "/thread", "POST", b"x" * 100) != "MainThread"
+
+
+def until_post_inline(server: Server, path: str, limit: int = 200) -> None:
+    """POSTs a small body to `path` until the I/O thread serves it (bounded)."""
+    for _ in range(limit):
+        if served_by(server, path, "POST", b"x" * 100).startswith("MainThread "):
+            return
+    raise AssertionError(f"POST {path} never ran inline")
+
+
+def test_a_fast_route_s_body_arriving_in_pieces_is_awaited_then_run_inline(start_server) -> None:
+    """A route that runs inline and a small body that is still arriving: the connection waits
+    for the rest (the I/O thread serves others meanwhile), then the app runs inline with all
+    of it, instead of on an app thread that would take turns with the I/O thread for the GIL."""
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    until_post_inline(server, "/received")
+    size = 48 * 1024
+    with server.connect() as slow, server.connect() as other:
+        slow.send(b"POST /received HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+                  + b"a" * (size // 2))
+        # Another client is answered while the first one's body is incomplete.
+        other.send(http_request("/thread"))
+        assert other.response().status == 200
+        slow.send(b"b" * (size - size // 2))
+        reply = slow.response("POST")
+    assert reply.status == 200
+    assert reply.body == f"MainThread {size}".encode()
+
+
+def test_a_fast_route_s_body_cut_short_fails_the_app_s_read(start_server) -> None:
+    """The client stops halfway through the body: the app's read fails, the client gets a 400
+    naming why, and the server goes on serving."""
+    server = start_server(APP, "-w", "1", "--threads", "4")
+    until_post_inline(server, "/received")
+    with server.connect() as conn:
+        conn.send(b"POST /received HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n"
+                  + b"a" * 400)
+        conn.sock.shutdown(socket.SHUT_WR)
+        data = conn.sock.recv(4096)
+        while data and b"\r\n" not in data:
+            data += conn.sock.recv(4096)
+    # The body error is the client's: a 400 naming it, as when an app thread reads it.
+    assert data.startswith(b"HTTP/1.1 400 "), data[:100]
+    assert b"client closed the connection" in data
+    assert server.get("/thread").status == 200
 
 
 def test_two_slow_responses_in_a_row_send_the_route_back(start_server) -> None:

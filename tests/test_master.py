@@ -399,3 +399,31 @@ def test_connections_spread_over_workers(start_server) -> None:
         finally:
             for c in conns:
                 c.close()
+
+
+def test_a_small_load_is_split_evenly(start_server) -> None:
+    """16 connections opened at once to 2 workers with threads to spare: each worker takes
+    about half (a worker more than an eighth of the average, and at least one, above it leaves
+    new connections to the other). With a fixed slack of 8 one worker could take all 16, and a
+    fast app, which runs on each worker's I/O thread, then had one core instead of two."""
+    server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "64")
+    pids: set[bytes] = set()
+    for _ in range(200):  # bounded: until both workers have answered (both are accepting)
+        pids.add(server.get("/pid").body)
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, "the second worker never answered"
+    for _ in range(3):
+        wait_for(lambda: server_side_connections(server.port) == 0,
+                 what="the server to release the previous connections")
+        conns = [server.connect(timeout=10) for _ in range(16)]
+        try:
+            for c in conns:
+                c.send(http_request("/pid"))
+            served = [c.response().body for c in conns]
+        finally:
+            for c in conns:
+                c.close()
+        shares = sorted(served.count(p) for p in pids)
+        assert sum(shares) == 16
+        assert shares[0] >= 5, f"connections split {shares[0]} / {shares[1]}"

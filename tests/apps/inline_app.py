@@ -4,6 +4,7 @@
 - ``/work?ms=N``: sleeps N milliseconds first;
 - ``/slow``: sleeps ``?ms=`` milliseconds (default 800) first; a route of its own;
 - ``/echo?size=N``: the serving thread's name, the query string and N bytes of padding;
+- ``/received`` (POST): the serving thread's name and the length of the body it read;
 - ``/ticks``: how many times a background thread of the app has run so far (it wakes every
   millisecond and needs the GIL to count).
 """
@@ -38,8 +39,14 @@ def _app(environ: dict, start_response: Callable) -> Iterable[bytes]:
                                   ("Content-Length", str(len(body)))])
         return [body]
     query = parse_qs(environ["QUERY_STRING"])
+    received = b""
     if environ["REQUEST_METHOD"] == "POST":
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        received = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    if path == "/received":
+        body = f"{threading.current_thread().name} {len(received)}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     if path in ("/work", "/slow"):
         default = "800" if path == "/slow" else "0"
         time.sleep(int(query.get("ms", [default])[0]) / 1000)

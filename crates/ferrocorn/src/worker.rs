@@ -370,12 +370,17 @@ impl AcceptPacing {
         (open >= self.busy_at && board.above_share(open, self.busy_at / 16))
             // Otherwise keep shares roughly even: a fast app runs on each worker's I/O thread,
             // and all connections on one worker left the other's CPU idle (half the speed).
-            || board.above_share(open, EVEN_SLACK)
+            || board.above_share(open, even_slack(board.average()))
     }
 }
 
-/// How far above the average a worker's connection count may go before it yields.
-const EVEN_SLACK: usize = 8;
+/// How far above the `average` a worker's connection count may go before it yields: an
+/// eighth of it, at least one. (A fixed 8 let one worker take all 16 connections of a
+/// 16-connection load while the other sat idle: a fast app's requests run on the I/O thread,
+/// so that halved the speed in some runs and not others.)
+fn even_slack(average: usize) -> usize {
+    (average / 8).max(1)
+}
 
 const ACCEPT_PAUSE: Duration = Duration::from_millis(1);
 const MAX_PAUSES: u32 = 20;
@@ -572,5 +577,21 @@ impl StopSignals {
                 _ = self.hup.recv() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_slack_keeps_small_loads_split() {
+        // 16 connections over two workers: one holding 10 while the other holds 6 yields.
+        let average = 8;
+        assert_eq!(even_slack(average), 1);
+        assert!(10 > average + even_slack(average));
+        assert_eq!(even_slack(0), 1, "the first connections are spread too");
+        // Thousands of idle connections: shares need only be roughly even.
+        assert_eq!(even_slack(1000), 125);
     }
 }

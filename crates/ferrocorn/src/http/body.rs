@@ -107,6 +107,27 @@ impl BodyReader {
         }
     }
 
+    /// The whole body of a declared length, waiting for the client to send what is missing
+    /// (each wait at most `stall`); empty for any other framing. Callers bound the length.
+    pub async fn read_whole(
+        &mut self,
+        io: &mut Stream,
+        buf: &mut BytesMut,
+        stall: Duration,
+    ) -> Result<Bytes, BodyError> {
+        let Self::Length(n) = *self else {
+            return Ok(Bytes::new());
+        };
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        while buf.len() < n {
+            if let Err(e) = fill(io, buf, stall).await {
+                *self = Self::Failed;
+                return Err(e);
+            }
+        }
+        Ok(self.take_buffered(buf).unwrap_or_default())
+    }
+
     /// Reads and discards what is left of the body, up to `limit` bytes. False when the body
     /// could not be finished that way (the connection must then be closed).
     pub async fn drain(

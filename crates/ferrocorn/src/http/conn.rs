@@ -657,12 +657,27 @@ impl Conn {
             return Ok(false);
         }
         let mut body = BodyReader::new(head.framing, max_body);
+        let route = self.ctx.inline.route(&head.method, &head.target);
+        let mut body_error = None;
         let preloaded = if head.expect_continue {
             Bytes::new()
         } else {
-            self.preload_body(&mut body)
+            let here = self.preload_body(&mut body);
+            if body.is_done() || !self.ctx.inline.inline(route) {
+                here
+            } else {
+                // A route that runs inline, whose small body is still arriving: this task
+                // waits for the rest (the I/O thread serves the other connections meanwhile),
+                // then the app runs inline with it whole. Handed to an app thread instead,
+                // the request would ask this thread for each piece while the route's other
+                // requests run inline here, and the two threads would take turns with the GIL.
+                self.await_small_body(&mut body).await.unwrap_or_else(|e| {
+                    log::debug!("{}: request body: {e}", self.peer_text());
+                    body_error = Some(e);
+                    Bytes::new()
+                })
+            }
         };
-        let route = self.ctx.inline.route(&head.method, &head.target);
         let inline = body.is_done() && self.ctx.inline.inline(route);
         let (tx, mut rx) = Rx::channel(inline);
         // A channel for body pieces only when some are still to come.
@@ -685,7 +700,7 @@ impl Conn {
             body: BodyStream {
                 link: body_rx.map(|rx| (tx.clone(), rx)),
                 done: body.is_done(),
-                error: None,
+                error: body_error,
                 pending: preloaded,
             },
             response: ResponseSink { tx, started: None },
@@ -1032,6 +1047,21 @@ impl Conn {
             }
         }
         body.take_buffered(&mut self.buf).unwrap_or_default()
+    }
+
+    /// The rest of a body no larger than [`PRELOAD_MAX`] whose start [`Conn::preload_body`]
+    /// found buffered, waited for; empty for longer or chunked bodies.
+    async fn await_small_body(
+        &mut self,
+        body: &mut BodyReader,
+    ) -> Result<Bytes, crate::http::error::BodyError> {
+        match *body {
+            BodyReader::Length(n) if n <= PRELOAD_MAX => {
+                let stall = self.ctx.config.body_timeout;
+                body.read_whole(&mut self.io, &mut self.buf, stall).await
+            }
+            _ => Ok(Bytes::new()),
+        }
     }
 
     /// Up to `max` bytes of the body for the app: as much as the client sends without

@@ -55,6 +55,12 @@ impl Board {
         let total = self.open.load(Ordering::Relaxed);
         (mine as i64) * workers > total + (slack as i64) * workers
     }
+
+    /// The workers' average number of open connections.
+    pub fn average(&self) -> usize {
+        let workers = self.workers.load(Ordering::Relaxed).max(1) as i64;
+        usize::try_from(self.open.load(Ordering::Relaxed) / workers).unwrap_or(0)
+    }
 }
 
 /// The master's board, created once before the first fork.
@@ -242,6 +248,7 @@ mod board_tests {
         for _ in 0..30 {
             hb.connections(1);
         }
+        assert_eq!(ha.board().average(), 47);
         assert!(ha.board().above_share(64, 0));
         assert!(ha.board().above_share(64, 4));
         assert!(!hb.board().above_share(30, 0));
