@@ -412,7 +412,10 @@ impl Conn {
             match tokio::time::timeout_at(deadline, self.io.read_ready(&mut self.buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => {
-                    log::debug!("{}: h2c upgrade: no HTTP/2 preface; closing", self.peer_text());
+                    log::debug!(
+                        "{}: h2c upgrade: no HTTP/2 preface; closing",
+                        self.peer_text()
+                    );
                     return false;
                 }
             }

@@ -15,8 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
 use super::limits::{
-    self, ping_interval, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_CLIENT_RESETS,
-    MAX_REFUSED_STREAMS,
+    self, ping_interval, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_CLIENT_RESETS, MAX_REFUSED_STREAMS,
 };
 use super::stream::{self, StreamShared};
 use crate::app::{Local, Peer};

@@ -61,7 +61,8 @@ pub(crate) enum StartError {
 /// with a body is served as HTTP/1.1 (the server may ignore an Upgrade, RFC 9110 §7.8):
 /// taking the body in as DATA frames would mean writing more HTTP/2 by hand.
 pub(crate) fn asks_for_h2c(head: &RequestHead) -> bool {
-    if head.version != Version::Http11 || !matches!(head.framing, Framing::None | Framing::Length(0))
+    if head.version != Version::Http11
+        || !matches!(head.framing, Framing::None | Framing::Length(0))
     {
         return false;
     }
@@ -92,7 +93,10 @@ pub(crate) fn asks_for_h2c(head: &RequestHead) -> bool {
 /// bytes per setting.
 fn settings_payload(value: &[u8]) -> Option<Vec<u8>> {
     let text = value.trim_ascii();
-    let text = text.strip_suffix(b"==").or(text.strip_suffix(b"=")).unwrap_or(text);
+    let text = text
+        .strip_suffix(b"==")
+        .or(text.strip_suffix(b"="))
+        .unwrap_or(text);
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .ok()?;
@@ -229,7 +233,8 @@ mod tests {
     #[test]
     fn upgrade_requests_are_recognised() {
         assert!(asks_for_h2c(&head(UPGRADE)));
-        let no_settings = "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+        let no_settings =
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
         assert!(!asks_for_h2c(&head(no_settings)));
         let with_body = UPGRADE.replace("Cookie: a=1", "Content-Length: 3");
         assert!(!asks_for_h2c(&head(&with_body)));
@@ -271,11 +276,25 @@ mod tests {
         assert_eq!(&frames[5..9], &[0, 0, 0, 1]);
         let block = &frames[9..];
         let text = String::from_utf8_lossy(block);
-        for wanted in [":method", "GET", ":path", "/a?b=1", ":authority", "example.com", "cookie"]
-        {
+        for wanted in [
+            ":method",
+            "GET",
+            ":path",
+            "/a?b=1",
+            ":authority",
+            "example.com",
+            "cookie",
+        ] {
             assert!(text.contains(wanted), "{wanted} missing");
         }
-        for unwanted in ["connection", "upgrade", "http2-settings", "x-hop", "te", "host"] {
+        for unwanted in [
+            "connection",
+            "upgrade",
+            "http2-settings",
+            "x-hop",
+            "te",
+            "host",
+        ] {
             let field = format!("\x00{}{unwanted}", unwanted.len() as u8 as char);
             assert!(!text.contains(&field), "{unwanted} forwarded");
         }
@@ -291,7 +310,10 @@ mod tests {
             ..Limits::default()
         };
         let mut buf = BytesMut::from(text.as_bytes());
-        let head = take_head(&mut buf, &limits).expect("valid").expect("whole").0;
+        let head = take_head(&mut buf, &limits)
+            .expect("valid")
+            .expect("whole")
+            .0;
         let frames = stream_one(&head).expect("origin form");
         assert_eq!(frames[4], END_STREAM);
         let second = FRAME_HEAD + MIN_MAX_FRAME;
