@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import h2.config
@@ -710,5 +711,85 @@ def test_early_hints_go_out_as_a_103_before_the_response() -> None:
         assert client.status[late] == 200 and bytes(client.body[late]) == b"first second"
         assert late not in client.informational
         client.close()
+    finally:
+        server.stop()
+
+
+def test_expect_100_continue_on_a_stream() -> None:
+    """A stream with ``expect: 100-continue`` gets an informational 100 when the app first
+    reads wsgi.input (RFC 9110 §10.1.1), as over HTTP/1.1; an app that answers without reading
+    sends none."""
+    server = Server("h2_app:app", *H2C).start()
+    try:
+        c = Client(server)
+        sid = c.request("/environ", method="POST", end=False,
+                        headers=[("content-length", "5"), ("expect", "100-continue")])
+        c.wait(lambda: sid in c.informational, message="the 100")
+        assert [h[":status"] for h in c.informational[sid]] == ["100"]
+        assert sid not in c.status
+        c.send_body(sid, b"after")
+        c.wait(lambda: c.done(sid), message="the response")
+        assert c.status[sid] == 200 and json.loads(c.body[sid])["body"] == "after"
+        sid = c.request("/hello", method="POST", end=False,
+                        headers=[("content-length", "5"), ("expect", "100-continue")])
+        c.wait(lambda: sid in c.status, message="the response to /hello")
+        assert c.status[sid] == 200 and sid not in c.informational
+        c.close()
+    finally:
+        server.stop()
+
+
+def test_idle_http2_connections_are_reclaimed_busy_ones_are_not() -> None:
+    """At --worker-connections, an HTTP/2 connection with no stream open is idle: it gets
+    GOAWAY (NO_ERROR) and is closed to admit a new client. One with a stream open is busy."""
+    server = Server("h2_app:app", *H2C, "--worker-connections", "2", "--keep-alive", "60",
+                    "--log-level", "debug").start()
+    try:
+        idle = Client(server)
+        assert idle.get("/hello") == (200, b"hello")
+        busy = Client(server)
+        slow = busy.request("/sleep?ms=1500")
+        with server.connect() as fresh:
+            fresh.send(http_request_line("/hello"))
+            assert fresh.response().body == b"hello"
+        idle.wait(lambda: idle.closed, timeout=5, message="the idle connection's close")
+        assert idle.goaway == 0
+        server.wait_log(r"HTTP/2 connection reclaimed")
+        busy.wait(lambda: busy.done(slow), timeout=10, message="the busy stream")
+        assert busy.status[slow] == 200 and not busy.closed
+        assert busy.get("/hello") == (200, b"hello")
+    finally:
+        server.stop()
+
+
+def http_request_line(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+def test_a_peer_that_never_answers_pings_is_dropped() -> None:
+    """With a stream open, a PING goes out every --keep-alive (at least 1 s); a peer that
+    does not answer within --write-timeout is closed. A peer that answers stays, and others
+    are served meanwhile."""
+    server = Server("h2_app:app", *H2C, "--keep-alive", "1", "--write-timeout", "1",
+                    "--threads", "4").start()
+    try:
+        sock = raw_h2(server)
+        host = f"{server.host}:{server.port}"
+        sock.sendall(frame(HEADERS, END_STREAM | END_HEADERS, 1,
+                           headers_block("/sleep?ms=2500", host)))
+        started = time.monotonic()
+        answering = Client(server)
+        slow = answering.request("/sleep?ms=2500")
+        # The answering peer reads (and so answers PINGs) on a thread of its own.
+        waiter = threading.Thread(target=answering.wait, args=(lambda: answering.done(slow),))
+        waiter.start()
+        data = read_until_closed(sock, 10)
+        dropped_after = time.monotonic() - started
+        assert any(kind == PING and not flags & ACK for kind, flags, _, _ in frames_of(data))
+        # A PING at 1 s, unanswered by 2 s (plus scheduling slack); before the app's answer.
+        assert dropped_after < 2.4, dropped_after
+        assert Client(server).get("/hello") == (200, b"hello")
+        waiter.join(10)
+        assert answering.status.get(slow) == 200 and not answering.closed
     finally:
         server.stop()

@@ -20,7 +20,8 @@ from wsgiref.validate import validator
 
 KEYS = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL", "HTTP_HOST",
         "HTTP_COOKIE", "HTTP_X_TEST", "REMOTE_ADDR", "SERVER_NAME", "SERVER_PORT",
-        "wsgi.url_scheme", "CONTENT_LENGTH", "RAW_URI")
+        "wsgi.url_scheme", "CONTENT_LENGTH", "RAW_URI", "HTTP_UPGRADE", "HTTP_CONNECTION",
+        "HTTP_HTTP2_SETTINGS", "HTTP_TE", "HTTP_X_HOP", "HTTP_X_BIG")
 
 
 def arg(environ, name, default):

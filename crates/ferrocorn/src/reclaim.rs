@@ -6,11 +6,17 @@
 //! Each connection keeps its phase and deadline in one atomic word of a [`Slot`]: a store per
 //! phase change, no lock, no syscall. Only a reclaim (rare: at the cap, with a client waiting)
 //! takes the registry's lock and scans it.
+//!
+//! An HTTP/2 connection is idle while it has no stream open, busy while it has one. It is not
+//! shut down from here but told to go (its driver sends GOAWAY, RFC 9113 §6.8, and closes):
+//! the client then knows no request of its was lost.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// What a connection is doing, as far as reclaiming goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +45,9 @@ impl Phase {
 pub(crate) struct Slot {
     state: AtomicU64,
     fd: RawFd,
+    /// For an HTTP/2 connection: how a reclaim tells its driver to close (see
+    /// [`Reclaimer::register_h2`]).
+    goaway: Option<Notify>,
 }
 
 impl Slot {
@@ -50,6 +59,14 @@ impl Slot {
 
     pub(crate) fn busy(&self) {
         self.state.store(Phase::Busy as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves when a reclaim picked this (HTTP/2) connection; never for the others.
+    pub(crate) async fn reclaimed(&self) {
+        match &self.goaway {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -104,9 +121,20 @@ impl Reclaimer {
     }
 
     pub(crate) fn register(&self, fd: RawFd) -> Registration {
+        self.add(fd, None)
+    }
+
+    /// Registers an HTTP/2 connection: a reclaim wakes [`Slot::reclaimed`] instead of shutting
+    /// the socket down.
+    pub(crate) fn register_h2(&self, fd: RawFd) -> Registration {
+        self.add(fd, Some(Notify::new()))
+    }
+
+    fn add(&self, fd: RawFd, goaway: Option<Notify>) -> Registration {
         let slot = Arc::new(Slot {
             state: AtomicU64::new(Phase::Busy as u64),
             fd,
+            goaway,
         });
         let mut slots = self.lock();
         let index = match slots.free.pop() {
@@ -157,6 +185,11 @@ impl Reclaimer {
             // Busy from now on, so it is not picked again; the connection sees the end of its
             // socket at its next read and closes.
             slot.busy();
+            if let Some(goaway) = &slot.goaway {
+                // `notify_one` keeps the wake-up if the driver is not waiting at this moment.
+                goaway.notify_one();
+                return Some(phase);
+            }
             // SAFETY: the descriptor belongs to a live connection (its entry is removed before
             // the socket is closed, on this same thread); shutdown(2) ends the stream without
             // closing the descriptor, which the connection still owns.
@@ -279,5 +312,27 @@ mod tests {
         assert_eq!(r.lock().entries.len(), 2);
         // Nothing idle: nothing to reclaim.
         assert_eq!(r.reclaim_one(), None);
+    }
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_told_to_go() {
+        let r = Reclaimer::new(10, Duration::from_secs(10));
+        // A descriptor with no bytes waiting: the write end of a pipe.
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let h2 = r.register_h2(fds[1]);
+        h2.slot.set(Phase::Idle, 5);
+        assert_eq!(r.reclaim_one(), Some(Phase::Idle));
+        tokio::time::timeout(Duration::from_secs(1), h2.slot.reclaimed())
+            .await
+            .expect("woken");
+        // Busy now: not picked twice.
+        assert_eq!(r.reclaim_one(), None);
+        // SAFETY: both descriptors are ours and closed once.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
     }
 }

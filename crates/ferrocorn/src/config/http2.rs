@@ -15,7 +15,9 @@ pub struct Http2Settings {
 
     /// HTTP/2 without TLS (h2c), accepted from --forwarded-allow-ips peers and unix sockets
     /// only. prior-knowledge: the client starts with HTTP/2's preface, as Envoy, Cloud Run and
-    /// GCP's H2C backends do. Other peers are answered as HTTP/1.1.
+    /// GCP's H2C backends do. upgrade: an HTTP/1.1 request with Upgrade: h2c (curl --http2,
+    /// RFC 7540 §3.2) is answered 101 and on HTTP/2. both: either. Other peers are answered
+    /// as HTTP/1.1.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Cleartext::Off)]
     pub http2_cleartext: Cleartext,
 
@@ -46,7 +48,11 @@ impl Http2Settings {
     /// What each connection needs of these settings.
     pub fn config(&self) -> crate::http2::Http2Config {
         crate::http2::Http2Config {
-            prior_knowledge: self.http2_cleartext == Cleartext::PriorKnowledge
+            prior_knowledge: matches!(
+                self.http2_cleartext,
+                Cleartext::PriorKnowledge | Cleartext::Both
+            ) && self.http_protocols.offers(Protocol::Http2),
+            upgrade: matches!(self.http2_cleartext, Cleartext::Upgrade | Cleartext::Both)
                 && self.http_protocols.offers(Protocol::Http2),
             max_concurrent_streams: self.http2_max_concurrent_streams,
             initial_window_size: self.http2_initial_window_size,
@@ -62,6 +68,10 @@ pub enum Cleartext {
     Off,
     /// The connection starts with the client preface (RFC 9113 §3.3).
     PriorKnowledge,
+    /// An HTTP/1.1 request asks to switch with `Upgrade: h2c` (RFC 7540 §3.2).
+    Upgrade,
+    /// Either of the two.
+    Both,
 }
 
 /// A protocol named in `--http-protocols`.

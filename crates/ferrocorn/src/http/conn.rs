@@ -231,7 +231,8 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
     if let Some(info) = tls.as_ref().filter(|t| t.is_h2()) {
         // ALPN chose HTTP/2 (RFC 9113 §3.2).
         let info = Some(Arc::clone(info));
-        crate::http2::serve(io, peer, local, ctx, info).await;
+        let fd = io.raw_fd();
+        crate::http2::serve(io, fd, peer, local, ctx, info).await;
         return;
     }
     let registration = ctx.reclaim.register(io.raw_fd());
@@ -254,20 +255,27 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
         crate::uwsgi::serve(&mut conn).await;
         return;
     }
-    // THE h2c HAND-OFF POINT: with `--http2-cleartext prior-knowledge`, a trusted peer whose
+    // THE h2c HAND-OFF POINTS: with `--http2-cleartext prior-knowledge`, a trusted peer whose
     // first bytes are HTTP/2's client preface (RFC 9113 §3.3) is served by the HTTP/2 driver,
     // the bytes already read going first. Anyone else stays here, where the HTTP/1.1 parser
-    // answers a preface with 505.
+    // answers a preface with 505. With `upgrade`, a trusted peer's `Upgrade: h2c` request
+    // switches the connection after it (`Conn::run`, `crate::http2::upgrade`).
     if conn.ctx.config.http2.prior_knowledge
         && conn.tls.is_none() // over TLS, HTTP/2 is chosen by ALPN (RFC 9113 §3.3)
         && conn.ctx.config.proxy.trusts(&conn.peer)
         && conn.sniff_preface().await
     {
+        let fd = conn.io.raw_fd();
         let (io, peer, local, ctx) = conn.into_http2();
-        crate::http2::serve(io, peer, local, ctx, None).await;
+        crate::http2::serve(io, fd, peer, local, ctx, None).await;
         return;
     }
-    conn.run().await;
+    if conn.run().await {
+        // Switched by `Upgrade: h2c`: the buffer holds what the HTTP/2 driver reads first.
+        let fd = conn.io.raw_fd();
+        let (io, peer, local, ctx) = conn.into_http2();
+        crate::http2::serve(io, fd, peer, local, ctx, None).await;
+    }
 }
 
 /// Where a request came from, which decides how its exchange is carried out.
@@ -321,7 +329,9 @@ enum HeadRead {
 }
 
 impl Conn {
-    async fn run(&mut self) {
+    /// Serves HTTP/1.x requests until the connection ends: false; or until one switched it to
+    /// h2c (`Upgrade: h2c`): true, with what the HTTP/2 driver must read first in `buf`.
+    async fn run(&mut self) -> bool {
         let mut first = true;
         loop {
             let head = match self.read_head(first).await {
@@ -340,12 +350,76 @@ impl Conn {
             };
             first = false;
             self.registration.slot.busy();
+            if let Some(stream_one) = self.h2c_upgrade(&head) {
+                if self.switch_to_h2c(stream_one).await {
+                    return true;
+                }
+                break;
+            }
             match self.exchange(head, Source::Http1).await {
                 Ok(true) => {}
                 Ok(false) | Err(()) => break,
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+        false
+    }
+
+    /// Stream 1's frames when `head` asks for h2c (RFC 7540 §3.2) and may have it: with
+    /// `--http2-cleartext upgrade`, in cleartext, from a trusted peer, as prior knowledge is.
+    /// Anyone else's `Upgrade: h2c` is ignored and the request served as HTTP/1.1.
+    fn h2c_upgrade(&self, head: &RequestHead) -> Option<BytesMut> {
+        let allowed = self.ctx.config.http2.upgrade
+            && self.tls.is_none()
+            && crate::http2::upgrade::asks_for_h2c(head)
+            && self.ctx.config.proxy.trusts(&self.peer);
+        if !allowed {
+            return None;
+        }
+        crate::http2::upgrade::stream_one(head)
+    }
+
+    /// Answers `101 Switching Protocols`, then reads the client's HTTP/2 preface and first
+    /// SETTINGS frame (within `--header-timeout`) and leaves in `buf` those, `stream_one`
+    /// after them, and whatever the client sent next. False when the connection must close.
+    async fn switch_to_h2c(&mut self, stream_one: BytesMut) -> bool {
+        use crate::http2::upgrade::{client_start_len, SWITCHING};
+        if self.write(&[SWITCHING]).await.is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + self.ctx.config.head_timeout;
+        loop {
+            match client_start_len(&self.buf) {
+                Ok(Some(n)) => {
+                    let rest = self.buf.split_off(n);
+                    let mut replay =
+                        BytesMut::with_capacity(self.buf.len() + stream_one.len() + rest.len());
+                    replay.extend_from_slice(&self.buf);
+                    replay.extend_from_slice(&stream_one);
+                    replay.extend_from_slice(&rest);
+                    self.buf = replay;
+                    return true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log::debug!("{}: h2c upgrade: {e}; closing", self.peer_text());
+                    return false;
+                }
+            }
+            self.registration
+                .slot
+                .set(Phase::Head, self.ctx.reclaim.ms(deadline));
+            match tokio::time::timeout_at(deadline, self.io.read_ready(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    log::debug!(
+                        "{}: h2c upgrade: no HTTP/2 preface; closing",
+                        self.peer_text()
+                    );
+                    return false;
+                }
+            }
+        }
     }
 
     /// Gives the read and write buffers back to the thread's stack for other connections.

@@ -1,7 +1,8 @@
 //! One HTTP/2 connection: the handshake, then accepting streams (each served by a task of its
 //! own, see [`super::stream`]) while `h2` reads and writes frames; the idle timeout, PING
-//! liveness, and GOAWAY on a graceful stop.
+//! liveness, the connection's phase for [`crate::reclaim`], and GOAWAY on a graceful stop.
 
+use std::os::fd::RawFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -14,17 +15,30 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
 use super::limits::{
-    self, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_CLIENT_RESETS, MAX_REFUSED_STREAMS, PING_INTERVAL,
+    self, ping_interval, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_CLIENT_RESETS, MAX_REFUSED_STREAMS,
 };
 use super::stream::{self, StreamShared};
 use crate::app::{Local, Peer};
 use crate::http::conn::ConnCtx;
 use crate::observe::metrics::H2Event;
+use crate::reclaim::Phase;
 
-/// Serves one HTTP/2 connection on `io` (after TLS with ALPN `h2`, or prior-knowledge h2c) to
-/// its end.
+/// Unregisters a connection from the reclaim registry when dropped: declared after the `h2`
+/// connection (which owns the socket), so it is dropped first and the registry never holds
+/// a descriptor already closed.
+struct Registered<'a>(&'a crate::reclaim::Reclaimer, crate::reclaim::Registration);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.unregister(&self.1);
+    }
+}
+
+/// Serves one HTTP/2 connection on `io` (after TLS with ALPN `h2`, or h2c) to its end; `fd` is
+/// its socket, for the reclaim registry.
 pub(crate) async fn serve<T>(
     io: T,
+    fd: RawFd,
     peer: Peer,
     local: Local,
     ctx: Arc<ConnCtx>,
@@ -50,6 +64,11 @@ pub(crate) async fn serve<T>(
             return;
         }
     };
+    let registered = Registered(&ctx.reclaim, ctx.reclaim.register_h2(fd));
+    let slot = Arc::clone(&registered.1.slot);
+    // Idle (no stream open) until its keep-alive runs out: the first to go at the cap.
+    let idle_phase = |until: Instant| slot.set(Phase::Idle, ctx.reclaim.ms(until));
+    idle_phase(Instant::now() + ctx.config.keep_alive);
     let metrics = ctx.config.metrics.clone();
     let mut ping = conn.ping_pong();
     let shared = Arc::new(StreamShared {
@@ -68,12 +87,17 @@ pub(crate) async fn serve<T>(
     // connection close (`h2` waits for the answer to a PING first); then it is dropped.
     let mut linger = pin!(sleep_until(Instant::now()));
     // Idle (no stream open) past --keep-alive: GOAWAY. With streams open, a PING every
-    // PING_INTERVAL must be answered within --write-timeout.
+    // `ping_interval` must be answered within --write-timeout.
     let mut idle = pin!(sleep_until(Instant::now() + ctx.config.keep_alive));
-    let mut next_ping = pin!(sleep_until(Instant::now() + PING_INTERVAL));
+    let ping_every = ping_interval(ctx.config.keep_alive);
+    let mut next_ping = pin!(sleep_until(Instant::now() + ping_every));
     let mut pong_due: Option<Instant> = None;
     let mut pong_timer = pin!(sleep_until(Instant::now()));
     loop {
+        if goaway {
+            // Going anyway: nothing for a reclaim to gain here.
+            slot.busy();
+        }
         let stopping = !goaway && ctx.stopping.is_set();
         if stopping {
             // Graceful stop: GOAWAY (RFC 9113 §6.8); streams in flight finish, new ones go to
@@ -128,15 +152,29 @@ pub(crate) async fn serve<T>(
                         continue;
                     }
                     streams.spawn(stream::serve(req, respond, Arc::clone(&shared)));
+                    slot.busy();
                 }
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {
                 if streams.is_empty() {
-                    idle.as_mut().reset(Instant::now() + ctx.config.keep_alive);
+                    let until = Instant::now() + ctx.config.keep_alive;
+                    idle.as_mut().reset(until);
                     if goaway {
                         linger.as_mut().reset(Instant::now() + GOAWAY_LINGER);
+                    } else {
+                        idle_phase(until);
                     }
                 }
+            }
+            () = slot.reclaimed(), if !goaway => {
+                // `--worker-connections` reached with a client waiting, and this connection
+                // had no stream open (RFC 9113 §9.1: either side may close an idle
+                // connection). A stream the client opened meanwhile still finishes.
+                log::debug!("{peer_text}: HTTP/2 connection reclaimed; GOAWAY");
+                conn.abrupt_shutdown(Reason::NO_ERROR);
+                goaway = true;
+                linger.as_mut().reset(Instant::now() + RECLAIM_LINGER);
+                metrics.h2(H2Event::GoAway);
             }
             () = &mut idle, if streams.is_empty() && !goaway => {
                 log::debug!("{peer_text}: HTTP/2 keep-alive timed out");
@@ -151,7 +189,7 @@ pub(crate) async fn serve<T>(
                 break;
             }
             () = &mut next_ping, if pong_due.is_none() => {
-                next_ping.as_mut().reset(Instant::now() + PING_INTERVAL);
+                next_ping.as_mut().reset(Instant::now() + ping_every);
                 if !streams.is_empty() {
                     if let Some(p) = ping.as_mut() {
                         if p.send_ping(Ping::opaque()).is_ok() {
@@ -179,7 +217,12 @@ pub(crate) async fn serve<T>(
     // The connection is done: streams still running (their client gone) are dropped, which
     // tells their apps at the next send.
     streams.shutdown().await;
+    drop(registered);
 }
+
+/// After a reclaim's GOAWAY, how long a connection with no stream may stay open: a client
+/// waits for its place meanwhile.
+const RECLAIM_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Waits for the answer to the PING sent.
 async fn poll_pong(ping: Option<&mut h2::PingPong>) -> Result<(), ()> {

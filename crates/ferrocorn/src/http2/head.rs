@@ -91,7 +91,14 @@ pub(crate) fn request_head(
         headers,
         framing,
         keep_alive: true,
-        expect_continue: false,
+        // RFC 9110 §10.1.1: the client waits for a 100 (or the final response) before it
+        // sends the body; only meaningful when a body is to come.
+        expect_continue: !end_stream
+            && parts.headers.get_all(http::header::EXPECT).iter().any(|v| {
+                v.as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"100-continue")
+            }),
     })
 }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Http2Config {
     /// Accept prior-knowledge h2c from trusted peers (`--http2-cleartext prior-knowledge`).
     pub prior_knowledge: bool,
+    /// Accept `Upgrade: h2c` from trusted peers (`--http2-cleartext upgrade`).
+    pub upgrade: bool,
     /// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 §6.5.2).
     pub max_concurrent_streams: u32,
     /// SETTINGS_INITIAL_WINDOW_SIZE: request body bytes buffered per stream before the app
@@ -23,6 +25,7 @@ impl Default for Http2Config {
     fn default() -> Self {
         Self {
             prior_knowledge: false,
+            upgrade: false,
             max_concurrent_streams: 100,
             initial_window_size: 65_535,
             max_frame_size: 16_384,
@@ -70,9 +73,14 @@ pub(crate) const MAX_CLIENT_RESETS: u32 = 100;
 /// Streams refused for that reason before the connection is closed with ENHANCE_YOUR_CALM.
 pub(crate) const MAX_REFUSED_STREAMS: u32 = 100;
 
-/// With streams open, a PING goes out when nothing arrived for this long; a peer that does
-/// not answer within `--write-timeout` is gone and the connection is closed.
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// With streams open, how often a PING goes out (RFC 9113 §6.7): every `--keep-alive`, kept
+/// between 1 and 20 seconds. A peer that does not answer one within `--write-timeout` is
+/// gone (its streams' responses would wait on it for ever) and the connection is closed;
+/// `--write-timeout` rather than less, because a client busy uploading queues its answer
+/// behind the body bytes it has already sent.
+pub(crate) fn ping_interval(keep_alive: Duration) -> Duration {
+    keep_alive.clamp(Duration::from_secs(1), Duration::from_secs(20))
+}
 
 /// After a GOAWAY, with no stream left, how long the connection may stay open: `h2` closes it
 /// once the client has answered the PING sent with the GOAWAY (RFC 9113 §6.8), which a client

@@ -3,7 +3,8 @@
 //! HTTP/1.1 request becomes, and bounds what a client can make the worker hold.
 //!
 //! The TLS layer calls [`serve`] when ALPN chose `h2`; the HTTP/1.1 connection calls it when
-//! a trusted peer opens with the h2c preface (`--http2-cleartext prior-knowledge`).
+//! a trusted peer opens with the h2c preface (`--http2-cleartext prior-knowledge`) or asks to
+//! switch with `Upgrade: h2c` (`--http2-cleartext upgrade`, see [`upgrade`]).
 
 mod body;
 mod driver;
@@ -11,6 +12,7 @@ mod head;
 pub(crate) mod limits;
 mod rewind;
 mod stream;
+pub(crate) mod upgrade;
 
 pub(crate) use driver::serve;
 pub use limits::Http2Config;

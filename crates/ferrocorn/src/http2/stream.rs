@@ -149,6 +149,7 @@ async fn exchange(
     let (tx, mut rx) = Rx::channel(inline);
     let (body_tx, body_rx) = (!body.is_done()).then(|| mpsc::channel(1)).unzip();
     let head_request = head.method.eq_ignore_ascii_case("HEAD");
+    let mut expect_continue = head.expect_continue;
     let exchange = Exchange {
         request: Request {
             head,
@@ -214,6 +215,11 @@ async fn exchange(
         };
         let r = match msg {
             AppMsg::ReadBody(max) => {
+                if std::mem::take(&mut expect_continue) {
+                    // The app reads the body: the client may send it (RFC 9110 §10.1.1), as
+                    // HTTP/1.1 does. An app that answers without reading never asks for it.
+                    send_continue(&mut out);
+                }
                 let r = body.read(max, body_timeout).await;
                 if let Err(e) = &r {
                     log::debug!("{}: HTTP/2 request body: {e}", shared.peer_text());
@@ -385,6 +391,19 @@ fn send_hints(out: &mut Out, hints: &EarlyHints) {
             }
         }
         Err(e) => log::debug!("HTTP/2: an early hint could not be built: {e}"),
+    }
+}
+
+/// A `100 Continue` HEADERS frame, if the response has not started.
+fn send_continue(out: &mut Out) {
+    let Out::Waiting(respond) = out else { return };
+    match http::Response::builder().status(100).body(()) {
+        Ok(resp) => {
+            if let Err(e) = respond.send_informational(resp) {
+                log::debug!("HTTP/2: a 100 Continue could not be sent: {e}");
+            }
+        }
+        Err(e) => log::debug!("HTTP/2: a 100 Continue could not be built: {e}"),
     }
 }
 
