@@ -191,16 +191,23 @@ def build(python: str, out: Path, extra: tuple[str, ...] = ()) -> Path:
     raw = PGO_DIR / "raw"
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
+    started = time.monotonic()
     wheel = maturin(python, PGO_DIR / "wheel", PGO_DIR / "target",
                     f"-Cprofile-generate={raw}", extra)
+    instrumented = time.monotonic()
     with tempfile.TemporaryDirectory() as package:
         with zipfile.ZipFile(wheel) as z:
             z.extractall(package)
         train(python, Path(package))
+    trained = time.monotonic()
 
     merged = PGO_DIR / "merged.profdata"
     subprocess.run([str(profdata), "merge", "-o", str(merged), str(raw)], check=True)
-    return maturin(python, out, ROOT / "target", f"-Cprofile-use={merged}", extra)
+    wheel = maturin(python, out, ROOT / "target", f"-Cprofile-use={merged}", extra)
+    done = time.monotonic()
+    print(f"pgo: instrumented build {instrumented - started:.0f} s, training "
+          f"{trained - instrumented:.0f} s, final build {done - trained:.0f} s", flush=True)
+    return wheel
 
 
 def main() -> None:
