@@ -554,6 +554,28 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
     return "\n".join(lines)
 
 
+def per_shape(results: dict[str, dict[str, Result]], names: list[str]) -> str:
+    """One table per workload: each server's req/s, ferrocorn's ratio over it, and latency."""
+    out = []
+    for wname, by in results.items():
+        ours = by.get("ferrocorn")
+        if wname == IDLE or not ours:
+            continue
+        lines = [f"### {wname}", "", "| server | req/s | ferrocorn over it | p50 ms | p99 ms | "
+                 "RSS MiB |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name in names:
+            r = by.get(name)
+            if r is None:
+                continue
+            over = "-" if name == "ferrocorn" or not r.rps else f"{ours.rps / r.rps:.2f}x"
+            if r.failed:
+                over += " (failing)"
+            lines.append(f"| {name} | {r.rps:,.0f} | {over} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                         f"{r.rss_mib:.1f} |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def static_ratios(results: dict[str, dict[str, Result]]) -> str:
     """ferrocorn's req/s over each peer's on the static rows (issue 18's goals: 10x WhiteNoise
     on the small file, at least Granian on both, 0.8x nginx on the 1 MiB file)."""
@@ -686,6 +708,7 @@ def main() -> None:
     if chosen_static:
         text += "\n## Static files: ferrocorn's req/s over each peer's\n\n" + \
             static_ratios(results) + "\n"
+    text += "\n## Each shape\n\n" + per_shape(results, names) + "\n"
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.md").write_text(text)
