@@ -711,3 +711,90 @@ def test_tls_port_with_plain_http_client_in_conftest_wait(serve: Any, pki: Pki) 
     server = serve(tls_server(pki))
     server.wait_worker()
     assert server.running()
+
+
+# --------------------------------------------------------------------------- revocation lists
+
+def _crl(path: Path, issuer: Issued, revoked: list[Issued], *, next_update_days: int = 7) -> Path:
+    """A PEM CRL signed by `issuer` listing `revoked`, written (renamed into place) at `path`."""
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(issuer.cert.subject)
+               .last_update(NOW - datetime.timedelta(days=1))
+               .next_update(NOW + datetime.timedelta(days=next_update_days))
+               # RFC 5280 §5.2.3: conforming CRLs carry a number (webpki insists).
+               .add_extension(x509.CRLNumber(int(time.time() * 1000)), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   issuer.key.public_key()), critical=False))
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(cert.cert.serial_number)
+            .revocation_date(NOW - datetime.timedelta(hours=1))
+            .build())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(builder.sign(issuer.key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM))
+    os.replace(tmp, path)
+    return path
+
+
+def test_crl_refuses_revoked_client_certificates_and_hup_reads_it_again(
+        serve: Any, pki: Pki, tmp_path: Path) -> None:
+    carol = issue(tmp_path, "carol", cn="carol", issuer=pki.client_ca, client=True)
+    crl = _crl(tmp_path / "client-ca.crl", pki.client_ca, [carol])
+    server = serve(tls_server(pki, "-w", "1", "--cert-reqs", "2", "--ca-certs",
+                              str(pki.client_ca.cert_path), "--crlfile", str(crl),
+                              "--log-level", "debug"))
+    assert get_json(server, client_context(pki, pki.client))["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert _refused(server, client_context(pki, carol))
+    server.wait_log(r"TLS handshake failed: .*[Rr]evoked")
+    # Alice is revoked too: the renewed list takes effect with the new worker after a HUP.
+    _crl(crl, pki.client_ca, [carol, pki.client])
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: _refused(server, client_context(pki, pki.client)), timeout=20,
+             message="the renewed CRL to refuse alice")
+    assert _refused(server, client_context(pki, carol))
+
+
+def test_crl_refuses_a_ca_it_has_no_list_for(serve: Any, pki: Pki, tmp_path: Path) -> None:
+    """As nginx's ssl_crl: with a CRL file, a client whose CA published none there is
+    refused (its revocation status is unknown), even though the CA is trusted."""
+    both = tmp_path / "both-cas.pem"
+    both.write_bytes(pki.client_ca.cert_path.read_bytes() + pki.rogue_ca.cert_path.read_bytes())
+    crl = _crl(tmp_path / "client-ca.crl", pki.client_ca, [])
+    server = serve(tls_server(pki, "--cert-reqs", "2", "--ca-certs", str(both),
+                              "--crlfile", str(crl)))
+    assert get_json(server, client_context(pki, pki.client))["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert _refused(server, client_context(pki, pki.rogue_client))
+
+
+def test_crl_past_its_next_update_still_applies_with_a_warning(
+        serve: Any, pki: Pki, tmp_path: Path) -> None:
+    carol = issue(tmp_path, "carol", cn="carol", issuer=pki.client_ca, client=True)
+    crl = _crl(tmp_path / "stale.crl", pki.client_ca, [carol], next_update_days=-1)
+    server = serve(tls_server(pki, "--cert-reqs", "1", "--ca-certs",
+                              str(pki.client_ca.cert_path), "--crlfile", str(crl)))
+    assert "was due to be replaced on" in server.log and str(crl) in server.log
+    assert _refused(server, client_context(pki, carol))
+    assert get_json(server, client_context(pki, pki.client))["SSL_CLIENT_VERIFY"] == "SUCCESS"
+
+
+def test_crl_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
+    cert, key, ca = (str(pki.server.cert_path), str(pki.server.key_path),
+                     str(pki.client_ca.cert_path))
+    not_a_crl = str(pki.client_ca.cert_path)
+    missing = str(tmp_path / "missing.crl")
+    cases = [
+        (["--crlfile", missing], ["--cert-reqs"]),
+        (["--cert-reqs", "2", "--ca-certs", ca, "--crlfile", missing], [missing]),
+        (["--cert-reqs", "2", "--ca-certs", ca, "--crlfile", not_a_crl],
+         [not_a_crl, "BEGIN X509 CRL"]),
+    ]
+    config_error_code, _ = _start_fails("--bind", "nonsense:address:here")
+    for args, needles in cases:
+        code, err = _start_fails("--certfile", cert, "--keyfile", key, *args)
+        assert code == config_error_code != 0, (args, code, err)
+        error_lines = [line for line in err.splitlines() if line.startswith("Error:")]
+        assert len(error_lines) == 1, err
+        for needle in needles:
+            assert needle in error_lines[0], (needle, err)

@@ -26,6 +26,14 @@ pub struct TlsSettings {
     #[arg(long, value_name = "FILE")]
     pub ca_certs: Option<PathBuf>,
 
+    /// PEM file of certificate revocation lists (`BEGIN X509 CRL`, several may follow each
+    /// other) from the CAs of --ca-certs: a client certificate whose serial is listed is
+    /// refused, as is one whose issuer has no CRL in the file (as nginx's `ssl_crl`). Only
+    /// the client's own certificate is checked, not its intermediates. A CRL past its
+    /// nextUpdate still applies (a warning says so); HUP reads the file again.
+    #[arg(long, value_name = "FILE")]
+    pub crlfile: Option<PathBuf>,
+
     /// Client certificates, as Python's ssl.CERT_* numbers: 0 not asked for, 1 optional
     /// (asked for; a client without one is served, one with a certificate that does not
     /// verify against --ca-certs is refused), 2 required.

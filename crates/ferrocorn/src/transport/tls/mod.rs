@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use thiserror::Error;
@@ -57,6 +57,12 @@ pub enum TlsError {
     Mismatch { key: PathBuf, cert: PathBuf },
     #[error("{}: unusable CA certificate: {reason}", path.display())]
     BadCa { path: PathBuf, reason: String },
+    #[error("--crlfile needs --cert-reqs 1 or 2 (it applies to client certificates)")]
+    CrlWithoutClientAuth,
+    #[error("{}: no PEM certificate revocation list in it (BEGIN X509 CRL)", .0.display())]
+    NoCrl(PathBuf),
+    #[error("{}: unusable certificate revocation list: {reason}", path.display())]
+    BadCrl { path: PathBuf, reason: String },
     #[error("TLS configuration: {0}")]
     Config(String),
 }
@@ -125,6 +131,7 @@ impl TlsServer {
             .with_protocol_versions(versions)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let builder = match settings.cert_reqs {
+            0 if settings.crlfile.is_some() => return Err(TlsError::CrlWithoutClientAuth),
             0 => builder.with_no_client_auth(),
             reqs => {
                 let ca_path = settings
@@ -139,9 +146,25 @@ impl TlsServer {
                 } else {
                     verifier
                 };
-                let verifier = verifier.build().map_err(|e| TlsError::BadCa {
-                    path: ca_path.clone(),
-                    reason: e.to_string(),
+                let verifier = match &settings.crlfile {
+                    // The client's own certificate only, and unknown status refused: what
+                    // OpenSSL's X509_V_FLAG_CRL_CHECK (nginx's `ssl_crl`) does.
+                    Some(crl_path) => verifier
+                        .with_crls(load_crls(crl_path)?)
+                        .only_check_end_entity_revocation(),
+                    None => verifier,
+                };
+                let verifier = verifier.build().map_err(|e| match (&settings.crlfile, e) {
+                    (Some(path), rustls::server::VerifierBuilderError::InvalidCrl(e)) => {
+                        TlsError::BadCrl {
+                            path: path.clone(),
+                            reason: format!("{e:?}"),
+                        }
+                    }
+                    (_, e) => TlsError::BadCa {
+                        path: ca_path.clone(),
+                        reason: e.to_string(),
+                    },
                 })?;
                 builder.with_client_cert_verifier(verifier)
             }
@@ -229,6 +252,41 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         })?;
     }
     Ok(roots)
+}
+
+/// The CRLs of a `--crlfile`, each checked for a nextUpdate in the past (still used, but
+/// its CA has likely published a newer one: say so at startup and on every reload).
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    use x509_cert::der::Decode;
+    let pem = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl(path.to_owned()));
+    }
+    let now = std::time::SystemTime::now();
+    for crl in &crls {
+        let parsed =
+            x509_cert::crl::CertificateList::from_der(crl).map_err(|e| TlsError::BadCrl {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if let Some(next) = parsed.tbs_cert_list.next_update {
+            if next.to_system_time() < now {
+                log::warn!(
+                    "{}: the CRL of {} was due to be replaced on {}; it still applies",
+                    path.display(),
+                    parsed.tbs_cert_list.issuer,
+                    next
+                );
+            }
+        }
+    }
+    Ok(crls)
 }
 
 /// A server certificate past its notAfter still loads (a renewal may be on its way), but
