@@ -407,11 +407,21 @@ def test_a_small_load_is_split_evenly(start_server) -> None:
     new connections to the other). With a fixed slack of 8 one worker could take all 16, and a
     fast app, which runs on each worker's I/O thread, then had one core instead of two."""
     server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "64")
+    # Both workers accepting: connections opened one after another and held are answered by
+    # the second worker once the first holds more than its share (bounded).
     pids: set[bytes] = set()
-    for _ in range(200):  # bounded: until both workers have answered (both are accepting)
-        pids.add(server.get("/pid").body)
-        if len(pids) == 2:
-            break
+    held = []
+    try:
+        for _ in range(100):
+            conn = server.connect(timeout=10)
+            held.append(conn)
+            conn.send(http_request("/pid"))
+            pids.add(conn.response().body)
+            if len(pids) == 2:
+                break
+    finally:
+        for c in held:
+            c.close()
     assert len(pids) == 2, "the second worker never answered"
     for _ in range(3):
         wait_for(lambda: server_side_connections(server.port) == 0,

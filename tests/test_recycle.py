@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -195,6 +196,24 @@ def test_workers_due_together_are_recycled_a_quarter_at_a_time() -> None:
             else:
                 recycling.discard(exited)
         assert len(server.worker_pids()) <= 5
+        server.assert_serving()
+    finally:
+        server.stop()
+
+
+def test_hup_applies_new_recycling_settings(tmp_path: Path) -> None:
+    """Recycling limits read again from the config file on HUP apply to the new workers (the
+    master used to keep the ones it started with)."""
+    conf = tmp_path / "ferrocorn.conf.py"
+    conf.write_text("max_worker_lifetime = 0\n")
+    server = Server("master_app:app", "-c", str(conf), "--no-control-socket")
+    server.start()
+    try:
+        mark = server.mark()
+        conf.write_text("max_worker_lifetime = 1\nmax_worker_lifetime_jitter = 0\n")
+        server.signal(signal.SIGHUP)
+        server.wait_log(r"Worker \(pid:\d+\) has run \d+s, past --max-worker-lifetime",
+                        since=mark, timeout=15)
         server.assert_serving()
     finally:
         server.stop()

@@ -428,13 +428,7 @@ fn serve(
         tls,
         effective: loaded.effective.clone(),
     };
-    let config = MasterConfig {
-        workers: usize::from(settings.workers),
-        timeout: Duration::from_secs(settings.timeout),
-        graceful_timeout: Duration::from_secs(settings.graceful_timeout),
-        threads: usize::from(settings.threads),
-        recycle: recycle_policy(settings),
-    };
+    let config = master_config(settings);
     // From here on the master owns SIGINT (a quick stop, exit 0, as Gunicorn). Python's own
     // handler would otherwise be chained by signal-hook and raise KeyboardInterrupt on return.
     let python_sigint = swap_sigint(py, None)?;
@@ -523,6 +517,17 @@ fn log_worker_class(settings: &Settings) {
 }
 
 /// `--max-worker-memory` and `--max-worker-lifetime`, for the master.
+/// What the master needs of the settings (read again on SIGHUP).
+pub(crate) fn master_config(settings: &Settings) -> MasterConfig {
+    MasterConfig {
+        workers: usize::from(settings.workers),
+        timeout: Duration::from_secs(settings.timeout),
+        graceful_timeout: Duration::from_secs(settings.graceful_timeout),
+        threads: usize::from(settings.threads),
+        recycle: recycle_policy(settings),
+    }
+}
+
 fn recycle_policy(settings: &Settings) -> RecyclePolicy {
     let ops = &settings.ops;
     RecyclePolicy {

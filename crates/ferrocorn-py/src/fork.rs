@@ -15,7 +15,7 @@ use ferrocorn::bind::{BoundListener, INHERITED_FDS_VAR};
 use ferrocorn::config::Settings;
 use ferrocorn::master::heartbeat::{monotonic_ms, BeatHandle, Heartbeat};
 use ferrocorn::master::signals::SignalQueue;
-use ferrocorn::master::{Spawn, EXIT_APP_LOAD, EXIT_WORKER_BOOT};
+use ferrocorn::master::{MasterConfig, Spawn, EXIT_APP_LOAD, EXIT_WORKER_BOOT};
 use ferrocorn::worker::{self, WorkerConfig};
 
 use crate::entry::{app_label, load_settings, master_facts, LoadError};
@@ -87,7 +87,7 @@ impl Spawn for Forker {
 
     /// SIGHUP: the config file and environment are read again; what changed applies to the
     /// new workers (binds stay as they are). A broken config keeps the running one.
-    fn reload(&mut self) -> Option<usize> {
+    fn reload(&mut self) -> Option<MasterConfig> {
         Python::attach(|py| match load_settings(py, &self.args) {
             Ok(loaded) => {
                 if let Err(e) = ferrocorn::static_files::Statics::new(&loaded.settings.statics) {
@@ -105,7 +105,7 @@ impl Spawn for Forker {
                 self.hooks = Hooks::current(py);
                 self.hooks
                     .fire(py, "on_reload", &master_facts(&self.settings));
-                Some(usize::from(self.settings.workers))
+                Some(crate::entry::master_config(&self.settings))
             }
             Err(LoadError::Cli(e)) => {
                 log::error!("reload: keeping the running configuration: {e}");

@@ -48,9 +48,10 @@ pub trait Spawn {
         worker_id: u64,
     ) -> std::io::Result<Pid>;
 
-    /// SIGHUP: re-read what can change before the new workers are forked; returns the new
-    /// worker count when the configuration was read again.
-    fn reload(&mut self) -> Option<usize> {
+    /// SIGHUP: re-read what can change before the new workers are forked; returns the
+    /// master's new settings (worker count, timeouts, recycling) when the configuration was
+    /// read again.
+    fn reload(&mut self) -> Option<MasterConfig> {
         None
     }
 
@@ -339,8 +340,14 @@ impl<S: Spawn> Master<S> {
     }
 
     fn reload(&mut self) {
-        if let Some(n) = self.spawner.reload() {
-            self.set_workers(n);
+        if let Some(config) = self.spawner.reload() {
+            // The new generation lives by the new timeouts and recycling limits (the old one
+            // is stopped by this reload anyway).
+            self.config.timeout = config.timeout;
+            self.config.graceful_timeout = config.graceful_timeout;
+            self.config.threads = config.threads;
+            self.config.recycle = config.recycle;
+            self.set_workers(config.workers);
         }
         self.generation += 1;
         log::info!("Reloading: starting {} new worker(s)", self.config.workers);
