@@ -468,7 +468,8 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
             for name, server in running.items():
                 cpu0, client0 = tree_cpu_seconds(server.proc.pid), children_cpu_seconds()
                 r = load(server.port, w, seconds)
-                answered = r["rps"] * max(1, round(seconds))
+                # h2load's warm-up second (--warm-up-time=1) is served but left out of its rate.
+                answered = r["rps"] * (max(1, round(seconds)) + (1 if w.h2 else 0))
                 if answered:
                     r["server_us"] = 1e6 * (tree_cpu_seconds(server.proc.pid) - cpu0) / answered
                     r["client_us"] = 1e6 * (children_cpu_seconds() - client0) / answered
