@@ -255,6 +255,11 @@ class Result:
     p99_ms: float = 0.0
     errors: int = 0
     rss_mib: float = 0.0
+    #: CPU time (user + system) per response, median of the runs: the server's whole process
+    #: tree, and the load generator's. The client runs on the same cores with one thread, so
+    #: it also bounds req/s: at most 1e6 / client_us_per_req, whatever the server.
+    server_us_per_req: float = 0.0
+    client_us_per_req: float = 0.0
     runs: list[float] = field(default_factory=list)
     note: str = ""
     #: More than 1% of the responses were errors (non-2xx/3xx, timeouts): its req/s count
@@ -315,6 +320,24 @@ def tree_rss_mib(pid: int) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its descendants (all their threads), in seconds."""
+    ticks = 0
+    for p in tree(pid):
+        try:
+            # The fields after the command name (which may hold spaces): utime, stime are 14, 15.
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def certificate() -> tuple[str, str]:
@@ -443,16 +466,25 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in running}
         for _ in range(reps):
             for name, server in running.items():
-                runs[name].append(load(server.port, w, seconds))
+                cpu0, client0 = tree_cpu_seconds(server.proc.pid), children_cpu_seconds()
+                r = load(server.port, w, seconds)
+                # h2load's warm-up second (--warm-up-time=1) is served but left out of its rate.
+                answered = r["rps"] * (max(1, round(seconds)) + (1 if w.h2 else 0))
+                if answered:
+                    r["server_us"] = 1e6 * (tree_cpu_seconds(server.proc.pid) - cpu0) / answered
+                    r["client_us"] = 1e6 * (children_cpu_seconds() - client0) / answered
+                runs[name].append(r)
         for name, server in running.items():
             rs = runs[name]
-            med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+            med = lambda k, d=None: statistics.median(r.get(k, d) for r in rs)  # noqa: E731
             errors = int(sum(r["errors"] for r in rs))
             answered = sum(r["rps"] for r in rs) * seconds
             failed = errors > 0.01 * answered
             results[name] = Result(rps=med("rps"), p50_ms=med("p50"), p99_ms=med("p99"),
                                    errors=errors,
                                    rss_mib=tree_rss_mib(server.proc.pid),
+                                   server_us_per_req=med("server_us", 0.0),
+                                   client_us_per_req=med("client_us", 0.0),
                                    runs=[r["rps"] for r in rs], failed=failed,
                                    note="failing: left out of the ratios" if failed else "")
     finally:
@@ -510,8 +542,9 @@ def measure_idle(spec: ServerSpec, count: int, samples: int) -> Result:
 
 
 def table(results: dict[str, dict[str, Result]], names: list[str]) -> str:
-    lines = ["| workload | server | req/s | p50 ms | p99 ms | errors | RSS MiB |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| workload | server | req/s | p50 ms | p99 ms | errors | RSS MiB | "
+             "server CPU us/req | client CPU us/req |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for wname, by_server in results.items():
         for name in names:
             r = by_server.get(name)
@@ -519,7 +552,8 @@ def table(results: dict[str, dict[str, Result]], names: list[str]) -> str:
                 continue
             rps = "-" if wname == IDLE else f"{r.rps:,.0f}"
             lines.append(f"| {wname} | {name} | {rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-                         f"{r.errors} | {r.rss_mib:.1f} |")
+                         f"{r.errors} | {r.rss_mib:.1f} | {r.server_us_per_req:,.0f} | "
+                         f"{r.client_us_per_req:,.0f} |")
     return "\n".join(lines)
 
 
@@ -671,7 +705,9 @@ def main() -> None:
                                   args.reps, tls)
         for name, r in results[w.name].items():
             print(f"{w.name:>18} | {name:<16} {r.rps:>10,.0f} req/s  p99 {r.p99_ms:7.2f} ms"
-                  f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB {r.note}", flush=True)
+                  f"  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB  CPU/req server "
+                  f"{r.server_us_per_req:,.0f} us client {r.client_us_per_req:,.0f} us {r.note}",
+                  flush=True)
     if chosen_static:
         import tempfile
 

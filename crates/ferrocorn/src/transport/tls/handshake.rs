@@ -63,8 +63,12 @@ pub(crate) async fn accept(
         return None;
     }
     match tokio::time::timeout_at(deadline, server.acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => {
+        Ok(Ok(mut tls)) => {
             metrics.handshake(true);
+            // rustls's default today, set here because the write path is measured with it.
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(crate::net::TLS_WRITE_CHUNK));
             let info = Arc::new(TlsInfo::new(tls.get_ref().1));
             Some(Handshake {
                 stream: Stream::Tls(Box::new(tls)),
