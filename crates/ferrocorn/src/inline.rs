@@ -15,7 +15,9 @@
 //!   app often looks 5-30 ms slow. Then only a response slower than [`BLOCKING`] counts against
 //!   a route, and responses in between count for nothing. (Counting them left a fast app under load stuck
 //!   on its threads, at half its speed, in about half of the runs of a benchmark.)
-//! - only requests without a body left to read run inline (reading one would block);
+//! - only requests without a body left to read run inline (reading one would block); a
+//!   qualified route's body of up to 64 KiB that is still arriving is awaited first, on the
+//!   connection's task (`http::conn`);
 //! - nothing runs inline while a request of a route that has not qualified is with the app
 //!   threads: such a request may hold the GIL for long, and the I/O thread must not wait for it.
 
