@@ -161,13 +161,14 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
         mut response,
     } = exchange;
     response.start_clock();
-    let (start, early_hints) = match ctx.spare.take(py, response, request.head.version) {
+    let callables = match ctx.spare.take(py, response, request.head.version) {
         Ok(made) => made,
         Err(e) => {
             log::error!("cannot serve a request:\n{}", format_exception(py, &e));
             return;
         }
     };
+    let start = &callables.start;
     let outcome = (|| -> Result<(), Failure> {
         let input = if body.is_done() {
             ctx.empty_input.bind(py).clone()
@@ -181,21 +182,21 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
                 memos,
                 &request,
                 &input,
-                &early_hints,
+                &callables.early_hints,
                 &ctx.root_path,
             )
         })?;
-        let result = ctx.app.bind(py).call1((environ, &start));
+        let result = ctx.app.bind(py).call1((environ, &callables.start_response));
         let result = match result {
             Ok(r) => r,
-            Err(e) => return Err(fail(py, &start, &input, e)),
+            Err(e) => return Err(fail(py, start, &input, e)),
         };
-        let sent = send_result(py, ctx, &start, &result);
+        let sent = send_result(py, ctx, start, &result);
         let closed = close_result(&result);
         let finished = sent.and_then(|()| closed.map_err(Failure::App));
         match finished {
             Ok(()) => start.borrow().finish(py).map_err(|_| Failure::Disconnected),
-            Err(Failure::App(e)) => Err(fail(py, &start, &input, e)),
+            Err(Failure::App(e)) => Err(fail(py, start, &input, e)),
             Err(d) => Err(d),
         }
     })();
@@ -210,7 +211,7 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
         }
     }
     // After the exception and its traceback (which may refer to them) are gone.
-    ctx.spare.give_back(start, early_hints);
+    ctx.spare.give_back(callables);
 }
 
 /// Turns an exception from the app into the right ending: a 400 when the client's body was

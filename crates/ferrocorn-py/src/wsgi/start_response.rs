@@ -48,7 +48,8 @@ impl State {
     }
 }
 
-/// The `start_response` callable handed to the app.
+/// The response of one request, with the `start_response`, `write` and
+/// `wsgi.early_hints` callables of PEP 3333 and Gunicorn as its methods.
 ///
 /// Not `frozen`: a thread gets the object back for its next request when nothing else holds
 /// it any longer ([`Spare`]), and gives it that request's sink; everything else changes
@@ -245,11 +246,19 @@ impl StartResponse {
     }
 }
 
-/// A thread's `start_response` object and its bound `early_hints` method, kept between
-/// requests so that a request does not make three Python objects (and free them) that the
-/// app almost never keeps: the object, `environ["wsgi.early_hints"]` and the `write` method
-/// that `start_response` returns. Together they were about 6% of a hello request's
-/// instructions.
+/// What the app is given for one request: the bound `start_response` method of a
+/// [`StartResponse`] (a method, so that Python calls it through vectorcall, without the tuple
+/// of arguments a call of the object itself would make) and its bound `early_hints`.
+pub(crate) struct Callables<'py> {
+    pub start: Bound<'py, StartResponse>,
+    pub start_response: Bound<'py, PyAny>,
+    pub early_hints: Bound<'py, PyAny>,
+}
+
+/// A thread's [`Callables`], kept between requests so that a request does not make four Python
+/// objects (and free them) that the app almost never keeps: the object, its `start_response`,
+/// `environ["wsgi.early_hints"]` and the `write` method that `start_response` returns. Made
+/// anew, they were about 7% of a hello request's instructions.
 ///
 /// They are kept only when nothing but this server holds them once the request is over (their
 /// reference counts say so, and no weak reference was taken to a method; the class itself
@@ -259,6 +268,7 @@ pub(crate) struct Spare(Mutex<Option<Kept>>);
 
 struct Kept {
     start: Py<StartResponse>,
+    start_response: Py<PyAny>,
     early_hints: Py<PyAny>,
 }
 
@@ -271,54 +281,57 @@ impl Spare {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A `start_response` object for a request answered through `sink`, and its
-    /// `early_hints` method.
+    /// The callables for a request answered through `sink`.
     pub(crate) fn take<'py>(
         &self,
         py: Python<'py>,
         sink: ResponseSink,
         version: Version,
-    ) -> PyResult<(Bound<'py, StartResponse>, Bound<'py, PyAny>)> {
-        if let Some(Kept { start, early_hints }) = self.slot().take() {
-            let (start, early_hints) = (start.into_bound(py), early_hints.into_bound(py));
+    ) -> PyResult<Callables<'py>> {
+        let kept = self.slot().take();
+        if let Some(kept) = kept {
+            let c = Callables {
+                start: kept.start.into_bound(py),
+                start_response: kept.start_response.into_bound(py),
+                early_hints: kept.early_hints.into_bound(py),
+            };
             // Checked again: between two requests an object can still be found through the
             // garbage collector's lists (`gc.get_objects()`).
-            let write = start.borrow().state().write.take();
-            if alone(&start, &early_hints, write.as_ref()) {
-                if let Ok(mut sr) = start.try_borrow_mut() {
+            let write = c.start.borrow().state().write.take();
+            if alone(&c, write.as_ref()) {
+                if let Ok(mut sr) = c.start.try_borrow_mut() {
                     sr.sink = Some(sink);
                     sr.interim = version != Version::Http10;
                     sr.state.get_mut().unwrap_or_else(|p| p.into_inner()).write = write;
                     drop(sr);
-                    return Ok((start, early_hints));
+                    return Ok(c);
                 }
             }
         }
         let start = Bound::new(py, StartResponse::new(sink, version))?;
-        let early_hints = start.getattr(pyo3::intern!(py, "early_hints"))?;
-        Ok((start, early_hints))
+        Ok(Callables {
+            start_response: start.getattr(pyo3::intern!(py, "start_response"))?,
+            early_hints: start.getattr(pyo3::intern!(py, "early_hints"))?,
+            start,
+        })
     }
 
-    /// Ends the request's use of `start` and `early_hints`: keeps them for the next request
-    /// when this call holds the only references, else lets them go (breaking the cycle
-    /// through a kept `write` method, so they are freed when the app drops them).
-    pub(crate) fn give_back(
-        &self,
-        start: Bound<'_, StartResponse>,
-        early_hints: Bound<'_, PyAny>,
-    ) {
-        let write = start.borrow().state().write.take();
-        if !alone(&start, &early_hints, write.as_ref()) {
+    /// Ends the request's use of `c`: keeps them for the next request when this call holds
+    /// the only references, else lets them go (breaking the cycle through a kept `write`
+    /// method, so they are freed when the app drops them).
+    pub(crate) fn give_back(&self, c: Callables<'_>) {
+        let write = c.start.borrow().state().write.take();
+        if !alone(&c, write.as_ref()) {
             return;
         }
         let write = match write {
             Some(w) => w,
-            None => match start.getattr(pyo3::intern!(start.py(), "write")) {
+            None => match c.start.getattr(pyo3::intern!(c.start.py(), "write")) {
                 Ok(w) => w.unbind(),
                 Err(_) => return,
             },
         };
-        let Ok(mut sr) = start.try_borrow_mut() else {
+        let Ok(mut sr) = c.start.try_borrow_mut() else {
             return;
         };
         sr.sink = None;
@@ -328,27 +341,27 @@ impl Spare {
         };
         drop(sr);
         *self.slot() = Some(Kept {
-            start: start.unbind(),
-            early_hints: early_hints.unbind(),
+            start: c.start.unbind(),
+            start_response: c.start_response.unbind(),
+            early_hints: c.early_hints.unbind(),
         });
     }
 }
 
-/// True when the caller's references to `start` and `early_hints`, and `write`'s (taken out of
-/// `start`), are the only ones: nothing else can reach the object or call its methods.
-fn alone(
-    start: &Bound<'_, StartResponse>,
-    early_hints: &Bound<'_, PyAny>,
-    write: Option<&Py<PyAny>>,
-) -> bool {
+/// True when the caller's references to the callables, and `write`'s (taken out of `start`),
+/// are the only ones: nothing else can reach the object or call its methods.
+fn alone(c: &Callables<'_>, write: Option<&Py<PyAny>>) -> bool {
     let method_alone = |m: &Bound<'_, PyAny>| refs(m) == 1 && no_weakrefs(m);
-    // `start` is referred to by the caller, by `early_hints` and by `write`.
-    let start_refs = 2 + isize::from(write.is_some());
+    // `start` is referred to by the caller and by each of its bound methods.
+    let start_refs = 3 + isize::from(write.is_some());
     let write_alone = match write {
-        Some(w) => method_alone(w.bind(start.py())),
+        Some(w) => method_alone(w.bind(c.start.py())),
         None => true,
     };
-    method_alone(early_hints) && write_alone && refs(start) == start_refs
+    method_alone(&c.start_response)
+        && method_alone(&c.early_hints)
+        && write_alone
+        && refs(&c.start) == start_refs
 }
 
 fn refs<T>(obj: &Bound<'_, T>) -> isize {
@@ -372,8 +385,9 @@ fn no_weakrefs(method: &Bound<'_, PyAny>) -> bool {
 
 #[pymethods]
 impl StartResponse {
+    /// The `start_response` callable of PEP 3333 (the app is given this bound method).
     #[pyo3(signature = (status, headers, exc_info = None))]
-    fn __call__<'py>(
+    fn start_response<'py>(
         slf: &Bound<'py, Self>,
         status: &Bound<'py, PyAny>,
         headers: &Bound<'py, PyAny>,
