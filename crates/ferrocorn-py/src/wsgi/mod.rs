@@ -17,7 +17,7 @@ use ferrocorn::app::{BodyStream, Exchange};
 use ferrocorn::http::response::ResponseHead;
 
 use self::input::InputStream;
-use self::start_response::{Sent, StartResponse};
+use self::start_response::{Sent, Spare, StartResponse};
 
 /// What every app thread of a worker shares.
 pub(crate) struct Shared {
@@ -37,6 +37,8 @@ pub(crate) struct ThreadCtx {
     /// `wsgi.input` for every request without a body: an empty stream has no state to keep
     /// apart, and most requests (GETs) have none, which spares them an object.
     empty_input: Py<InputStream>,
+    /// The `start_response` object (and its methods) the last request left, for the next.
+    spare: Spare,
 }
 
 impl ThreadCtx {
@@ -49,6 +51,7 @@ impl ThreadCtx {
             root_path: shared.root_path.clone(),
             file_wrapper: file_wrapper.unbind(),
             empty_input: Py::new(py, InputStream::new(BodyStream::empty()))?,
+            spare: Spare::new(),
         })
     }
 }
@@ -158,14 +161,20 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
         mut response,
     } = exchange;
     response.start_clock();
+    let callables = match ctx.spare.take(py, response, request.head.version) {
+        Ok(made) => made,
+        Err(e) => {
+            log::error!("cannot serve a request:\n{}", format_exception(py, &e));
+            return;
+        }
+    };
+    let start = &callables.start;
     let outcome = (|| -> Result<(), Failure> {
         let input = if body.is_done() {
             ctx.empty_input.bind(py).clone()
         } else {
             Bound::new(py, InputStream::new(body))?
         };
-        let start = Bound::new(py, StartResponse::new(response, request.head.version))?;
-        let early_hints = start.getattr(pyo3::intern!(py, "early_hints"))?;
         let environ = MEMOS.with(|memos| {
             environ::build(
                 py,
@@ -173,21 +182,21 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
                 memos,
                 &request,
                 &input,
-                &early_hints,
+                &callables.early_hints,
                 &ctx.root_path,
             )
         })?;
-        let result = ctx.app.bind(py).call1((environ, &start));
+        let result = ctx.app.bind(py).call1((environ, &callables.start_response));
         let result = match result {
             Ok(r) => r,
-            Err(e) => return Err(fail(py, &start, &input, e)),
+            Err(e) => return Err(fail(py, start, &input, e)),
         };
-        let sent = send_result(py, ctx, &start, &result);
+        let sent = send_result(py, ctx, start, &result);
         let closed = close_result(&result);
         let finished = sent.and_then(|()| closed.map_err(Failure::App));
         match finished {
-            Ok(()) => start.get().finish(py).map_err(|_| Failure::Disconnected),
-            Err(Failure::App(e)) => Err(fail(py, &start, &input, e)),
+            Ok(()) => start.borrow().finish(py).map_err(|_| Failure::Disconnected),
+            Err(Failure::App(e)) => Err(fail(py, start, &input, e)),
             Err(d) => Err(d),
         }
     })();
@@ -201,6 +210,8 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
             );
         }
     }
+    // After the exception and its traceback (which may refer to them) are gone.
+    ctx.spare.give_back(callables);
 }
 
 /// Turns an exception from the app into the right ending: a 400 when the client's body was
@@ -212,7 +223,7 @@ fn fail(
     input: &Bound<'_, InputStream>,
     err: PyErr,
 ) -> Failure {
-    let sr = start.get();
+    let sr = start.borrow();
     if sr.disconnected() {
         return Failure::Disconnected;
     }
@@ -241,7 +252,7 @@ fn send_result(
     start: &Bound<'_, StartResponse>,
     result: &Bound<'_, PyAny>,
 ) -> Result<(), Failure> {
-    let sr = start.get();
+    let sr = start.borrow();
     let list = result.cast_exact::<PyList>().ok();
     if list.is_none()
         && result.is_instance(ctx.file_wrapper.bind(py))?

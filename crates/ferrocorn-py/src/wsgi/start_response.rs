@@ -30,12 +30,34 @@ struct State {
     pending: Option<ResponseHead>,
     sent: Sent,
     disconnected: bool,
+    /// This object's own bound `write` method, which `start_response` returns, while the
+    /// object is kept for another request ([`Spare`]); `None` otherwise, when each call makes
+    /// one. It refers back to this object: the cycle is broken at every [`Spare::give_back`].
+    write: Option<Py<PyAny>>,
 }
 
-/// The `start_response` callable handed to the app.
-#[pyclass(frozen, module = "ferrocorn")]
+impl State {
+    const fn new() -> Self {
+        Self {
+            called: false,
+            pending: None,
+            sent: Sent::Nothing,
+            disconnected: false,
+            write: None,
+        }
+    }
+}
+
+/// The response of one request, with the `start_response`, `write` and
+/// `wsgi.early_hints` callables of PEP 3333 and Gunicorn as its methods.
+///
+/// Not `frozen`: a thread gets the object back for its next request when nothing else holds
+/// it any longer ([`Spare`]), and gives it that request's sink; everything else changes
+/// behind `state`.
+#[pyclass(module = "ferrocorn")]
 pub struct StartResponse {
-    sink: ResponseSink,
+    /// `None` once the object waits for its next request.
+    sink: Option<ResponseSink>,
     state: Mutex<State>,
     /// The client may get interim responses: it spoke HTTP/1.1 (RFC 9110 §15.2).
     interim: bool,
@@ -109,16 +131,11 @@ pub(crate) fn real_file(wrapper: &Bound<'_, PyAny>) -> PyResult<Option<RealFile>
 }
 
 impl StartResponse {
-    pub(crate) fn new(sink: ResponseSink, version: Version) -> Self {
+    fn new(sink: ResponseSink, version: Version) -> Self {
         Self {
-            sink,
+            sink: Some(sink),
             interim: version != Version::Http10,
-            state: Mutex::new(State {
-                called: false,
-                pending: None,
-                sent: Sent::Nothing,
-                disconnected: false,
-            }),
+            state: Mutex::new(State::new()),
         }
     }
 
@@ -140,7 +157,9 @@ impl StartResponse {
         py: Python<'_>,
         f: impl FnOnce(&ResponseSink) -> Result<(), Disconnected> + Send,
     ) -> Result<(), SendError> {
-        let sink = &self.sink;
+        let Some(sink) = &self.sink else {
+            return Err(SendError::Disconnected);
+        };
         let r = if sink.has_room() {
             f(sink)
         } else {
@@ -221,20 +240,160 @@ impl StartResponse {
 
     pub(crate) fn abort(&self) {
         self.state().sent = Sent::Done;
-        self.sink.abort();
+        if let Some(sink) = &self.sink {
+            sink.abort();
+        }
+    }
+}
+
+/// What the app is given for one request: the bound `start_response` method of a
+/// [`StartResponse`] (a method, so that Python calls it through vectorcall, without the tuple
+/// of arguments a call of the object itself would make) and its bound `early_hints`.
+pub(crate) struct Callables<'py> {
+    pub start: Bound<'py, StartResponse>,
+    pub start_response: Bound<'py, PyAny>,
+    pub early_hints: Bound<'py, PyAny>,
+}
+
+/// A thread's [`Callables`], kept between requests so that a request does not make four Python
+/// objects (and free them) that the app almost never keeps: the object, its `start_response`,
+/// `environ["wsgi.early_hints"]` and the `write` method that `start_response` returns. Made
+/// anew, they were about 7% of a hello request's instructions.
+///
+/// They are kept only when nothing but this server holds them once the request is over (their
+/// reference counts say so, and no weak reference was taken to a method; the class itself
+/// takes none), so an app that keeps any of them, or an environ holding one, keeps its own
+/// objects and they keep reaching its own request, exactly as if every request had new ones.
+pub(crate) struct Spare(Mutex<Option<Kept>>);
+
+struct Kept {
+    start: Py<StartResponse>,
+    start_response: Py<PyAny>,
+    early_hints: Py<PyAny>,
+}
+
+impl Spare {
+    pub(crate) const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Kept>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The callables for a request answered through `sink`.
+    pub(crate) fn take<'py>(
+        &self,
+        py: Python<'py>,
+        sink: ResponseSink,
+        version: Version,
+    ) -> PyResult<Callables<'py>> {
+        let kept = self.slot().take();
+        if let Some(kept) = kept {
+            let c = Callables {
+                start: kept.start.into_bound(py),
+                start_response: kept.start_response.into_bound(py),
+                early_hints: kept.early_hints.into_bound(py),
+            };
+            // Checked again: between two requests an object can still be found through the
+            // garbage collector's lists (`gc.get_objects()`).
+            let write = c.start.borrow().state().write.take();
+            if alone(&c, write.as_ref()) {
+                if let Ok(mut sr) = c.start.try_borrow_mut() {
+                    sr.sink = Some(sink);
+                    sr.interim = version != Version::Http10;
+                    sr.state.get_mut().unwrap_or_else(|p| p.into_inner()).write = write;
+                    drop(sr);
+                    return Ok(c);
+                }
+            }
+        }
+        let start = Bound::new(py, StartResponse::new(sink, version))?;
+        Ok(Callables {
+            start_response: start.getattr(pyo3::intern!(py, "start_response"))?,
+            early_hints: start.getattr(pyo3::intern!(py, "early_hints"))?,
+            start,
+        })
+    }
+
+    /// Ends the request's use of `c`: keeps them for the next request when this call holds
+    /// the only references, else lets them go (breaking the cycle through a kept `write`
+    /// method, so they are freed when the app drops them).
+    pub(crate) fn give_back(&self, c: Callables<'_>) {
+        let write = c.start.borrow().state().write.take();
+        if !alone(&c, write.as_ref()) {
+            return;
+        }
+        let write = match write {
+            Some(w) => w,
+            None => match c.start.getattr(pyo3::intern!(c.start.py(), "write")) {
+                Ok(w) => w.unbind(),
+                Err(_) => return,
+            },
+        };
+        let Ok(mut sr) = c.start.try_borrow_mut() else {
+            return;
+        };
+        sr.sink = None;
+        *sr.state.get_mut().unwrap_or_else(|p| p.into_inner()) = State {
+            write: Some(write),
+            ..State::new()
+        };
+        drop(sr);
+        *self.slot() = Some(Kept {
+            start: c.start.unbind(),
+            start_response: c.start_response.unbind(),
+            early_hints: c.early_hints.unbind(),
+        });
+    }
+}
+
+/// True when the caller's references to the callables, and `write`'s (taken out of `start`),
+/// are the only ones: nothing else can reach the object or call its methods.
+fn alone(c: &Callables<'_>, write: Option<&Py<PyAny>>) -> bool {
+    let method_alone = |m: &Bound<'_, PyAny>| refs(m) == 1 && no_weakrefs(m);
+    // `start` is referred to by the caller and by each of its bound methods.
+    let start_refs = 3 + isize::from(write.is_some());
+    let write_alone = match write {
+        Some(w) => method_alone(w.bind(c.start.py())),
+        None => true,
+    };
+    method_alone(&c.start_response)
+        && method_alone(&c.early_hints)
+        && write_alone
+        && refs(&c.start) == start_refs
+}
+
+fn refs<T>(obj: &Bound<'_, T>) -> isize {
+    // SAFETY: a live object, and the GIL is held (the `Bound`).
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+/// True when no weak reference to this bound method exists (one could call it later).
+fn no_weakrefs(method: &Bound<'_, PyAny>) -> bool {
+    let ptr = method.as_ptr();
+    // SAFETY: `ptr` is a live object; a builtin method (`PyCFunction` or its `PyCMethod`
+    // subtype, which bound methods of a pyclass are) starts with `PyCFunctionObject`, whose
+    // weak-reference list is null while no weak reference exists.
+    unsafe {
+        pyo3::ffi::PyCFunction_Check(ptr) != 0
+            && (*ptr.cast::<pyo3::ffi::PyCFunctionObject>())
+                .m_weakreflist
+                .is_null()
     }
 }
 
 #[pymethods]
 impl StartResponse {
+    /// The `start_response` callable of PEP 3333 (the app is given this bound method).
     #[pyo3(signature = (status, headers, exc_info = None))]
-    fn __call__<'py>(
+    fn start_response<'py>(
         slf: &Bound<'py, Self>,
         status: &Bound<'py, PyAny>,
         headers: &Bound<'py, PyAny>,
         exc_info: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let this = slf.get();
+        let this = slf.borrow();
         let status = status
             .cast::<PyString>()
             .map_err(|_| PyTypeError::new_err("status must be a str, e.g. '200 OK'"))?
@@ -254,6 +413,9 @@ impl StartResponse {
         let mut st = this.state();
         st.called = true;
         st.pending = Some(head);
+        if let Some(write) = &st.write {
+            return Ok(write.bind(slf.py()).clone());
+        }
         drop(st);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }

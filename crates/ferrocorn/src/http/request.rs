@@ -324,12 +324,12 @@ fn check_request_line(line: &[u8]) -> Result<(), RequestError> {
 /// so do we: a front proxy that reads the same bytes differently could be made to see other
 /// requests than we do (request smuggling). The head is checked whole, once it is complete.
 fn check_line_ends(head: &[u8]) -> Result<(), RequestError> {
-    let mut prev = 0u8;
-    for &b in head {
-        if b == b'\n' && prev != b'\r' {
+    // Only the LFs are looked at (memchr finds them many bytes at a time): a byte-by-byte
+    // loop over the head was the costliest line of a hello request.
+    for at in memchr::memchr_iter(b'\n', head) {
+        if at == 0 || head[at - 1] != b'\r' {
             return Err(RequestError::BareLf);
         }
-        prev = b;
     }
     Ok(())
 }
