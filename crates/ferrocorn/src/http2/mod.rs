@@ -20,3 +20,13 @@ pub(crate) use rewind::Rewind;
 
 /// The client connection preface (RFC 9113 §3.4) that starts prior-knowledge h2c.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Fields that belong to one HTTP/1.1 connection and are malformed in HTTP/2 (RFC 9113
+/// §8.2.2), lower case. `TE` is one too unless it says only `trailers`.
+pub(crate) const CONNECTION_SPECIFIC: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];

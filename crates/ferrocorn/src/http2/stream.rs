@@ -23,17 +23,15 @@ use crate::observe::metrics::H2Event;
 /// A file from `wsgi.file_wrapper` is read and sent in pieces of at most this size.
 const FILE_CHUNK: usize = 64 * 1024;
 
-/// Fields that belong to one HTTP/1.1 connection and are malformed in HTTP/2 (RFC 9113
-/// §8.2.2); `ResponseHead` already refuses them from an app, this keeps them out whatever
-/// made the head.
-const CONNECTION_SPECIFIC: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-];
+/// What a response or hint must not carry over HTTP/2: the connection-specific fields, and
+/// `TE` (a request field). `ResponseHead` already refuses them from an app; this keeps them
+/// out whatever made the head.
+fn connection_specific(name: &str) -> bool {
+    name.eq_ignore_ascii_case("te")
+        || super::CONNECTION_SPECIFIC
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+}
 
 /// What every stream of one connection shares.
 pub(crate) struct StreamShared {
@@ -351,10 +349,7 @@ fn response_parts(head: &ResponseHead) -> Result<http::Response<()>, http::Error
     let mut b = http::Response::builder().status(head.status);
     let (mut has_date, mut has_server) = (false, false);
     for (name, value) in head.headers.iter() {
-        if CONNECTION_SPECIFIC
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
+        if connection_specific(name) {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case("date");
@@ -377,10 +372,7 @@ fn send_hints(out: &mut Out, hints: &EarlyHints) {
     let Out::Waiting(respond) = out else { return };
     let mut b = http::Response::builder().status(103);
     for (name, value) in hints.headers.iter() {
-        if !CONNECTION_SPECIFIC
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
+        if !connection_specific(name) {
             b = b.header(name, value);
         }
     }

@@ -24,17 +24,11 @@ use crate::http::request::{Framing, RequestHead, Version};
 pub(crate) const SWITCHING: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
 
-/// HTTP/1.1 fields that belong to that connection and are malformed in HTTP/2 (RFC 9113
-/// §8.2.2); `host` becomes `:authority` instead.
-const CONNECTION_SPECIFIC: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-    "host",
-];
+/// Fields of the upgrading request that stay behind: the connection-specific ones (see
+/// [`super::CONNECTION_SPECIFIC`]), the upgrade's own, and `Host`, which becomes `:authority`.
+fn stays_behind(name: &str) -> bool {
+    super::CONNECTION_SPECIFIC.contains(&name) || name == "http2-settings" || name == "host"
+}
 
 /// Frame types and flags (RFC 9113 §6).
 const HEADERS: u8 = 0x1;
@@ -148,7 +142,7 @@ pub(crate) fn stream_one(head: &RequestHead) -> Option<BytesMut> {
     }
     for h in &head.headers {
         let name = h.name.to_ascii_lowercase();
-        if CONNECTION_SPECIFIC.contains(&name.as_str())
+        if stays_behind(&name)
             || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
             // TE may only say "trailers" in HTTP/2 (RFC 9113 §8.2.2).
             || name == "te" && !h.value.trim_ascii().eq_ignore_ascii_case(b"trailers")
