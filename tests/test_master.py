@@ -375,18 +375,34 @@ def server_side_connections(port: int) -> int:
     return count
 
 
+def both_workers_accepting(server) -> set[bytes]:
+    """Waits (bounded) until both workers take connections; their pids. Connections opened one
+    after another and held reach the second worker once the first holds more than its share
+    (sequential ones that close may all be won by the same worker)."""
+    pids: set[bytes] = set()
+    held = []
+    try:
+        for _ in range(100):
+            conn = server.connect(timeout=10)
+            held.append(conn)
+            conn.send(http_request("/pid"))
+            pids.add(conn.response().body)
+            if len(pids) == 2:
+                break
+    finally:
+        for c in held:
+            c.close()
+    assert len(pids) == 2, "the second worker never answered"
+    return pids
+
+
 def test_connections_spread_over_workers(start_server) -> None:
     """8 connections opened at once to 2 workers of 4 threads, then a request on each that
     waits until 4 requests are inside its process: only an even 4 / 4 split answers them all.
     A worker holding more than one connection per thread and more than its share leaves new
     connections to the other."""
     server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "4")
-    pids: set[bytes] = set()
-    for _ in range(200):  # bounded: until both workers have answered (both are accepting)
-        pids.add(server.get("/pid").body)
-        if len(pids) == 2:
-            break
-    assert len(pids) == 2, "the second worker never answered"
+    both_workers_accepting(server)
     for _ in range(3):
         # Each round starts from no connections (the server has seen the last ones close).
         wait_for(lambda: server_side_connections(server.port) == 0,
@@ -407,22 +423,7 @@ def test_a_small_load_is_split_evenly(start_server) -> None:
     new connections to the other). With a fixed slack of 8 one worker could take all 16, and a
     fast app, which runs on each worker's I/O thread, then had one core instead of two."""
     server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "64")
-    # Both workers accepting: connections opened one after another and held are answered by
-    # the second worker once the first holds more than its share (bounded).
-    pids: set[bytes] = set()
-    held = []
-    try:
-        for _ in range(100):
-            conn = server.connect(timeout=10)
-            held.append(conn)
-            conn.send(http_request("/pid"))
-            pids.add(conn.response().body)
-            if len(pids) == 2:
-                break
-    finally:
-        for c in held:
-            c.close()
-    assert len(pids) == 2, "the second worker never answered"
+    pids = both_workers_accepting(server)
     for _ in range(3):
         wait_for(lambda: server_side_connections(server.port) == 0,
                  what="the server to release the previous connections")

@@ -212,14 +212,18 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+/// Every PEM item of type `T` in the file at `path` (certificates, CRLs).
+fn pem_items<T: PemObject>(path: &Path) -> Result<Vec<T>, TlsError> {
+    T::pem_slice_iter(&read(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::BadPem {
             path: path.to_owned(),
             reason: e.to_string(),
-        })?;
+        })
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = pem_items::<CertificateDer<'static>>(path)?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.to_owned()));
     }
@@ -258,13 +262,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 /// its CA has likely published a newer one: say so at startup and on every reload).
 fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     use x509_cert::der::Decode;
-    let pem = read(path)?;
-    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+    let crls = pem_items::<CertificateRevocationListDer<'static>>(path)?;
     if crls.is_empty() {
         return Err(TlsError::NoCrl(path.to_owned()));
     }
