@@ -265,16 +265,12 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
         && conn.ctx.config.proxy.trusts(&conn.peer)
         && conn.sniff_preface().await
     {
-        let fd = conn.io.raw_fd();
-        let (io, peer, local, ctx) = conn.into_http2();
-        crate::http2::serve(io, fd, peer, local, ctx, None).await;
+        conn.serve_h2c().await;
         return;
     }
     if conn.run().await {
         // Switched by `Upgrade: h2c`: the buffer holds what the HTTP/2 driver reads first.
-        let fd = conn.io.raw_fd();
-        let (io, peer, local, ctx) = conn.into_http2();
-        crate::http2::serve(io, fd, peer, local, ctx, None).await;
+        conn.serve_h2c().await;
     }
 }
 
@@ -461,6 +457,13 @@ impl Conn {
                 _ => return false,
             }
         }
+    }
+
+    /// Serves the rest of the connection as h2c, the bytes already read going first.
+    async fn serve_h2c(self) {
+        let fd = self.io.raw_fd();
+        let (io, peer, local, ctx) = self.into_http2();
+        crate::http2::serve(io, fd, peer, local, ctx, None).await;
     }
 
     /// Gives the socket (behind the bytes already read) to another protocol driver; the
