@@ -37,8 +37,12 @@ RESULTS = BENCH / "results"
 FERROCORN = str(ROOT / ".venv" / "bin" / "ferrocorn")
 PEERS_BIN = Path(sys.executable).parent
 
-#: The plain hyper server (bench/hyper_hello, no Python): what HTTP costs alone, on hello.
+#: The plain hyper server (bench/hyper_hello, no Python): what HTTP, and TLS, cost alone.
 HYPER = "hyper (no Python)"
+#: The workloads it serves: the bodies it knows (hello, 1 MiB), in cleartext and over rustls.
+#: Over TLS it shows where the client's own ceiling lies: wrk's one thread decrypting every
+#: byte on the same two cores (docs/benchmarks.md, TLS).
+HYPER_WORKLOADS = ("hello", "1 MiB response", "TLS hello", "TLS handshakes", "TLS 1 MiB")
 
 #: The bench's own client checks: the certificate is made for the run, so it is not verified.
 UNVERIFIED = ssl.create_default_context()
@@ -123,7 +127,9 @@ def servers() -> list[ServerSpec]:
                                                        "{app}", "{port}"]))
     hyper = ROOT / "target" / "hyper" / "release" / "hyper_hello"
     if hyper.exists():
-        specs.append(ServerSpec(HYPER, [str(hyper), "{port}"], reference_for=("hello",)))
+        specs.append(ServerSpec(HYPER, [str(hyper), "{port}", "{app}"],
+                                reference_for=HYPER_WORKLOADS,
+                                tls_args=("--tls", "{cert}", "{key}")))
     return specs
 
 
