@@ -327,6 +327,49 @@ def test_stalled_reader_of_a_large_file_holds_bounded_memory(serve: Any, pki: Pk
     assert peak - base < 8 * 1024, f"worker peak RSS grew by {(peak - base) // 1024} MiB"
 
 
+def server_side_unsent(server_port: int, client_port: int) -> int:
+    """Bytes the server's socket of one loopback connection holds unacknowledged or unsent
+    (the `tx_queue` column of /proc/net/tcp: as `ss` shows Send-Q)."""
+    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[0], 16)
+    raise AssertionError(f"no socket {local} -> {remote} in /proc/net/tcp")
+
+
+def test_stalled_reader_leaves_little_queued_in_the_kernel(serve: Any, pki: Pki,
+                                                          tmp_path: Path) -> None:
+    """TLS sockets keep at most about one record unsent (TCP_NOTSENT_LOWAT, docs/design.md):
+    a client that stops reading a 32 MiB file pins tens of KiB of the server's kernel memory,
+    not the megabytes a send buffer grows to, and still gets every byte when it reads on."""
+    root = tmp_path / "static"
+    root.mkdir()
+    data = os.urandom(1 << 20) * 32
+    (root / "big.bin").write_bytes(data)
+    server = serve(tls_server(pki, "--static-map", f"/static={root}", "-w", "1"))
+    with tls_socket(server, client_context(pki), timeout=30) as s:
+        client_port = s.getsockname()[1]
+        s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = bytearray()
+        while len(got) < (4 << 20):
+            got += s.recv(1 << 20)
+        # The client stops reading. The server writes until the client's window and its own
+        # limit stop it: wait for the queue to stop changing (while data still flows, bytes
+        # in flight count too), then see what it holds.
+        deadline = time.monotonic() + 10
+        queued, before = server_side_unsent(server.port, client_port), -1
+        while queued != before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            queued, before = server_side_unsent(server.port, client_port), queued
+        while piece := s.recv(1 << 20):
+            got += piece
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == len(data)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert 0 < queued <= 256 * 1024, f"{queued} bytes queued in the server's socket"
+
+
 def test_slow_reader_gets_everything(https: Server, pki: Pki) -> None:
     """A client reading a 1 MiB file slowly: the bounded copy waits on it, nothing is lost."""
     size = 1024 * 1024

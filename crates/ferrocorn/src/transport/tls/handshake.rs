@@ -62,6 +62,8 @@ pub(crate) async fn accept(
         }
         return None;
     }
+    // Before the handshake, so its own flights are paced the same way.
+    crate::net::limit_unsent(&tcp);
     match tokio::time::timeout_at(deadline, server.acceptor.accept(tcp)).await {
         Ok(Ok(mut tls)) => {
             metrics.handshake(true);
