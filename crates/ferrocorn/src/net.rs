@@ -75,10 +75,10 @@ pub(crate) const TLS_WRITE_CHUNK: usize = 64 * 1024;
 /// (the usual case for bulk responses) lets up to the whole send buffer, megabytes, wait in the
 /// kernel, and every ACK that opens the window then sends it from the *client's* context and
 /// after it has left the cache. Measured on a 1 MiB response over TLS (wrk, 16 connections,
-/// seven alternating rounds): 7% more responses per second, server CPU per response down
-/// about 10% and wrk's kernel time about 11% (docs/design.md, TLS). Not set on cleartext
-/// sockets: there one `writev` hands the kernel a whole large body, and the limit would split
-/// it into many (server CPU +35% on the same cleartext response).
+/// seven alternating rounds): 9% more responses per second, server CPU per response down 12%
+/// and wrk's down 5% (docs/design.md, TLS). Not set on cleartext sockets: there one `writev`
+/// hands the kernel a whole large body, which the limit would split into many (server CPU
+/// +35% on the same response in cleartext).
 pub(crate) const TLS_UNSENT_LOWAT: u32 = 16 * 1024;
 
 /// Sets [`TLS_UNSENT_LOWAT`] on a TLS connection's socket. A kernel without the option keeps
