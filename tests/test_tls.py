@@ -289,16 +289,28 @@ def test_static_files_over_tls(serve: Any, pki: Pki, tmp_path: Path) -> None:
     conn.close()
 
 
+def serve_big_static_file(serve: Any, pki: Pki, tmp_path: Path) -> tuple[Server, bytes]:
+    """One TLS worker serving a 32 MiB static file at /static/big.bin, and the file's bytes."""
+    root = tmp_path / "static"
+    root.mkdir()
+    data = os.urandom(1 << 20) * 32
+    (root / "big.bin").write_bytes(data)
+    return serve(tls_server(pki, "--static-map", f"/static={root}", "-w", "1")), data
+
+
+def assert_whole_file(got: bytes | bytearray, data: bytes) -> None:
+    """`got` is a 200 response whose body is exactly `data`."""
+    head, _, body = bytes(got).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == len(data)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
 def test_stalled_reader_of_a_large_file_holds_bounded_memory(serve: Any, pki: Pki,
                                                               tmp_path: Path) -> None:
     """A 32 MiB static file to a TLS client that stops reading after 1 MiB: sendfile(2) cannot
     cross TLS, so the file is read, encrypted and written in 64 KiB pieces as the socket takes
     them; the worker's peak RSS must not grow with the file."""
-    root = tmp_path / "static"
-    root.mkdir()
-    data = os.urandom(1 << 20) * 32
-    (root / "big.bin").write_bytes(data)
-    server = serve(tls_server(pki, "--static-map", f"/static={root}", "-w", "1"))
+    server, data = serve_big_static_file(serve, pki, tmp_path)
     pids = server.worker_pids() or [server.pid]
     # One small answer first, so the baseline has a TLS connection's state in it.
     with tls_socket(server, client_context(pki)) as s:
@@ -320,9 +332,7 @@ def test_stalled_reader_of_a_large_file_holds_bounded_memory(serve: Any, pki: Pk
             time.sleep(0.05)
         while piece := s.recv(1 << 20):
             got += piece
-    head, _, body = bytes(got).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and len(body) == len(data)
-    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert_whole_file(got, data)
     peak = max(peak, *(vm_kib(pid, "VmHWM") for pid in pids))
     assert peak - base < 8 * 1024, f"worker peak RSS grew by {(peak - base) // 1024} MiB"
 
@@ -343,11 +353,7 @@ def test_stalled_reader_leaves_little_queued_in_the_kernel(serve: Any, pki: Pki,
     """TLS sockets keep at most about one record unsent (TCP_NOTSENT_LOWAT, docs/design.md):
     a client that stops reading a 32 MiB file pins tens of KiB of the server's kernel memory,
     not the megabytes a send buffer grows to, and still gets every byte when it reads on."""
-    root = tmp_path / "static"
-    root.mkdir()
-    data = os.urandom(1 << 20) * 32
-    (root / "big.bin").write_bytes(data)
-    server = serve(tls_server(pki, "--static-map", f"/static={root}", "-w", "1"))
+    server, data = serve_big_static_file(serve, pki, tmp_path)
     with tls_socket(server, client_context(pki), timeout=30) as s:
         client_port = s.getsockname()[1]
         s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -364,9 +370,7 @@ def test_stalled_reader_leaves_little_queued_in_the_kernel(serve: Any, pki: Pki,
             queued, before = server_side_unsent(server.port, client_port), queued
         while piece := s.recv(1 << 20):
             got += piece
-    head, _, body = bytes(got).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200") and len(body) == len(data)
-    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    assert_whole_file(got, data)
     assert 0 < queued <= 256 * 1024, f"{queued} bytes queued in the server's socket"
 
 
