@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -692,6 +692,26 @@ def vm_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+class TcpSocket(NamedTuple):
+    """One row of /proc/net/tcp (or tcp6): ports, state and queues of a socket on this host."""
+    local_port: int
+    remote_port: int
+    state: str  # two hex digits: 01 ESTABLISHED, 08 CLOSE_WAIT, 0A LISTEN
+    tx_queue: int  # bytes sent but not acknowledged, or not yet sent (ss's Send-Q)
+    inode: str
+
+
+def tcp_sockets(tables: tuple[str, ...] = ("/proc/net/tcp",)) -> list[TcpSocket]:
+    """Every TCP socket of this host in ``tables``, as the kernel lists them."""
+    rows = []
+    for table in tables:
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            rows.append(TcpSocket(int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
+                                  f[3], int(f[4].split(":")[0], 16), f[9]))
+    return rows
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import http_request
+from conftest import http_request, tcp_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -232,12 +232,8 @@ def _established(pid: int) -> bool:
                 inodes.add(target[8:-1])
     except OSError:
         return False
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            if parts[3] == "01" and parts[9] in inodes:  # 01 = ESTABLISHED
-                return True
-    return False
+    return any(s.state == "01" and s.inode in inodes  # 01 = ESTABLISHED
+               for s in tcp_sockets(("/proc/net/tcp", "/proc/net/tcp6")))
 
 
 def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> None:
@@ -366,13 +362,8 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
 def server_side_connections(port: int) -> int:
     """Connections the server still holds on ``port`` (established or closed by the client but
     not yet by the server), from /proc/net/tcp."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].rsplit(":", 1)[1], 16)
-        if local_port == port and fields[3] in ("01", "08"):  # ESTABLISHED, CLOSE_WAIT
-            count += 1
-    return count
+    return sum(1 for s in tcp_sockets()
+               if s.local_port == port and s.state in ("01", "08"))  # ESTABLISHED, CLOSE_WAIT
 
 
 def both_workers_accepting(server) -> set[bytes]:

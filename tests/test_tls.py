@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import RawConn, Server, UnixHTTPConnection, free_port, vm_kib, wait_for
+from conftest import (RawConn, Server, UnixHTTPConnection, free_port, tcp_sockets, vm_kib,
+                      wait_for)
 
 APP = "tls_app:app"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -338,14 +339,11 @@ def test_stalled_reader_of_a_large_file_holds_bounded_memory(serve: Any, pki: Pk
 
 
 def server_side_unsent(server_port: int, client_port: int) -> int:
-    """Bytes the server's socket of one loopback connection holds unacknowledged or unsent
-    (the `tx_queue` column of /proc/net/tcp: as `ss` shows Send-Q)."""
-    local, remote = f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local and fields[2] == remote:
-            return int(fields[4].split(":")[0], 16)
-    raise AssertionError(f"no socket {local} -> {remote} in /proc/net/tcp")
+    """Bytes the server's socket of one loopback connection holds unacknowledged or unsent."""
+    for sock in tcp_sockets():
+        if sock.local_port == server_port and sock.remote_port == client_port:
+            return sock.tx_queue
+    raise AssertionError(f"no socket {server_port} -> {client_port} in /proc/net/tcp")
 
 
 def test_stalled_reader_leaves_little_queued_in_the_kernel(serve: Any, pki: Pki,
