@@ -54,10 +54,11 @@ pub fn main(
             return code;
         }
     };
-    ferrocorn::log::init(loaded.settings.log_level);
+    ferrocorn::error_log::init(loaded.settings.log_level);
     let observe = &loaded.settings.observe;
     if let Some(path) = observe.error_logfile.as_deref().filter(|p| *p != "-") {
-        if let Err(e) = ferrocorn::log::open_error_log(path.as_ref(), observe.capture_output) {
+        if let Err(e) = ferrocorn::error_log::open_error_log(path.as_ref(), observe.capture_output)
+        {
             eprintln!("Error: cannot open error log {path}: {e}");
             return EXIT_CONFIG;
         }

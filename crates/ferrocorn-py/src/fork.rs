@@ -12,8 +12,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 use pyo3::prelude::*;
 
 use ferrocorn::bind::{BoundListener, INHERITED_FDS_VAR};
+use ferrocorn::clock::monotonic_ms;
 use ferrocorn::config::Settings;
-use ferrocorn::master::heartbeat::{monotonic_ms, BeatHandle, Heartbeat};
+use ferrocorn::master::heartbeat::{BeatHandle, Heartbeat};
 use ferrocorn::master::signals::SignalQueue;
 use ferrocorn::master::{MasterConfig, Spawn, EXIT_APP_LOAD, EXIT_WORKER_BOOT};
 use ferrocorn::worker::{self, WorkerConfig};

@@ -19,7 +19,7 @@ pub fn access_sink() -> Option<LineSink> {
 /// Python exception's text.
 pub fn configure(py: Python<'_>, json: &str) -> Result<(), String> {
     let (error, access) = apply(py, json).map_err(|e| e.to_string())?;
-    ferrocorn::log::set_sink(Box::new(move |level, message| {
+    ferrocorn::error_log::set_sink(Box::new(move |level, message| {
         python_alive()
             && Python::attach(|py| {
                 let level = match level {

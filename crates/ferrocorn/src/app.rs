@@ -2,8 +2,6 @@
 //! come out. Nothing here knows about Python; the WSGI glue implements [`App`].
 
 use std::fs::File;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,25 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::http::error::BodyError;
-use crate::http::request::{RequestHead, Text};
-use crate::http::response::{EarlyHints, ResponseHead};
-use crate::master::heartbeat::monotonic_ms;
+use crate::addr::{Local, Peer};
+use crate::clock::monotonic_ms;
+use crate::http1::error::BodyError;
+use crate::http1::request::{RequestHead, Text};
+use crate::http1::response::{EarlyHints, ResponseHead};
 use crate::proxy::Forwarded;
-
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    Unix,
-}
-
-/// Where a connection was accepted.
-#[derive(Debug, Clone)]
-pub enum Local {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
 
 /// A request handed to an app thread.
 #[derive(Debug)]

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::http::request::target_path;
+use crate::http1::request::target_path;
 
 /// A response is fast when the app produced it within this.
 pub const FAST: Duration = Duration::from_micros(500);

@@ -1,17 +1,19 @@
 //! ferrocorn's core: settings, listeners, the HTTP/1.1 server and the worker that runs it.
 //! Nothing here depends on Python; the WSGI side plugs in through [`app::App`].
 
+pub mod addr;
 pub mod app;
 mod app_threads;
 pub mod batch;
 pub mod bind;
+pub mod clock;
 pub mod config;
-pub mod http;
+pub mod error_log;
+pub mod http1;
 pub mod http2;
 pub mod inline;
 pub mod jobs;
 mod local;
-pub mod log;
 pub mod master;
 pub mod net;
 pub mod observe;

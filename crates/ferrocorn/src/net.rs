@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::app::{Local, Peer};
-use crate::http::buffers::READ_SIZE;
+use crate::addr::{Local, Peer};
+use crate::http1::buffers::READ_SIZE;
 
 /// A bound, listening socket owned by a worker.
 pub enum Listener {
@@ -118,7 +118,7 @@ impl Stream {
                 Self::Tls(_) => unreachable!("handled above"),
             }
             if buf.capacity() == 0 {
-                *buf = crate::http::buffers::take();
+                *buf = crate::http1::buffers::take();
             }
             buf.reserve(READ_SIZE);
             let room = buf.capacity() - buf.len();
@@ -217,7 +217,7 @@ async fn tls_read_ready(
         tcp.readable().await?;
     }
     if buf.capacity() == 0 {
-        *buf = crate::http::buffers::take();
+        *buf = crate::http1::buffers::take();
     }
     buf.reserve(READ_SIZE);
     s.read_buf(buf).await

@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use crate::app::Peer;
-use crate::http::request::Header;
+use crate::addr::Peer;
+use crate::http1::request::Header;
 
 /// A forwarded header from a trusted proxy that cannot be used.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

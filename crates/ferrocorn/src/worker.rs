@@ -10,15 +10,16 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::addr::{Local, Peer};
 use crate::app::{App, ThreadSlot};
-use crate::app::{Local, Peer};
 use crate::app_threads::AppThreads;
 use crate::batch::Batch;
 use crate::bind::BoundListener;
-use crate::http::conn::{serve, ConnCtx};
-use crate::http::ConnConfig;
+use crate::clock::monotonic_ms;
+use crate::http1::conn::{serve, ConnCtx};
+use crate::http1::ConnConfig;
 use crate::inline::InlinePolicy;
-use crate::master::heartbeat::{monotonic_ms, BeatHandle};
+use crate::master::heartbeat::BeatHandle;
 use crate::net::Listener;
 use crate::net::Stream;
 use crate::reclaim::{Phase, Reclaimer};
@@ -573,7 +574,7 @@ impl StopSignals {
                 _ = self.term.recv() => return Stop::Graceful,
                 _ = self.int.recv() => return Stop::Quick,
                 _ = self.quit.recv() => return Stop::Quick,
-                _ = self.usr1.recv() => crate::log::reopen(),
+                _ = self.usr1.recv() => crate::error_log::reopen(),
                 _ = self.hup.recv() => {}
             }
         }

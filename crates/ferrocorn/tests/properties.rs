@@ -2,8 +2,8 @@
 //! valid messages survive any split, and decoding gives back exactly what was encoded.
 
 use bytes::BytesMut;
-use ferrocorn::http::chunked::{ChunkedDecoder, Decoded};
-use ferrocorn::http::request::{parse_head, Framing, Limits};
+use ferrocorn::http1::chunked::{ChunkedDecoder, Decoded};
+use ferrocorn::http1::request::{parse_head, Framing, Limits};
 use proptest::prelude::*;
 
 fn token() -> impl Strategy<Value = String> {

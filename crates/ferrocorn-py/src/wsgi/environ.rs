@@ -10,9 +10,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use ferrocorn::app::{Local, Peer, Request};
-use ferrocorn::http::request::{Header, Version};
-use ferrocorn::http::response::SERVER;
+use ferrocorn::addr::{Local, Peer};
+use ferrocorn::app::Request;
+use ferrocorn::http1::request::{Header, Version};
+use ferrocorn::http1::response::SERVER;
 
 use super::errors::ErrorStream;
 use super::input::InputStream;

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use ferrocorn::app::BodyStream;
-use ferrocorn::http::error::BodyError;
+use ferrocorn::http1::error::BodyError;
 
 /// How much is asked of the connection at once for line reads and iteration.
 const CHUNK: usize = 64 * 1024;

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use ferrocorn::app::{BodyStream, Exchange};
-use ferrocorn::http::response::ResponseHead;
+use ferrocorn::http1::response::ResponseHead;
 
 use self::input::InputStream;
 use self::start_response::{Sent, Spare, StartResponse};
@@ -311,7 +311,7 @@ pub(crate) fn response_head(status: &str, headers: &Bound<'_, PyAny>) -> PyResul
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err("response headers must be a list of (name, value) tuples")
     })?;
-    let invalid = |e: ferrocorn::http::error::ResponseError| {
+    let invalid = |e: ferrocorn::http1::error::ResponseError| {
         pyo3::exceptions::PyValueError::new_err(e.to_string())
     };
     let mut head = ResponseHead::start(status).map_err(invalid)?;

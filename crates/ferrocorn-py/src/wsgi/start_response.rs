@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use ferrocorn::app::{Disconnected, ResponseSink};
-use ferrocorn::http::request::Version;
-use ferrocorn::http::response::{reason, EarlyHints, ResponseHead};
+use ferrocorn::http1::request::Version;
+use ferrocorn::http1::response::{reason, EarlyHints, ResponseHead};
 
 use super::{response_head, Failure};
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::bind::{BindAddr, BindError};
-use crate::http::request::Limits;
-use crate::http::ConnConfig;
+use crate::http1::request::Limits;
+use crate::http1::ConnConfig;
 use crate::proxy::{Apply, ProxyConfig, Trusted};
 use std::sync::Arc;
 

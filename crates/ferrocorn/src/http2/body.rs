@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 
-use crate::http::error::BodyError;
+use crate::http1::error::BodyError;
 
 pub(crate) struct H2Body {
     recv: RecvStream,

@@ -18,8 +18,8 @@ use super::limits::{
     self, ping_interval, GOAWAY_LINGER, LIVE_STREAMS_FACTOR, MAX_CLIENT_RESETS, MAX_REFUSED_STREAMS,
 };
 use super::stream::{self, StreamShared};
-use crate::app::{Local, Peer};
-use crate::http::conn::ConnCtx;
+use crate::addr::{Local, Peer};
+use crate::http1::conn::ConnCtx;
 use crate::observe::metrics::H2Event;
 use crate::reclaim::Phase;
 

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use crate::http::error::RequestError;
-use crate::http::request::{Framing, Header, Limits, RequestHead, Text, Version};
+use crate::http1::error::RequestError;
+use crate::http1::request::{Framing, Header, Limits, RequestHead, Text, Version};
 
 /// Why a stream's head is refused, before the app sees it.
 #[derive(Debug, thiserror::Error)]

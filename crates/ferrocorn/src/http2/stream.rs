@@ -14,10 +14,11 @@ use tokio::sync::mpsc;
 
 use super::body::H2Body;
 use super::head::request_head;
-use crate::app::{AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
-use crate::http::conn::{ConnCtx, Record};
-use crate::http::request::{Framing, RequestHead};
-use crate::http::response::{reason, with_date, EarlyHints, ResponseHead, SERVER};
+use crate::addr::{Local, Peer};
+use crate::app::{AppMsg, BodyStream, Exchange, Request, ResponseSink, Rx};
+use crate::http1::conn::{ConnCtx, Record};
+use crate::http1::request::{Framing, RequestHead};
+use crate::http1::response::{reason, with_date, EarlyHints, ResponseHead, SERVER};
 use crate::observe::metrics::H2Event;
 
 /// A file from `wsgi.file_wrapper` is read and sent in pieces of at most this size.
@@ -127,7 +128,7 @@ async fn exchange(
     let max_body = ctx.config.max_body;
     if let Framing::Length(n) = head.framing {
         if max_body > 0 && n > max_body {
-            let e = crate::http::error::RequestError::BodyTooLarge(max_body);
+            let e = crate::http1::error::RequestError::BodyTooLarge(max_body);
             // A response, then the stream's end: the connection's other streams go on.
             let _ = send_error(&mut out, e.status(), &e.to_string(), ctx).await;
             note(record, e.status());

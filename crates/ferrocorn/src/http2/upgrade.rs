@@ -18,7 +18,7 @@ use base64::Engine;
 use bytes::{BufMut, BytesMut};
 
 use super::PREFACE;
-use crate::http::request::{Framing, RequestHead, Version};
+use crate::http1::request::{Framing, RequestHead, Version};
 
 /// The answer that switches the connection (RFC 7540 §3.2).
 pub(crate) const SWITCHING: &[u8] =
@@ -210,7 +210,7 @@ fn string(out: &mut BytesMut, s: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{take_head, Limits};
+    use crate::http1::request::{take_head, Limits};
 
     fn head(text: &str) -> RequestHead {
         let mut buf = BytesMut::from(text.as_bytes());

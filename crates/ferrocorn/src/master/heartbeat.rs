@@ -2,6 +2,7 @@
 //! it has booted, its open connections and its request metrics. The master reads it to find
 //! hung workers; a page shared by all workers (the board) spreads connections over them.
 
+use crate::clock::monotonic_ms;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,17 +80,6 @@ impl AcceptBoard {
 pub struct Heartbeat {
     page: SharedPage<Beat>,
     board: AcceptBoard,
-}
-
-/// Milliseconds on the system-wide monotonic clock (the same in every process).
-pub fn monotonic_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 impl Heartbeat {

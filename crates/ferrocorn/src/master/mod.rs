@@ -330,7 +330,7 @@ impl<S: Spawn> Master<S> {
                 log::info!("Stopping all workers (WINCH)");
             }
             SIGUSR1 => {
-                crate::log::reopen();
+                crate::error_log::reopen();
                 for w in &self.workers {
                     let _ = kill(w.pid, Signal::SIGUSR1);
                 }
@@ -441,7 +441,7 @@ impl<S: Spawn> Master<S> {
                         lifetime: self
                             .config
                             .recycle
-                            .lifetime_for(pid.as_raw() as u64 ^ heartbeat::monotonic_ms()),
+                            .lifetime_for(pid.as_raw() as u64 ^ crate::clock::monotonic_ms()),
                         rss: 0,
                     });
                 }

@@ -148,9 +148,9 @@ pub struct Entry<'a> {
     pub protocol: &'a str,
     /// `wsgi.url_scheme`: `https` on a TLS connection (or as a trusted proxy said), else `http`.
     pub scheme: &'a str,
-    pub request_headers: &'a [crate::http::request::Header],
+    pub request_headers: &'a [crate::http1::request::Header],
     pub status: u16,
-    pub response_headers: &'a crate::http::response::HeaderBlock,
+    pub response_headers: &'a crate::http1::response::HeaderBlock,
     /// Body bytes sent.
     pub bytes: u64,
     pub duration: Duration,
@@ -222,7 +222,7 @@ fn clf_time(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let tm = crate::log::local_time(unix);
+    let tm = crate::error_log::local_time(unix);
     let off = tm.tm_gmtoff / 60;
     format!(
         "[{:02}/{}/{:04}:{:02}:{:02}:{:02} {}{:02}{:02}]",
@@ -519,8 +519,8 @@ fn writer(mut sink: Sink, shared: &Shared) {
 mod tests {
     use super::*;
 
-    use crate::http::request::Header;
-    use crate::http::response::HeaderBlock;
+    use crate::http1::request::Header;
+    use crate::http1::response::HeaderBlock;
 
     fn h(name: &str, value: &[u8]) -> Header {
         Header {

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use crate::http::request::trim_ows;
+use crate::http1::request::trim_ows;
 
 /// What the request's preconditions make of a GET or HEAD (RFC 9110 §13.2.2's order, for the
 /// fields a static file server honours).

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::statics::StaticSettings;
-use crate::http::request::RequestHead;
+use crate::http1::request::RequestHead;
 use cache::{Cache, Entry, Found};
 use mapping::{Mapped, Target};
 pub(crate) use respond::{Answer, Body};
@@ -218,7 +218,7 @@ fn not_allowed() -> Answer {
 mod tests {
     use super::*;
     use crate::config::Settings;
-    use crate::http::request::{parse_head, Limits};
+    use crate::http1::request::{parse_head, Limits};
     use clap::Parser;
 
     /// A fresh directory under the system's temporary one, removed on drop.

@@ -1,7 +1,7 @@
 //! Choosing a precompressed sibling (`app.js.br`, `.zst`, `.gz`) by the client's
 //! `Accept-Encoding` and its q-values (RFC 9110 §12.5.3).
 
-use crate::http::request::trim_ows;
+use crate::http1::request::trim_ows;
 
 /// The encodings a file may have precompressed siblings in, in the server's order of
 /// preference when the client likes several equally (smallest files first).

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::cache::{Entry, Variant};
 use super::conditional::{self, Precondition, Range};
 use super::negotiate::{self, Coding};
-use crate::http::response::ResponseHead;
+use crate::http1::response::ResponseHead;
 
 /// What the connection sends for a static request.
 #[derive(Debug)]

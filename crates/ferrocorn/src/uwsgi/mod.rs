@@ -2,7 +2,7 @@
 //! sends each request as one packet of CGI variables followed by its body; the response goes
 //! back as plain HTTP/1.x and the connection closes after it, as uWSGI does with nginx.
 //!
-//! The packet becomes the same [`RequestHead`](crate::http::request::RequestHead) the HTTP/1.1
+//! The packet becomes the same [`RequestHead`](crate::http1::request::RequestHead) the HTTP/1.1
 //! driver makes, and runs through the same exchange (`http::conn`): the app side, the body
 //! streaming, the response writer, the access log and the metrics are all shared.
 
@@ -15,11 +15,11 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::app::Peer;
-use crate::http::conn::{Conn, Source};
-use crate::http::error::RequestError;
-use crate::http::request::{Framing, Version};
-use crate::http::response::error_response;
+use crate::addr::Peer;
+use crate::http1::conn::{Conn, Source};
+use crate::http1::error::RequestError;
+use crate::http1::request::{Framing, Version};
+use crate::http1::response::error_response;
 use crate::reclaim::Phase;
 
 /// A packet that cannot be served.

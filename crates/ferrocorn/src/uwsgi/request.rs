@@ -9,8 +9,8 @@ use percent_encoding::{percent_decode, percent_encode, AsciiSet, CONTROLS};
 
 use super::packet::{Vars, MANAGE_PATH_INFO};
 use super::UwsgiError;
-use crate::http::error::RequestError;
-use crate::http::request::{is_tchar, Framing, Header, Limits, RequestHead, Text, Version};
+use crate::http1::error::RequestError;
+use crate::http1::request::{is_tchar, Framing, Header, Limits, RequestHead, Text, Version};
 use crate::proxy::Forwarded;
 
 /// A request read from a uwsgi packet.

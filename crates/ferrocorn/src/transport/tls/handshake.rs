@@ -100,7 +100,7 @@ pub(crate) async fn take_preamble(
     tcp: &mut TcpStream,
     deadline: Instant,
 ) -> Result<Option<std::net::SocketAddr>, String> {
-    use crate::http::proxy_protocol;
+    use crate::http1::proxy_protocol;
     // A v2 preamble with TLVs can be long; anything larger than this is refused.
     const MAX: usize = 4096;
     let mut taken: Vec<u8> = Vec::with_capacity(128);

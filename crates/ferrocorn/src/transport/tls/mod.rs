@@ -317,10 +317,10 @@ fn warn_if_expired(path: &Path, cert: &CertificateDer<'_>) {
 /// connection is to be closed.
 pub(crate) async fn secure(
     io: crate::net::Stream,
-    peer: &mut crate::app::Peer,
-    config: &crate::http::ConnConfig,
+    peer: &mut crate::addr::Peer,
+    config: &crate::http1::ConnConfig,
 ) -> Option<(crate::net::Stream, Option<Arc<TlsInfo>>)> {
-    use crate::app::Peer;
+    use crate::addr::Peer;
     let (mut tcp, server) = match (io, &config.tls) {
         (crate::net::Stream::Tcp(tcp), Some(server)) => (tcp, server),
         (io, _) => return Some((io, None)),

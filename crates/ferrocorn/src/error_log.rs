@@ -120,16 +120,9 @@ pub(crate) fn local_time(unix: i64) -> libc::tm {
     tm
 }
 
-/// Now, as Unix seconds.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Local time as `2026-11-24 05:49:03 +0000`.
 fn timestamp() -> String {
-    let tm = local_time(unix_now());
+    let tm = local_time(crate::clock::unix_now());
     let off = tm.tm_gmtoff / 60;
     let sign = if off < 0 { '-' } else { '+' };
     format!(

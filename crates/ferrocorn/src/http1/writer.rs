@@ -179,7 +179,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::parse_head;
+    use crate::http1::request::parse_head;
 
     fn writer(framing: BodyFraming) -> Writer {
         let (head, _) = parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &Default::default())

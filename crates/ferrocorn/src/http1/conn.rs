@@ -20,7 +20,8 @@ use super::proxy_protocol;
 use super::request::{take_head, Framing, Limits, RequestHead, Text, Version};
 use super::response::{encode_early_hints, error_response, request_error_response, HeaderBlock};
 use super::writer::Writer;
-use crate::app::{App, AppMsg, BodyStream, Exchange, Local, Peer, Request, ResponseSink, Rx};
+use crate::addr::{Local, Peer};
+use crate::app::{App, AppMsg, BodyStream, Exchange, Request, ResponseSink, Rx};
 use crate::app_threads::AppThreads;
 use crate::batch::{self, Batch};
 use crate::config::Protocol;
@@ -93,7 +94,7 @@ pub(crate) struct Record {
     target: Text,
     protocol: &'static str,
     scheme: &'static str,
-    request_headers: Vec<crate::http::request::Header>,
+    request_headers: Vec<crate::http1::request::Header>,
     pub(crate) status: Option<u16>,
     pub(crate) response_headers: HeaderBlock,
     pub(crate) bytes: u64,
@@ -116,7 +117,7 @@ impl Record {
             bytes: 0,
         };
         if for_log {
-            record.started_unix = crate::log::unix_now();
+            record.started_unix = crate::clock::unix_now();
             if let Peer::Tcp(a) = peer {
                 record.remote = a.ip().to_string();
             }
@@ -420,8 +421,8 @@ impl Conn {
 
     /// Gives the read and write buffers back to the thread's stack for other connections.
     fn release_buffers(&mut self) {
-        crate::http::buffers::give(std::mem::take(&mut self.buf));
-        crate::http::buffers::give(std::mem::take(&mut self.out));
+        crate::http1::buffers::give(std::mem::take(&mut self.buf));
+        crate::http1::buffers::give(std::mem::take(&mut self.out));
     }
 
     pub(crate) fn peer_text(&self) -> String {
@@ -471,7 +472,7 @@ impl Conn {
     fn into_http2(mut self) -> (Rewind<Stream>, Peer, Local, Arc<ConnCtx>) {
         self.ctx.reclaim.unregister(&self.registration);
         let read = Bytes::copy_from_slice(&self.buf);
-        crate::http::buffers::give(std::mem::take(&mut self.out));
+        crate::http1::buffers::give(std::mem::take(&mut self.out));
         // `Conn` has a `Drop`, so its fields cannot be moved out: they are read out instead.
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, and each of its fields is read out
@@ -479,7 +480,7 @@ impl Conn {
         // `Drop for Conn` would do besides, unregistering and returning buffers, is done).
         unsafe {
             let io = std::ptr::read(&this.io);
-            crate::http::buffers::give(std::ptr::read(&this.buf));
+            crate::http1::buffers::give(std::ptr::read(&this.buf));
             drop(std::ptr::read(&this.out));
             let peer = std::ptr::read(&this.peer);
             let local = std::ptr::read(&this.local);
@@ -866,7 +867,7 @@ impl Conn {
                         r.bytes += first.len() as u64;
                     }
                     if self.out.capacity() == 0 {
-                        self.out = crate::http::buffers::take();
+                        self.out = crate::http1::buffers::take();
                     }
                     writer.start(
                         &head,
@@ -1050,7 +1051,7 @@ impl Conn {
             StaticBody::File { file, offset, len } => (Bytes::new(), Some((file, offset, len))),
         };
         if self.out.capacity() == 0 {
-            self.out = crate::http::buffers::take();
+            self.out = crate::http1::buffers::take();
         }
         writer.start(
             &resp,
@@ -1131,7 +1132,7 @@ impl Conn {
     async fn await_small_body(
         &mut self,
         body: &mut BodyReader,
-    ) -> Result<Bytes, crate::http::error::BodyError> {
+    ) -> Result<Bytes, crate::http1::error::BodyError> {
         match *body {
             BodyReader::Length(n) if n <= PRELOAD_MAX => {
                 let stall = self.ctx.config.body_timeout;
@@ -1149,7 +1150,7 @@ impl Conn {
         body: &mut BodyReader,
         max: usize,
         stall: Duration,
-    ) -> Result<Bytes, crate::http::error::BodyError> {
+    ) -> Result<Bytes, crate::http1::error::BodyError> {
         let first = body.read(&mut self.io, &mut self.buf, max, stall).await?;
         if first.len() >= max || first.is_empty() || body.is_done() {
             return Ok(first);
@@ -1161,7 +1162,7 @@ impl Conn {
             // client for what the app may not need yet.
             let nothing_waiting = self.buf.is_empty() && {
                 let now = self.io.read_ready_now(&mut self.buf);
-                !now.map_err(|e| crate::http::error::BodyError::Io(e.to_string()))?
+                !now.map_err(|e| crate::http1::error::BodyError::Io(e.to_string()))?
             };
             if nothing_waiting {
                 break;
