@@ -354,7 +354,7 @@ fn serve(
     // forked, so a bad one is a one-line start-up error naming the file.
     let tls = tls_server(settings)?;
     // After --chdir: relative directories are the app's. Checked here so that a missing one
-    // stops the start; each worker opens its own (see `Settings::conn_config`).
+    // stops the start; each worker opens its own (see `ConnConfig::from_settings`).
     ferrocorn::static_files::Statics::new(&settings.statics)
         .map_err(|e| config_error(e.to_string()))?;
     if settings.daemon {

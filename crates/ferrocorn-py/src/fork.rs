@@ -437,7 +437,7 @@ impl Forker {
             },
             inline_ctx: std::sync::OnceLock::new(),
         });
-        let mut conn = settings.conn_config();
+        let mut conn = ferrocorn::connection::ctx::ConnConfig::from_settings(settings);
         conn.tls.clone_from(&self.tls);
         let config = WorkerConfig {
             threads,

@@ -44,7 +44,6 @@ pub fn reopen() {
             log::error!("cannot reopen the error log {}: {e}", path.display());
         }
     }
-    crate::observe::accesslog::REOPEN.store(true, std::sync::atomic::Ordering::Release);
 }
 
 static LOGGER: ErrorLog = ErrorLog;
@@ -110,19 +109,9 @@ impl log::Log for ErrorLog {
     }
 }
 
-/// `unix` (seconds) as local broken-down time.
-pub(crate) fn local_time(unix: i64) -> libc::tm {
-    // SAFETY: an all-zero `tm` is a valid value; localtime_r only writes into it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let t: libc::time_t = unix;
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::localtime_r(&t, &mut tm) };
-    tm
-}
-
 /// Local time as `2026-11-24 05:49:03 +0000`.
 fn timestamp() -> String {
-    let tm = local_time(crate::clock::unix_now());
+    let tm = crate::clock::local_time(crate::clock::unix_now());
     let off = tm.tm_gmtoff / 60;
     let sign = if off < 0 { '-' } else { '+' };
     format!(

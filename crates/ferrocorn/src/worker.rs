@@ -16,8 +16,9 @@ use crate::app_threads::AppThreads;
 use crate::batch::Batch;
 use crate::bind::BoundListener;
 use crate::clock::monotonic_ms;
-use crate::http1::conn::{serve, ConnCtx};
-use crate::http1::ConnConfig;
+use crate::connection::ctx::ConnConfig;
+use crate::connection::ctx::ConnCtx;
+use crate::connection::serve;
 use crate::inline::InlinePolicy;
 use crate::master::heartbeat::BeatHandle;
 use crate::net::Listener;
@@ -574,7 +575,10 @@ impl StopSignals {
                 _ = self.term.recv() => return Stop::Graceful,
                 _ = self.int.recv() => return Stop::Quick,
                 _ = self.quit.recv() => return Stop::Quick,
-                _ = self.usr1.recv() => crate::error_log::reopen(),
+                _ = self.usr1.recv() => {
+                    crate::error_log::reopen();
+                    crate::observe::accesslog::reopen();
+                }
                 _ = self.hup.recv() => {}
             }
         }

@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use ferrocorn::app::{Disconnected, ResponseSink};
 use ferrocorn::http1::request::Version;
-use ferrocorn::http1::response::{reason, EarlyHints, ResponseHead};
+use ferrocorn::http1::response::{server_response, EarlyHints, ResponseHead};
 
 use super::{response_head, Failure};
 
@@ -232,8 +232,7 @@ impl StartResponse {
 
     /// Sends an error response of the server's own (nothing may have been sent yet).
     pub(crate) fn send_error(&self, py: Python<'_>, status: u16, message: &str) {
-        let head = ResponseHead::plain(status, reason(status));
-        let body = Bytes::from(format!("{status} {}: {message}\n", reason(status)));
+        let (head, body) = server_response(status, message);
         self.state().sent = Sent::Done;
         let _ = self.send(py, move |s| s.send_head(head, body, true));
     }

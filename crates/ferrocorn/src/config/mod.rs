@@ -2,14 +2,12 @@
 //! all come from this one definition.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
 use crate::bind::{BindAddr, BindError};
-use crate::http1::request::Limits;
-use crate::http1::ConnConfig;
-use crate::proxy::{Apply, ProxyConfig, Trusted};
+
+use crate::proxy::{Apply, Trusted};
 use std::sync::Arc;
 
 pub mod docs;
@@ -392,36 +390,5 @@ impl Settings {
             log::error!("{e}; static files are not served");
             None
         })
-    }
-
-    pub fn conn_config(&self) -> ConnConfig {
-        ConnConfig {
-            limits: Limits {
-                request_line: self.limit_request_line as usize,
-                fields: self.limit_request_fields as usize,
-                field_size: self.limit_request_field_size as usize,
-            },
-            keep_alive: Duration::from_secs(self.keep_alive),
-            head_timeout: Duration::from_secs(self.header_timeout),
-            body_timeout: Duration::from_secs(self.body_timeout),
-            write_timeout: Duration::from_secs(self.write_timeout),
-            max_body: self.limit_request_body,
-            proxy: Arc::new(ProxyConfig {
-                trusted: self.forwarded_allow_ips.clone(),
-                apply: self.forwarded_headers,
-                for_header: self.forwarded_for_header.to_ascii_lowercase(),
-                proto_header: self.forwarded_proto_header.to_ascii_lowercase(),
-                host_header: self.forwarded_host_header.to_ascii_lowercase(),
-                port_header: self.forwarded_port_header.to_ascii_lowercase(),
-                prefix_header: self.forwarded_prefix_header.to_ascii_lowercase(),
-                secure_scheme_headers: self.secure_scheme_headers.0.clone(),
-            }),
-            proxy_protocol: self.proxy_protocol,
-            protocol: self.protocol,
-            uwsgi_allow: self.uwsgi_allow_from.clone(),
-            statics: self.static_files(),
-            http2: self.http2.config(),
-            ..ConnConfig::default()
-        }
     }
 }

@@ -1,5 +1,5 @@
-//! HTTP/1.1 on a byte stream: request parsing, body decoding, response encoding, connections.
-//! Everything protocol-specific stays inside this module.
+//! HTTP/1.1 on a byte stream: request parsing, body decoding, response encoding, and the
+//! connection that reads requests and writes their responses ([`conn`], [`wire`]).
 
 pub mod body;
 pub(crate) mod buffers;
@@ -9,6 +9,5 @@ pub mod error;
 pub mod proxy_protocol;
 pub mod request;
 pub mod response;
+pub(crate) mod wire;
 pub(crate) mod writer;
-
-pub use conn::ConnConfig;

@@ -361,12 +361,24 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A complete error response with a short plain-text body naming the problem; the connection is
-/// closed after it.
-pub fn error_response(status: u16, message: &str, version: Version) -> BytesMut {
+/// A response the server makes itself (errors, refusals), whatever the protocol: a plain-text
+/// body naming the problem, its `Content-Length`, and `Retry-After: 1` on a 503.
+pub fn server_response(status: u16, message: &str) -> (ResponseHead, bytes::Bytes) {
     let body = format!("{} {}: {}\n", status, reason(status), message);
     let mut head = ResponseHead::plain(status, reason(status));
-    head.content_length = None;
+    head.headers
+        .push("Content-Length", body.len().to_string().as_bytes());
+    head.content_length = Some(body.len() as u64);
+    if status == 503 {
+        head.headers.push("Retry-After", b"1");
+    }
+    (head, bytes::Bytes::from(body))
+}
+
+/// [`server_response`] encoded for HTTP/1.x, for errors before an exchange exists (a request
+/// head the parser refused); the connection is closed after it.
+pub fn error_response(status: u16, message: &str, version: Version) -> BytesMut {
+    let (head, body) = server_response(status, message);
     let mut out = BytesMut::with_capacity(256 + body.len());
     encode_head(
         &head,
@@ -376,7 +388,7 @@ pub fn error_response(status: u16, message: &str, version: Version) -> BytesMut 
         false,
         &mut out,
     );
-    out.put_slice(body.as_bytes());
+    out.put_slice(&body);
     out
 }
 

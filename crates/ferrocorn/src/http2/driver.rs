@@ -19,7 +19,7 @@ use super::limits::{
 };
 use super::stream::{self, StreamShared};
 use crate::addr::{Local, Peer};
-use crate::http1::conn::ConnCtx;
+use crate::connection::ctx::ConnCtx;
 use crate::observe::metrics::H2Event;
 use crate::reclaim::Phase;
 
@@ -46,10 +46,7 @@ pub(crate) async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer_text = match &peer {
-        Peer::Tcp(a) => a.to_string(),
-        Peer::Unix => "unix socket".into(),
-    };
+    let peer_text = peer.to_string();
     let config = ctx.config.http2;
     let handshake = limits::builder(&config).handshake::<T, Bytes>(io);
     // The preface and the client's SETTINGS are its request head: same time allowed.

@@ -8,6 +8,7 @@
 
 mod body;
 mod driver;
+mod h2c;
 mod head;
 pub(crate) mod limits;
 mod rewind;
@@ -15,6 +16,7 @@ mod stream;
 pub(crate) mod upgrade;
 
 pub(crate) use driver::serve;
+pub(crate) use h2c::{serve_h2c, sniff_preface, switch as switch_h2c};
 pub use limits::Http2Config;
 pub(crate) use rewind::Rewind;
 

@@ -1,7 +1,8 @@
-//! One HTTP/2 stream as a WSGI exchange: its head becomes a [`RequestHead`], it goes to the app
-//! threads through the same seam as an HTTP/1.1 request, and the app's [`AppMsg`]s are carried
-//! out as HEADERS and DATA frames under the peer's flow-control window.
+//! One HTTP/2 stream: its head becomes a `RequestHead` and it runs through the same exchange
+//! as an HTTP/1.1 request (`crate::exchange`); this module is its [`Wire`]: the response as
+//! HEADERS and DATA frames under the peer's flow-control window, the body from its DATA.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -10,16 +11,18 @@ use std::task::Poll;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use tokio::sync::mpsc;
 
 use super::body::H2Body;
 use super::head::request_head;
 use crate::addr::{Local, Peer};
-use crate::app::{AppMsg, BodyStream, Exchange, Request, ResponseSink, Rx};
-use crate::http1::conn::{ConnCtx, Record};
-use crate::http1::request::{Framing, RequestHead};
-use crate::http1::response::{reason, with_date, EarlyHints, ResponseHead, SERVER};
+use crate::connection::ctx::ConnCtx;
+use crate::exchange::{self, Source, Wire};
+use crate::http1::error::BodyError;
+use crate::http1::response::{
+    server_response, with_date, EarlyHints, HeaderBlock, ResponseHead, SERVER,
+};
 use crate::observe::metrics::H2Event;
+use crate::transport::tls::TlsInfo;
 
 /// A file from `wsgi.file_wrapper` is read and sent in pieces of at most this size.
 const FILE_CHUNK: usize = 64 * 1024;
@@ -46,15 +49,6 @@ pub(crate) struct StreamShared {
     pub(crate) resets: AtomicU32,
 }
 
-impl StreamShared {
-    fn peer_text(&self) -> String {
-        match &self.peer {
-            Peer::Tcp(a) => a.to_string(),
-            Peer::Unix => "unix socket".into(),
-        }
-    }
-}
-
 /// How the response side of a stream stands.
 enum Out {
     /// Nothing sent yet.
@@ -70,231 +64,138 @@ pub(crate) async fn serve(
     shared: Arc<StreamShared>,
 ) {
     let ctx = &shared.ctx;
-    let metrics = ctx.config.metrics.clone();
-    metrics.h2(H2Event::Stream);
+    ctx.config.metrics.h2(H2Event::Stream);
     let (parts, recv) = req.into_parts();
     let head = match request_head(&parts, recv.is_end_stream(), &ctx.config.limits) {
         Ok(h) => h,
         Err(e) => {
-            log::debug!("{}: HTTP/2 request refused: {e}", shared.peer_text());
+            log::debug!("{}: HTTP/2 request refused: {e}", shared.peer);
             let mut out = Out::Waiting(respond);
-            let _ = send_error(&mut out, e.status(), &e.to_string(), ctx).await;
+            let (head, body) = server_response(e.status(), &e.to_string());
+            let _ = start(&mut out, &head, None, body, true, ctx).await;
             return;
         }
     };
-    let log = ctx.config.access_log.clone();
-    let mut record =
-        (log.is_some() || metrics.is_on()).then(|| Record::new(&head, &shared.peer, log.is_some()));
-    metrics.begin();
-    let started = std::time::Instant::now();
-    exchange(head, recv, respond, &shared, record.as_mut()).await;
-    match &mut record {
-        Some(r) => {
-            if let Some(log) = &log {
-                r.finish(log);
-            }
-            metrics.end(r.status, r.started.elapsed(), r.bytes);
-        }
-        None => metrics.end(None, started.elapsed(), 0),
-    }
+    let mut wire = H2Wire {
+        shared: &shared,
+        out: Out::Waiting(respond),
+        body: H2Body::new(recv, ctx.config.max_body),
+        head_request: head.method.eq_ignore_ascii_case("HEAD"),
+        no_body: false,
+    };
+    let _ = exchange::run(&mut wire, head, Source::Headers).await;
 }
 
-async fn exchange(
-    head: RequestHead,
-    recv: RecvStream,
-    respond: SendResponse<Bytes>,
-    shared: &Arc<StreamShared>,
-    mut record: Option<&mut Record>,
-) {
-    let ctx = &shared.ctx;
-    let mut out = Out::Waiting(respond);
-    let forwarded = match ctx.config.proxy.resolve(&shared.peer, &head.headers) {
-        Ok(f) => f,
-        Err(e) => {
-            log::warn!(
-                "{}: refused request {} {}: {e}",
-                shared.peer_text(),
-                head.method,
-                head.target
-            );
-            let _ = send_error(&mut out, 400, &e.to_string(), ctx).await;
-            note(record, 400);
-            return;
-        }
-    };
-    if let (Some(r), Some(client)) = (record.as_deref_mut(), forwarded.client) {
-        r.remote = client.to_string();
-    }
-    let max_body = ctx.config.max_body;
-    if let Framing::Length(n) = head.framing {
-        if max_body > 0 && n > max_body {
-            let e = crate::http1::error::RequestError::BodyTooLarge(max_body);
-            // A response, then the stream's end: the connection's other streams go on.
-            let _ = send_error(&mut out, e.status(), &e.to_string(), ctx).await;
-            note(record, e.status());
-            return;
-        }
-    }
-    if ctx.max_pending > 0 && ctx.jobs.len() >= ctx.max_pending {
-        let _ = send_error(&mut out, 503, "the server is busy; retry shortly", ctx).await;
-        note(record, 503);
-        return;
-    }
-    let mut body = H2Body::new(recv, max_body);
-    // A bodyless request of a route proven fast runs on the I/O thread, as on HTTP/1.1
-    // (`crate::inline`): its response is whole in the channel when the call returns.
-    let route = ctx.inline.route(&head.method, &head.target);
-    let inline = body.is_done() && ctx.inline.inline(route);
-    let (tx, mut rx) = Rx::channel(inline);
-    let (body_tx, body_rx) = (!body.is_done()).then(|| mpsc::channel(1)).unzip();
-    let head_request = head.method.eq_ignore_ascii_case("HEAD");
-    let mut expect_continue = head.expect_continue;
-    let exchange = Exchange {
-        request: Request {
-            head,
-            peer: shared.peer.clone(),
-            local: shared.local.clone(),
-            forwarded,
-            extra: Vec::new(),
-            tls: shared.tls.clone(),
-        },
-        body: BodyStream {
-            link: body_rx.map(|rx| (tx.clone(), rx)),
-            done: body.is_done(),
-            error: None,
-            pending: Bytes::new(),
-        },
-        response: ResponseSink { tx, started: None },
-    };
-    let alone = inline && ctx.inline.app_threads_idle();
-    let exchange = if inline {
-        let back = ctx.app.run_inline(exchange);
-        if back.is_none() && !ctx.inline.app_threads_idle() {
-            // App threads have requests: they must not wait for the GIL on this thread.
-            ctx.app.release_inline();
-        }
-        back
-    } else {
-        Some(exchange)
-    };
-    let mut _in_app = None;
-    if let Some(exchange) = exchange {
-        _in_app = Some(ctx.inline.dispatched(route));
-        // Waits for a free place in the app threads' queue (the rest of the streams queue
-        // here), unless the client gives up on the stream first.
-        let queued = tokio::select! {
-            r = ctx.to_app_threads(exchange) => r.is_ok(),
-            reason = reset_by_peer(&mut out) => {
-                client_reset(shared, reason);
-                return;
-            }
-        };
-        if !queued {
-            return;
-        }
-    }
-    let served = ctx.served.fetch_add(1, Ordering::Relaxed) + 1;
-    if served == ctx.max_requests {
-        ctx.retire.notify_one();
-    }
-    let body_timeout = ctx.config.body_timeout;
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            reason = reset_by_peer(&mut out) => {
-                // Dropping `rx` tells the app the client went away.
-                client_reset(shared, reason);
-                return;
-            }
-        };
-        let Some(msg) = msg else {
-            // The app side went away without finishing the response.
-            reset(&mut out, Reason::INTERNAL_ERROR, ctx);
-            return;
-        };
-        let r = match msg {
-            AppMsg::ReadBody(max) => {
-                if std::mem::take(&mut expect_continue) {
-                    // The app reads the body: the client may send it (RFC 9110 §10.1.1), as
-                    // HTTP/1.1 does. An app that answers without reading never asks for it.
-                    send_continue(&mut out);
-                }
-                let r = body.read(max, body_timeout).await;
-                if let Err(e) = &r {
-                    log::debug!("{}: HTTP/2 request body: {e}", shared.peer_text());
-                }
-                if let Some(body_tx) = &body_tx {
-                    let _ = body_tx.send(r.map(|b| (b, body.is_done()))).await;
-                }
-                Ok(())
-            }
-            AppMsg::Head {
-                head,
-                body: first,
-                last,
-                took,
-            } => {
-                if last {
-                    ctx.inline.record(route, took, alone);
-                }
-                if let Some(r) = record.as_deref_mut() {
-                    r.status = Some(head.status);
-                    r.response_headers.clone_from(&head.headers);
-                }
-                let no_body = head_request || head.bodiless();
-                let first = if no_body { Bytes::new() } else { first };
-                let sent = first.len() as u64;
-                let r = start(&mut out, &head, first, last || no_body, ctx).await;
-                if no_body {
-                    // The app's body (if any) is not sent: stop listening for it.
-                    if r.is_ok() && !last {
-                        drain_app(&mut rx).await;
-                    }
-                    return;
-                }
-                if let Some(rec) = record.as_deref_mut() {
-                    rec.bytes += sent;
-                }
-                if last {
-                    return;
-                }
-                r
-            }
-            AppMsg::Data(data) => {
-                if let Some(r) = record.as_deref_mut() {
-                    r.bytes += data.len() as u64;
-                }
-                send_body(&mut out, data, false, ctx).await
-            }
-            AppMsg::File { file, offset, len } => {
-                send_file(&mut out, &file, offset, len, ctx, record.as_deref_mut()).await
-            }
-            AppMsg::End(took) => {
-                ctx.inline.record(route, took, alone);
-                let _ = send_body(&mut out, Bytes::new(), true, ctx).await;
-                return;
-            }
-            AppMsg::Abort => {
-                reset(&mut out, Reason::INTERNAL_ERROR, ctx);
-                return;
-            }
-            AppMsg::Hints(hints) => {
-                send_hints(&mut out, &hints);
-                Ok(())
-            }
-        };
-        if r.is_err() {
-            // Sending failed (the peer reset the stream, or held its window shut past
-            // --write-timeout): the app sees the stream gone at its next send.
-            return;
-        }
-    }
+/// One stream's exchange: the app's response as HEADERS and DATA frames under the peer's
+/// flow-control window, the body from the stream's DATA.
+struct H2Wire<'s> {
+    shared: &'s Arc<StreamShared>,
+    out: Out,
+    body: H2Body,
+    head_request: bool,
+    /// The response ended with its head (HEAD, a bodiless status): what the app still sends
+    /// is not sent.
+    no_body: bool,
 }
 
-/// Records the status of a response the server made itself.
-fn note(record: Option<&mut Record>, status: u16) {
-    if let Some(r) = record {
-        r.status = Some(status);
+impl Wire for H2Wire<'_> {
+    fn ctx(&self) -> &Arc<ConnCtx> {
+        &self.shared.ctx
+    }
+
+    fn peer(&self) -> &Peer {
+        &self.shared.peer
+    }
+
+    fn local(&self) -> &Local {
+        &self.shared.local
+    }
+
+    fn tls(&self) -> Option<&Arc<TlsInfo>> {
+        self.shared.tls.as_ref()
+    }
+
+    fn body_done(&self) -> bool {
+        self.body.is_done()
+    }
+
+    async fn read_body(&mut self, max: usize) -> Result<Bytes, BodyError> {
+        let stall = self.shared.ctx.config.body_timeout;
+        self.body.read(max, stall).await
+    }
+
+    async fn send_continue(&mut self) -> Result<(), ()> {
+        send_interim(&mut self.out, 100, &HeaderBlock::default());
+        Ok(())
+    }
+
+    async fn send_hints(&mut self, hints: &EarlyHints) -> Result<(), ()> {
+        send_interim(&mut self.out, 103, &hints.headers);
+        Ok(())
+    }
+
+    async fn send_head(
+        &mut self,
+        head: &ResponseHead,
+        first: Bytes,
+        last: bool,
+        _file_follows: bool,
+    ) -> Result<u64, ()> {
+        self.no_body = self.head_request || head.bodiless();
+        // The length when the whole body is known now, as HTTP/1.1 declares it.
+        let length = (last && head.content_length.is_none() && !head.bodiless())
+            .then_some(first.len() as u64);
+        let first = if self.no_body { Bytes::new() } else { first };
+        let sent = first.len() as u64;
+        let end = last || self.no_body;
+        start(&mut self.out, head, length, first, end, &self.shared.ctx).await?;
+        Ok(sent)
+    }
+
+    async fn send_data(&mut self, pieces: &mut [Bytes]) -> Result<u64, ()> {
+        if self.no_body {
+            return Ok(0);
+        }
+        let mut sent = 0;
+        for piece in pieces.iter_mut() {
+            let piece = std::mem::take(piece);
+            sent += piece.len() as u64;
+            send_body(&mut self.out, piece, false, &self.shared.ctx).await?;
+        }
+        Ok(sent)
+    }
+
+    async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, ()> {
+        if self.no_body {
+            return Ok(0);
+        }
+        send_file(&mut self.out, file, offset, len, &self.shared.ctx).await?;
+        Ok(len)
+    }
+
+    async fn finish(&mut self) -> Result<(), ()> {
+        if !matches!(self.out, Out::Body(Some(_))) {
+            return Ok(());
+        }
+        send_body(&mut self.out, Bytes::new(), true, &self.shared.ctx).await
+    }
+
+    fn abort(&mut self) {
+        reset(&mut self.out, Reason::INTERNAL_ERROR, &self.shared.ctx);
+    }
+
+    fn close_after(&mut self) {
+        // Only the stream ends; the connection's other streams go on.
+    }
+
+    async fn abandoned(&mut self) {
+        let reason = reset_by_peer(&mut self.out).await;
+        client_reset(self.shared, reason);
+    }
+
+    async fn wrap_up(&mut self, _unanswered_continue: bool) -> bool {
+        // The stream is over; the connection is the driver's.
+        false
     }
 }
 
@@ -320,7 +221,7 @@ fn client_reset(shared: &StreamShared, reason: Reason) {
     shared.resets.fetch_add(1, Ordering::Relaxed);
     log::debug!(
         "{}: HTTP/2 stream reset by the client: {reason:?}",
-        shared.peer_text()
+        shared.peer
     );
     shared.ctx.config.metrics.h2(H2Event::ResetReceived);
 }
@@ -336,18 +237,15 @@ fn reset(out: &mut Out, reason: Reason, ctx: &ConnCtx) {
     *out = Out::Body(None);
 }
 
-/// Takes (and ignores) what the app still sends for a response whose body is not wanted.
-async fn drain_app(rx: &mut Rx) {
-    while let Some(msg) = rx.recv().await {
-        if matches!(msg, AppMsg::End(_) | AppMsg::Abort) {
-            return;
-        }
-    }
-}
-
 /// The response's HEADERS frame for `head`.
-fn response_parts(head: &ResponseHead) -> Result<http::Response<()>, http::Error> {
+fn response_parts(
+    head: &ResponseHead,
+    length: Option<u64>,
+) -> Result<http::Response<()>, http::Error> {
     let mut b = http::Response::builder().status(head.status);
+    if let Some(n) = length {
+        b = b.header(http::header::CONTENT_LENGTH, n);
+    }
     let (mut has_date, mut has_server) = (false, false);
     for (name, value) in head.headers.iter() {
         if connection_specific(name) {
@@ -366,13 +264,13 @@ fn response_parts(head: &ResponseHead) -> Result<http::Response<()>, http::Error
     b.body(())
 }
 
-/// `wsgi.early_hints`: a `103` HEADERS frame before the final response (RFC 8297), with the
-/// fields the app gave (already checked as response fields). Ignored once the response has
-/// started, as over HTTP/1.1; a hint that cannot be sent is only logged.
-fn send_hints(out: &mut Out, hints: &EarlyHints) {
+/// An interim response (`100 Continue`, `103 Early Hints` with the app's fields, already
+/// checked as response fields), if the final one has not started; one that cannot be sent
+/// is only logged.
+fn send_interim(out: &mut Out, status: u16, fields: &HeaderBlock) {
     let Out::Waiting(respond) = out else { return };
-    let mut b = http::Response::builder().status(103);
-    for (name, value) in hints.headers.iter() {
+    let mut b = http::Response::builder().status(status);
+    for (name, value) in fields.iter() {
         if !connection_specific(name) {
             b = b.header(name, value);
         }
@@ -380,30 +278,19 @@ fn send_hints(out: &mut Out, hints: &EarlyHints) {
     match b.body(()) {
         Ok(resp) => {
             if let Err(e) = respond.send_informational(resp) {
-                log::debug!("HTTP/2: an early hint could not be sent: {e}");
+                log::debug!("HTTP/2: an interim {status} could not be sent: {e}");
             }
         }
-        Err(e) => log::debug!("HTTP/2: an early hint could not be built: {e}"),
+        Err(e) => log::debug!("HTTP/2: an interim {status} could not be built: {e}"),
     }
 }
 
-/// A `100 Continue` HEADERS frame, if the response has not started.
-fn send_continue(out: &mut Out) {
-    let Out::Waiting(respond) = out else { return };
-    match http::Response::builder().status(100).body(()) {
-        Ok(resp) => {
-            if let Err(e) = respond.send_informational(resp) {
-                log::debug!("HTTP/2: a 100 Continue could not be sent: {e}");
-            }
-        }
-        Err(e) => log::debug!("HTTP/2: a 100 Continue could not be built: {e}"),
-    }
-}
-
-/// Sends the head and the first body bytes; `last` ends the stream with them.
+/// Sends the head (with `content-length: length` when given) and the first body bytes;
+/// `last` ends the stream with them.
 async fn start(
     out: &mut Out,
     head: &ResponseHead,
+    length: Option<u64>,
     first: Bytes,
     last: bool,
     ctx: &ConnCtx,
@@ -411,7 +298,7 @@ async fn start(
     let Out::Waiting(respond) = out else {
         return Err(());
     };
-    let resp = match response_parts(head) {
+    let resp = match response_parts(head, length) {
         Ok(r) if head.status >= 200 => r,
         _ => {
             log::error!(
@@ -506,7 +393,6 @@ async fn send_file(
     offset: u64,
     len: u64,
     ctx: &ConnCtx,
-    mut record: Option<&mut Record>,
 ) -> Result<(), ()> {
     let mut at = offset;
     let end = offset.saturating_add(len);
@@ -523,25 +409,9 @@ async fn send_file(
             Ok(n) => n,
         };
         at += n as u64;
-        if let Some(r) = record.as_deref_mut() {
-            r.bytes += n as u64;
-        }
         send_body(out, Bytes::copy_from_slice(&buf[..n]), false, ctx).await?;
     }
     Ok(())
-}
-
-/// A response the server makes itself: status, a short plain-text body naming the problem,
-/// and the stream's end.
-async fn send_error(out: &mut Out, status: u16, message: &str, ctx: &ConnCtx) -> Result<(), ()> {
-    let mut head = ResponseHead::plain(status, reason(status));
-    let body = format!("{status} {}: {message}\n", reason(status));
-    head.headers
-        .push("Content-Length", body.len().to_string().as_bytes());
-    if status == 503 {
-        head.headers.push("Retry-After", b"1");
-    }
-    start(out, &head, Bytes::from(body), true, ctx).await
 }
 
 #[cfg(test)]
@@ -553,7 +423,8 @@ mod tests {
         let mut head = ResponseHead::start("200 OK").expect("valid");
         head.headers.push("Connection", b"close");
         head.headers.push("X-Ok", b"1");
-        let resp = response_parts(&head).expect("valid");
+        let resp = response_parts(&head, Some(5)).expect("valid");
+        assert_eq!(resp.headers()["content-length"], "5");
         assert!(resp.headers().get("connection").is_none());
         assert_eq!(resp.headers()["x-ok"], "1");
         assert!(resp.headers().contains_key("date"));

@@ -116,6 +116,12 @@ pub(crate) fn client_start_len(buf: &[u8]) -> Result<Option<usize>, StartError> 
     Ok((buf.len() >= end).then_some(end))
 }
 
+/// Stream 1's frames when `head` asks for h2c and may have it ([`asks_for_h2c`],
+/// [`stream_one`]); `None` leaves the request to HTTP/1.1.
+pub(crate) fn requested(head: &RequestHead) -> Option<BytesMut> {
+    asks_for_h2c(head).then(|| stream_one(head)).flatten()
+}
+
 /// Stream 1's HEADERS frame (and CONTINUATION frames, for a head larger than a frame) for
 /// the upgrading request, ending the stream; `None` when its target is not one HTTP/2 can
 /// carry as `:path` (an absolute-form or authority-form target).

@@ -331,6 +331,7 @@ impl<S: Spawn> Master<S> {
             }
             SIGUSR1 => {
                 crate::error_log::reopen();
+                crate::observe::accesslog::reopen();
                 for w in &self.workers {
                     let _ = kill(w.pid, Signal::SIGUSR1);
                 }

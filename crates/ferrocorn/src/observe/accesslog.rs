@@ -222,7 +222,7 @@ fn clf_time(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let tm = crate::error_log::local_time(unix);
+    let tm = crate::clock::local_time(unix);
     let off = tm.tm_gmtoff / 60;
     format!(
         "[{:02}/{}/{:04}:{:02}:{:02}:{:02} {}{:02}{:02}]",
@@ -384,7 +384,12 @@ impl Drop for Handle {
 }
 
 /// Asks the writer threads to reopen their files (SIGUSR1).
-pub static REOPEN: AtomicBool = AtomicBool::new(false);
+pub(crate) static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// SIGUSR1: the writer opens its file anew before its next line (after `logrotate` moved it).
+pub fn reopen() {
+    REOPEN.store(true, Ordering::Release);
+}
 
 /// Receives a batch of whole access log lines (`--logconfig-dict`: Python's `logging`).
 pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;

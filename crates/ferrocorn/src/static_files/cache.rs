@@ -76,16 +76,16 @@ pub(crate) struct Variant {
 }
 
 /// A cached file: its own representation and those of its precompressed siblings, indexed by
-/// [`Coding::index`].
+/// [`Coding::index`], and `M`, what the user of the cache makes of it once (the answers'
+/// unchanging parts), made at the first request and dropped with the entry.
 #[derive(Debug)]
-pub(crate) struct Entry {
+pub(crate) struct Entry<M> {
     pub plain: Variant,
     pub encoded: [Option<Variant>; 3],
-    /// The answers' unchanging parts, made at the first request.
-    pub prepared: std::sync::OnceLock<super::respond::Prepared>,
+    pub prepared: std::sync::OnceLock<M>,
 }
 
-impl Entry {
+impl<M> Entry<M> {
     pub(crate) fn has_siblings(&self) -> bool {
         self.encoded.iter().any(Option::is_some)
     }
@@ -101,38 +101,47 @@ impl Entry {
 
 /// What a path under a mapped directory turned out to be.
 #[derive(Debug)]
-pub(crate) enum Found {
-    File(Arc<Entry>),
+pub(crate) enum Found<M> {
+    File(Arc<Entry<M>>),
     Dir,
     Missing,
 }
 
-struct Slot {
-    entry: Arc<Entry>,
+struct Slot<M> {
+    entry: Arc<Entry<M>>,
     checked: Instant,
     used: u64,
 }
 
-#[derive(Default)]
-struct Inner {
-    slots: HashMap<(usize, String), Slot>,
+struct Inner<M> {
+    slots: HashMap<(usize, String), Slot<M>>,
     tick: u64,
     bytes_held: u64,
 }
 
+impl<M> Default for Inner<M> {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            tick: 0,
+            bytes_held: 0,
+        }
+    }
+}
+
 /// The cache of one worker, for all its mounts.
-pub(crate) struct Cache {
-    inner: Mutex<Inner>,
+pub(crate) struct Cache<M> {
+    inner: Mutex<Inner<M>>,
     allow_symlinks: bool,
 }
 
-impl std::fmt::Debug for Cache {
+impl<M> std::fmt::Debug for Cache<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Cache")
     }
 }
 
-impl Cache {
+impl<M> Cache<M> {
     pub(crate) fn new(allow_symlinks: bool) -> Self {
         Self {
             inner: Mutex::default(),
@@ -141,7 +150,7 @@ impl Cache {
     }
 
     /// Finds `rel` under mount `mount` (whose canonical directory is `root`).
-    pub(crate) fn find(&self, mount: usize, root: &Path, rel: &str) -> Found {
+    pub(crate) fn find(&self, mount: usize, root: &Path, rel: &str) -> Found<M> {
         let Ok(mut inner) = self.inner.lock() else {
             return Found::Missing;
         };
@@ -199,7 +208,7 @@ impl Cache {
     }
 
     /// Opens `rel` and its siblings. `Ok(None)`: a directory.
-    fn open(&self, root: &Path, rel: &str, mut budget: u64) -> io::Result<Option<Entry>> {
+    fn open(&self, root: &Path, rel: &str, mut budget: u64) -> io::Result<Option<Entry<M>>> {
         let path = super::mapping::join(root, rel);
         let Some(plain) = self.open_variant(root, path.clone(), "", &mut budget)? else {
             return Ok(None);
@@ -286,7 +295,7 @@ impl Cache {
 
 /// True when nothing about the entry's files changed on disk, siblings appearing or going
 /// included.
-fn unchanged(entry: &Entry) -> bool {
+fn unchanged<M>(entry: &Entry<M>) -> bool {
     let same =
         |v: &Variant| std::fs::metadata(&v.path).is_ok_and(|m| Identity::of(&m) == v.identity);
     if !same(&entry.plain) {

@@ -49,12 +49,12 @@ pub struct Statics {
     index: bool,
     fallthrough: bool,
     allow_dotfiles: bool,
-    cache: Cache,
+    cache: Cache<Prepared>,
 }
 
 /// Where a static request leads.
 enum Located {
-    File(Arc<Entry>, String),
+    File(Arc<Entry<Prepared>>, String),
     Redirect(String),
     Miss,
 }

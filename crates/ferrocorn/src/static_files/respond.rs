@@ -45,7 +45,7 @@ pub(crate) struct Prepared {
 const PLAIN: usize = 3;
 
 impl Prepared {
-    pub(crate) fn new(entry: &Entry, name: &str, immutable: bool, max_age: u64) -> Self {
+    pub(crate) fn new(entry: &Entry<Self>, name: &str, immutable: bool, max_age: u64) -> Self {
         let cache_control = if immutable {
             "max-age=315360000, public, immutable".to_owned()
         } else if max_age == 0 {
@@ -120,7 +120,7 @@ pub(crate) struct Asked<'a> {
 }
 
 /// Answers a GET or HEAD for a found file.
-pub(crate) fn file(entry: &Entry, prepared: &Prepared, asked: &Asked<'_>) -> Answer {
+pub(crate) fn file(entry: &Entry<Prepared>, prepared: &Prepared, asked: &Asked<'_>) -> Answer {
     let available = [0, 1, 2].map(|i| entry.encoded[i].is_some());
     let coding = negotiate::choose(&asked.accept_encoding, available);
     let (v, slot) = match coding.and_then(|c| Some((entry.encoded[c.index()].as_ref()?, c))) {

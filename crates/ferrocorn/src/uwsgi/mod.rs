@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::addr::Peer;
-use crate::http1::conn::{Conn, Source};
+use crate::exchange::Source;
+use crate::http1::conn::Conn;
 use crate::http1::error::RequestError;
 use crate::http1::request::{Framing, Version};
 use crate::http1::response::error_response;
@@ -62,7 +63,7 @@ pub(crate) async fn serve(conn: &mut Conn) {
         return;
     };
     conn.registration.slot.busy();
-    let source = Source::Uwsgi(Box::new((req.forwarded, req.extra)));
+    let source = Source::FrontEnd(Box::new((req.forwarded, req.extra)));
     // A front end sends the whole body before it reads the response (nginx buffers it
     // first): what the app left unread is read and dropped, all of it (the peer is trusted
     // and the length was declared and checked against --limit-request-body), or nginx gets

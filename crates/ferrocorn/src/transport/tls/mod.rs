@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::config::tls::{TlsSettings, TlsVersion};
 
-pub(crate) use handshake::accept;
+pub(crate) use handshake::{accept, take_preamble};
 pub use info::TlsInfo;
 
 /// Why the TLS configuration could not be built. Each names the file or setting at fault.
@@ -309,47 +309,6 @@ fn warn_if_expired(path: &Path, cert: &CertificateDer<'_>) {
             validity.not_before
         );
     }
-}
-
-/// The step between accept and the HTTP driver: a TCP connection on a TLS server is
-/// handshaken (after its PROXY preamble with `--proxy-protocol`, all within
-/// `config.head_timeout`); other connections pass through as they are. `None` when the
-/// connection is to be closed.
-pub(crate) async fn secure(
-    io: crate::net::Stream,
-    peer: &mut crate::addr::Peer,
-    config: &crate::http1::ConnConfig,
-) -> Option<(crate::net::Stream, Option<Arc<TlsInfo>>)> {
-    use crate::addr::Peer;
-    let (mut tcp, server) = match (io, &config.tls) {
-        (crate::net::Stream::Tcp(tcp), Some(server)) => (tcp, server),
-        (io, _) => return Some((io, None)),
-    };
-    let text = |peer: &Peer| match peer {
-        Peer::Tcp(a) => a.to_string(),
-        Peer::Unix => "unix socket".to_owned(),
-    };
-    let deadline = tokio::time::Instant::now() + config.head_timeout;
-    if config.proxy_protocol {
-        if !config.proxy.trusts(peer) {
-            log::debug!(
-                "{}: PROXY protocol from an untrusted peer; closing",
-                text(peer)
-            );
-            return None;
-        }
-        match handshake::take_preamble(&mut tcp, deadline).await {
-            Ok(Some(addr)) => *peer = Peer::Tcp(addr),
-            Ok(None) => {}
-            Err(e) => {
-                log::debug!("{}: {e}; closing", text(peer));
-                return None;
-            }
-        }
-    }
-    let done = accept(server, tcp, &text(peer), &config.metrics, deadline).await?;
-    // The protocol driver is chosen from `info.alpn` by the caller (`http::conn::serve`).
-    Some((done.stream, Some(done.info)))
 }
 
 #[cfg(test)]
