@@ -42,6 +42,17 @@ def wait_record(path: Path, line: str) -> list[str]:
                     message=f"{line!r} recorded in {path}")
 
 
+def assert_cut_short(site: Served, reply: Reply, sent: bytes) -> None:
+    """The response the app failed in the middle of does not look whole (see
+    ``Proto.cut_short``): what arrived is a prefix of what the app sent."""
+    assert not reply.complete, reply
+    if site.proto.cut_short == "reset":
+        assert reply.reset is not None, reply
+        assert reply.status in (0, 200) and sent.startswith(reply.body), reply
+    else:
+        assert reply.status == 200 and reply.body == sent, reply
+
+
 def no_hop_by_hop(site: Served, reply: Reply) -> None:
     """HTTP/2 carries no connection-specific field (RFC 9113 §8.2.2): the client library
     refuses one anyway; and uwsgi responses close their connection."""
@@ -70,3 +81,199 @@ def test_environ_of_a_request(site: Served) -> None:
     assert env["CONTENT_LENGTH"] == "10" and env["CONTENT_TYPE"] == "text/plain"
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert json.loads(reply.body)["body"] == "hello body"
+
+
+# ------------------------------------------------------------------------------- PEP 3333 paths
+
+
+def test_list_body_with_length(site: Served) -> None:
+    reply = site.client.request("GET", "/r/health")
+    assert (reply.status, reply.body, reply.complete) == (200, b"ok", True), reply
+    assert reply.header("content-length") == "2"
+    assert reply.header("content-type") == "text/plain"
+    assert reply.framing == ("h2" if site.proto.http2 else "length"), reply
+    no_hop_by_hop(site, reply)
+
+
+def test_generator_without_length(site: Served) -> None:
+    """An empty piece in the middle does not end the body; the protocol's own framing
+    delimits it (chunked, DATA frames, or the close over uwsgi)."""
+    reply = site.client.request("GET", "/r/gen")
+    assert (reply.status, reply.body, reply.complete) == (200, b"alpha-beta-gamma", True), reply
+    assert reply.header("x-gen") == "1"
+    assert reply.framing == site.proto.unsized_framing, reply
+    no_hop_by_hop(site, reply)
+
+
+@pytest.mark.parametrize("length", [False, True], ids=["unsized", "sized"])
+def test_write_callable(site: Served, workdir: Path, length: bool) -> None:
+    rec = workdir / f"write-{site.proto.name}-{length}"
+    reply = site.client.request("GET", f"/r/write?record={rec}" + ("&cl=1" if length else ""))
+    assert (reply.status, reply.body, reply.complete) == (200, b"one-two-three", True), reply
+    if length:
+        assert reply.header("content-length") == "13"
+    else:
+        assert reply.framing == site.proto.unsized_framing, reply
+    wait_record(rec, "close 1")
+
+
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_file_wrapper(site: Served, workdir: Path, data_file: Path, offset: int) -> None:
+    rec = workdir / f"file-{site.proto.name}-{offset}"
+    reply = site.client.request("GET", f"/r/file?path={data_file}&record={rec}&offset={offset}")
+    assert reply.status == 200 and reply.complete, reply
+    assert reply.header("content-length") == str(len(FILE_BYTES) - offset)
+    assert reply.body == FILE_BYTES[offset:]
+    wait_record(rec, "file closed")
+
+
+def test_file_wrapper_without_fileno(site: Served, workdir: Path, data_file: Path) -> None:
+    rec = workdir / f"file-like-{site.proto.name}"
+    reply = site.client.request("GET", f"/r/file_like?path={data_file}&record={rec}")
+    assert reply.status == 200 and reply.complete, reply
+    assert reply.body == FILE_BYTES
+    wait_record(rec, "readonly closed")
+
+
+def test_empty_body(site: Served) -> None:
+    reply = site.client.request("GET", "/r/empty")
+    assert (reply.status, reply.body, reply.complete) == (200, b"", True), reply
+    assert reply.header("content-length") in (None, "0"), reply
+
+
+def test_close_is_called(site: Served, workdir: Path) -> None:
+    rec = workdir / f"close-{site.proto.name}"
+    reply = site.client.request("GET", f"/r/close/normal?record={rec}")
+    assert (reply.status, reply.body, reply.complete) == (200, b"abc", True), reply
+    wait_record(rec, "close 3")
+
+
+@pytest.mark.app_errors
+def test_close_is_called_when_the_iterable_raises(site: Served, workdir: Path) -> None:
+    rec = workdir / f"close-raise-{site.proto.name}"
+    reply = site.client.request("GET", f"/r/close/raise?record={rec}")
+    assert (b"x" * 1000 + b"y" * 1000).startswith(reply.body[:2000]), reply
+    wait_record(rec, "close 2")
+
+
+def test_head_drops_the_body(site: Served) -> None:
+    get = site.client.request("GET", "/r/head")
+    head = site.client.request("HEAD", "/r/head")
+    assert get.status == head.status == 200
+    assert get.body == b"the body of a GET" and head.body == b"", head
+    assert head.header("x-custom") == "same-for-head"
+    assert head.header("content-length") == get.header("content-length") == "17"
+    # A generator's body is dropped as well, its fields kept.
+    head = site.client.request("HEAD", "/r/gen")
+    assert (head.status, head.body, head.header("x-gen")) == (200, b"", "1"), head
+    assert head.header("transfer-encoding") is None or not site.proto.http2
+
+
+def test_204_and_304_carry_no_body(site: Served) -> None:
+    reply = site.client.request("GET", "/r/204")
+    assert (reply.status, reply.body, reply.complete) == (204, b"", True), reply
+    assert reply.header("content-length") is None and reply.header("transfer-encoding") is None
+    reply = site.client.request("GET", "/not-modified")
+    assert (reply.status, reply.body, reply.complete) == (304, b"", True), reply
+    assert reply.header("etag") == '"parity-v1"' and reply.header("x-route") == "not-modified"
+    assert reply.header("transfer-encoding") is None
+
+
+def test_latin1_field_value(site: Served) -> None:
+    reply = site.client.request("GET", "/r/latin1")
+    assert reply.status == 200 and reply.body == b"latin", reply
+    assert reply.header("x-latin") == "caf\u00e9 \u00f1 \u00ff"
+
+
+def test_many_pieces(site: Served) -> None:
+    reply = site.client.request("GET", "/r/many?n=300")
+    assert reply.status == 200 and reply.complete, reply
+    assert reply.body == b"".join(bytes([i % 256]) * (i + 1) for i in range(300))
+
+
+def test_large_streamed_body(site: Served) -> None:
+    size, chunk = 4 << 20, 65536
+    reply = site.client.request("GET", f"/r/big?size={size}&chunk={chunk}")
+    assert reply.status == 200 and reply.complete, reply
+    assert reply.header("content-length") == str(size)
+    assert reply.body == b"".join(bytes([i % 256]) * chunk for i in range(size // chunk))
+
+
+def test_exc_info_replaces_the_headers(site: Served) -> None:
+    reply = site.client.request("GET", "/r/exc_info/replace")
+    assert (reply.status, reply.body) == (500, b"replaced"), reply
+    assert reply.header("x-second") == "1" and reply.header("x-first") is None
+
+
+# ------------------------------------------------------------------------------- app errors
+
+
+@pytest.mark.app_errors
+@pytest.mark.parametrize("route", ["before", "after_start", "first_iter"])
+def test_app_error_before_the_body_is_a_500_with_length(site: Served, route: str) -> None:
+    """Nothing was sent yet: the server answers 500 itself, with a Content-Length."""
+    marker = f"{route}-{site.proto.name}"
+    mark = site.server.mark()
+    reply = site.client.request("GET", f"/r/raise/{route}?marker={marker}")
+    assert reply.status == 500 and reply.complete, reply
+    assert reply.body, reply
+    assert reply.header("content-length") == str(len(reply.body)), reply
+    no_hop_by_hop(site, reply)
+    site.server.wait_log(f"boom-{route.replace('_', '-')}-{marker}", since=mark)
+    assert site.client.request("GET", "/r/health").status == 200
+
+
+@pytest.mark.app_errors
+def test_app_error_mid_body_with_length_truncates(site: Served) -> None:
+    """The head went out declaring 3000 bytes; 1000 came, then the error: the response must
+    not look whole (HTTP/1.x: the connection ends short; HTTP/2: the stream is reset)."""
+    reply = site.client.request("GET", f"/r/raise/mid_body?cl=1&marker={site.proto.name}")
+    assert_cut_short(site, reply, b"m" * 1000)
+    assert site.client.request("GET", "/r/health").status == 200
+
+
+@pytest.mark.app_errors
+@behaviour("unsized-truncation")
+def test_app_error_mid_body_without_length_truncates(site: Served) -> None:
+    """No Content-Length: chunked without its last chunk, or a reset stream."""
+    reply = site.client.request("GET", f"/r/raise/mid_body?marker=u-{site.proto.name}")
+    assert_cut_short(site, reply, b"m" * 1000)
+    assert site.client.request("GET", "/r/health").status == 200
+
+
+# ------------------------------------------------------------------------------- interim responses
+
+
+@behaviour("interim")
+def test_early_hints(site: Served) -> None:
+    reply = site.client.request("GET", "/hints/two")
+    assert reply.status == 200 and reply.complete, reply
+    assert [i.status for i in reply.interim] == [103, 103], reply
+    first, second = reply.interim
+    assert [v for k, v in first.headers if k == "link"] == ["</style.css>; rel=preload; as=style"]
+    assert [v for k, v in second.headers if k == "link"] == [
+        "</app.js>; rel=preload; as=script",
+        "</font.woff2>; rel=preload; as=font; crossorigin"]
+    # After start_response but before any body: still sent.
+    reply = site.client.request("GET", "/hints/after-start")
+    assert [i.status for i in reply.interim] == [103] and reply.body == b"ok", reply
+
+
+def test_early_hints_once_the_response_started_are_dropped(site: Served) -> None:
+    reply = site.client.request("GET", "/hints/late")
+    assert (reply.status, reply.body, reply.interim) == (200, b"first second", []), reply
+
+
+@behaviour("continue")
+def test_100_continue_when_the_app_reads(site: Served) -> None:
+    reply = site.client.request("POST", "/echo", [("Content-Type", "text/plain")], b"hello",
+                                expect_continue=True)
+    assert [i.status for i in reply.interim] == [100], reply
+    assert reply.status == 200 and json.loads(reply.body)["body"] == "hello", reply
+
+
+@behaviour("continue")
+def test_no_100_continue_when_the_app_answers_without_reading(site: Served) -> None:
+    reply = site.client.request("POST", "/r/health", [("Content-Type", "text/plain")],
+                                b"hello", expect_continue=True)
+    assert (reply.status, reply.body, reply.interim) == (200, b"ok", []), reply

@@ -470,6 +470,10 @@ class Proto:
     flags: tuple[str, ...] = ()
     #: How a response body without Content-Length is delimited.
     unsized_framing: str = "chunked"
+    #: How a response the app fails in the middle of ends: ``short`` (the head and what was
+    #: sent, then the connection ends before the body does), or ``reset`` (RST_STREAM; the
+    #: frames still queued for the stream, its head included, may be dropped with it).
+    cut_short: str = "short"
 
     @property
     def scheme(self) -> str:
@@ -503,8 +507,8 @@ class Proto:
 PROTOCOLS: dict[str, Proto] = {p.name: p for p in (
     Proto("h1"),
     Proto("h1-tls", tls=True),
-    Proto("h2-tls", tls=True, http2=True, unsized_framing="h2"),
+    Proto("h2-tls", tls=True, http2=True, unsized_framing="h2", cut_short="reset"),
     Proto("h2c", http2=True, flags=("--http2-cleartext", "prior-knowledge"),
-          unsized_framing="h2"),
+          unsized_framing="h2", cut_short="reset"),
     Proto("uwsgi", uwsgi=True, flags=("--protocol", "uwsgi"), unsized_framing="close"),
 )}
