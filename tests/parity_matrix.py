@@ -29,6 +29,8 @@ from support.clients import PROTOCOLS, Certs, Client, Proto, make_certificates
 
 PROTOCOL_NAMES = tuple(PROTOCOLS)
 PARITY_APP = "parity_app:app"
+#: The body of parity_app's own 404 (tests/apps is the server's path, not the tests').
+APP_404 = b"not found by the app"
 
 #: (behaviour, protocol) -> why that protocol does not have the behaviour. Nothing else skips.
 DIFFERENCES: dict[tuple[str, str], str] = {

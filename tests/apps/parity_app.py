@@ -27,7 +27,7 @@ import environ_app
 import hints_app
 import responses
 
-#: The body of the app's own 404 (a static miss must not be this one).
+#: The body of the app's own 404 (a static miss must not be this one; parity_matrix.APP_404).
 APP_404 = b"not found by the app"
 
 StartResponse = Callable[..., Callable[[bytes], object]]
