@@ -246,7 +246,8 @@ class UwsgiClient:
             ("HTTP_HOST", self.authority),
         ]
         for name, value in fields:
-            if name.lower() in ("host", "content-length"):
+            # nginx leaves out names with "_" (underscores_in_headers off), as ferrocorn does.
+            if name.lower() in ("host", "content-length") or "_" in name:
                 continue
             out.append(("HTTP_" + name.upper().replace("-", "_"), value))
         return out
