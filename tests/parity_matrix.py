@@ -46,6 +46,8 @@ DIFFERENCES: dict[tuple[str, str], str] = {
     ("untrusted-peer", "h2c"):
         "h2c is only spoken with --forwarded-allow-ips peers: an untrusted peer gets "
         "HTTP/1.1 (docs/http2.md)",
+    ("curl", "uwsgi"):
+        "curl speaks no uwsgi: nginx is the uwsgi client (test_uwsgi.py drives a real one)",
     ("unsized-truncation", "uwsgi"):
         "a body without Content-Length is delimited by the connection's close over uwsgi, "
         "so a response cut short cannot be told from a whole one (as with uWSGI)",

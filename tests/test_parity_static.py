@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import running_server
-from parity_matrix import (APP_404, PARITY_APP, Matrix, Served, _declared_differences, certs,  # noqa: F401
-                           matrix, proto)
-from support.clients import Http1Client, Reply
+from parity_matrix import (APP_404, PARITY_APP, Matrix, Served, _declared_differences,  # noqa: F401
+                           behaviour, certs, matrix, proto)
+from support.clients import Certs, Http1Client, Reply, curl
 
 CSS = b"body { color: #333; }\n" * 60
 JSON = b'{"items": [' + b",".join(b'"item %d"' % i for i in range(400)) + b"]}"
@@ -86,6 +86,20 @@ def test_file_with_the_same_fields_as_http11(site: Served, static_dir: Path,
     assert reply.header("cache-control") == "max-age=60, public"
     assert reply.header("accept-ranges") == "bytes"
     same_as_http11(reference, reply, "GET", "/static/site.css")
+
+
+@behaviour("curl")
+@pytest.mark.parametrize("path,asked", [
+    ("/static/site.css", []),
+    ("/static/data.json", [("Accept-Encoding", "br, gzip")]),
+    ("/static/big.bin", [("Range", "bytes=100-199")]),
+], ids=["file", "precompressed", "range"])
+def test_curl_gets_the_fields_of_http11(site: Served, certs: Certs, reference: Http1Client,
+                                        path: str, asked: list[tuple[str, str]]) -> None:
+    """As the issue checks it: curl over the protocol gets what HTTP/1.1 gives."""
+    reply = curl(site.proto, site.server, certs, path, asked)
+    assert reply.version == ("HTTP/2" if site.proto.http2 else "HTTP/1.1"), reply
+    same_as_http11(reference, reply, "GET", path, asked)
 
 
 def test_hashed_name_is_immutable(site: Served) -> None:

@@ -23,6 +23,8 @@ import contextlib
 import socket
 import ssl
 import struct
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -471,6 +473,8 @@ class Proto:
     flags: tuple[str, ...] = ()
     #: How a response body without Content-Length is delimited.
     unsized_framing: str = "chunked"
+    #: curl's flags for it (None: curl does not speak it).
+    curl: tuple[str, ...] | None = ("--http1.1",)
     #: How a response the app fails in the middle of ends: ``short`` (the head and what was
     #: sent, then the connection ends before the body does), or ``reset`` (RST_STREAM; the
     #: frames still queued for the stream, its head included, may be dropped with it).
@@ -508,8 +512,34 @@ class Proto:
 PROTOCOLS: dict[str, Proto] = {p.name: p for p in (
     Proto("h1"),
     Proto("h1-tls", tls=True),
-    Proto("h2-tls", tls=True, http2=True, unsized_framing="h2", cut_short="reset"),
+    Proto("h2-tls", tls=True, http2=True, unsized_framing="h2", cut_short="reset",
+          curl=("--http2",)),
     Proto("h2c", http2=True, flags=("--http2-cleartext", "prior-knowledge"),
-          unsized_framing="h2", cut_short="reset"),
-    Proto("uwsgi", uwsgi=True, flags=("--protocol", "uwsgi"), unsized_framing="close"),
+          unsized_framing="h2", cut_short="reset", curl=("--http2-prior-knowledge",)),
+    Proto("uwsgi", uwsgi=True, flags=("--protocol", "uwsgi"), unsized_framing="close",
+          curl=None),
 )}
+
+
+def curl(proto: Proto, server: Server, certs: Certs, path: str,
+         headers: Iterable[tuple[str, str]] = ()) -> Reply:
+    """One GET with the real curl, speaking ``proto`` (which must have ``curl`` flags)."""
+    assert proto.curl is not None, f"curl does not speak {proto.name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        head, body = Path(tmp) / "head", Path(tmp) / "body"
+        cmd = ["curl", "-sS", *proto.curl, "-D", str(head), "-o", str(body),
+               "-w", "%{http_version}"]
+        if proto.tls:
+            cmd += ["--cacert", str(certs.ca)]
+        for name, value in headers:
+            cmd += ["-H", f"{name}: {value}"]
+        out = subprocess.run(cmd + [server.url + path], capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 0, f"curl exited {out.returncode}: {out.stderr}"
+        # The last block is the final response (interim ones come before it).
+        blocks = [b for b in head.read_bytes().decode("latin-1").split("\r\n\r\n") if b.strip()]
+        status_line, *lines = blocks[-1].split("\r\n")
+        fields = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":")
+                                                                 for line in lines)]
+        return Reply(int(status_line.split()[1]), fields, body.read_bytes(),
+                     version=f"HTTP/{out.stdout}")
