@@ -81,6 +81,10 @@ def test_environ_of_a_request(site: Served) -> None:
     assert env["CONTENT_LENGTH"] == "10" and env["CONTENT_TYPE"] == "text/plain"
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert json.loads(reply.body)["body"] == "hello body"
+    if site.proto.tls:
+        assert env["HTTPS"] == "on" and str(env["SSL_PROTOCOL"]).startswith("TLSv1."), env
+    else:
+        assert "HTTPS" not in env and "SSL_PROTOCOL" not in env, env
 
 
 # ------------------------------------------------------------------------------- PEP 3333 paths
@@ -166,7 +170,7 @@ def test_head_drops_the_body(site: Served) -> None:
     # A generator's body is dropped as well, its fields kept.
     head = site.client.request("HEAD", "/r/gen")
     assert (head.status, head.body, head.header("x-gen")) == (200, b"", "1"), head
-    assert head.header("transfer-encoding") is None or not site.proto.http2
+    no_hop_by_hop(site, head)
 
 
 def test_204_and_304_carry_no_body(site: Served) -> None:
@@ -239,6 +243,17 @@ def test_app_error_mid_body_without_length_truncates(site: Served) -> None:
     reply = site.client.request("GET", f"/r/raise/mid_body?marker=u-{site.proto.name}")
     assert_cut_short(site, reply, b"m" * 1000)
     assert site.client.request("GET", "/r/health").status == 200
+
+
+@pytest.mark.app_errors
+def test_exc_info_after_the_head_was_sent_reraises(site: Served, workdir: Path) -> None:
+    """start_response(exc_info) once the head went out re-raises the app's exception (PEP
+    3333), and the response is not completed as if all were well."""
+    rec = workdir / f"after-sent-{site.proto.name}"
+    reply = site.client.request("GET", f"/r/exc_info/after_sent?record={rec}&marker=x")
+    assert reply.status in (0, 200) and b"partial-body".startswith(reply.body), reply
+    assert b"should not get here" not in reply.body
+    wait_record(rec, "reraised same=True")
 
 
 # ------------------------------------------------------------------------------- interim responses
