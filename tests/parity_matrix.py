@@ -1,7 +1,8 @@
 """The parity matrix's machinery (issue 26): every test of a parity module runs once per
 protocol, against servers started once per (protocol, configuration) per module.
 
-A parity module imports the fixtures below; then
+A parity module imports the fixtures below (``*_fixture``: pytest knows them by the name
+each declares, so a test's parameters do not shadow the imports); then
 
 - ``proto`` (module scope) is parametrized over :data:`PROTOCOL_NAMES`, so every test of the
   module runs on every protocol by default;
@@ -93,18 +94,18 @@ class Matrix:
         self.stack.close()
 
 
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+@pytest.fixture(scope="session", name="certs")
+def certs_fixture(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certificates(tmp_path_factory.mktemp("parity-certs"))
 
 
-@pytest.fixture(scope="module", params=PROTOCOL_NAMES)
-def proto(request: pytest.FixtureRequest) -> Proto:
+@pytest.fixture(scope="module", params=PROTOCOL_NAMES, name="proto")
+def proto_fixture(request: pytest.FixtureRequest) -> Proto:
     return PROTOCOLS[request.param]
 
 
-@pytest.fixture(scope="module")
-def matrix(proto: Proto, certs: Certs) -> Iterator[Matrix]:
+@pytest.fixture(scope="module", name="matrix")
+def matrix_fixture(proto: Proto, certs: Certs) -> Iterator[Matrix]:
     m = Matrix(proto, certs)
     try:
         yield m
@@ -112,15 +113,15 @@ def matrix(proto: Proto, certs: Certs) -> Iterator[Matrix]:
         m.close()
 
 
-@pytest.fixture(autouse=True)
-def _declared_differences(request: pytest.FixtureRequest, proto: Proto) -> None:
+@pytest.fixture(autouse=True, name="declared_differences")
+def declared_differences_fixture(request: pytest.FixtureRequest, proto: Proto) -> None:
     name = getattr(request.function, "parity_behaviour", None)
     reason = DIFFERENCES.get((name, proto.name)) if name else None
     if reason:
         pytest.skip(f"{proto.name} differs on {name}: {reason}")
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", name="workdir")
+def workdir_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory for files the app writes (close() records, --max-pending signals)."""
     return tmp_path_factory.mktemp("parity")

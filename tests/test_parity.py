@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from parity_matrix import (Matrix, Served, _declared_differences, behaviour, certs,  # noqa: F401
-                           matrix, proto, workdir)
+from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
+    Matrix,
+    Served,
+    behaviour,
+    certs_fixture,
+    declared_differences_fixture,
+    matrix_fixture,
+    proto_fixture,
+    workdir_fixture,
+)
 from support.clients import Reply
 
 FILE_BYTES = bytes(range(256)) * 1200  # 300 KiB: a file_wrapper body over several windows

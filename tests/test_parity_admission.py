@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_for
-from parity_matrix import (Matrix, Served, _declared_differences, behaviour, certs,  # noqa: F401
-                           matrix, proto, workdir)
+from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
+    Matrix,
+    Served,
+    behaviour,
+    certs_fixture,
+    declared_differences_fixture,
+    matrix_fixture,
+    proto_fixture,
+    workdir_fixture,
+)
 from support.clients import Reply
 
 LIMITS = ("--limit-request-body", "1000", "--limit-request-field_size", "2048",

@@ -17,8 +17,15 @@ from typing import Any, NamedTuple
 import pytest
 
 from conftest import free_port, wait_for
-from parity_matrix import (Matrix, Served, _declared_differences, behaviour, certs,  # noqa: F401
-                           matrix, proto)
+from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
+    Matrix,
+    Served,
+    behaviour,
+    certs_fixture,
+    declared_differences_fixture,
+    matrix_fixture,
+    proto_fixture,
+)
 
 CSS = b"h1 { font-weight: bold; }\n" * 40
 FORWARDED = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]
@@ -138,7 +145,7 @@ def values(port: int) -> dict[str, float]:
     text = scrape(port)
 
     def one(name: str) -> float:
-        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         assert m, f"{name} not in\n{text}"
         return float(m.group(1))
     out = {cls: one(f'ferrocorn_requests_total{{status="{cls}"}}') for cls in CLASSES}

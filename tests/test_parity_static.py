@@ -16,8 +16,17 @@ from pathlib import Path
 import pytest
 
 from conftest import running_server
-from parity_matrix import (APP_404, PARITY_APP, Matrix, Served, _declared_differences,  # noqa: F401
-                           behaviour, certs, matrix, proto)
+from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
+    APP_404,
+    PARITY_APP,
+    Matrix,
+    Served,
+    behaviour,
+    certs_fixture,
+    declared_differences_fixture,
+    matrix_fixture,
+    proto_fixture,
+)
 from support.clients import Certs, Http1Client, Reply, curl
 
 CSS = b"body { color: #333; }\n" * 60
