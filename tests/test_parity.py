@@ -7,7 +7,9 @@ The other parity modules: test_parity_static.py (static files), test_parity_admi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ FILE_BYTES = bytes(range(256)) * 1200  # 300 KiB: a file_wrapper body over sever
 
 @pytest.fixture(scope="module")
 def site(matrix: Matrix) -> Served:
-    return matrix.serve("--limit-request-body", "100000")
+    return matrix.serve("--limit-request-body", str(2 << 20))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,35 @@ def test_environ_of_a_request(site: Served) -> None:
         assert env["HTTPS"] == "on" and str(env["SSL_PROTOCOL"]).startswith("TLSv1."), env
     else:
         assert "HTTPS" not in env and "SSL_PROTOCOL" not in env, env
+
+
+@pytest.mark.parametrize("size", [1, 70_000, 1 << 20])
+def test_request_body_read_in_pieces(site: Served, size: int) -> None:
+    """wsgi.input gives the body whole, in the pieces the app asks for, over every
+    protocol's framing (and HTTP/2's windows)."""
+    body = os.urandom(size)
+    reply = site.client.request("POST", "/echo?mode=hash",
+                                [("Content-Type", "application/octet-stream")], body)
+    assert reply.status == 200, reply
+    got = json.loads(reply.body)
+    assert got["length"] == size and got["sha256"] == hashlib.sha256(body).hexdigest(), got
+    assert got["largest"] <= 65536
+
+
+def test_request_body_by_lines(site: Served) -> None:
+    reply = site.client.request("POST", "/echo?mode=readline",
+                                [("Content-Type", "text/plain")], b"a\nbb\n\nccc")
+    assert reply.status == 200, reply
+    got = json.loads(reply.body)
+    assert got["pieces"] == ["a\n", "bb\n", "\n", "ccc"] and got["after"] == ["", "", "", ""]
+
+
+def test_request_body_left_unread(site: Served) -> None:
+    """An app that never reads the body answers; the server serves on."""
+    reply = site.client.request("POST", "/echo?mode=noread",
+                                [("Content-Type", "text/plain")], b"z" * 50_000)
+    assert reply.status == 200 and json.loads(reply.body)["body"] == "", reply
+    assert site.client.request("GET", "/r/health").status == 200
 
 
 # ------------------------------------------------------------------------------- PEP 3333 paths
@@ -282,9 +313,20 @@ def test_early_hints(site: Served) -> None:
     assert [i.status for i in reply.interim] == [103] and reply.body == b"ok", reply
 
 
+@behaviour("interim")
+def test_early_hints_given_as_bytes(site: Served) -> None:
+    reply = site.client.request("GET", "/hints/bytes")
+    assert reply.status == 200, reply
+    assert [(i.status, [v for k, v in i.headers if k == "link"]) for i in reply.interim] == [
+        (103, ["</b.css>; rel=preload"])], reply
+
+
 def test_early_hints_once_the_response_started_are_dropped(site: Served) -> None:
     reply = site.client.request("GET", "/hints/late")
     assert (reply.status, reply.body, reply.interim) == (200, b"first second", []), reply
+    # An empty list of hints sends nothing.
+    reply = site.client.request("GET", "/hints/empty")
+    assert reply.status == 200 and reply.interim == [], reply
 
 
 @behaviour("continue")
