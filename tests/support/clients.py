@@ -180,7 +180,7 @@ class Http1Client:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is not None:
             sock = self.tls.wrap_socket(sock, server_hostname="localhost")
-            assert sock.selected_alpn_protocol() in (None, "http/1.1"), \
+            assert sock.selected_alpn_protocol() == "http/1.1", \
                 sock.selected_alpn_protocol()
         return _Conn(sock, self.timeout)
 
