@@ -63,15 +63,6 @@ def assert_cut_short(site: Served, reply: Reply, sent: bytes) -> None:
         assert reply.status == 200 and reply.body == sent, reply
 
 
-def no_hop_by_hop(site: Served, reply: Reply) -> None:
-    """HTTP/2 carries no connection-specific field (RFC 9113 §8.2.2): the client library
-    refuses one anyway; and uwsgi responses close their connection."""
-    if site.proto.http2:
-        assert not reply.names() & {"connection", "transfer-encoding", "keep-alive"}, reply
-    if site.proto.uwsgi:
-        assert reply.header("connection") == "close", reply
-
-
 # ------------------------------------------------------------------------------- environ
 
 
@@ -135,7 +126,7 @@ def test_list_body_with_length(site: Served) -> None:
     assert reply.header("content-length") == "2"
     assert reply.header("content-type") == "text/plain"
     assert reply.framing == ("h2" if site.proto.http2 else "length"), reply
-    no_hop_by_hop(site, reply)
+    site.proto.check_connection_fields(reply)
 
 
 def test_generator_without_length(site: Served) -> None:
@@ -145,7 +136,7 @@ def test_generator_without_length(site: Served) -> None:
     assert (reply.status, reply.body, reply.complete) == (200, b"alpha-beta-gamma", True), reply
     assert reply.header("x-gen") == "1"
     assert reply.framing == site.proto.unsized_framing, reply
-    no_hop_by_hop(site, reply)
+    site.proto.check_connection_fields(reply)
 
 
 @pytest.mark.parametrize("length", [False, True], ids=["unsized", "sized"])
@@ -209,7 +200,7 @@ def test_head_drops_the_body(site: Served) -> None:
     # A generator's body is dropped as well, its fields kept.
     head = site.client.request("HEAD", "/r/gen")
     assert (head.status, head.body, head.header("x-gen")) == (200, b"", "1"), head
-    no_hop_by_hop(site, head)
+    site.proto.check_connection_fields(head)
 
 
 def test_204_and_304_carry_no_body(site: Served) -> None:
@@ -261,7 +252,7 @@ def test_app_error_before_the_body_is_a_500_with_length(site: Served, route: str
     assert reply.status == 500 and reply.complete, reply
     assert reply.body, reply
     assert reply.header("content-length") == str(len(reply.body)), reply
-    no_hop_by_hop(site, reply)
+    site.proto.check_connection_fields(reply)
     site.server.wait_log(f"boom-{route.replace('_', '-')}-{marker}", since=mark)
     assert site.client.request("GET", "/r/health").status == 200
 

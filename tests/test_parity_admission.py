@@ -43,10 +43,11 @@ def environ(reply: Reply) -> dict[str, object]:
     return {k: v["value"] for k, v in data.items() if isinstance(v, dict) and "value" in v}
 
 
-def assert_server_error(reply: Reply, status: int) -> None:
+def assert_server_error(site: Served, reply: Reply, status: int) -> None:
     """An answer the server made itself: the status, and a body it declares the length of."""
     assert reply.status == status and reply.complete, reply
     assert reply.body and reply.header("content-length") == str(len(reply.body)), reply
+    site.proto.check_connection_fields(reply)
 
 
 # ------------------------------------------------------------------------------- limits
@@ -61,7 +62,7 @@ def test_body_over_the_limit_is_413(limited: Served, size: int, sent: bool) -> N
     RST_STREAM NO_ERROR may then stop the upload, RFC 9113 §8.1)."""
     reply = limited.client.request("POST", "/echo", [("Content-Type", "text/plain")],
                                    b"x" * size, withhold_body=not sent)
-    assert_server_error(reply, 413)
+    assert_server_error(limited, reply, 413)
     assert limited.client.request("GET", "/r/health").status == 200
 
 
@@ -73,7 +74,7 @@ def test_body_at_the_limit_is_served(limited: Served) -> None:
 
 def test_field_over_the_size_limit_is_431(limited: Served) -> None:
     reply = limited.client.request("GET", "/r/health", [("X-Big", "v" * 3000)])
-    assert_server_error(reply, 431)
+    assert_server_error(limited, reply, 431)
     # Under it, served.
     reply = limited.client.request("GET", "/r/health", [("X-Big", "v" * 1500)])
     assert reply.status == 200, reply
@@ -81,14 +82,14 @@ def test_field_over_the_size_limit_is_431(limited: Served) -> None:
 
 def test_too_many_fields_is_431(limited: Served) -> None:
     reply = limited.client.request("GET", "/r/health", [(f"X-F{i}", "v") for i in range(40)])
-    assert_server_error(reply, 431)
+    assert_server_error(limited, reply, 431)
     reply = limited.client.request("GET", "/r/health", [(f"X-F{i}", "v") for i in range(20)])
     assert reply.status == 200, reply
 
 
 def test_request_line_over_the_limit_is_414(limited: Served) -> None:
     reply = limited.client.request("GET", "/r/health?" + "q" * 2000)
-    assert_server_error(reply, 414)
+    assert_server_error(limited, reply, 414)
     reply = limited.client.request("GET", "/r/health?" + "q" * 500)
     assert reply.status == 200, reply
 
@@ -124,7 +125,7 @@ def test_max_pending_answers_503_with_retry_after(matrix: Matrix, workdir: Path)
         threads[1].start()
         wait_for(lambda: in_flight(mport) == 2, message="the second request queued")
         reply = site.client.request("GET", "/r/health")
-        assert_server_error(reply, 503)
+        assert_server_error(site, reply, 503)
         assert reply.header("retry-after") == "1", reply
     finally:
         go.write_text("go")
@@ -157,10 +158,10 @@ def test_forwarded_headers_from_a_trusted_peer(limited: Served) -> None:
 @behaviour("forwarded-headers")
 def test_malformed_forwarded_scheme_from_a_trusted_peer_is_400(limited: Served) -> None:
     reply = limited.client.request("GET", "/env", [("X-Forwarded-Proto", "gopher")])
-    assert_server_error(reply, 400)
+    assert_server_error(limited, reply, 400)
     reply = limited.client.request("GET", "/env", [("X-Forwarded-Proto", "https"),
                                                    ("X-Forwarded-Ssl", "off")])
-    assert_server_error(reply, 400)
+    assert_server_error(limited, reply, 400)
 
 
 @behaviour("untrusted-peer")

@@ -94,6 +94,7 @@ def test_file_with_the_same_fields_as_http11(site: Served, static_dir: Path,
     assert reply.header("last-modified") == formatdate(mtime, usegmt=True)
     assert reply.header("cache-control") == "max-age=60, public"
     assert reply.header("accept-ranges") == "bytes"
+    site.proto.check_connection_fields(reply)
     same_as_http11(reference, reply, "GET", "/static/site.css")
 
 

@@ -495,6 +495,15 @@ class Proto:
         """The access log's protocol (``%(H)s``, JSON ``protocol``)."""
         return "HTTP/2.0" if self.http2 else "HTTP/1.1"
 
+    def check_connection_fields(self, reply: Reply) -> None:
+        """HTTP/2 carries no connection-specific field (RFC 9113 §8.2.2; the ``h2`` package
+        refuses one anyway); a uwsgi response closes its connection and says so."""
+        if self.http2:
+            assert not reply.names() & {"connection", "transfer-encoding", "keep-alive",
+                                        "upgrade", "proxy-connection"}, reply
+        if self.uwsgi:
+            assert reply.header("connection") == "close", reply
+
     def server_flags(self, certs: Certs) -> tuple[str, ...]:
         tls = ("--certfile", str(certs.cert), "--keyfile", str(certs.key)) if self.tls else ()
         return tls + self.flags
