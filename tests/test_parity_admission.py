@@ -24,7 +24,7 @@ from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names
     proto_fixture,
     workdir_fixture,
 )
-from support.clients import Reply
+from support.clients import Certs, Reply, curl
 
 LIMITS = ("--limit-request-body", "1000", "--limit-request-field_size", "2048",
           "--limit-request-fields", "30", "--limit-request-line", "1024")
@@ -64,6 +64,20 @@ def test_body_over_the_limit_is_413(limited: Served, size: int, sent: bool) -> N
                                    b"x" * size, withhold_body=not sent)
     assert_server_error(limited, reply, 413)
     assert limited.client.request("GET", "/r/health").status == 200
+
+
+@behaviour("curl")
+@pytest.mark.parametrize("size", [5_000, 3_000_000])
+def test_curl_uploading_past_the_limit_gets_the_413(limited: Served, certs: Certs,
+                                                   tmp_path: Path, size: int) -> None:
+    """As the issue tried it: curl, still uploading when the 413 comes, shows the 413 and
+    exits 0 over every protocol (over HTTP/2 the rest of the body is read and dropped rather
+    than the stream reset under the upload, which curl reports as exit 92)."""
+    upload = tmp_path / "upload"
+    upload.write_bytes(b"x" * size)
+    reply = curl(limited.proto, limited.server, certs, "/echo", upload=upload)
+    assert reply.status == 413
+    assert b"413" in reply.body
 
 
 def test_body_at_the_limit_is_served(limited: Served) -> None:

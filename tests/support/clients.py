@@ -531,13 +531,16 @@ PROTOCOLS: dict[str, Proto] = {p.name: p for p in (
 
 
 def curl(proto: Proto, server: Server, certs: Certs, path: str,
-         headers: Iterable[tuple[str, str]] = ()) -> Reply:
-    """One GET with the real curl, speaking ``proto`` (which must have ``curl`` flags)."""
+         headers: Iterable[tuple[str, str]] = (), upload: Path | None = None) -> Reply:
+    """One GET with the real curl, speaking ``proto`` (which must have ``curl`` flags); a POST
+    of the file ``upload`` when given."""
     assert proto.curl is not None, f"curl does not speak {proto.name}"
     with tempfile.TemporaryDirectory() as tmp:
         head, body = Path(tmp) / "head", Path(tmp) / "body"
         cmd = ["curl", "-sS", *proto.curl, "-D", str(head), "-o", str(body),
                "-w", "%{http_version}"]
+        if upload is not None:
+            cmd += ["-X", "POST", "--data-binary", f"@{upload}"]
         if proto.tls:
             cmd += ["--cacert", str(certs.ca)]
         for name, value in headers:

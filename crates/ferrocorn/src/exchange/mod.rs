@@ -26,6 +26,8 @@ use crate::connection::ctx::ConnCtx;
 use crate::http1::error::{BodyError, RequestError};
 use crate::http1::request::{Framing, RequestHead, Text};
 use crate::http1::response::{server_response, EarlyHints, ResponseHead};
+use crate::observe::accesslog::AccessLog;
+use crate::observe::metrics::RequestMetrics;
 use crate::proxy::Forwarded;
 use crate::static_files::{Answer as StaticAnswer, Body as StaticBody};
 use crate::transport::tls::TlsInfo;
@@ -125,14 +127,33 @@ pub(crate) async fn run<W: Wire>(
     if log.is_none() && !metrics.is_on() {
         return serve(wire, &ctx, head, source, None).await;
     }
-    let mut record = Record::new(&head, wire.peer(), wire.tls().is_some(), log.is_some());
+    let record = Record::new(&head, wire.peer(), wire.tls().is_some(), log.is_some());
     metrics.begin();
-    let result = serve(wire, &ctx, head, source, Some(&mut record)).await;
-    if let Some(log) = log {
-        record.finish(log);
+    // Logged and counted when dropped: also when the exchange is cancelled (an HTTP/2
+    // connection that ended under its streams), so no request stays in flight for ever.
+    let mut done = Done {
+        record,
+        log,
+        metrics,
+    };
+    serve(wire, &ctx, head, source, Some(&mut done.record)).await
+}
+
+/// An exchange's record, logged and counted once the exchange is over or dropped.
+struct Done<'a> {
+    record: Record,
+    log: Option<&'a AccessLog>,
+    metrics: &'a RequestMetrics,
+}
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.log {
+            self.record.finish(log);
+        }
+        let r = &self.record;
+        self.metrics.end(r.status, r.started.elapsed(), r.bytes);
     }
-    metrics.end(record.status, record.started.elapsed(), record.bytes);
-    result
 }
 
 /// Admission, then dispatch and relay.
@@ -153,7 +174,7 @@ async fn serve<W: Wire>(
                     head.method,
                     head.target
                 );
-                return refuse(wire, 400, &e.to_string(), record).await;
+                return refuse(wire, &head, 400, &e.to_string(), record).await;
             }
         },
         Source::FrontEnd(given) => *given,
@@ -170,13 +191,13 @@ async fn serve<W: Wire>(
         if max_body > 0 && n > max_body {
             let e = RequestError::BodyTooLarge(max_body);
             log::debug!("{}: {e}", wire.peer());
-            return refuse(wire, e.status(), &e.to_string(), record).await;
+            return refuse(wire, &head, e.status(), &e.to_string(), record).await;
         }
     }
     if ctx.max_pending > 0 && ctx.jobs.len() >= ctx.max_pending {
         // Every app thread is busy and the queue is full: say so rather than wait.
         log::debug!("{}: queue full, 503", wire.peer());
-        return refuse(wire, 503, "the server is busy; retry shortly", record).await;
+        return refuse(wire, &head, 503, "the server is busy; retry shortly", record).await;
     }
     dispatch(wire, ctx, head, forwarded, extra, record).await
 }
@@ -185,6 +206,7 @@ async fn serve<W: Wire>(
 /// (an HTTP/2 stream ends; the connection's other streams go on).
 async fn refuse<W: Wire>(
     wire: &mut W,
+    request: &RequestHead,
     status: u16,
     message: &str,
     record: Option<&mut Record>,
@@ -196,6 +218,9 @@ async fn refuse<W: Wire>(
     }
     wire.close_after();
     wire.send_head(&head, body, true, false).await?;
+    // Where the connection goes on (HTTP/2's other streams), a small body still coming is
+    // taken and dropped, so the client sees its request end cleanly.
+    wire.wrap_up(request.expect_continue).await;
     Ok(false)
 }
 

@@ -76,6 +76,24 @@ impl H2Body {
         Ok(acc.freeze())
     }
 
+    /// Reads and drops the rest of the body, giving its window back, while it stays within
+    /// `max` bytes and keeps coming within `stall`; true when it ended.
+    pub(crate) async fn drain(&mut self, max: u64, stall: Duration) -> bool {
+        // Dropped bytes are not the app's: `--limit-request-body` no longer applies.
+        self.max = 0;
+        let mut dropped = 0u64;
+        while !self.is_done() {
+            let Ok(piece) = self.read(64 * 1024, stall).await else {
+                return false;
+            };
+            dropped += piece.len() as u64;
+            if dropped > max {
+                return false;
+            }
+        }
+        true
+    }
+
     fn take(&mut self, next: Option<Result<Bytes, h2::Error>>) -> Result<(), BodyError> {
         match next {
             None => {

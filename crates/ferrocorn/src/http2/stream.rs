@@ -24,6 +24,9 @@ use crate::http1::response::{
 use crate::observe::metrics::H2Event;
 use crate::transport::tls::TlsInfo;
 
+/// How long the rest of a refused request's body is read and dropped, at most.
+const REFUSED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A file from `wsgi.file_wrapper` is read and sent in pieces of at most this size.
 const FILE_CHUNK: usize = 64 * 1024;
 
@@ -82,6 +85,7 @@ pub(crate) async fn serve(
         body: H2Body::new(recv, ctx.config.max_body),
         head_request: head.method.eq_ignore_ascii_case("HEAD"),
         no_body: false,
+        refused: false,
     };
     let _ = exchange::run(&mut wire, head, Source::Headers).await;
 }
@@ -96,6 +100,8 @@ struct H2Wire<'s> {
     /// The response ended with its head (HEAD, a bodiless status): what the app still sends
     /// is not sent.
     no_body: bool,
+    /// The server refused the request (413, 503, a bad forwarded header).
+    refused: bool,
 }
 
 impl Wire for H2Wire<'_> {
@@ -186,6 +192,7 @@ impl Wire for H2Wire<'_> {
 
     fn close_after(&mut self) {
         // Only the stream ends; the connection's other streams go on.
+        self.refused = true;
     }
 
     async fn abandoned(&mut self) {
@@ -193,7 +200,23 @@ impl Wire for H2Wire<'_> {
         client_reset(self.shared, reason);
     }
 
-    async fn wrap_up(&mut self, _unanswered_continue: bool) -> bool {
+    async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {
+        // What is left of the body is read and dropped, so the client's request ends cleanly:
+        // up to the bound HTTP/1.1 drains after an answer; after a refusal (a 413 while the
+        // upload goes on) for as long as it keeps coming, within `REFUSED_LINGER`, as nginx
+        // lingers, since a client still sending when the stream is reset may never show its
+        // user the response (curl: exit 92). Past that, or when the client waits for a 100 it
+        // never got, the stream is reset as the exchange ends (RST_STREAM NO_ERROR, which RFC
+        // 9113 §8.1 allows once the response is complete).
+        if !unanswered_continue {
+            let config = &self.shared.ctx.config;
+            if self.refused {
+                let linger = self.body.drain(u64::MAX, config.body_timeout);
+                let _ = tokio::time::timeout(REFUSED_LINGER, linger).await;
+            } else {
+                self.body.drain(config.max_drain, config.body_timeout).await;
+            }
+        }
         // The stream is over; the connection is the driver's.
         false
     }
