@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from support import (
     APPS_DIR,
     TESTS_DIR,
     RawConn,
     Server,
-    UnixHTTPConnection,
     clean_env,
     ferrocorn_bin,
     free_port,
@@ -27,6 +26,7 @@ from conftest import (
     running_server,
     wait_for,
 )
+from support.server import UnixHTTPConnection
 
 
 def run_cli(*args: str, timeout: float = 30, env: dict[str, str] | None = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, Server, clean_env, ferrocorn_bin, wait_for
+from support import APPS_DIR, Server, clean_env, ferrocorn_bin, wait_for
 
 
 def write(path: Path, text: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, clean_env, ferrocorn_bin, wait_for
+from support import Server, clean_env, ferrocorn_bin, wait_for
 
 #: The socket's request limit (crates/ferrocorn/src/master/control.rs).
 MAX_REQUEST = 4096

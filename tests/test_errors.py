@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import RawConn, Server, http_request, parse_responses, running_server, wait_for
+from support import RawConn, Server, http_request, parse_responses, running_server, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import subprocess
 import h2.config
 import h2.connection
 
-from conftest import Server, http_request
+from support import Server, http_request
 from test_http2 import PREFACE, SETTINGS, Client, frame
 
 UPGRADE = ("--http2-cleartext", "upgrade")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RawConn, Server, http_request, vm_kib, wait_for
+from support import Server, http_request, vm_kib, wait_for
 
 APP = "hostile_app:app"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, assert_standard_headers, http_request, parse_responses, \
-    running_server, wait_for
+from support import Server, http_request, parse_responses, running_server, wait_for
+from support.raw import assert_standard_headers
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import h2.settings
 import hpack
 import pytest
 
-from conftest import Server, vm_kib, wait_for
+from support import Server, free_port, vm_kib, wait_for
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 H2C = ("--http2-cleartext", "prior-knowledge")
@@ -614,7 +614,6 @@ def test_zero_window_held_forever(attacked: Server) -> None:
 
 
 def test_access_log_and_metrics(tmp_path) -> None:
-    from conftest import free_port
     port = free_port()
     server = Server("h2_app:app", *H2C, "--access-logfile", "-", "--access-logformat",
                     "%(H)s %(s)s %(U)s", "--metrics-bind", f"127.0.0.1:{port}").start()

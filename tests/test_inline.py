@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from conftest import Server, http_request
+from support import Server, http_request
 
 APP = "inline_app:app"
 QUALIFY = 8  # consecutive fast responses before a route runs inline

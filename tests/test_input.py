@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, http_request, running_server, vm_kib, wait_for
+from support import Server, http_request, running_server, vm_kib, wait_for
 
 BODY = b"line one\nline two\n\n\xe9\xff binary\r\nlast line without newline"
 

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,34 +17,18 @@ from pathlib import Path
 
 import pytest
 
-import conftest
-from conftest import http_request, tcp_sockets
+from support import APPS_DIR, clean_env, ferrocorn_bin, http_request, tcp_sockets
+from support import wait_for as poll_until
+from support.procfs import children, established
 
-ROOT = Path(__file__).resolve().parent.parent
-APPS = Path(__file__).resolve().parent / "apps"
-BIN = os.environ.get("FERROCORN_BIN") or str(Path(sys.executable).parent / "ferrocorn")
+APPS = APPS_DIR
+BIN = ferrocorn_bin()
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    """conftest's wait_for with this module's longer default (workers fork and boot here)."""
-    return conftest.wait_for(cond, timeout, message=what)
+    """support's wait_for with this module's longer default (workers fork and boot here)."""
+    return poll_until(cond, timeout, message=what)
 
-
-def children(pid: int) -> set[int]:
-    """Pids of the live, non-zombie children of `pid`."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces: the fields after it are fixed.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(entry))
-    return out
 
 
 class Master:
@@ -56,7 +39,7 @@ class Master:
             [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APPS), *args],
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=clean_env(env),
             text=True,
         )
         self.lines: list[str] = []
@@ -215,25 +198,11 @@ def test_term_lets_the_request_in_flight_finish(master_factory: Callable[..., Ma
     t.start()
     # The request is in the app once its worker has it: poll the worker's connection count.
     worker = next(iter(m.workers()))
-    wait_for(lambda: _established(worker), what="the slow request to reach the worker")
+    wait_for(lambda: established(worker), what="the slow request to reach the worker")
     m.signal(signal.SIGTERM)
     t.join(15)
     assert result["response"] == (200, str(worker))
     assert m.proc.wait(15) == 0
-
-
-def _established(pid: int) -> bool:
-    """True when `pid` holds an established TCP connection (a client being served)."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        return False
-    return any(s.state == "01" and s.inode in inodes  # 01 = ESTABLISHED
-               for s in tcp_sockets(("/proc/net/tcp", "/proc/net/tcp6")))
 
 
 def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> None:

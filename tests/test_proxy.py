@@ -7,13 +7,11 @@ proxy), clients reach nginx from 127.0.0.9, and a forger talks to ferrocorn dire
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import signal
 import socket
 import struct
-import subprocess
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from conftest import RawConn, Server, free_port, http_request, wait_for
+import support.nginx
+from support import RawConn, Server, free_port, http_request, wait_for
+from support.nginx import NGINX, proxy_pass
 
 APP = "environ_app:app"
 PROXY_IP = "127.0.0.5"
 CLIENT_IP = "127.0.0.9"
 FORGER_IP = "127.0.0.7"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 
 FORGED = [
     ("X-Forwarded-For", "6.6.6.6"),
@@ -265,62 +264,28 @@ def test_proxy_protocol_refusals_close_the_connection(start_server, source: str,
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
 
 
-class Nginx:
-    """nginx as a foreground child process with its config in a temporary folder."""
+class Nginx(support.nginx.Nginx):
+    """nginx proxy_passing to the upstream ``backend`` that ``servers`` declares, as the
+    README's config does, from the address PROXY_IP (not over a unix socket, which has no address)."""
 
     def __init__(self, tmp: Path, servers: str, unix: bool = False, extra: str = "") -> None:
         # nginx talks to a TCP upstream from the proxy's own address; a unix socket has none.
         bind = "" if unix else f"proxy_bind {PROXY_IP};"
-        self.port = free_port()
-        self.prefix = tmp / "nginx"
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(textwrap.dedent(f"""\
-            worker_processes 1;
-            error_log {self.prefix}/logs/error.log info;
-            pid {self.prefix}/nginx.pid;
-            events {{ worker_connections 256; }}
-            http {{
-                access_log off;
-                client_body_temp_path {self.prefix}/body;
-                proxy_temp_path {self.prefix}/proxy;
-                fastcgi_temp_path {self.prefix}/fastcgi;
-                uwsgi_temp_path {self.prefix}/uwsgi;
-                scgi_temp_path {self.prefix}/scgi;
-                {servers}
-                server {{
-                    listen 127.0.0.1:{self.port};
-                    listen {CLIENT_IP}:{self.port};
-                    location / {{
-                        proxy_pass http://backend;
-                        {bind}
-                        proxy_http_version 1.1;
-                        proxy_set_header Connection "";
-                        proxy_set_header Host $host;
-                        proxy_set_header X-Real-IP $remote_addr;
-                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-                        proxy_set_header X-Forwarded-Proto $scheme;
-                        {extra}
-                        proxy_next_upstream error timeout http_502 http_503 non_idempotent;
-                        proxy_connect_timeout 2s;
-                    }}
+        port = free_port()
+        super().__init__(tmp / "nginx", f"""
+            access_log off;
+            {servers}
+            server {{
+                listen 127.0.0.1:{port};
+                listen {CLIENT_IP}:{port};
+                location / {{
+                    {proxy_pass("backend", extra)}
+                    {bind}
+                    proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+                    proxy_connect_timeout 2s;
                 }}
             }}
-        """))
-        user = ["-g", "daemon off; user root;"]
-        self.proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf), *user],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._listening, timeout=10, message="nginx to listen")
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise AssertionError(f"nginx exited: {err}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+        """, port)
 
     def get(self, path: str = "/p", headers: list[tuple[str, str]] | None = None,
             source: str = CLIENT_IP) -> tuple[int, bytes]:
@@ -331,28 +296,13 @@ class Nginx:
             resp = conn.response()
         return resp.status, resp.body
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
 
 @pytest.fixture
 def nginx_factory(tmp_path: Path):
-    started: list[Nginx] = []
-
-    def start(upstream: str, extra: str = "") -> Nginx:
-        n = Nginx(tmp_path, f"upstream backend {{ {upstream} keepalive 8; }}",
-                  unix="unix:" in upstream, extra=extra)
-        started.append(n)
-        return n
-
-    yield start
-    for n in started:
-        n.stop()
+    with contextlib.ExitStack() as stack:
+        yield lambda upstream, extra="": stack.enter_context(Nginx(
+            tmp_path, f"upstream backend {{ {upstream} keepalive 8; }}",
+            unix="unix:" in upstream, extra=extra))
 
 
 def env_of(body: bytes) -> dict[str, Any]:

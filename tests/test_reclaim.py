@@ -9,7 +9,7 @@ import socket
 import statistics
 import time
 
-from conftest import RawConn, Server, free_port, http_request, wait_for
+from support import RawConn, Server, free_port, http_request, wait_for
 from test_metrics import scrape, value
 
 APP = "hostile_app:app"

@@ -10,21 +10,15 @@ import http.client
 import json
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from conftest import Server, clean_env, ferrocorn_bin, wait_for
+from support import Server, clean_env, ferrocorn_bin, free_port, wait_for
 
 MIB = 1024 * 1024
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss(pid: int) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from conftest import Server, wait_for
+from support import Server, wait_for
 
 MODULE = """\
     def app(environ, start_response):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, Server, running_server
+from support import APPS_DIR, Server, running_server
 from smuggling import (
     NGINX,
     Case,

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from support import (
     APPS_DIR,
     Response,
     Server,
-    assert_standard_headers,
     clean_env,
     ferrocorn_bin,
     free_port,
@@ -32,6 +31,7 @@ from conftest import (
     running_server,
     wait_for,
 )
+from support.raw import assert_standard_headers
 
 APP = "basic:app"  # answers "hello": whatever reaches the app says so
 SECRET = b"TOP SECRET: outside the static directory"

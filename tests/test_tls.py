@@ -5,6 +5,7 @@ key is made here at run time (a throwaway CA), never committed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -17,7 +18,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import (RawConn, Server, UnixHTTPConnection, free_port, tcp_sockets, vm_kib,
-                      wait_for)
+from support import RawConn, Server, free_port, tcp_sockets, vm_kib, wait_for
+from support.server import UnixHTTPConnection, serving
 
 APP = "tls_app:app"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -146,42 +147,22 @@ def tls_server(pki: Pki, *args: str, cert: Issued | None = None, **kwargs: Any) 
 
 
 @pytest.fixture
-def serve(request: pytest.FixtureRequest) -> Iterator[Any]:
+def serve() -> Iterator[Callable[[Server], Server]]:
     """Starts servers for one test; stops them (and checks for panics) at teardown."""
-    started: list[Server] = []
-
-    def start(server: Server) -> Server:
-        from conftest import LIVE_SERVERS, STARTED
-        STARTED.append(server)
-        server.start()
-        LIVE_SERVERS.append(server)
-        started.append(server)
-        return server
-
-    yield start
-    from conftest import LIVE_SERVERS
-    for server in started:
-        LIVE_SERVERS.remove(server)
-        server.stop()
-        assert "panicked" not in server.log, server.log
+    with contextlib.ExitStack() as stack:
+        yield lambda server: stack.enter_context(serving(server))
 
 
 @pytest.fixture(scope="module")
 def https(pki: Pki) -> Iterator[Server]:
     """One TLS server for the tests that only talk to it, with a unix-socket bind beside."""
-    from conftest import LIVE_SERVERS, STARTED
     sock = pki.dir / "plain.sock"
     server = tls_server(pki, "-w", "2", "--metrics-bind", f"127.0.0.1:{free_port()}",
                         "--access-logfile", "-",
                         "--access-logformat", '%(H)s %({wsgi.url_scheme}e)s %(s)s %(U)s',
                         binds=["127.0.0.1:0", f"unix:{sock}"])
-    STARTED.append(server)
-    server.start()
-    LIVE_SERVERS.append(server)
-    yield server
-    LIVE_SERVERS.remove(server)
-    server.stop()
-    assert "panicked" not in server.log, server.log
+    with serving(server):
+        yield server
 
 
 def https_conn(server: Server, ctx: ssl.SSLContext, host: str = "localhost",
