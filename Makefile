@@ -39,7 +39,7 @@ help:
 	@echo "make test       install what the tests need, then cargo test and pytest"
 	@echo "make install    (re)build the release wheel (PGO; PGO=0 for one pass) into .venv"
 	@echo "make bench      ferrocorn vs gunicorn and granian, side by side (BENCH_ARGS=--quick)"
-	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make lint       cargo fmt --check, clippy -D warnings and ruff (what CI runs first)"
 	@echo "make docs       regenerate docs/settings.md from the settings' declaration"
 	@echo "make clean      remove build outputs (keeps .venv)"
 
@@ -94,9 +94,16 @@ test: test-deps install
 	cargo test --workspace
 	$(PY) -m pytest -q tests
 
-lint: $(STAMP)-venv
+# ruff's version is pinned to a minor release: a newer one may add rules to the selected sets
+# (pyproject.toml's [tool.ruff]) and fail a tree nobody changed.
+$(STAMP)-lint-deps: $(STAMP)-venv Makefile
+	$(PIP) install --quiet 'ruff>=0.17,<0.18'
+	@touch $@
+
+lint: $(STAMP)-lint-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests bench tools
 
 # The peers ferrocorn is measured against live in their own venv.
 BENCH_VENV := .bench-venv

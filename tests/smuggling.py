@@ -49,8 +49,8 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import support.nginx
-from support.nginx import NGINX
 from support.net import free_port
+from support.nginx import NGINX
 from support.server import APPS_DIR
 from support.wait import poll
 
@@ -850,7 +850,7 @@ class Harness:
             self.records.read_new()
             seen = {r["id"] for r in self.records.all[before:]}
             sent = [e for e in entries if e["up"] and e["us"].startswith(("1", "2", "3"))]
-            return any(e["u"] == "/sentinel/%d" % self._sentinels for e in entries) and \
+            return any(e["u"] == f"/sentinel/{self._sentinels}" for e in entries) and \
                 all(e["id"] in seen for e in sent)
 
         poll(settled, RECORD_TIMEOUT, POLL_INTERVAL)
@@ -860,7 +860,7 @@ class Harness:
     def _judge_nginx(self, case: Case, entries: list[dict[str, Any]],
                      seen: list[dict[str, Any]]) -> None:
         t = self.tally
-        sentinel_uri = "/sentinel/%d" % self._sentinels
+        sentinel_uri = f"/sentinel/{self._sentinels}"
         forwarded = [e for e in entries if e["up"]]
         mine = [e for e in forwarded if e["u"] != sentinel_uri]
         if not mine:

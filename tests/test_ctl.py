@@ -35,7 +35,8 @@ def sockdir() -> Iterator[Path]:
     path.rmdir()
 
 
-def ctl(path: Path, *words: str, as_json: bool = True, module: bool = False) -> subprocess.CompletedProcess[str]:
+def ctl(path: Path, *words: str, as_json: bool = True,
+        module: bool = False) -> subprocess.CompletedProcess[str]:
     """`ferrocorn ctl` (or `python -m ferrocorn.ctl`) against the socket at `path`."""
     if module:
         cmd = [sys.executable, "-m", "ferrocorn.ctl"]
@@ -158,7 +159,7 @@ def test_worker_add_remove_and_kill(sockdir: Path) -> None:
         assert ask(path, "worker", "kill", str(victim)) == {"killed": victim}
         wait_for(lambda: (p := server.worker_pids()) and victim not in p, message="a new worker")
         server.assert_serving()
-        assert "Stopping worker (pid:%d) as asked on the control socket" % victim in server.log
+        assert f"Stopping worker (pid:{victim}) as asked on the control socket" in server.log
 
         refused = ctl(path, "worker", "kill", "1", as_json=False)
         assert refused.returncode == 1
@@ -415,3 +416,45 @@ def test_an_explicit_path_that_is_taken_stops_the_start(sockdir: Path) -> None:
     assert server.wait_exit() == 1
     assert "the path exists and is not a socket" in server.log
     assert "Listening at" not in server.log, "stopped before saying it was up"
+
+
+def test_control_socket_is_an_alias_of_s(sockdir: Path, tmp_path: Path) -> None:
+    """`--control-socket PATH` (the server's own flag) names the socket as `-s` does, with a
+    server on the default path beside it, so talking to the default socket instead shows."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    default = Server("master_app:app", "-w", "1", env=env).start()
+    named, path = start(sockdir, workers=1)
+    try:
+        assert (runtime / "ferrocorn.ctl").exists()
+        for flags in (["--control-socket", str(path)], [f"--control-socket={path}"],
+                      ["--socket", str(path)], ["-s", str(path)]):
+            done = subprocess.run([ferrocorn_bin(), "ctl", *flags, "--json", "show", "stats"],
+                                  capture_output=True, text=True, timeout=20,
+                                  env=clean_env(env))
+            assert done.returncode == 0, (flags, done.stdout, done.stderr)
+            assert json.loads(done.stdout)["data"]["master_pid"] == named.master_pid, flags
+    finally:
+        named.stop()
+        default.stop()
+
+
+@pytest.mark.parametrize("argv", [["--sock", "x", "show", "stats"], ["-x", "show", "stats"],
+                                  ["--control-socket"], ["--timeout", "soon", "show", "stats"]])
+def test_unknown_options_are_a_usage_error(sockdir: Path, tmp_path: Path, argv: list[str]) -> None:
+    """An option ctl does not know (or one without its value) is exit status 2 with the usage,
+    not words sent to whatever socket is at the default path."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    server = Server("master_app:app", "-w", "1", env=env).start()
+    try:
+        done = subprocess.run([ferrocorn_bin(), "ctl", *argv], capture_output=True, text=True,
+                              timeout=20, env=clean_env(env))
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert "usage: ferrocorn ctl" in done.stderr and done.stdout == ""
+        first = done.stderr.splitlines()[0]
+        assert first.startswith("ferrocorn ctl: ") and argv[0] in first, first
+    finally:
+        server.stop()

@@ -346,7 +346,8 @@ VALID_REQUESTS = [
     b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /hello?x=1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
     b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-    b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n",
     b"HEAD /hello HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
 ]
 

@@ -36,7 +36,7 @@ def test_keep_alive_many_requests_one_connection(server: Server) -> None:
             assert (resp.header("Connection") or "").lower() != "close"
             reply = resp.json()
             assert reply["path"] == f"/k{i}"
-            assert reply["body"] == ("body %d" % i if i % 2 else "")
+            assert reply["body"] == (f"body {i}" if i % 2 else "")
 
 
 def test_http_client_reuses_connection(server: Server) -> None:

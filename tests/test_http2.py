@@ -319,10 +319,10 @@ def test_graceful_stop_finishes_streams_in_flight() -> None:
         dec = hpack.Decoder()
         status = {sid: dict(dec.decode(p)).get(":status") for k, _, sid, p in frames
                   if k == HEADERS}
-        assert status == {sid: "200" for sid in sids}
+        assert status == dict.fromkeys(sids, "200")
         bodies = {sid: b"".join(p for k, _, s, p in frames if k == DATA and s == sid)
                   for sid in sids}
-        assert bodies == {sid: b"slept" for sid in sids}
+        assert bodies == dict.fromkeys(sids, b"slept")
         assert server.wait_exit(15) == 0
     finally:
         server.stop()

@@ -281,7 +281,7 @@ def test_no_100_continue_for_http10(server: Server) -> None:
                   b"Expect: 100-continue\r\n\r\nhello")
         data = conn.read_until_close()
     assert b"100 Continue" not in data
-    assert data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200"), data[:100]
+    assert data.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), data[:100]
     assert b'"body": "hello"' in data
 
 

@@ -30,7 +30,6 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "con
     return poll_until(cond, timeout, message=what)
 
 
-
 class Master:
     """A running `ferrocorn` master with its stderr collected."""
 
@@ -45,7 +44,10 @@ class Master:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        match = wait_for(lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log), what="Listening at")
+        match = wait_for(
+            lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log),
+            what="Listening at",
+        )
         assert isinstance(match, re.Match)
         self.port = int(match.group(1))
 
@@ -121,7 +123,11 @@ class LoadLoop:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set() and self.ok + len(self.failures) < self._limit and time.monotonic() < self._deadline:
+        while (
+            not self._stop.is_set()
+            and self.ok + len(self.failures) < self._limit
+            and time.monotonic() < self._deadline
+        ):
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 conn.request("GET", "/")
@@ -154,7 +160,9 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode()
 
 
-def test_process_titles_name_the_master_and_its_workers(master_factory: Callable[..., Master]) -> None:
+def test_process_titles_name_the_master_and_its_workers(
+    master_factory: Callable[..., Master],
+) -> None:
     m = master_factory("-w", "2", "master_app:app")
     workers = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
     assert _cmdline(m.pid) == "ferrocorn: master [master_app:app]"
@@ -170,13 +178,17 @@ def test_web_concurrency_sets_the_default(master_factory: Callable[..., Master])
     assert m.stop() == 0
 
 
-def test_hup_replaces_workers_without_failing_requests(master_factory: Callable[..., Master]) -> None:
+def test_hup_replaces_workers_without_failing_requests(
+    master_factory: Callable[..., Master],
+) -> None:
     m = master_factory("-w", "2", "master_app:app")
     old = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
     load = LoadLoop(m.port)
     wait_for(lambda: load.ok > 20, what="load running")
     m.signal(signal.SIGHUP)
-    new = wait_for(lambda: (w := m.workers()) and len(w) == 2 and not (w & old) and w, what="new workers")  # type: ignore[operator]
+    new = wait_for(
+        lambda: (w := m.workers()) and len(w) == 2 and not (w & old) and w, what="new workers"
+    )  # type: ignore[operator]
     before = load.ok
     wait_for(lambda: load.ok > before + 50, what="requests served by the new workers")
     load.stop()
@@ -210,7 +222,11 @@ def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> Non
     pids = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
     victim = next(iter(pids))  # type: ignore[call-overload]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(w := m.workers()) == 2 and victim not in w, timeout=5, what="a replacement worker")
+    wait_for(
+        lambda: len(w := m.workers()) == 2 and victim not in w,
+        timeout=5,
+        what="a replacement worker",
+    )
     assert m.get()[0] == 200
     assert m.stop() == 0
 
@@ -268,9 +284,13 @@ def test_max_requests_recycles_workers(master_factory: Callable[..., Master]) ->
     assert m.stop() == 0
 
 
-def test_preload_imports_the_app_once_in_the_master(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+def test_preload_imports_the_app_once_in_the_master(
+    master_factory: Callable[..., Master], tmp_path: Path
+) -> None:
     log = tmp_path / "imports"
-    m = master_factory("--preload", "-w", "2", "master_app:app", env={"MASTER_APP_IMPORT_LOG": str(log)})
+    m = master_factory(
+        "--preload", "-w", "2", "master_app:app", env={"MASTER_APP_IMPORT_LOG": str(log)}
+    )
     wait_for(lambda: len(m.workers()) == 2, what="2 workers")
     assert m.get()[0] == 200
     assert log.read_text().split() == [str(m.pid)]
@@ -285,13 +305,15 @@ def test_app_import_failure_stops_the_master(tmp_path: Path) -> None:
         timeout=30,
     )
     assert proc.returncode == 4
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert errors and "nope" in errors[0]
     # No respawn loop: at most one boot per configured worker.
     assert proc.stderr.count("Booting worker") <= 2
 
 
-def test_pid_file_appears_and_disappears(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+def test_pid_file_appears_and_disappears(
+    master_factory: Callable[..., Master], tmp_path: Path
+) -> None:
     pidfile = tmp_path / "ferrocorn.pid"
     m = master_factory("-p", str(pidfile), "master_app:app")
     assert pidfile.read_text().strip() == str(m.pid)
@@ -324,15 +346,22 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
         assert {str(p) for p in children(new_master)} & load.pids
     finally:
         os.kill(new_master, signal.SIGTERM)
-        wait_for(lambda: not Path(f"/proc/{new_master}").exists() or "Z" in Path(f"/proc/{new_master}/stat").read_text().split(")")[1][:3], what="the new master to stop")
+        wait_for(
+            lambda: (
+                not Path(f"/proc/{new_master}").exists()
+                or "Z" in Path(f"/proc/{new_master}/stat").read_text().split(")")[1][:3]
+            ),
+            what="the new master to stop",
+        )
     assert not oldbin.exists()
 
 
 def server_side_connections(port: int) -> int:
     """Connections the server still holds on ``port`` (established or closed by the client but
     not yet by the server), from /proc/net/tcp."""
-    return sum(1 for s in tcp_sockets()
-               if s.local_port == port and s.state in ("01", "08"))  # ESTABLISHED, CLOSE_WAIT
+    return sum(
+        1 for s in tcp_sockets() if s.local_port == port and s.state in ("01", "08")
+    )  # ESTABLISHED, CLOSE_WAIT
 
 
 def both_workers_accepting(server) -> set[bytes]:
@@ -365,8 +394,10 @@ def test_connections_spread_over_workers(start_server) -> None:
     both_workers_accepting(server)
     for _ in range(3):
         # Each round starts from no connections (the server has seen the last ones close).
-        wait_for(lambda: server_side_connections(server.port) == 0,
-                 what="the server to release the previous connections")
+        wait_for(
+            lambda: server_side_connections(server.port) == 0,
+            what="the server to release the previous connections",
+        )
         conns = [server.connect(timeout=10) for _ in range(8)]
         try:
             for c in conns:
@@ -385,8 +416,10 @@ def test_a_small_load_is_split_evenly(start_server) -> None:
     server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "64")
     pids = both_workers_accepting(server)
     for _ in range(3):
-        wait_for(lambda: server_side_connections(server.port) == 0,
-                 what="the server to release the previous connections")
+        wait_for(
+            lambda: server_side_connections(server.port) == 0,
+            what="the server to release the previous connections",
+        )
         conns = [server.connect(timeout=10) for _ in range(16)]
         try:
             for c in conns:

@@ -164,8 +164,8 @@ def test_underscore_names_never_pose_as_forwarded_headers(start_server) -> None:
 def test_rfc7239_forwarded(start_server) -> None:
     server = start_server(APP, "--forwarded-allow-ips", PROXY_IP, "--forwarded-headers",
                           "for,proto,host,forwarded")
-    env = environ_from(server, [("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=a.example')],
-                       PROXY_IP)
+    env = environ_from(
+        server, [("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=a.example')], PROXY_IP)
     assert env["REMOTE_ADDR"] == "2001:db8::7"
     assert env["REMOTE_PORT"] == "4711"
     assert env["wsgi.url_scheme"] == "https"
@@ -266,7 +266,7 @@ needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (
 
 class Nginx(support.nginx.Nginx):
     """nginx proxy_passing to the upstream ``backend`` that ``servers`` declares, as the
-    README's config does, from the address PROXY_IP (not over a unix socket, which has no address)."""
+    README's config does, from the address PROXY_IP (not over a unix socket: it has none)."""
 
     def __init__(self, tmp: Path, servers: str, unix: bool = False, extra: str = "") -> None:
         # nginx talks to a TCP upstream from the proxy's own address; a unix socket has none.
@@ -306,7 +306,8 @@ def nginx_factory(tmp_path: Path):
 
 
 def env_of(body: bytes) -> dict[str, Any]:
-    return {k: v["value"] for k, v in json.loads(body).items() if isinstance(v, dict) and "value" in v}
+    return {k: v["value"] for k, v in json.loads(body).items()
+            if isinstance(v, dict) and "value" in v}
 
 
 @needs_nginx

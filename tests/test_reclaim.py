@@ -9,8 +9,9 @@ import socket
 import statistics
 import time
 
-from support import RawConn, Server, free_port, http_request, wait_for
 from test_metrics import scrape, value
+
+from support import RawConn, Server, free_port, http_request, wait_for
 
 APP = "hostile_app:app"
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from support import APPS_DIR, Server, running_server
 from smuggling import (
     NGINX,
     Case,
@@ -35,6 +33,8 @@ from smuggling import (
     read_requests,
     record_env,
 )
+
+from support import APPS_DIR, Server, running_server
 
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
 
@@ -165,7 +165,7 @@ class NaiveHandler(socketserver.StreamRequestHandler):
             if "x-request-id" in headers:
                 environ["HTTP_X_REQUEST_ID"] = headers["x-request-id"]
             out = []
-            body = b"".join(smuggle_app.raw_app(environ, lambda s, h: out.append(s)))
+            body = b"".join(smuggle_app.raw_app(environ, lambda s, h, out=out: out.append(s)))
             self.wfile.write(b"HTTP/1.1 " + out[0].encode() + b"\r\nContent-Length: %d\r\n\r\n"
                              % len(body) + body)
             if headers.get("connection", "").lower() == "close":

@@ -682,12 +682,14 @@ def test_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
 
 def test_unknown_cipher_is_named(pki: Pki) -> None:
     code, err = _start_fails("--certfile", str(pki.server.cert_path), "--keyfile",
-                             str(pki.server.key_path), "--ciphers", "ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5")
+                             str(pki.server.key_path), "--ciphers",
+                             "ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5")
     assert code != 0 and '"RC4-MD5"' in err, err
 
 
 def test_ciphers_and_min_version(serve: Any, pki: Pki) -> None:
-    server = serve(tls_server(pki, "--ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305:TLS_AES_128_GCM_SHA256",
+    server = serve(tls_server(pki, "--ciphers",
+                              "ECDHE-ECDSA-CHACHA20-POLY1305:TLS_AES_128_GCM_SHA256",
                               "--tls-min-version", "1.2"))
     env = get_json(server, client_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
     assert env["SSL_CIPHER"] == "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"

@@ -336,6 +336,7 @@ def serving(server: Server) -> Iterator[Server]:
         assert "panicked" not in server.log, server.log
 
 
-def running_server(app: str, *args: str, **kwargs: Any) -> contextlib.AbstractContextManager[Server]:
+def running_server(app: str, *args: str,
+                   **kwargs: Any) -> contextlib.AbstractContextManager[Server]:
     """:func:`serving` a new :class:`Server` (``Server``'s arguments)."""
     return serving(Server(app, *args, **kwargs))
