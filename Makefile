@@ -87,7 +87,7 @@ test-deps: $(STAMP)-test-deps
 	fi
 
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
-	$(PIP) install --quiet pytest flask h2 cryptography
+	$(PIP) install --quiet pytest flask h2 cryptography 'tomli; python_version < "3.11"'
 	@touch $@
 
 test: test-deps install
