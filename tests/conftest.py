@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from support import skips
 from support.server import LIVE_SERVERS, STARTED, Server, running_server
+
+#: Tests skipped in this run, with their reasons (for the strict check at the end).
+SKIPPED: list[tuple[str, str]] = []
 
 
 @pytest.fixture
@@ -46,3 +51,33 @@ def _validator_clean(request: pytest.FixtureRequest) -> Iterator[None]:
         assert "AssertionError" not in text, \
             "wsgiref.validate found a PEP 3333 violation:\n" + text
         assert "garbage collected without being closed" not in text, text
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        SKIPPED.append((report.nodeid, reason))
+
+
+def _not_allowed() -> list[tuple[str, str]]:
+    if os.environ.get("FERROCORN_STRICT_SKIPS") != "1":
+        return []
+    return [(nodeid, reason) for nodeid, reason in SKIPPED if not skips.allowed(reason)]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With FERROCORN_STRICT_SKIPS=1 (make test), a skip whose reason is not environmental
+    (support/skips.py) fails the run."""
+    if _not_allowed() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    bad = _not_allowed()
+    if bad:
+        terminalreporter.section("skips that fail the run (FERROCORN_STRICT_SKIPS=1)", red=True)
+        for nodeid, reason in bad:
+            terminalreporter.line(f"{nodeid}: {reason}")
+        terminalreporter.line("Each is a tool make test-deps installs, or root in CI: the run did "
+                              "not test what it says. Environmental reasons: support/skips.py.")

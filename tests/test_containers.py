@@ -22,6 +22,7 @@ import pytest
 
 from support import APPS_DIR, Server, ferrocorn_bin, free_port, wait_for
 from support.procfs import zombies_of
+from support.skips import needs_root, needs_tool
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "deploy-containers.md"
 
@@ -95,7 +96,7 @@ def test_the_image_command_honours_port_and_web_concurrency(tmp_path: Path) -> N
         server.stop()
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+@needs_tool("unshare")
 def test_as_pid_1_sigterm_stops_gracefully_and_orphans_are_reaped(tmp_path: Path) -> None:
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
                            capture_output=True, timeout=20)
@@ -191,8 +192,8 @@ def _wheel() -> Path | None:
     return found[-1] if found else None
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv(1) to run as another user")
+@needs_root
+@needs_tool("setpriv")
 def test_the_installed_wheel_serves_as_an_unprivileged_user(tmp_path: Path) -> None:
     """The final stage: the wheel installed, the image's command run by a non-root user."""
     wheel = _wheel()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from support import Server, clean_env, ferrocorn_bin, wait_for
+from support.skips import needs_root
 
 #: The socket's request limit (crates/ferrocorn/src/master/control.rs).
 MAX_REQUEST = 4096
@@ -257,7 +258,7 @@ def _as_uid(path: Path, uid: int, payload: bytes) -> tuple[str, str]:
     return outcome, data
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+@needs_root
 def test_a_peer_of_another_uid_is_refused(sockdir: Path) -> None:
     # A world-writable socket, so that the connection reaches the server's own check.
     server, path = start(sockdir, "--control-socket-mode", "0666", workers=1)
@@ -275,7 +276,7 @@ def test_a_peer_of_another_uid_is_refused(sockdir: Path) -> None:
         server.stop()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+@needs_root
 def test_the_default_mode_keeps_other_users_out(sockdir: Path) -> None:
     server, path = start(sockdir, workers=1)
     try:

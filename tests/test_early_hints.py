@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from support import RawConn, Server, free_port, http_request
-from support.nginx import NGINX, Nginx, proxy_pass
+from support.nginx import Nginx, proxy_pass
+from support.skips import needs_tool
 
 APP = "hints_app:app"
 CURL = shutil.which("curl")
@@ -114,7 +115,7 @@ def test_invalid_hints_are_refused(start_server) -> None:
     assert server.assert_serving("/empty").status == 200
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed (make test-deps)")
+@needs_tool("curl")
 def test_curl_shows_the_hint(start_server) -> None:
     server = start_server(APP)
     out = subprocess.run([CURL, "-sv", "--max-time", "10", f"{server.url}/"],
@@ -127,7 +128,7 @@ def test_curl_shows_the_hint(start_server) -> None:
     assert out.stdout  # the body, after the hint
 
 
-@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+@needs_tool("nginx")
 def test_nginx_proxy_pass_relays_the_hint(start_server, tmp_path) -> None:
     """docs/early-hints.md says nginx's proxy_pass hands the 103 on to the client."""
     server = start_server(APP)

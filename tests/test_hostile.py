@@ -326,6 +326,24 @@ def test_headers_exactly_at_the_limits_are_accepted(start_server) -> None:
         assert conn.response().status == 431
 
 
+def test_line_and_field_count_limits_at_non_default_values(start_server) -> None:
+    """--limit-request-line 200 and --limit-request-fields 5: exactly at each is served, one
+    more is refused (414, 431), where the defaults (4094, 100) would serve both."""
+    server = start_server(APP, "--limit-request-line", "200", "--limit-request-fields", "5")
+    target = "/hello?" + "a" * (200 - len("GET /hello? HTTP/1.1"))
+    assert len(f"GET {target} HTTP/1.1") == 200
+    four = [(f"X-H{i}", "v") for i in range(4)]  # with Host: 5 fields
+    with server.connect() as conn:
+        conn.send(http_request(target, headers=four))
+        assert conn.response().status == 200
+    with server.connect() as conn:
+        conn.send(http_request(target + "a"))
+        assert conn.response().status == 414
+    with server.connect() as conn:
+        conn.send(http_request("/hello", headers=[*four, ("X-One-More", "v")]))
+        assert conn.response().status == 431
+
+
 def test_limit_request_body(start_server) -> None:
     server = start_server(APP, "--limit-request-body", "1000")
     with server.connect() as conn:

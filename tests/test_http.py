@@ -16,6 +16,7 @@ import pytest
 
 from support import Server, http_request, parse_responses, running_server, wait_for
 from support.raw import assert_standard_headers
+from support.skips import needs_tool
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def test_concurrent_clients(server: Server) -> None:
 # ---------------------------------------------------------------------- curl
 
 CURL = shutil.which("curl")
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
+needs_curl = needs_tool("curl")
 
 
 def curl(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -21,7 +21,8 @@ import pytest
 
 import support.nginx
 from support import RawConn, Server, free_port, http_request, wait_for
-from support.nginx import NGINX, proxy_pass
+from support.nginx import proxy_pass
+from support.skips import needs_tool
 
 APP = "environ_app:app"
 PROXY_IP = "127.0.0.5"
@@ -192,6 +193,26 @@ def test_custom_header_names(start_server) -> None:
     assert env["REMOTE_ADDR"] == "192.0.2.4"
 
 
+def test_custom_proto_port_and_prefix_header_names(start_server) -> None:
+    """--forwarded-proto-header, -port-header and -prefix-header at names of their own: those
+    are read, the default names are not."""
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP,
+                          "--forwarded-proto-header", "X-Scheme",
+                          "--forwarded-port-header", "X-Outer-Port",
+                          "--forwarded-prefix-header", "X-Mount",
+                          "--forwarded-headers", "proto,port,prefix")
+    env = environ_from(server, [("X-Scheme", "https"), ("X-Outer-Port", "8443"),
+                                ("X-Mount", "/mnt"), *FORGED[1:]], PROXY_IP, path="/mnt/p")
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["SERVER_PORT"] == "8443"
+    assert env["SCRIPT_NAME"] == "/mnt" and env["PATH_INFO"] == "/p"
+    # The default names alone are just headers now.
+    env = environ_from(server, FORGED[1:], PROXY_IP, path="/evil/p")
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["SERVER_PORT"] == str(server.port)
+    assert env["SCRIPT_NAME"] == "" and env["PATH_INFO"] == "/evil/p"
+
+
 def test_root_path(start_server) -> None:
     server = start_server(APP, "--root-path", "/mounted")
     env = environ_from(server, [], "127.0.0.1", path="/mounted/x")
@@ -215,17 +236,38 @@ def test_bad_values_from_a_trusted_proxy_get_400(start_server, headers) -> None:
 
 # --------------------------------------------------------------------------- PROXY protocol
 
-def v2_header(src: str, sport: int, dst: str, dport: int) -> bytes:
-    sig = b"\r\n\r\n\x00\r\nQUIT\n"
-    addrs = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-    return sig + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-@pytest.mark.parametrize("preamble", [
-    b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n",
-    v2_header("198.51.100.22", 51234, "10.0.0.1", 443),
-], ids=["v1", "v2"])
-def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes) -> None:
+def v2_header(src: str, sport: int, dst: str, dport: int, tlvs: bytes = b"") -> bytes:
+    """A PROXY v2 PROXY command for a TCP connection (IPv4 or IPv6 addresses), with TLVs."""
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    addrs = socket.inet_pton(family, src) + socket.inet_pton(family, dst) \
+        + struct.pack("!HH", sport, dport) + tlvs
+    kind = 0x21 if family == socket.AF_INET6 else 0x11  # TCP over IPv6 / IPv4
+    return V2_SIGNATURE + bytes([0x21, kind]) + struct.pack("!H", len(addrs)) + addrs
+
+
+def tlv(kind: int, value: bytes) -> bytes:
+    return bytes([kind]) + struct.pack("!H", len(value)) + value
+
+
+#: A LOCAL command (the proxy's own health check): no addresses, the connection's are used.
+V2_LOCAL = V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+
+
+@pytest.mark.parametrize(("preamble", "addr", "port"), [
+    (b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n", "198.51.100.22", "51234"),
+    (v2_header("198.51.100.22", 51234, "10.0.0.1", 443), "198.51.100.22", "51234"),
+    (v2_header("2001:db8::22", 51234, "2001:db8::1", 443), "2001:db8::22", "51234"),
+    # PP2_TYPE_AUTHORITY, PP2_TYPE_UNIQUE_ID and a NOOP after the addresses are skipped.
+    (v2_header("198.51.100.23", 40000, "10.0.0.1", 443,
+               tlv(0x02, b"app.example") + tlv(0x05, b"id-7") + tlv(0x04, b"\0" * 9)),
+     "198.51.100.23", "40000"),
+    (V2_LOCAL, PROXY_IP, None),
+], ids=["v1", "v2", "v2-ipv6", "v2-tlvs", "v2-local"])
+def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes, addr: str,
+                                          port: str | None) -> None:
     server = start_server(APP, "--proxy-protocol", "--forwarded-allow-ips", PROXY_IP)
     sock = socket.create_connection((server.host, server.port), timeout=10,
                                     source_address=(PROXY_IP, 0))
@@ -234,8 +276,10 @@ def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes) -> None
         resp = conn.response()
         assert resp.status == 200
         env = resp.json()
-        assert env["REMOTE_ADDR"]["value"] == "198.51.100.22"
-        assert env["REMOTE_PORT"]["value"] == "51234"
+        assert env["REMOTE_ADDR"]["value"] == addr
+        # LOCAL: the connection's own port.
+        expected_port = port or str(sock.getsockname()[1])
+        assert env["REMOTE_PORT"]["value"] == expected_port
         # The preamble comes once; the next request on the connection is plain HTTP.
         conn.send(http_request("/p"))
         assert conn.response().status == 200
@@ -245,7 +289,7 @@ def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes) -> None
     (FORGER_IP, b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n"),
     (PROXY_IP, b"PROXY TCP4 nonsense\r\n"),
     (PROXY_IP, b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"),
-    (PROXY_IP, b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff"),
+    (PROXY_IP, V2_SIGNATURE + b"\x21\x11\xff\xff"),
 ], ids=["untrusted-peer", "malformed-v1", "missing", "truncated-v2"])
 def test_proxy_protocol_refusals_close_the_connection(start_server, source: str,
                                                        data: bytes) -> None:
@@ -261,7 +305,7 @@ def test_proxy_protocol_refusals_close_the_connection(start_server, source: str,
 
 # ------------------------------------------------------------------------------ real nginx
 
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+needs_nginx = needs_tool("nginx")
 
 
 class Nginx(support.nginx.Nginx):

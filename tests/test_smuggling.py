@@ -35,8 +35,9 @@ from smuggling import (
 )
 
 from support import APPS_DIR, Server, running_server
+from support.skips import needs_tool
 
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+needs_nginx = needs_tool("nginx")
 
 MUTANTS = 1000
 #: Wall-clock bound for each run of cases (a run that does not finish in it fails).

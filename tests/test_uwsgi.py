@@ -21,14 +21,15 @@ import pytest
 
 import support.nginx
 from support import RawConn, Server, free_port, http_request, parse_responses
-from support.nginx import NGINX, proxy_pass
+from support.nginx import proxy_pass
+from support.skips import needs_tool
 
 ENV_APP = "environ_app:app"
 ECHO_APP = "echo:app"
 PROXY_IP = "127.0.0.5"
 CLIENT_IP = "127.0.0.9"
 STRANGER_IP = "127.0.0.7"
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+needs_nginx = needs_tool("nginx")
 
 #: nginx's stock uwsgi_params (as nginx ships it; Debian adds ``HTTP_HOST $host``).
 UWSGI_PARAMS = """

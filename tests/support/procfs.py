@@ -22,6 +22,9 @@ class TcpSocket(NamedTuple):
     state: str  # two hex digits: 01 ESTABLISHED, 08 CLOSE_WAIT, 0A LISTEN
     tx_queue: int  # bytes sent but not acknowledged, or not yet sent (ss's Send-Q)
     inode: str
+    #: Bytes received and not yet read; for a LISTEN socket, connections waiting in its accept
+    #: queue.
+    rx_queue: int = 0
 
 
 def tcp_sockets(tables: tuple[str, ...] = ("/proc/net/tcp",)) -> list[TcpSocket]:
@@ -30,8 +33,9 @@ def tcp_sockets(tables: tuple[str, ...] = ("/proc/net/tcp",)) -> list[TcpSocket]
     for table in tables:
         for line in Path(table).read_text().splitlines()[1:]:
             f = line.split()
+            tx, rx = (int(n, 16) for n in f[4].split(":"))
             rows.append(TcpSocket(int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
-                                  f[3], int(f[4].split(":")[0], 16), f[9]))
+                                  f[3], tx, f[9], rx))
     return rows
 
 

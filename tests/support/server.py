@@ -66,8 +66,11 @@ class Server:
 
     def __init__(self, app: str, *args: str, binds: list[str] | None = None,
                  env: dict[str, str] | None = None, cwd: str | Path | None = None,
-                 pythonpath: bool = True, expect_listening: int | None = None) -> None:
+                 pythonpath: bool = True, expect_listening: int | None = None,
+                 fds: dict[int, int] | None = None) -> None:
         self.app = app
+        #: Descriptors the process starts with: its fd number -> this process's fd.
+        self.fds = dict(fds or {})
         self.args = list(args)
         self.binds = ["127.0.0.1:0"] if binds is None else list(binds)
         self.env = clean_env(env)
@@ -101,9 +104,17 @@ class Server:
 
     def spawn(self) -> Server:
         """Start the process without waiting for it to be ready."""
+        fds = self.fds
+
+        def place_fds() -> None:
+            for target, source in fds.items():
+                os.dup2(source, target)  # inheritable: it survives the exec
+
         self.proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=self.cwd, env=self.env, start_new_session=True,
+            # Python's own descriptors are close-on-exec: only the placed ones are inherited.
+            close_fds=not fds, preexec_fn=place_fds if fds else None,
         )
         for stream, sink in ((self.proc.stderr, self._lines), (self.proc.stdout, self._out)):
             thread = threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
