@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -331,9 +330,13 @@ def test_stuck_clients_do_not_hold_the_master(sockdir: Path) -> None:
             s.connect(str(path))
             stuck.append(s)
         stuck[-1].sendall(b"show wor")
-        began = time.monotonic()
-        assert ask(path, "show", "stats")["workers"] == 1
-        assert time.monotonic() - began < 1.5, "the master answered others meanwhile"
+        # Answered while the stuck clients are still connected (the master drops them only at
+        # their 2 s deadline): measured on the stuck sockets, not against a wall clock. The
+        # request is sent directly (no Python process to start).
+        assert raw(path, b"show stats\n")["data"]["workers"] == 1
+        for s in stuck:
+            with pytest.raises(BlockingIOError):
+                s.recv(1, socket.MSG_DONTWAIT)  # no EOF yet: still held open
         server.assert_serving()
         # Each stuck client is dropped after its deadline (2 s).
         for s in stuck:

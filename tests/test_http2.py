@@ -246,17 +246,21 @@ def test_h2c_off_by_default_and_refused_from_untrusted_peers() -> None:
 
 def test_concurrent_streams_on_one_connection() -> None:
     server = Server("h2_app:app", *H2C, "--threads", "100").start()
+    sleep = 0.4
     try:
         c = Client(server)
         assert c.get("/hello")[0] == 200  # connection settled
-        started = time.monotonic()
-        sids = [c.request("/sleep?ms=50") for _ in range(100)]
-        c.wait(lambda: all(c.done(s) for s in sids), timeout=30, message="100 responses")
-        took = time.monotonic() - started
-        assert all(c.status.get(s) == 200 for s in sids)
-        # One after another would be 5 s; concurrently, about one sleep (plus starting the
-        # app threads the first time).
-        assert took < 2.0, took
+        took = []
+        for _ in range(2):  # the first round also starts the app threads
+            started = time.monotonic()
+            sids = [c.request(f"/sleep?ms={int(sleep * 1000)}") for _ in range(100)]
+            c.wait(lambda sids=sids: all(c.done(s) for s in sids), timeout=60,
+                   message="100 responses")
+            took.append(time.monotonic() - started)
+            assert all(c.status.get(s) == 200 for s in sids)
+        # Against the app's own sleep: one after another would be 100 of them; concurrently
+        # about one. Under four means at least 25 ran at once.
+        assert sleep <= took[1] < 4 * sleep, took
         c.close()
     finally:
         server.stop()
@@ -528,8 +532,10 @@ def test_hpack_bomb(attacked: Server) -> None:
     c.conn.get_next_available_stream_id()  # keep h2's stream counter in step
     data = read_until_closed_or(c.sock, 5)
     kinds = [(k, sid) for k, _, sid, _ in frames_of(data)]
-    # Either a 431 on the stream (HEADERS) or a reset of it, or the connection closed.
-    assert (HEADERS, 1) in kinds or (RST_STREAM, 1) in kinds or goaway_code(data) is not None
+    # Refused as a whole: GOAWAY ENHANCE_YOUR_CALM (the h2 crate's answer to a header list
+    # over the limit), and no response: a server that decoded and served it answers 200.
+    assert goaway_code(data) == ENHANCE_YOUR_CALM, kinds
+    assert (HEADERS, 1) not in kinds and (DATA, 1) not in kinds, kinds
     attacked.assert_serving("/hello")
 
 
@@ -774,19 +780,22 @@ def test_a_peer_that_never_answers_pings_is_dropped() -> None:
     try:
         sock = raw_h2(server)
         host = f"{server.host}:{server.port}"
+        app_sleep = 5.0  # well past the drop, so the drop cannot wait for the response
         sock.sendall(frame(HEADERS, END_STREAM | END_HEADERS, 1,
-                           headers_block("/sleep?ms=2500", host)))
+                           headers_block(f"/sleep?ms={int(app_sleep * 1000)}", host)))
         started = time.monotonic()
         answering = Client(server)
-        slow = answering.request("/sleep?ms=2500")
+        slow = answering.request(f"/sleep?ms={int(app_sleep * 1000)}")
         # The answering peer reads (and so answers PINGs) on a thread of its own.
         waiter = threading.Thread(target=answering.wait, args=(lambda: answering.done(slow),))
         waiter.start()
         data = read_until_closed(sock, 10)
         dropped_after = time.monotonic() - started
         assert any(kind == PING and not flags & ACK for kind, flags, _, _ in frames_of(data))
-        # A PING at 1 s, unanswered by 2 s (plus scheduling slack); before the app's answer.
-        assert dropped_after < 2.4, dropped_after
+        # A PING after --keep-alive, unanswered for --write-timeout: dropped then, not sooner,
+        # and without the response, which the app gives only after app_sleep.
+        assert not any(sid == 1 and kind in (HEADERS, DATA) for kind, _, sid, _ in frames_of(data))
+        assert 2.0 - 0.05 <= dropped_after < app_sleep, dropped_after
         assert Client(server).get("/hello") == (200, b"hello")
         waiter.join(10)
         assert answering.status.get(slow) == 200 and not answering.closed

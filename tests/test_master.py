@@ -249,10 +249,14 @@ def test_ttin_and_ttou_change_the_count(master_factory: Callable[..., Master]) -
     m.signal(signal.SIGTTOU)
     wait_for(lambda: len(m.workers()) == 2, what="2 workers after TTOU")
     m.signal(signal.SIGTTOU)
-    wait_for(lambda: len(m.workers()) == 1, what="1 worker after two TTOU")
-    m.signal(signal.SIGTTOU)  # never below one
-    assert m.get()[0] == 200
-    assert len(m.workers()) == 1
+    (last,) = wait_for(lambda: len(w := m.workers()) == 1 and w, what="1 worker after two TTOU")
+    # Never below one: checked once the master has handled the third TTOU (it logs the count
+    # it keeps), not before.
+    m.signal(signal.SIGTTOU)
+    wait_for(lambda: m.log.count("Decreasing workers to 1") == 2, what="the third TTOU handled")
+    assert "Decreasing workers to 0" not in m.log
+    assert m.get() == (200, str(last))
+    assert m.workers() == {last}
     assert m.stop() == 0
 
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from support import RawConn, Server, free_port, tcp_sockets, vm_kib, wait_for
+from support import RawConn, Server, free_port, parse_responses, tcp_sockets, vm_kib, wait_for
 from support.server import UnixHTTPConnection, serving
 
 APP = "tls_app:app"
@@ -792,11 +792,16 @@ def test_hup_picks_up_renewed_certificate_under_load(serve: Any, pki: Pki,
 
 
 def test_tls_port_with_plain_http_client_in_conftest_wait(serve: Any, pki: Pki) -> None:
-    """Server.start's readiness probe (plain bytes to the TLS port) is answered and closed:
-    the server reached here at all, and a second probe behaves the same."""
+    """Server.start's readiness probe (plain bytes to the TLS port) gets docs/tls.md's
+    cleartext 400 saying the port speaks HTTPS, then a close, and the server goes on serving
+    TLS: a second probe gets the same, and a TLS client is served after each."""
     server = serve(tls_server(pki))
-    server.wait_worker()
-    assert server.running()
+    for _ in range(2):
+        with server.connect() as conn:
+            conn.send(b"READY?\r\n\r\n")
+            (resp,) = parse_responses(conn.read_until_close(10))
+        assert resp.status == 400 and b"This port speaks HTTPS" in resp.body, resp
+        assert get_json(server, client_context(pki))["wsgi.url_scheme"] == "https"
 
 
 # --------------------------------------------------------------------------- revocation lists
