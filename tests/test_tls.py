@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from support import RawConn, Server, free_port, parse_responses, tcp_sockets, vm_kib, wait_for
+from support.procfs import alive, children
 from support.server import UnixHTTPConnection, serving
 
 APP = "tls_app:app"
@@ -889,3 +890,66 @@ def test_crl_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
         assert len(error_lines) == 1, err
         for needle in needles:
             assert needle in error_lines[0], (needle, err)
+
+
+# ----------------------------------------------------------------------------- USR2 upgrade
+
+VERSIONED_APP = '''
+VERSION = {version!r}
+
+
+def app(environ, start_response):
+    body = VERSION.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_usr2_over_tls_runs_the_new_code(serve: Any, pki: Pki, tmp_path: Path) -> None:
+    """USR2 on a TLS server started with --preload (the old master holds the app's code):
+    the new master it starts imports the code as it is now, serves it over TLS on the same
+    socket, and once the old master's workers are stopped (WINCH) and it is gone (TERM),
+    every answer is the new code's."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    module = apps / "versioned.py"
+    module.write_text(VERSIONED_APP.format(version="one"))
+    pidfile = tmp_path / "ferrocorn.pid"
+    server = serve(Server("versioned:app", "--certfile", str(pki.server.cert_path),
+                          "--keyfile", str(pki.server.key_path), "--preload", "-w", "1",
+                          "-p", str(pidfile), "--pythonpath", str(apps),
+                          "--no-control-socket"))
+    ctx = client_context(pki)
+
+    def version() -> str:
+        conn = https_conn(server, ctx)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            return resp.read().decode()
+        finally:
+            conn.close()
+
+    assert version() == "one"
+    module.write_text(VERSIONED_APP.format(version="two"))
+    server.signal(signal.SIGUSR2)
+    new_master = int(wait_for(lambda: Path(f"{pidfile}.oldbin").exists()
+                              and pidfile.exists() and pidfile.read_text().strip(),
+                              message="the new master's pid file"))
+    assert new_master != server.pid
+    wait_for(lambda: children(new_master), message="the new master's worker")
+    # Both generations accept on the one socket until the old one's workers stop.
+    wait_for(lambda: version() == "two", message="an answer from the new code")
+    server.signal(signal.SIGWINCH)
+    wait_for(lambda: not children(server.pid) - {new_master},
+             message="the old master's workers to stop")
+    assert {version() for _ in range(10)} == {"two"}
+    server.signal(signal.SIGTERM)
+    # (Not wait_exit: the new master shares the log pipe, so the readers see no end yet.)
+    assert server.proc.wait(15) == 0
+    assert {version() for _ in range(10)} == {"two"}, "the new master serves alone"
+    assert pidfile.read_text().strip() == str(new_master)
+    os.kill(new_master, signal.SIGTERM)
+    wait_for(lambda: not alive(new_master), timeout=20, message="the new master to stop")
