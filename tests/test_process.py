@@ -110,6 +110,7 @@ def _unreadable_interpreter(private: Path, shared: Path) -> tuple[list[str], dic
 
 
 @needs_root
+@needs_tool("setpriv")
 def test_user_and_group_with_an_interpreter_the_user_cannot_read(tmp_path: Path,
                                                                  shared_dir: Path) -> None:
     """-u nobody -g nogroup: each worker runs as nobody:nogroup (no other groups) and serves,
@@ -145,6 +146,7 @@ def test_user_and_group_with_an_interpreter_the_user_cannot_read(tmp_path: Path,
 
 @needs_root
 @needs_tool("curl")
+@needs_tool("setpriv")
 def test_a_unix_socket_is_handed_to_the_user(shared_dir: Path) -> None:
     """docs/deploy-nginx.md: with --user/--group the socket ferrocorn creates belongs to that
     user, so with --umask 077 (mode 0700) the user's processes (nginx's workers, in the doc)

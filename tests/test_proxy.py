@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import support.nginx
-from support import RawConn, Server, free_port, http_request, wait_for
+from support import RawConn, Server, free_port, http_request, ipv6_available, wait_for
 from support.nginx import proxy_pass
 from support.skips import needs_tool
 
@@ -283,6 +283,21 @@ def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes, addr: s
         # The preamble comes once; the next request on the connection is plain HTTP.
         conn.send(http_request("/p"))
         assert conn.response().status == 200
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
+def test_proxy_protocol_v2_from_a_proxy_on_ipv6(start_server) -> None:
+    """The proxy itself on IPv6 (::1, trusted): its v2 header's client is used; its LOCAL
+    health check is its own address."""
+    server = start_server(APP, "--proxy-protocol", "--forwarded-allow-ips", "::1",
+                          binds=["[::1]:0"])
+    for preamble, addr in ((v2_header("2001:db8::9", 1234, "2001:db8::1", 443), "2001:db8::9"),
+                           (V2_LOCAL, "::1")):
+        with RawConn.tcp("::1", server.port) as conn:
+            conn.send(preamble + http_request("/p"))
+            resp = conn.response()
+        assert resp.status == 200, resp
+        assert resp.json()["REMOTE_ADDR"]["value"] == addr
 
 
 @pytest.mark.parametrize(("source", "data"), [
