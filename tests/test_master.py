@@ -253,8 +253,11 @@ def test_ttin_and_ttou_change_the_count(master_factory: Callable[..., Master]) -
     # Never below one: checked once the master has handled the third TTOU (it logs the count
     # it keeps), not before.
     m.signal(signal.SIGTTOU)
-    wait_for(lambda: m.log.count("Decreasing workers to 1") == 2, what="the third TTOU handled")
-    assert "Decreasing workers to 0" not in m.log
+    def decreased() -> list[str]:
+        return re.findall(r"Decreasing workers to (\d+)", m.log)
+
+    counts = wait_for(lambda: len(decreased()) == 3 and decreased(), what="the third TTOU handled")
+    assert counts == ["2", "1", "1"]
     assert m.get() == (200, str(last))
     assert m.workers() == {last}
     assert m.stop() == 0

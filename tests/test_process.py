@@ -130,6 +130,7 @@ def test_user_and_group_with_an_interpreter_the_user_cannot_read(tmp_path: Path,
         *command, "-b", "127.0.0.1:0", *server.args, server.app]
     server.start()
     try:
+        assert "No module named" not in server.log and server.running(), server.log
         uid, gid, groups, pid = server.get("/").body.decode().split()
         assert (int(uid), int(gid), groups) == (NOBODY, NOBODY, str(NOBODY))
         workers = wait_for(lambda: len(server.worker_pids()) == 2 and server.worker_pids(),
@@ -139,7 +140,6 @@ def test_user_and_group_with_an_interpreter_the_user_cannot_read(tmp_path: Path,
         wait_for(lambda: all(status_ids(w, "Uid") == status_ids(w, "Gid") == [NOBODY] * 4
                              for w in workers), message="both workers as nobody:nogroup")
         assert status_ids(server.pid, "Uid")[0] == 0, "the master stays root"
-        assert "No module named" not in server.log
     finally:
         server.stop()
 
