@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from support import APPS_DIR, clean_env, ferrocorn_bin, http_request, tcp_sockets
 from support import wait_for as poll_until
+from support.load import Load
 from support.procfs import children, established
 
 APPS = APPS_DIR
@@ -108,45 +108,6 @@ def master_factory() -> Iterator[Callable[..., Master]]:
             m.proc.wait(5)
 
 
-class LoadLoop:
-    """Requests in a background loop (bounded in count and time), counting failures."""
-
-    def __init__(self, port: int, limit: int = 5000, seconds: float = 30.0) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: set[str] = set()
-        self._stop = threading.Event()
-        self._limit = limit
-        self._deadline = time.monotonic() + seconds
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (
-            not self._stop.is_set()
-            and self.ok + len(self.failures) < self._limit
-            and time.monotonic() < self._deadline
-        ):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read().decode()
-                conn.close()
-                if resp.status == 200:
-                    self.ok += 1
-                    self.pids.add(body)
-                else:
-                    self.failures.append(f"status {resp.status}")
-            except OSError as e:
-                self.failures.append(repr(e))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-
 def test_workers_flag_forks_that_many(master_factory: Callable[..., Master]) -> None:
     m = master_factory("-w", "3", "master_app:app")
     pids = wait_for(lambda: len(m.workers()) == 3 and m.workers(), what="3 workers")
@@ -183,7 +144,7 @@ def test_hup_replaces_workers_without_failing_requests(
 ) -> None:
     m = master_factory("-w", "2", "master_app:app")
     old = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
-    load = LoadLoop(m.port)
+    load = Load("127.0.0.1", m.port, seconds=30)
     wait_for(lambda: load.ok > 20, what="load running")
     m.signal(signal.SIGHUP)
     new = wait_for(
@@ -332,7 +293,7 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
     pidfile = tmp_path / "ferrocorn.pid"
     m = master_factory("-w", "2", "-p", str(pidfile), "master_app:app")
     wait_for(lambda: len(m.workers()) == 2, what="2 workers")
-    load = LoadLoop(m.port)
+    load = Load("127.0.0.1", m.port, seconds=30)
     wait_for(lambda: load.ok > 20, what="load running")
     m.signal(signal.SIGUSR2)
     oldbin = Path(str(pidfile) + ".oldbin")
