@@ -298,6 +298,7 @@ def django_project() -> None:
 
 
 def free_port() -> int:
+    # Not tests/support's: the sdist's profile-guided build imports this file without tests/.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
