@@ -27,20 +27,8 @@ from pathlib import Path
 APP_DIR = Path(__file__).resolve().parent.parent / "tests" / "apps"
 BIN = str(Path(sys.executable).parent / "ferrocorn")
 
-
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out.extend(int(c) for c in text)
-    return out
+sys.path.insert(0, str(APP_DIR.parent))
+from support.procfs import children, vm_kib  # noqa: E402  (tests/support, the /proc readers)
 
 
 class Server:
@@ -68,10 +56,11 @@ class Server:
 
     @property
     def worker(self) -> int:
-        return children(self.proc.pid)[0]
+        return min(children(self.proc.pid))
 
     def tree_rss_kib(self) -> int:
-        return rss_kib(self.proc.pid) + sum(rss_kib(c) for c in children(self.proc.pid))
+        pids = [self.proc.pid, *children(self.proc.pid)]
+        return sum(vm_kib(p, "VmRSS") for p in pids)
 
     def get(self, path: str = "/hello") -> float:
         start = time.monotonic()
@@ -94,7 +83,7 @@ def idle_memory(count: int) -> tuple[float, int]:
     try:
         for _ in range(100):
             server.get()
-        before = rss_kib(server.worker)
+        before = vm_kib(server.worker, "VmRSS")
         # Each connection makes one request (so it is accepted before the next one is opened,
         # and the listen backlog never overflows), then stays open, idle.
         socks = []
@@ -103,7 +92,7 @@ def idle_memory(count: int) -> tuple[float, int]:
             s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
             s.recv(65536)
             socks.append(s)
-        after = rss_kib(server.worker)
+        after = vm_kib(server.worker, "VmRSS")
         for s in socks:
             s.close()
         return (after - before) / count, after
@@ -194,7 +183,7 @@ def at_the_cap(workers: int, cap: int | None, idle: int, slow: int,
 def upload_peak(gb: float) -> tuple[float, int, int]:
     server = Server()
     try:
-        before = rss_kib(server.worker)
+        before = vm_kib(server.worker, "VmRSS")
         total = int(gb * 1e9) // (1 << 20) * (1 << 20)
         piece = b"u" * (1 << 20)
         start = time.monotonic()
@@ -208,7 +197,7 @@ def upload_peak(gb: float) -> tuple[float, int, int]:
                 reply += chunk
         elapsed = time.monotonic() - start
         assert reply.endswith(str(total).encode()), reply[-200:]
-        return total / elapsed / 1e9, before, rss_kib(server.worker, "VmHWM")
+        return total / elapsed / 1e9, before, vm_kib(server.worker, "VmHWM")
     finally:
         server.stop()
 

@@ -293,10 +293,12 @@ def django_project() -> None:
         "def hello(request):\n    return HttpResponse(\"Hello, World!\")\n")
     urls = target / "urls.py"
     urls.write_text(urls.read_text().replace(
-        "urlpatterns = [", "from djsite.views import hello\n\nurlpatterns = [\n    path(\"\", hello),"))
+        "urlpatterns = [",
+        "from djsite.views import hello\n\nurlpatterns = [\n    path(\"\", hello),"))
 
 
 def free_port() -> int:
+    # Not tests/support's: the sdist's profile-guided build imports this file without tests/.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -431,7 +433,8 @@ def load(port: int, w: Workload, seconds: float) -> dict[str, float]:
 
 
 def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
-    cmd = ["wrk", "-t1", f"-c{w.conns}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
+    cmd = ["wrk", "-t1", f"-c{w.conns}", f"-d{max(1, round(seconds))}s", "--latency",
+           "--timeout", "5s"]
     if w.script:
         cmd += ["-s", w.script]
     for h in w.headers:
@@ -482,7 +485,7 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
                 runs[name].append(r)
         for name, server in running.items():
             rs = runs[name]
-            med = lambda k, d=None: statistics.median(r.get(k, d) for r in rs)  # noqa: E731
+            med = lambda k, d=None, rs=rs: statistics.median(r.get(k, d) for r in rs)  # noqa: E731
             errors = int(sum(r["errors"] for r in rs))
             answered = sum(r["rps"] for r in rs) * seconds
             failed = errors > 0.01 * answered
@@ -672,7 +675,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--reps", type=int, default=3, help="wrk runs per server and workload")
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition")
-    parser.add_argument("--only", help="comma-separated workload names to run ('idle' for the idle connections; a partial run "
+    parser.add_argument("--only", help="comma-separated workload names to run ('idle' for the "
+                        "idle connections; a partial run "
                         "leaves bench/results/latest.* alone)")
     parser.add_argument("--servers", help="comma-separated server names to run (ferrocorn is "
                         "always included)")

@@ -40,21 +40,21 @@ import contextlib
 import json
 import random
 import re
-import signal
-import shutil
 import socket
-import subprocess
-import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import support.nginx
+from support.net import free_port
+from support.nginx import NGINX
+from support.server import APPS_DIR
+from support.wait import poll
+
 HOST = "127.0.0.1"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-APPS_DIR = Path(__file__).resolve().parent / "apps"
 
 #: The ids of the requests this harness sends straight to the backend after each case.
 OWN_SENTINELS = ("direct-sentinel-", "sweep-sentinel-")
@@ -62,22 +62,10 @@ OWN_SENTINELS = ("direct-sentinel-", "sweep-sentinel-")
 CASE_TIMEOUT = 8.0
 #: How long the records of a case's forwarded requests may take to show up.
 RECORD_TIMEOUT = 5.0
+#: How often they are looked for (cases are many and each settles in milliseconds).
+POLL_INTERVAL = 0.003
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.003) -> Any:
-    """``predicate()`` once it is truthy, or its last (falsy) value after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)  # polling interval, not synchronisation
 
 
 # ------------------------------------------------------------------------------ cases
@@ -638,79 +626,48 @@ class Records:
 
 # ------------------------------------------------------------------------------ nginx
 
-class Nginx:
+class Nginx(support.nginx.Nginx):
     """nginx as a foreground child: one worker, an upstream keepalive pool of one connection,
     every request tagged with ``$request_id`` and logged as JSON."""
 
     def __init__(self, folder: Path, backend_port: int) -> None:
-        if NGINX is None:
-            raise RuntimeError("nginx is not installed (make test-deps)")
-        self.port = free_port()
-        self.prefix = folder
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         self.access = folder / "logs" / "access.log"
         self.access.touch()
         self.offset = 0
-        conf = folder / "nginx.conf"
-        conf.write_text(textwrap.dedent(f"""\
-            worker_processes 1;
-            error_log {folder}/logs/error.log info;
-            pid {folder}/nginx.pid;
-            events {{ worker_connections 256; }}
-            http {{
-                log_format smuggle escape=json '{{"id":"$request_id","m":"$request_method",'
-                    '"u":"$request_uri","s":"$status","up":"$upstream_addr",'
-                    '"us":"$upstream_status","body":"$request_body"}}';
-                access_log {self.access} smuggle;
-                client_body_temp_path {folder}/body;
-                proxy_temp_path {folder}/proxy;
-                fastcgi_temp_path {folder}/fastcgi;
-                uwsgi_temp_path {folder}/uwsgi;
-                scgi_temp_path {folder}/scgi;
-                client_body_buffer_size 1m;
-                client_max_body_size 1m;
-                client_body_in_single_buffer on;
-                client_header_timeout 5s;
-                client_body_timeout 5s;
-                keepalive_timeout 5s;
-                send_timeout 5s;
-                upstream backend {{
-                    server {HOST}:{backend_port};
-                    keepalive 1;
-                    keepalive_timeout 20s;
-                }}
-                server {{
-                    listen {HOST}:{self.port};
-                    location / {{
-                        proxy_pass http://backend;
-                        proxy_http_version 1.1;
-                        proxy_set_header Connection "";
-                        proxy_set_header Host $host;
-                        proxy_set_header X-Request-Id $request_id;
-                        proxy_ignore_client_abort on;
-                        proxy_connect_timeout 2s;
-                        proxy_send_timeout 3s;
-                        proxy_read_timeout 3s;
-                    }}
+        port = free_port()
+        super().__init__(folder, f"""
+            log_format smuggle escape=json '{{"id":"$request_id","m":"$request_method",'
+                '"u":"$request_uri","s":"$status","up":"$upstream_addr",'
+                '"us":"$upstream_status","body":"$request_body"}}';
+            access_log {self.access} smuggle;
+            client_body_buffer_size 1m;
+            client_max_body_size 1m;
+            client_body_in_single_buffer on;
+            client_header_timeout 5s;
+            client_body_timeout 5s;
+            keepalive_timeout 5s;
+            send_timeout 5s;
+            upstream backend {{
+                server {HOST}:{backend_port};
+                keepalive 1;
+                keepalive_timeout 20s;
+            }}
+            server {{
+                listen {HOST}:{port};
+                location / {{
+                    proxy_pass http://backend;
+                    proxy_http_version 1.1;
+                    proxy_set_header Connection "";
+                    proxy_set_header Host $host;
+                    proxy_set_header X-Request-Id $request_id;
+                    proxy_ignore_client_abort on;
+                    proxy_connect_timeout 2s;
+                    proxy_send_timeout 3s;
+                    proxy_read_timeout 3s;
                 }}
             }}
-        """))
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", str(folder), "-c", str(conf), "-g", "daemon off; user root;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if not poll(self._listening, 10):
-            self.stop()
-            raise RuntimeError("nginx did not listen")
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise RuntimeError(f"nginx exited: {err}")
-        try:
-            socket.create_connection((HOST, self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+        """, port)
 
     def read_log(self) -> list[dict[str, Any]]:
         with self.access.open("rb") as f:
@@ -720,15 +677,6 @@ class Nginx:
         self.offset += len(whole)
         # escape=json escapes control bytes, '"' and '\'; bytes >= 0x80 are written as they are.
         return [json.loads(line.decode("latin-1")) for line in whole.splitlines() if line]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 # ------------------------------------------------------------------------ the runner
@@ -902,17 +850,17 @@ class Harness:
             self.records.read_new()
             seen = {r["id"] for r in self.records.all[before:]}
             sent = [e for e in entries if e["up"] and e["us"].startswith(("1", "2", "3"))]
-            return any(e["u"] == "/sentinel/%d" % self._sentinels for e in entries) and \
+            return any(e["u"] == f"/sentinel/{self._sentinels}" for e in entries) and \
                 all(e["id"] in seen for e in sent)
 
-        poll(settled, RECORD_TIMEOUT)
+        poll(settled, RECORD_TIMEOUT, POLL_INTERVAL)
         seen = self._late(self.records.all[before:])
         self._judge_nginx(case, entries, seen)
 
     def _judge_nginx(self, case: Case, entries: list[dict[str, Any]],
                      seen: list[dict[str, Any]]) -> None:
         t = self.tally
-        sentinel_uri = "/sentinel/%d" % self._sentinels
+        sentinel_uri = f"/sentinel/{self._sentinels}"
         forwarded = [e for e in entries if e["up"]]
         mine = [e for e in forwarded if e["u"] != sentinel_uri]
         if not mine:
@@ -977,7 +925,7 @@ class Harness:
             self.records.read_new()
             return any(r["id"] == sid for r in self.records.all[before:])
 
-        poll(settled, RECORD_TIMEOUT)
+        poll(settled, RECORD_TIMEOUT, POLL_INTERVAL)
         served = [r for r in self._late(self.records.all[before:], keep=sid) if r["id"] != sid]
         allowed = reading.allowed()
         if not served:
@@ -1037,7 +985,8 @@ class Harness:
                  + b"X-Request-Id: " + sid.encode() + b"\r\nConnection: close\r\n\r\n",
                  half_close=False)
         poll(lambda: self.records.read_new() is not None
-             and any(r["id"] == sid for r in self.records.all[before:]), RECORD_TIMEOUT)
+             and any(r["id"] == sid for r in self.records.all[before:]), RECORD_TIMEOUT,
+             POLL_INTERVAL)
         for rec in self._late(self.records.all[before:], keep=sid):
             if rec["id"] != sid:
                 self.tally.extra += 1
@@ -1076,4 +1025,4 @@ def record_env(folder: Path) -> dict[str, str]:
 
 __all__ = ["Case", "Harness", "Nginx", "Records", "Reading", "Tally", "known_cases",
            "mutants", "read_requests", "nginx_in_front", "record_env", "summary_row",
-           "SUMMARY_HEAD", "APPS_DIR"]
+           "SUMMARY_HEAD", "APPS_DIR", "NGINX", "free_port", "poll"]

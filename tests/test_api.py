@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, Server, clean_env, wait_for
+from support import APPS_DIR, Server, clean_env, wait_for
 
 PROGRAM = """\
     import sys

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, Server, clean_env, ferrocorn_bin, wait_for
+from support import APPS_DIR, Server, clean_env, ferrocorn_bin, wait_for
 
 
 def write(path: Path, text: str) -> Path:
@@ -18,7 +18,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ferrocorn_bin(), "--pythonpath", str(APPS_DIR), *args],
         cwd=cwd, env=clean_env(env), capture_output=True, text=True, timeout=30,

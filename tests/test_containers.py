@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, Server, ferrocorn_bin, wait_for
+from support import APPS_DIR, Server, ferrocorn_bin, free_port, wait_for
+from support.procfs import zombies_of
+from support.skips import needs_root, needs_tool
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "deploy-containers.md"
 
@@ -51,11 +52,6 @@ def image_env() -> dict[str, str]:
     assert len(env_line) == 1
     return dict(pair.split("=", 1) for pair in env_line[0][4:].split())
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ImageServer(Server):
@@ -100,22 +96,7 @@ def test_the_image_command_honours_port_and_web_concurrency(tmp_path: Path) -> N
         server.stop()
 
 
-def _zombies_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] == "Z" and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+@needs_tool("unshare")
 def test_as_pid_1_sigterm_stops_gracefully_and_orphans_are_reaped(tmp_path: Path) -> None:
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
                            capture_output=True, timeout=20)
@@ -131,7 +112,7 @@ def test_as_pid_1_sigterm_stops_gracefully_and_orphans_are_reaped(tmp_path: Path
         # Orphans re-parented to PID 1 are reaped by the master's loop.
         for _ in range(5):
             assert server.get("/orphan").status == 200
-        wait_for(lambda: not _zombies_of(master), message="the orphans reaped")
+        wait_for(lambda: not zombies_of(master), message="the orphans reaped")
 
         # A request in flight when the runtime sends SIGTERM to PID 1 finishes.
         result: dict[str, object] = {}
@@ -211,8 +192,8 @@ def _wheel() -> Path | None:
     return found[-1] if found else None
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv(1) to run as another user")
+@needs_root
+@needs_tool("setpriv")
 def test_the_installed_wheel_serves_as_an_unprivileged_user(tmp_path: Path) -> None:
     """The final stage: the wheel installed, the image's command run by a non-root user."""
     wheel = _wheel()

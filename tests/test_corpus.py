@@ -10,19 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from conftest import (
-    CORPUS_DIR,
-    RawConn,
-    Server,
-    assert_standard_headers,
-    http_request,
-    parse_responses,
-    running_server,
-)
+from support import RawConn, Server, http_request, parse_responses, running_server
+from support.raw import assert_standard_headers
+from support.server import CORPUS_DIR
 
 BYTE_BY_BYTE_LIMIT = 600
 #: How long the server gets to close the connection after an error response.

@@ -12,13 +12,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Server, clean_env, ferrocorn_bin, wait_for
+from support import Server, clean_env, ferrocorn_bin, wait_for
+from support.skips import needs_root
 
 #: The socket's request limit (crates/ferrocorn/src/master/control.rs).
 MAX_REQUEST = 4096
@@ -35,7 +35,8 @@ def sockdir() -> Iterator[Path]:
     path.rmdir()
 
 
-def ctl(path: Path, *words: str, as_json: bool = True, module: bool = False) -> subprocess.CompletedProcess[str]:
+def ctl(path: Path, *words: str, as_json: bool = True,
+        module: bool = False) -> subprocess.CompletedProcess[str]:
     """`ferrocorn ctl` (or `python -m ferrocorn.ctl`) against the socket at `path`."""
     if module:
         cmd = [sys.executable, "-m", "ferrocorn.ctl"]
@@ -158,7 +159,7 @@ def test_worker_add_remove_and_kill(sockdir: Path) -> None:
         assert ask(path, "worker", "kill", str(victim)) == {"killed": victim}
         wait_for(lambda: (p := server.worker_pids()) and victim not in p, message="a new worker")
         server.assert_serving()
-        assert "Stopping worker (pid:%d) as asked on the control socket" % victim in server.log
+        assert f"Stopping worker (pid:{victim}) as asked on the control socket" in server.log
 
         refused = ctl(path, "worker", "kill", "1", as_json=False)
         assert refused.returncode == 1
@@ -256,7 +257,7 @@ def _as_uid(path: Path, uid: int, payload: bytes) -> tuple[str, str]:
     return outcome, data
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+@needs_root
 def test_a_peer_of_another_uid_is_refused(sockdir: Path) -> None:
     # A world-writable socket, so that the connection reaches the server's own check.
     server, path = start(sockdir, "--control-socket-mode", "0666", workers=1)
@@ -274,7 +275,7 @@ def test_a_peer_of_another_uid_is_refused(sockdir: Path) -> None:
         server.stop()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+@needs_root
 def test_the_default_mode_keeps_other_users_out(sockdir: Path) -> None:
     server, path = start(sockdir, workers=1)
     try:
@@ -329,9 +330,13 @@ def test_stuck_clients_do_not_hold_the_master(sockdir: Path) -> None:
             s.connect(str(path))
             stuck.append(s)
         stuck[-1].sendall(b"show wor")
-        began = time.monotonic()
-        assert ask(path, "show", "stats")["workers"] == 1
-        assert time.monotonic() - began < 1.5, "the master answered others meanwhile"
+        # Answered while the stuck clients are still connected (the master drops them only at
+        # their 2 s deadline): measured on the stuck sockets, not against a wall clock. The
+        # request is sent directly (no Python process to start).
+        assert raw(path, b"show stats\n")["data"]["workers"] == 1
+        for s in stuck:
+            with pytest.raises(BlockingIOError):
+                s.recv(1, socket.MSG_DONTWAIT)  # no EOF yet: still held open
         server.assert_serving()
         # Each stuck client is dropped after its deadline (2 s).
         for s in stuck:
@@ -415,3 +420,45 @@ def test_an_explicit_path_that_is_taken_stops_the_start(sockdir: Path) -> None:
     assert server.wait_exit() == 1
     assert "the path exists and is not a socket" in server.log
     assert "Listening at" not in server.log, "stopped before saying it was up"
+
+
+def test_control_socket_is_an_alias_of_s(sockdir: Path, tmp_path: Path) -> None:
+    """`--control-socket PATH` (the server's own flag) names the socket as `-s` does, with a
+    server on the default path beside it, so talking to the default socket instead shows."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    default = Server("master_app:app", "-w", "1", env=env).start()
+    named, path = start(sockdir, workers=1)
+    try:
+        assert (runtime / "ferrocorn.ctl").exists()
+        for flags in (["--control-socket", str(path)], [f"--control-socket={path}"],
+                      ["--socket", str(path)], ["-s", str(path)]):
+            done = subprocess.run([ferrocorn_bin(), "ctl", *flags, "--json", "show", "stats"],
+                                  capture_output=True, text=True, timeout=20,
+                                  env=clean_env(env))
+            assert done.returncode == 0, (flags, done.stdout, done.stderr)
+            assert json.loads(done.stdout)["data"]["master_pid"] == named.master_pid, flags
+    finally:
+        named.stop()
+        default.stop()
+
+
+@pytest.mark.parametrize("argv", [["--sock", "x", "show", "stats"], ["-x", "show", "stats"],
+                                  ["--control-socket"], ["--timeout", "soon", "show", "stats"]])
+def test_unknown_options_are_a_usage_error(sockdir: Path, tmp_path: Path, argv: list[str]) -> None:
+    """An option ctl does not know (or one without its value) is exit status 2 with the usage,
+    not words sent to whatever socket is at the default path."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    server = Server("master_app:app", "-w", "1", env=env).start()
+    try:
+        done = subprocess.run([ferrocorn_bin(), "ctl", *argv], capture_output=True, text=True,
+                              timeout=20, env=clean_env(env))
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert "usage: ferrocorn ctl" in done.stderr and done.stdout == ""
+        first = done.stderr.splitlines()[0]
+        assert first.startswith("ferrocorn ctl: ") and argv[0] in first, first
+    finally:
+        server.stop()

@@ -10,7 +10,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from conftest import Server, clean_env, ferrocorn_bin, wait_for
+from support import Server, clean_env, ferrocorn_bin, wait_for
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "migrating-from-gunicorn.md"
 

@@ -10,7 +10,9 @@ import subprocess
 
 import pytest
 
-from conftest import RawConn, Server, http_request
+from support import RawConn, Server, free_port, http_request
+from support.nginx import Nginx, proxy_pass
+from support.skips import needs_tool
 
 APP = "hints_app:app"
 CURL = shutil.which("curl")
@@ -113,7 +115,7 @@ def test_invalid_hints_are_refused(start_server) -> None:
     assert server.assert_serving("/empty").status == 200
 
 
-@pytest.mark.skipif(CURL is None, reason="curl is not installed (make test-deps)")
+@needs_tool("curl")
 def test_curl_shows_the_hint(start_server) -> None:
     server = start_server(APP)
     out = subprocess.run([CURL, "-sv", "--max-time", "10", f"{server.url}/"],
@@ -126,20 +128,18 @@ def test_curl_shows_the_hint(start_server) -> None:
     assert out.stdout  # the body, after the hint
 
 
-@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/sbin:/usr/bin") is None,
-                    reason="nginx is not installed (make test-deps)")
+@needs_tool("nginx")
 def test_nginx_proxy_pass_relays_the_hint(start_server, tmp_path) -> None:
     """docs/early-hints.md says nginx's proxy_pass hands the 103 on to the client."""
-    from test_proxy import Nginx
-
     server = start_server(APP)
-    nginx = Nginx(tmp_path, f"upstream backend {{ server 127.0.0.1:{server.port}; }}")
-    try:
-        with RawConn.tcp("127.0.0.1", nginx.port) as conn:
-            conn.send(http_request("/", host="app.example"))
-            hint = conn.response(skip_interim=False)
-            final = conn.response(skip_interim=False)
-    finally:
-        nginx.stop()
+    port = free_port()
+    with Nginx(tmp_path / "nginx", f"""
+            server {{
+                listen 127.0.0.1:{port};
+                location / {{ {proxy_pass(f"127.0.0.1:{server.port}")} }}
+            }}""", port) as nginx, RawConn.tcp("127.0.0.1", nginx.port) as conn:
+        conn.send(http_request("/", host="app.example"))
+        hint = conn.response(skip_interim=False)
+        final = conn.response(skip_interim=False)
     assert hint.status == 103 and hint.header("Link") == "</style.css>; rel=preload; as=style"
     assert final.status == 200 and final.body

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Server, UnixHTTPConnection, http_request, running_server
+from support import Server, http_request, running_server
+from support.server import UnixHTTPConnection
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ def test_environ_over_a_unix_socket(start_server, tmp_path) -> None:
     """A unix socket has no client address: REMOTE_ADDR is empty, REMOTE_PORT absent, and no
     key holds anything but what PEP 3333 allows (the validator wraps the app)."""
     path = tmp_path / "environ.sock"
-    server = start_server("environ_app:app", binds=[f"unix:{path}"])
+    start_server("environ_app:app", binds=[f"unix:{path}"])
     conn = UnixHTTPConnection(str(path))
     try:
         conn.request("GET", "/over/unix?q=1", headers={"X-Thing": "caf\u00e9"})

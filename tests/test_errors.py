@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import RawConn, Server, http_request, parse_responses, running_server, wait_for
+from support import RawConn, Server, http_request, parse_responses, running_server, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_client_vanishes_mid_response(server: Server) -> None:
     for _ in range(5):
         conn = server.connect()
         conn.send(http_request(f"/big?size={8 * 1024 * 1024}"))
-        wait_for(lambda: conn._fill() and len(conn.buf) > 100000, 10, 0,
+        wait_for(lambda conn=conn: conn._fill() and len(conn.buf) > 100000, 10, 0,
                  message="the start of the response")
         conn.abort()
     survives(server)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS_DIR, http_request
+from support import TESTS_DIR, http_request
 
 EXAMPLES = TESTS_DIR.parent / "examples"
 

@@ -15,9 +15,9 @@ import subprocess
 
 import h2.config
 import h2.connection
-
-from conftest import Server, http_request
 from test_http2 import PREFACE, SETTINGS, Client, frame
+
+from support import Server, http_request
 
 UPGRADE = ("--http2-cleartext", "upgrade")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RawConn, Server, http_request, vm_kib, wait_for
+from support import Server, http_request, vm_kib, wait_for
 
 APP = "hostile_app:app"
 
@@ -97,20 +97,26 @@ def test_idle_keep_alive_connection_is_closed(start_server) -> None:
 
 def test_keep_alive_deadline_moves_with_each_request(start_server) -> None:
     """The keep-alive timeout counts from the last response, not from the first: a client
-    sending a request every 0.4 s stays connected well past --keep-alive 1."""
-    server = start_server(APP, "--keep-alive", "1")
+    sending a request every 0.4 x --keep-alive stays connected for twice --keep-alive (every
+    request answered on the one connection), then is closed once idle for --keep-alive."""
+    keep_alive = 1.0
+    server = start_server(APP, "--keep-alive", str(int(keep_alive)))
     with server.connect() as conn:
-        start = time.monotonic()
-        for _ in range(7):
-            conn.send(http_request("/hello"))
-            assert conn.response().status == 200
-            time.sleep(0.4)  # the client's pace, not synchronisation
-        assert time.monotonic() - start > 2.5
         conn.send(http_request("/hello"))
         assert conn.response().status == 200
+        first = time.monotonic()
+        answered = 1
+        for _ in range(20):  # bounded; ends once twice the keep-alive has passed
+            if time.monotonic() - first > 2 * keep_alive:
+                break
+            time.sleep(0.4 * keep_alive)  # the client's pace, not synchronisation
+            conn.send(http_request("/hello"))
+            assert conn.response().status == 200, "closed before --keep-alive of idleness"
+            answered += 1
+        assert answered >= 5
         idle_from = time.monotonic()
         conn.assert_closed(timeout=5)
-        assert 0.5 < time.monotonic() - idle_from < 3
+        assert 0.5 * keep_alive < time.monotonic() - idle_from < keep_alive + 2
 
 
 def test_stalled_upload_fails_the_apps_read(start_server, tmp_path: Path) -> None:
@@ -304,14 +310,25 @@ def test_slow_reader_of_a_huge_response_keeps_memory_flat(start_server, tmp_path
     assert growth < 16 * 1024, f"RSS grew {growth} KiB while a client read slowly"
 
 
-def test_headers_exactly_at_the_limits_are_accepted(start_server) -> None:
-    server = start_server(APP)
-    line_target = "/hello?" + "a" * (4094 - len("GET /hello? HTTP/1.1"))
-    assert len(f"GET {line_target} HTTP/1.1") == 4094
-    # A field line counts with its CRLF, as Gunicorn counts it: 8188 + 2 = 8190.
-    field = "X-Big: " + "b" * (8188 - len("X-Big: "))
-    assert len(field + "\r\n") == 8190
-    headers = [(f"X-H{i}", "v") for i in range(98)] + [("X-Big", field[len("X-Big: "):])]
+@pytest.mark.parametrize(("line", "fields", "field_size"), [
+    (4094, 100, 8190),  # the defaults
+    (200, 5, 300),  # values of their own: the defaults would serve every request below
+], ids=["defaults", "set"])
+def test_headers_exactly_at_the_limits_are_accepted(start_server, line: int, fields: int,
+                                                     field_size: int) -> None:
+    """--limit-request-line, --limit-request-fields and --limit-request-field_size: a request
+    exactly at each is served, one past it is refused (414, 431)."""
+    args = [] if (line, fields, field_size) == (4094, 100, 8190) else [
+        "--limit-request-line", str(line), "--limit-request-fields", str(fields),
+        "--limit-request-field_size", str(field_size)]
+    server = start_server(APP, *args)
+    line_target = "/hello?" + "a" * (line - len("GET /hello? HTTP/1.1"))
+    assert len(f"GET {line_target} HTTP/1.1") == line
+    # A field line counts with its CRLF, as Gunicorn counts it (8188 + 2 = 8190).
+    big = "b" * (field_size - 2 - len("X-Big: "))
+    assert len(f"X-Big: {big}\r\n") == field_size
+    # With Host, exactly `fields` fields.
+    headers = [(f"X-H{i}", "v") for i in range(fields - 2)] + [("X-Big", big)]
     with server.connect() as conn:
         conn.send(http_request(line_target, headers=headers))
         assert conn.response().status == 200
@@ -322,7 +339,7 @@ def test_headers_exactly_at_the_limits_are_accepted(start_server) -> None:
         conn.send(http_request("/hello", headers=headers + [("X-One-More", "v")]))
         assert conn.response().status == 431
     with server.connect() as conn:
-        conn.send(http_request("/hello", headers=[("X-Big", field[len("X-Big: "):] + "b")]))
+        conn.send(http_request("/hello", headers=[("X-Big", big + "b")]))
         assert conn.response().status == 431
 
 
@@ -346,7 +363,8 @@ VALID_REQUESTS = [
     b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /hello?x=1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
     b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-    b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n",
     b"HEAD /hello HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
 ]
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, assert_standard_headers, http_request, parse_responses, \
-    running_server, wait_for
+from support import Server, http_request, parse_responses, running_server, wait_for
+from support.raw import assert_standard_headers
+from support.skips import needs_tool
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_keep_alive_many_requests_one_connection(server: Server) -> None:
             assert (resp.header("Connection") or "").lower() != "close"
             reply = resp.json()
             assert reply["path"] == f"/k{i}"
-            assert reply["body"] == ("body %d" % i if i % 2 else "")
+            assert reply["body"] == (f"body {i}" if i % 2 else "")
 
 
 def test_http_client_reuses_connection(server: Server) -> None:
@@ -179,7 +180,7 @@ def test_concurrent_clients(server: Server) -> None:
 # ---------------------------------------------------------------------- curl
 
 CURL = shutil.which("curl")
-needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed")
+needs_curl = needs_tool("curl")
 
 
 def curl(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, http_request, running_server, vm_kib, wait_for
+from support import Server, http_request, running_server, vm_kib, wait_for
 
 BODY = b"line one\nline two\n\n\xe9\xff binary\r\nlast line without newline"
 
@@ -281,7 +281,7 @@ def test_no_100_continue_for_http10(server: Server) -> None:
                   b"Expect: 100-continue\r\n\r\nhello")
         data = conn.read_until_close()
     assert b"100 Continue" not in data
-    assert data.startswith(b"HTTP/1.1 200") or data.startswith(b"HTTP/1.0 200"), data[:100]
+    assert data.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")), data[:100]
     assert b'"body": "hello"' in data
 
 

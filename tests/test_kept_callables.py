@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import RawConn, Server, http_request
+from support import RawConn, Server, http_request
 
 
 def exchange(server: Server, conn: RawConn, path: str) -> list:

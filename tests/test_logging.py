@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
 from pathlib import Path
 
-from conftest import Server, free_port, http_request, wait_for
+from support import Server, free_port, http_request, wait_for
 
 APP = "hostile_app:app"
 TIME = r"\[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\]"

@@ -10,42 +10,24 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-import conftest
-from conftest import http_request, tcp_sockets
+from support import APPS_DIR, clean_env, ferrocorn_bin, http_request, tcp_sockets
+from support import wait_for as poll_until
+from support.load import Load
+from support.procfs import children, established
 
-ROOT = Path(__file__).resolve().parent.parent
-APPS = Path(__file__).resolve().parent / "apps"
-BIN = os.environ.get("FERROCORN_BIN") or str(Path(sys.executable).parent / "ferrocorn")
+APPS = APPS_DIR
+BIN = ferrocorn_bin()
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    """conftest's wait_for with this module's longer default (workers fork and boot here)."""
-    return conftest.wait_for(cond, timeout, message=what)
-
-
-def children(pid: int) -> set[int]:
-    """Pids of the live, non-zombie children of `pid`."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces: the fields after it are fixed.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(entry))
-    return out
+    """support's wait_for with this module's longer default (workers fork and boot here)."""
+    return poll_until(cond, timeout, message=what)
 
 
 class Master:
@@ -56,13 +38,16 @@ class Master:
             [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APPS), *args],
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=clean_env(env),
             text=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        match = wait_for(lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log), what="Listening at")
+        match = wait_for(
+            lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log),
+            what="Listening at",
+        )
         assert isinstance(match, re.Match)
         self.port = int(match.group(1))
 
@@ -123,41 +108,6 @@ def master_factory() -> Iterator[Callable[..., Master]]:
             m.proc.wait(5)
 
 
-class LoadLoop:
-    """Requests in a background loop (bounded in count and time), counting failures."""
-
-    def __init__(self, port: int, limit: int = 5000, seconds: float = 30.0) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: set[str] = set()
-        self._stop = threading.Event()
-        self._limit = limit
-        self._deadline = time.monotonic() + seconds
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self.ok + len(self.failures) < self._limit and time.monotonic() < self._deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read().decode()
-                conn.close()
-                if resp.status == 200:
-                    self.ok += 1
-                    self.pids.add(body)
-                else:
-                    self.failures.append(f"status {resp.status}")
-            except OSError as e:
-                self.failures.append(repr(e))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-
 def test_workers_flag_forks_that_many(master_factory: Callable[..., Master]) -> None:
     m = master_factory("-w", "3", "master_app:app")
     pids = wait_for(lambda: len(m.workers()) == 3 and m.workers(), what="3 workers")
@@ -171,7 +121,9 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode()
 
 
-def test_process_titles_name_the_master_and_its_workers(master_factory: Callable[..., Master]) -> None:
+def test_process_titles_name_the_master_and_its_workers(
+    master_factory: Callable[..., Master],
+) -> None:
     m = master_factory("-w", "2", "master_app:app")
     workers = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
     assert _cmdline(m.pid) == "ferrocorn: master [master_app:app]"
@@ -187,13 +139,17 @@ def test_web_concurrency_sets_the_default(master_factory: Callable[..., Master])
     assert m.stop() == 0
 
 
-def test_hup_replaces_workers_without_failing_requests(master_factory: Callable[..., Master]) -> None:
+def test_hup_replaces_workers_without_failing_requests(
+    master_factory: Callable[..., Master],
+) -> None:
     m = master_factory("-w", "2", "master_app:app")
     old = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
-    load = LoadLoop(m.port)
+    load = Load("127.0.0.1", m.port, seconds=30)
     wait_for(lambda: load.ok > 20, what="load running")
     m.signal(signal.SIGHUP)
-    new = wait_for(lambda: (w := m.workers()) and len(w) == 2 and not (w & old) and w, what="new workers")  # type: ignore[operator]
+    new = wait_for(
+        lambda: (w := m.workers()) and len(w) == 2 and not (w & old) and w, what="new workers"
+    )  # type: ignore[operator]
     before = load.ok
     wait_for(lambda: load.ok > before + 50, what="requests served by the new workers")
     load.stop()
@@ -215,25 +171,11 @@ def test_term_lets_the_request_in_flight_finish(master_factory: Callable[..., Ma
     t.start()
     # The request is in the app once its worker has it: poll the worker's connection count.
     worker = next(iter(m.workers()))
-    wait_for(lambda: _established(worker), what="the slow request to reach the worker")
+    wait_for(lambda: established(worker), what="the slow request to reach the worker")
     m.signal(signal.SIGTERM)
     t.join(15)
     assert result["response"] == (200, str(worker))
     assert m.proc.wait(15) == 0
-
-
-def _established(pid: int) -> bool:
-    """True when `pid` holds an established TCP connection (a client being served)."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        return False
-    return any(s.state == "01" and s.inode in inodes  # 01 = ESTABLISHED
-               for s in tcp_sockets(("/proc/net/tcp", "/proc/net/tcp6")))
 
 
 def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> None:
@@ -241,7 +183,11 @@ def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> Non
     pids = wait_for(lambda: len(m.workers()) == 2 and m.workers(), what="2 workers")
     victim = next(iter(pids))  # type: ignore[call-overload]
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(w := m.workers()) == 2 and victim not in w, timeout=5, what="a replacement worker")
+    wait_for(
+        lambda: len(w := m.workers()) == 2 and victim not in w,
+        timeout=5,
+        what="a replacement worker",
+    )
     assert m.get()[0] == 200
     assert m.stop() == 0
 
@@ -264,10 +210,17 @@ def test_ttin_and_ttou_change_the_count(master_factory: Callable[..., Master]) -
     m.signal(signal.SIGTTOU)
     wait_for(lambda: len(m.workers()) == 2, what="2 workers after TTOU")
     m.signal(signal.SIGTTOU)
-    wait_for(lambda: len(m.workers()) == 1, what="1 worker after two TTOU")
-    m.signal(signal.SIGTTOU)  # never below one
-    assert m.get()[0] == 200
-    assert len(m.workers()) == 1
+    (last,) = wait_for(lambda: len(w := m.workers()) == 1 and w, what="1 worker after two TTOU")
+    # Never below one: checked once the master has handled the third TTOU (it logs the count
+    # it keeps), not before.
+    m.signal(signal.SIGTTOU)
+    def decreased() -> list[str]:
+        return re.findall(r"Decreasing workers to (\d+)", m.log)
+
+    counts = wait_for(lambda: len(decreased()) == 3 and decreased(), what="the third TTOU handled")
+    assert counts == ["2", "1", "1"]
+    assert m.get() == (200, str(last))
+    assert m.workers() == {last}
     assert m.stop() == 0
 
 
@@ -299,9 +252,13 @@ def test_max_requests_recycles_workers(master_factory: Callable[..., Master]) ->
     assert m.stop() == 0
 
 
-def test_preload_imports_the_app_once_in_the_master(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+def test_preload_imports_the_app_once_in_the_master(
+    master_factory: Callable[..., Master], tmp_path: Path
+) -> None:
     log = tmp_path / "imports"
-    m = master_factory("--preload", "-w", "2", "master_app:app", env={"MASTER_APP_IMPORT_LOG": str(log)})
+    m = master_factory(
+        "--preload", "-w", "2", "master_app:app", env={"MASTER_APP_IMPORT_LOG": str(log)}
+    )
     wait_for(lambda: len(m.workers()) == 2, what="2 workers")
     assert m.get()[0] == 200
     assert log.read_text().split() == [str(m.pid)]
@@ -316,13 +273,15 @@ def test_app_import_failure_stops_the_master(tmp_path: Path) -> None:
         timeout=30,
     )
     assert proc.returncode == 4
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert errors and "nope" in errors[0]
     # No respawn loop: at most one boot per configured worker.
     assert proc.stderr.count("Booting worker") <= 2
 
 
-def test_pid_file_appears_and_disappears(master_factory: Callable[..., Master], tmp_path: Path) -> None:
+def test_pid_file_appears_and_disappears(
+    master_factory: Callable[..., Master], tmp_path: Path
+) -> None:
     pidfile = tmp_path / "ferrocorn.pid"
     m = master_factory("-p", str(pidfile), "master_app:app")
     assert pidfile.read_text().strip() == str(m.pid)
@@ -334,7 +293,7 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
     pidfile = tmp_path / "ferrocorn.pid"
     m = master_factory("-w", "2", "-p", str(pidfile), "master_app:app")
     wait_for(lambda: len(m.workers()) == 2, what="2 workers")
-    load = LoadLoop(m.port)
+    load = Load("127.0.0.1", m.port, seconds=30)
     wait_for(lambda: load.ok > 20, what="load running")
     m.signal(signal.SIGUSR2)
     oldbin = Path(str(pidfile) + ".oldbin")
@@ -355,15 +314,22 @@ def test_usr2_upgrade_keeps_serving(master_factory: Callable[..., Master], tmp_p
         assert {str(p) for p in children(new_master)} & load.pids
     finally:
         os.kill(new_master, signal.SIGTERM)
-        wait_for(lambda: not Path(f"/proc/{new_master}").exists() or "Z" in Path(f"/proc/{new_master}/stat").read_text().split(")")[1][:3], what="the new master to stop")
+        wait_for(
+            lambda: (
+                not Path(f"/proc/{new_master}").exists()
+                or "Z" in Path(f"/proc/{new_master}/stat").read_text().split(")")[1][:3]
+            ),
+            what="the new master to stop",
+        )
     assert not oldbin.exists()
 
 
 def server_side_connections(port: int) -> int:
     """Connections the server still holds on ``port`` (established or closed by the client but
     not yet by the server), from /proc/net/tcp."""
-    return sum(1 for s in tcp_sockets()
-               if s.local_port == port and s.state in ("01", "08"))  # ESTABLISHED, CLOSE_WAIT
+    return sum(
+        1 for s in tcp_sockets() if s.local_port == port and s.state in ("01", "08")
+    )  # ESTABLISHED, CLOSE_WAIT
 
 
 def both_workers_accepting(server) -> set[bytes]:
@@ -396,8 +362,10 @@ def test_connections_spread_over_workers(start_server) -> None:
     both_workers_accepting(server)
     for _ in range(3):
         # Each round starts from no connections (the server has seen the last ones close).
-        wait_for(lambda: server_side_connections(server.port) == 0,
-                 what="the server to release the previous connections")
+        wait_for(
+            lambda: server_side_connections(server.port) == 0,
+            what="the server to release the previous connections",
+        )
         conns = [server.connect(timeout=10) for _ in range(8)]
         try:
             for c in conns:
@@ -416,8 +384,10 @@ def test_a_small_load_is_split_evenly(start_server) -> None:
     server = start_server("concurrency:barrier(4)", "-w", "2", "--threads", "64")
     pids = both_workers_accepting(server)
     for _ in range(3):
-        wait_for(lambda: server_side_connections(server.port) == 0,
-                 what="the server to release the previous connections")
+        wait_for(
+            lambda: server_side_connections(server.port) == 0,
+            what="the server to release the previous connections",
+        )
         conns = [server.connect(timeout=10) for _ in range(16)]
         try:
             for c in conns:

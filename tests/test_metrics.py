@@ -9,7 +9,7 @@ import socket
 import subprocess
 import urllib.request
 
-from conftest import Server, clean_env, ferrocorn_bin, free_port, wait_for
+from support import Server, clean_env, ferrocorn_bin, free_port, wait_for
 
 APP = "status_app:app"
 

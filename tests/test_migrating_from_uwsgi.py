@@ -12,7 +12,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from conftest import Server, clean_env, ferrocorn_bin, parse_responses
+from support import Server, clean_env, ferrocorn_bin, parse_responses
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "migrating-from-uwsgi.md"
 FENCE = re.compile(r"```(\w+)\n(.*?)```", re.S)

@@ -7,13 +7,11 @@ proxy), clients reach nginx from 127.0.0.9, and a forger talks to ferrocorn dire
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import signal
 import socket
 import struct
-import subprocess
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,13 +19,15 @@ from typing import Any
 
 import pytest
 
-from conftest import RawConn, Server, free_port, http_request, wait_for
+import support.nginx
+from support import RawConn, Server, free_port, http_request, ipv6_available, wait_for
+from support.nginx import proxy_pass
+from support.skips import needs_tool
 
 APP = "environ_app:app"
 PROXY_IP = "127.0.0.5"
 CLIENT_IP = "127.0.0.9"
 FORGER_IP = "127.0.0.7"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 
 FORGED = [
     ("X-Forwarded-For", "6.6.6.6"),
@@ -165,8 +165,8 @@ def test_underscore_names_never_pose_as_forwarded_headers(start_server) -> None:
 def test_rfc7239_forwarded(start_server) -> None:
     server = start_server(APP, "--forwarded-allow-ips", PROXY_IP, "--forwarded-headers",
                           "for,proto,host,forwarded")
-    env = environ_from(server, [("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=a.example')],
-                       PROXY_IP)
+    env = environ_from(
+        server, [("Forwarded", 'for="[2001:db8::7]:4711";proto=https;host=a.example')], PROXY_IP)
     assert env["REMOTE_ADDR"] == "2001:db8::7"
     assert env["REMOTE_PORT"] == "4711"
     assert env["wsgi.url_scheme"] == "https"
@@ -193,6 +193,26 @@ def test_custom_header_names(start_server) -> None:
     assert env["REMOTE_ADDR"] == "192.0.2.4"
 
 
+def test_custom_proto_port_and_prefix_header_names(start_server) -> None:
+    """--forwarded-proto-header, -port-header and -prefix-header at names of their own: those
+    are read, the default names are not."""
+    server = start_server(APP, "--forwarded-allow-ips", PROXY_IP,
+                          "--forwarded-proto-header", "X-Scheme",
+                          "--forwarded-port-header", "X-Outer-Port",
+                          "--forwarded-prefix-header", "X-Mount",
+                          "--forwarded-headers", "proto,port,prefix")
+    env = environ_from(server, [("X-Scheme", "https"), ("X-Outer-Port", "8443"),
+                                ("X-Mount", "/mnt"), *FORGED[1:]], PROXY_IP, path="/mnt/p")
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["SERVER_PORT"] == "8443"
+    assert env["SCRIPT_NAME"] == "/mnt" and env["PATH_INFO"] == "/p"
+    # The default names alone are just headers now.
+    env = environ_from(server, FORGED[1:], PROXY_IP, path="/evil/p")
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["SERVER_PORT"] == str(server.port)
+    assert env["SCRIPT_NAME"] == "" and env["PATH_INFO"] == "/evil/p"
+
+
 def test_root_path(start_server) -> None:
     server = start_server(APP, "--root-path", "/mounted")
     env = environ_from(server, [], "127.0.0.1", path="/mounted/x")
@@ -216,17 +236,38 @@ def test_bad_values_from_a_trusted_proxy_get_400(start_server, headers) -> None:
 
 # --------------------------------------------------------------------------- PROXY protocol
 
-def v2_header(src: str, sport: int, dst: str, dport: int) -> bytes:
-    sig = b"\r\n\r\n\x00\r\nQUIT\n"
-    addrs = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-    return sig + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-@pytest.mark.parametrize("preamble", [
-    b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n",
-    v2_header("198.51.100.22", 51234, "10.0.0.1", 443),
-], ids=["v1", "v2"])
-def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes) -> None:
+def v2_header(src: str, sport: int, dst: str, dport: int, tlvs: bytes = b"") -> bytes:
+    """A PROXY v2 PROXY command for a TCP connection (IPv4 or IPv6 addresses), with TLVs."""
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    addrs = socket.inet_pton(family, src) + socket.inet_pton(family, dst) \
+        + struct.pack("!HH", sport, dport) + tlvs
+    kind = 0x21 if family == socket.AF_INET6 else 0x11  # TCP over IPv6 / IPv4
+    return V2_SIGNATURE + bytes([0x21, kind]) + struct.pack("!H", len(addrs)) + addrs
+
+
+def tlv(kind: int, value: bytes) -> bytes:
+    return bytes([kind]) + struct.pack("!H", len(value)) + value
+
+
+#: A LOCAL command (the proxy's own health check): no addresses, the connection's are used.
+V2_LOCAL = V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+
+
+@pytest.mark.parametrize(("preamble", "addr", "port"), [
+    (b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n", "198.51.100.22", "51234"),
+    (v2_header("198.51.100.22", 51234, "10.0.0.1", 443), "198.51.100.22", "51234"),
+    (v2_header("2001:db8::22", 51234, "2001:db8::1", 443), "2001:db8::22", "51234"),
+    # PP2_TYPE_AUTHORITY, PP2_TYPE_UNIQUE_ID and a NOOP after the addresses are skipped.
+    (v2_header("198.51.100.23", 40000, "10.0.0.1", 443,
+               tlv(0x02, b"app.example") + tlv(0x05, b"id-7") + tlv(0x04, b"\0" * 9)),
+     "198.51.100.23", "40000"),
+    (V2_LOCAL, PROXY_IP, None),
+], ids=["v1", "v2", "v2-ipv6", "v2-tlvs", "v2-local"])
+def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes, addr: str,
+                                          port: str | None) -> None:
     server = start_server(APP, "--proxy-protocol", "--forwarded-allow-ips", PROXY_IP)
     sock = socket.create_connection((server.host, server.port), timeout=10,
                                     source_address=(PROXY_IP, 0))
@@ -235,18 +276,35 @@ def test_proxy_protocol_from_trusted_peer(start_server, preamble: bytes) -> None
         resp = conn.response()
         assert resp.status == 200
         env = resp.json()
-        assert env["REMOTE_ADDR"]["value"] == "198.51.100.22"
-        assert env["REMOTE_PORT"]["value"] == "51234"
+        assert env["REMOTE_ADDR"]["value"] == addr
+        # LOCAL: the connection's own port.
+        expected_port = port or str(sock.getsockname()[1])
+        assert env["REMOTE_PORT"]["value"] == expected_port
         # The preamble comes once; the next request on the connection is plain HTTP.
         conn.send(http_request("/p"))
         assert conn.response().status == 200
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
+def test_proxy_protocol_v2_from_a_proxy_on_ipv6(start_server) -> None:
+    """The proxy itself on IPv6 (::1, trusted): its v2 header's client is used; its LOCAL
+    health check is its own address."""
+    server = start_server(APP, "--proxy-protocol", "--forwarded-allow-ips", "::1",
+                          binds=["[::1]:0"])
+    for preamble, addr in ((v2_header("2001:db8::9", 1234, "2001:db8::1", 443), "2001:db8::9"),
+                           (V2_LOCAL, "::1")):
+        with RawConn.tcp("::1", server.port) as conn:
+            conn.send(preamble + http_request("/p"))
+            resp = conn.response()
+        assert resp.status == 200, resp
+        assert resp.json()["REMOTE_ADDR"]["value"] == addr
 
 
 @pytest.mark.parametrize(("source", "data"), [
     (FORGER_IP, b"PROXY TCP4 198.51.100.22 10.0.0.1 51234 443\r\n"),
     (PROXY_IP, b"PROXY TCP4 nonsense\r\n"),
     (PROXY_IP, b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n"),
-    (PROXY_IP, b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff"),
+    (PROXY_IP, V2_SIGNATURE + b"\x21\x11\xff\xff"),
 ], ids=["untrusted-peer", "malformed-v1", "missing", "truncated-v2"])
 def test_proxy_protocol_refusals_close_the_connection(start_server, source: str,
                                                        data: bytes) -> None:
@@ -262,65 +320,31 @@ def test_proxy_protocol_refusals_close_the_connection(start_server, source: str,
 
 # ------------------------------------------------------------------------------ real nginx
 
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+needs_nginx = needs_tool("nginx")
 
 
-class Nginx:
-    """nginx as a foreground child process with its config in a temporary folder."""
+class Nginx(support.nginx.Nginx):
+    """nginx proxy_passing to the upstream ``backend`` that ``servers`` declares, as the
+    README's config does, from the address PROXY_IP (not over a unix socket: it has none)."""
 
     def __init__(self, tmp: Path, servers: str, unix: bool = False, extra: str = "") -> None:
         # nginx talks to a TCP upstream from the proxy's own address; a unix socket has none.
         bind = "" if unix else f"proxy_bind {PROXY_IP};"
-        self.port = free_port()
-        self.prefix = tmp / "nginx"
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(textwrap.dedent(f"""\
-            worker_processes 1;
-            error_log {self.prefix}/logs/error.log info;
-            pid {self.prefix}/nginx.pid;
-            events {{ worker_connections 256; }}
-            http {{
-                access_log off;
-                client_body_temp_path {self.prefix}/body;
-                proxy_temp_path {self.prefix}/proxy;
-                fastcgi_temp_path {self.prefix}/fastcgi;
-                uwsgi_temp_path {self.prefix}/uwsgi;
-                scgi_temp_path {self.prefix}/scgi;
-                {servers}
-                server {{
-                    listen 127.0.0.1:{self.port};
-                    listen {CLIENT_IP}:{self.port};
-                    location / {{
-                        proxy_pass http://backend;
-                        {bind}
-                        proxy_http_version 1.1;
-                        proxy_set_header Connection "";
-                        proxy_set_header Host $host;
-                        proxy_set_header X-Real-IP $remote_addr;
-                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-                        proxy_set_header X-Forwarded-Proto $scheme;
-                        {extra}
-                        proxy_next_upstream error timeout http_502 http_503 non_idempotent;
-                        proxy_connect_timeout 2s;
-                    }}
+        port = free_port()
+        super().__init__(tmp / "nginx", f"""
+            access_log off;
+            {servers}
+            server {{
+                listen 127.0.0.1:{port};
+                listen {CLIENT_IP}:{port};
+                location / {{
+                    {proxy_pass("backend", extra)}
+                    {bind}
+                    proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+                    proxy_connect_timeout 2s;
                 }}
             }}
-        """))
-        user = ["-g", "daemon off; user root;"]
-        self.proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf), *user],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._listening, timeout=10, message="nginx to listen")
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise AssertionError(f"nginx exited: {err}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+        """, port)
 
     def get(self, path: str = "/p", headers: list[tuple[str, str]] | None = None,
             source: str = CLIENT_IP) -> tuple[int, bytes]:
@@ -331,32 +355,18 @@ class Nginx:
             resp = conn.response()
         return resp.status, resp.body
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
 
 @pytest.fixture
 def nginx_factory(tmp_path: Path):
-    started: list[Nginx] = []
-
-    def start(upstream: str, extra: str = "") -> Nginx:
-        n = Nginx(tmp_path, f"upstream backend {{ {upstream} keepalive 8; }}",
-                  unix="unix:" in upstream, extra=extra)
-        started.append(n)
-        return n
-
-    yield start
-    for n in started:
-        n.stop()
+    with contextlib.ExitStack() as stack:
+        yield lambda upstream, extra="": stack.enter_context(Nginx(
+            tmp_path, f"upstream backend {{ {upstream} keepalive 8; }}",
+            unix="unix:" in upstream, extra=extra))
 
 
 def env_of(body: bytes) -> dict[str, Any]:
-    return {k: v["value"] for k, v in json.loads(body).items() if isinstance(v, dict) and "value" in v}
+    return {k: v["value"] for k, v in json.loads(body).items()
+            if isinstance(v, dict) and "value" in v}
 
 
 @needs_nginx

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from conftest import Server, wait_for
+from support import Server, wait_for
 
 MODULE = """\
     def app(environ, start_response):
@@ -52,7 +52,8 @@ def test_edited_module_is_served_and_broken_edit_keeps_old_code(tmp_path: Path) 
 def test_extra_file_change_restarts_workers(tmp_path: Path) -> None:
     extra = tmp_path / "settings.toml"
     extra.write_text("a = 1\n")
-    server = Server("basic:app", "--reload", "--reload-extra-file", str(extra), cwd=tmp_path).start()
+    server = Server("basic:app", "--reload", "--reload-extra-file", str(extra),
+                    cwd=tmp_path).start()
     try:
         first = wait_for(lambda: server.worker_pids(), message="a worker")
         extra.write_text("a = 2\n")

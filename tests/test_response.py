@@ -13,16 +13,16 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import (
+from support import (
     Response,
     Server,
-    assert_standard_headers,
     http_request,
     parse_responses,
     running_server,
     vm_kib,
     wait_for,
 )
+from support.raw import assert_standard_headers
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from conftest import APPS_DIR, Server, running_server
 from smuggling import (
     NGINX,
     Case,
@@ -36,7 +34,10 @@ from smuggling import (
     record_env,
 )
 
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+from support import APPS_DIR, Server, running_server
+from support.skips import needs_tool
+
+needs_nginx = needs_tool("nginx")
 
 MUTANTS = 1000
 #: Wall-clock bound for each run of cases (a run that does not finish in it fails).
@@ -165,7 +166,7 @@ class NaiveHandler(socketserver.StreamRequestHandler):
             if "x-request-id" in headers:
                 environ["HTTP_X_REQUEST_ID"] = headers["x-request-id"]
             out = []
-            body = b"".join(smuggle_app.raw_app(environ, lambda s, h: out.append(s)))
+            body = b"".join(smuggle_app.raw_app(environ, lambda s, h, out=out: out.append(s)))
             self.wfile.write(b"HTTP/1.1 " + out[0].encode() + b"\r\nContent-Length: %d\r\n\r\n"
                              % len(body) + body)
             if headers.get("connection", "").lower() == "close":

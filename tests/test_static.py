@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from support import (
     APPS_DIR,
     Response,
     Server,
-    assert_standard_headers,
     clean_env,
     ferrocorn_bin,
     free_port,
@@ -32,6 +31,7 @@ from conftest import (
     running_server,
     wait_for,
 )
+from support.raw import assert_standard_headers
 
 APP = "basic:app"  # answers "hello": whatever reaches the app says so
 SECRET = b"TOP SECRET: outside the static directory"
@@ -411,9 +411,19 @@ def test_changed_new_and_deleted_files(start_server, tmp_path: Path) -> None:
     assert first.body == b"version one"
     f.write_bytes(b"version two!")
     changed = time.monotonic()
-    wait_for(lambda: srv.get("/s/a.txt").body == b"version two!", timeout=5,
-             message="the changed file")
-    assert time.monotonic() - changed < 1.5, "a changed file is served new within a second"
+    stale: list[float] = []  # when each request that still got the old file was sent
+
+    def new_served() -> bool:
+        sent = time.monotonic()
+        if srv.get("/s/a.txt").body == b"version two!":
+            return True
+        stale.append(sent - changed)
+        return False
+
+    wait_for(new_served, timeout=5, message="the changed file")
+    # docs/static-files.md: "served new within a second" of the change, whatever each
+    # request itself took (measured from when the stale ones were sent).
+    assert not stale or max(stale) < 1.0, stale
     assert srv.get("/s/a.txt").header("ETag") != first.header("ETag")
     # Same length, new content: the ETag still changes (modification time in nanoseconds).
     f.write_bytes(b"version six!")

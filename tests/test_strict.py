@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, http_request, running_server, wait_for
+from support import Server, http_request, running_server, wait_for
 
 APP = "hostile_app:app"
 

@@ -5,6 +5,7 @@ key is made here at run time (a throwaway CA), never committed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import http.client
@@ -17,7 +18,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import (RawConn, Server, UnixHTTPConnection, free_port, tcp_sockets, vm_kib,
-                      wait_for)
+from support import RawConn, Server, free_port, parse_responses, tcp_sockets, vm_kib, wait_for
+from support.procfs import alive, children
+from support.server import UnixHTTPConnection, serving
 
 APP = "tls_app:app"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -146,42 +148,22 @@ def tls_server(pki: Pki, *args: str, cert: Issued | None = None, **kwargs: Any) 
 
 
 @pytest.fixture
-def serve(request: pytest.FixtureRequest) -> Iterator[Any]:
+def serve() -> Iterator[Callable[[Server], Server]]:
     """Starts servers for one test; stops them (and checks for panics) at teardown."""
-    started: list[Server] = []
-
-    def start(server: Server) -> Server:
-        from conftest import LIVE_SERVERS, STARTED
-        STARTED.append(server)
-        server.start()
-        LIVE_SERVERS.append(server)
-        started.append(server)
-        return server
-
-    yield start
-    from conftest import LIVE_SERVERS
-    for server in started:
-        LIVE_SERVERS.remove(server)
-        server.stop()
-        assert "panicked" not in server.log, server.log
+    with contextlib.ExitStack() as stack:
+        yield lambda server: stack.enter_context(serving(server))
 
 
 @pytest.fixture(scope="module")
 def https(pki: Pki) -> Iterator[Server]:
     """One TLS server for the tests that only talk to it, with a unix-socket bind beside."""
-    from conftest import LIVE_SERVERS, STARTED
     sock = pki.dir / "plain.sock"
     server = tls_server(pki, "-w", "2", "--metrics-bind", f"127.0.0.1:{free_port()}",
                         "--access-logfile", "-",
                         "--access-logformat", '%(H)s %({wsgi.url_scheme}e)s %(s)s %(U)s',
                         binds=["127.0.0.1:0", f"unix:{sock}"])
-    STARTED.append(server)
-    server.start()
-    LIVE_SERVERS.append(server)
-    yield server
-    LIVE_SERVERS.remove(server)
-    server.stop()
-    assert "panicked" not in server.log, server.log
+    with serving(server):
+        yield server
 
 
 def https_conn(server: Server, ctx: ssl.SSLContext, host: str = "localhost",
@@ -701,12 +683,14 @@ def test_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
 
 def test_unknown_cipher_is_named(pki: Pki) -> None:
     code, err = _start_fails("--certfile", str(pki.server.cert_path), "--keyfile",
-                             str(pki.server.key_path), "--ciphers", "ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5")
+                             str(pki.server.key_path), "--ciphers",
+                             "ECDHE-RSA-AES128-GCM-SHA256:RC4-MD5")
     assert code != 0 and '"RC4-MD5"' in err, err
 
 
 def test_ciphers_and_min_version(serve: Any, pki: Pki) -> None:
-    server = serve(tls_server(pki, "--ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305:TLS_AES_128_GCM_SHA256",
+    server = serve(tls_server(pki, "--ciphers",
+                              "ECDHE-ECDSA-CHACHA20-POLY1305:TLS_AES_128_GCM_SHA256",
                               "--tls-min-version", "1.2"))
     env = get_json(server, client_context(pki, max_version=ssl.TLSVersion.TLSv1_2))
     assert env["SSL_CIPHER"] == "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
@@ -809,11 +793,16 @@ def test_hup_picks_up_renewed_certificate_under_load(serve: Any, pki: Pki,
 
 
 def test_tls_port_with_plain_http_client_in_conftest_wait(serve: Any, pki: Pki) -> None:
-    """Server.start's readiness probe (plain bytes to the TLS port) is answered and closed:
-    the server reached here at all, and a second probe behaves the same."""
+    """Server.start's readiness probe (plain bytes to the TLS port) gets docs/tls.md's
+    cleartext 400 saying the port speaks HTTPS, then a close, and the server goes on serving
+    TLS: a second probe gets the same, and a TLS client is served after each."""
     server = serve(tls_server(pki))
-    server.wait_worker()
-    assert server.running()
+    for _ in range(2):
+        with server.connect() as conn:
+            conn.send(b"READY?\r\n\r\n")
+            (resp,) = parse_responses(conn.read_until_close(10))
+        assert resp.status == 400 and b"This port speaks HTTPS" in resp.body, resp
+        assert get_json(server, client_context(pki))["wsgi.url_scheme"] == "https"
 
 
 # --------------------------------------------------------------------------- revocation lists
@@ -901,3 +890,66 @@ def test_crl_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
         assert len(error_lines) == 1, err
         for needle in needles:
             assert needle in error_lines[0], (needle, err)
+
+
+# ----------------------------------------------------------------------------- USR2 upgrade
+
+VERSIONED_APP = '''
+VERSION = {version!r}
+
+
+def app(environ, start_response):
+    body = VERSION.encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_usr2_over_tls_runs_the_new_code(serve: Any, pki: Pki, tmp_path: Path) -> None:
+    """USR2 on a TLS server started with --preload (the old master holds the app's code):
+    the new master it starts imports the code as it is now, serves it over TLS on the same
+    socket, and once the old master's workers are stopped (WINCH) and it is gone (TERM),
+    every answer is the new code's."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    module = apps / "versioned.py"
+    module.write_text(VERSIONED_APP.format(version="one"))
+    pidfile = tmp_path / "ferrocorn.pid"
+    server = serve(Server("versioned:app", "--certfile", str(pki.server.cert_path),
+                          "--keyfile", str(pki.server.key_path), "--preload", "-w", "1",
+                          "-p", str(pidfile), "--pythonpath", str(apps),
+                          "--no-control-socket"))
+    ctx = client_context(pki)
+
+    def version() -> str:
+        conn = https_conn(server, ctx)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            return resp.read().decode()
+        finally:
+            conn.close()
+
+    assert version() == "one"
+    module.write_text(VERSIONED_APP.format(version="two"))
+    server.signal(signal.SIGUSR2)
+    new_master = int(wait_for(lambda: Path(f"{pidfile}.oldbin").exists()
+                              and pidfile.exists() and pidfile.read_text().strip(),
+                              message="the new master's pid file"))
+    assert new_master != server.pid
+    wait_for(lambda: children(new_master), message="the new master's worker")
+    # Both generations accept on the one socket until the old one's workers stop.
+    wait_for(lambda: version() == "two", message="an answer from the new code")
+    server.signal(signal.SIGWINCH)
+    wait_for(lambda: not children(server.pid) - {new_master},
+             message="the old master's workers to stop")
+    assert {version() for _ in range(10)} == {"two"}
+    server.signal(signal.SIGTERM)
+    # (Not wait_exit: the new master shares the log pipe, so the readers see no end yet.)
+    assert server.proc.wait(15) == 0
+    assert {version() for _ in range(10)} == {"two"}, "the new master serves alone"
+    assert pidfile.read_text().strip() == str(new_master)
+    os.kill(new_master, signal.SIGTERM)
+    wait_for(lambda: not alive(new_master), timeout=20, message="the new master to stop")

@@ -8,29 +8,28 @@ Loopback addresses stand for machines, as in test_proxy.py: nginx talks to ferro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
-import signal
 import socket
 import struct
-import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
 
-from conftest import RawConn, Server, free_port, http_request, parse_responses, wait_for
+import support.nginx
+from support import RawConn, Server, free_port, http_request, parse_responses
+from support.nginx import proxy_pass
+from support.skips import needs_tool
 
 ENV_APP = "environ_app:app"
 ECHO_APP = "echo:app"
 PROXY_IP = "127.0.0.5"
 CLIENT_IP = "127.0.0.9"
 STRANGER_IP = "127.0.0.7"
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
-needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test-deps)")
+needs_nginx = needs_tool("nginx")
 
 #: nginx's stock uwsgi_params (as nginx ships it; Debian adds ``HTTP_HOST $host``).
 UWSGI_PARAMS = """
@@ -270,77 +269,43 @@ def test_only_allowed_peers_may_send_packets(start_server, tmp_path: Path) -> No
 # ------------------------------------------------------------------------------ real nginx
 
 
-class Nginx:
-    """nginx in the foreground with two front doors to the same app: ``uwsgi_port`` passes
-    requests with ``uwsgi_pass``, ``http_port`` with ``proxy_pass`` (as test_proxy.py sets
-    it up), for comparing what the app sees."""
+class Nginx(support.nginx.Nginx):
+    """nginx with two front doors to the same app: ``uwsgi_port`` passes requests with
+    ``uwsgi_pass``, ``http_port`` with ``proxy_pass`` (as test_proxy.py sets it up), for
+    comparing what the app sees."""
 
     def __init__(self, tmp: Path, uwsgi_upstream: str, http_upstream: str | None) -> None:
         self.uwsgi_port = free_port()
         self.http_port = free_port()
-        self.prefix = tmp / "nginx"
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         bind = "" if uwsgi_upstream.startswith("unix:") else f"uwsgi_bind {PROXY_IP};"
         http_server = "" if http_upstream is None else f"""
-                server {{
-                    listen {CLIENT_IP}:{self.http_port};
-                    location / {{
-                        proxy_pass http://{http_upstream};
-                        proxy_bind {PROXY_IP};
-                        proxy_http_version 1.1;
-                        proxy_set_header Connection "";
-                        proxy_set_header Host $host;
-                        proxy_set_header X-Real-IP $remote_addr;
-                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-                        proxy_set_header X-Forwarded-Proto $scheme;
-                    }}
-                }}"""
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(textwrap.dedent(f"""\
-            worker_processes 1;
-            error_log {self.prefix}/logs/error.log info;
-            pid {self.prefix}/nginx.pid;
-            events {{ worker_connections 256; }}
-            http {{
-                access_log off;
-                client_body_temp_path {self.prefix}/body;
-                proxy_temp_path {self.prefix}/proxy;
-                fastcgi_temp_path {self.prefix}/fastcgi;
-                uwsgi_temp_path {self.prefix}/uwsgi;
-                scgi_temp_path {self.prefix}/scgi;
-                client_max_body_size 64m;
-                server {{
-                    listen {CLIENT_IP}:{self.uwsgi_port};
-                    location / {{
-                        {UWSGI_PARAMS}
-                        uwsgi_pass {uwsgi_upstream};
-                        {bind}
-                    }}
-                    location /mounted/ {{
-                        {UWSGI_PARAMS}
-                        uwsgi_param SCRIPT_NAME /mounted;
-                        uwsgi_modifier1 30;
-                        uwsgi_pass {uwsgi_upstream};
-                        {bind}
-                    }}
+            server {{
+                listen {CLIENT_IP}:{self.http_port};
+                location / {{
+                    {proxy_pass(http_upstream)}
+                    proxy_bind {PROXY_IP};
                 }}
-                {http_server}
+            }}"""
+        super().__init__(tmp / "nginx", f"""
+            access_log off;
+            client_max_body_size 64m;
+            server {{
+                listen {CLIENT_IP}:{self.uwsgi_port};
+                location / {{
+                    {UWSGI_PARAMS}
+                    uwsgi_pass {uwsgi_upstream};
+                    {bind}
+                }}
+                location /mounted/ {{
+                    {UWSGI_PARAMS}
+                    uwsgi_param SCRIPT_NAME /mounted;
+                    uwsgi_modifier1 30;
+                    uwsgi_pass {uwsgi_upstream};
+                    {bind}
+                }}
             }}
-        """))
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off; user root;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._listening, timeout=10, message="nginx to listen")
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-            raise AssertionError(f"nginx exited: {err}")
-        try:
-            socket.create_connection((CLIENT_IP, self.uwsgi_port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+            {http_server}
+        """, self.uwsgi_port, listen_host=CLIENT_IP)
 
     def request(self, port: int, path: str, method: str = "GET", body: bytes = b"",
                 headers: list[tuple[str, str]] | None = None) -> Any:
@@ -351,30 +316,12 @@ class Nginx:
                                    headers=headers or [], body=body))
             return conn.response(method)
 
-    def error_log(self) -> str:
-        return (self.prefix / "logs" / "error.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
 
 @pytest.fixture
 def nginx_factory(tmp_path: Path):
-    started: list[Nginx] = []
-
-    def start(uwsgi_upstream: str, http_upstream: str | None = None) -> Nginx:
-        n = Nginx(tmp_path, uwsgi_upstream, http_upstream)
-        started.append(n)
-        return n
-
-    yield start
-    for n in started:
-        n.stop()
+    with contextlib.ExitStack() as stack:
+        yield lambda uwsgi_upstream, http_upstream=None: stack.enter_context(
+            Nginx(tmp_path, uwsgi_upstream, http_upstream))
 
 
 #: Where uwsgi_pass's environ differs from proxy_pass's (docs/uwsgi.md, "Differences").
@@ -422,8 +369,8 @@ def test_uwsgi_pass_over_tcp_matches_proxy_pass(start_server, nginx_factory) -> 
 def test_uwsgi_pass_over_a_unix_socket(start_server, nginx_factory, tmp_path: Path) -> None:
     sock = tmp_path / "app.sock"
     # Unix-socket peers are allowed whatever --uwsgi-allow-from says.
-    server = start_server(ENV_APP, "--protocol", "uwsgi", "--uwsgi-allow-from", "192.0.2.1",
-                          binds=[f"unix:{sock}"])
+    start_server(ENV_APP, "--protocol", "uwsgi", "--uwsgi-allow-from", "192.0.2.1",
+                 binds=[f"unix:{sock}"])
     http = start_server(ENV_APP, "--forwarded-allow-ips", PROXY_IP)
     nginx = nginx_factory(f"unix:{sock}", f"127.0.0.1:{http.port}")
     env = compare_environs(nginx, http, "/u?z=9")

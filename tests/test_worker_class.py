@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS_DIR, Server, clean_env, ferrocorn_bin
+from support import APPS_DIR, Server, clean_env, ferrocorn_bin
 
 
 def print_config(*args: str, env: dict[str, str] | None = None,

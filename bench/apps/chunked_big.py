@@ -16,8 +16,7 @@ with os.fdopen(_fd, "wb") as f:
 
 
 def _gen():
-    for chunk in CHUNKS:
-        yield chunk
+    yield from CHUNKS
 
 
 def app(environ, start_response):

@@ -15,8 +15,6 @@ def main(
     With ``app``, that object is served instead of an ``APP`` spec; ``settings`` then take the
     config file's place.
     """
-    ...
 
 def log(level: str, message: str) -> None:
     """Write ``message`` into the error log at ``level`` (debug, info, warning, error)."""
-    ...

@@ -97,11 +97,25 @@ def _check_module_name(name: str, spec: str) -> None:
         )
 
 
+def _plain(expression: str) -> bool:
+    """``name`` or ``a.b``: no parser needed."""
+    return bool(expression) and all(
+        part.isidentifier() and not iskeyword(part) for part in expression.split(".")
+    )
+
+
+def prepare(spec: str) -> None:
+    """Imports now what :func:`load_app` will need from the standard library for ``spec``: a
+    worker calls it before it switches to ``--user``, whose interpreter's files may be out of
+    that user's reach."""
+    _, colon, expression = spec.strip().partition(":")
+    if colon and not _plain(expression.strip()):
+        import ast  # noqa: F401  (the parser of factory calls)
+
+
 def _parse_target(expression: str, spec: str) -> _Target:
     """Parses ``name``, ``a.b`` or ``factory(literal, key=literal)``, and nothing else."""
-    if expression and all(
-        part.isidentifier() and not iskeyword(part) for part in expression.split(".")
-    ):
+    if _plain(expression):
         return _Target(tuple(expression.split(".")))  # the usual 'module:app'
     import ast  # only for factory calls: the module costs each worker 1.3 MiB
 

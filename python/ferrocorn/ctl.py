@@ -137,15 +137,31 @@ commands:
   help                  the commands the server knows
 
 options:
-  -s, --socket PATH     the control socket [default: $XDG_RUNTIME_DIR/ferrocorn.ctl, else
+  -s, --socket, --control-socket PATH
+                        the control socket [default: $XDG_RUNTIME_DIR/ferrocorn.ctl, else
                         ./ferrocorn.ctl]
   --json                print the server's JSON answer instead of a table
   --timeout SECONDS     how long to wait for the server [default: 5]
 """
 
 
+#: The options that take a value, and what they set. ``--control-socket`` is the server's own
+#: name for the socket, so the command that started a server names it for ctl too.
+_VALUE_OPTIONS = {"-s": "socket", "--socket": "socket", "--control-socket": "socket",
+                  "--timeout": "timeout"}
+
+
+def _usage_error(message: str) -> int:
+    sys.stderr.write(f"ferrocorn ctl: {message}\n{USAGE}")
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``ferrocorn ctl`` with ``argv`` (no program name); return the exit status."""
+    """Run ``ferrocorn ctl`` with ``argv`` (no program name); return the exit status.
+
+    Options come before the command (``--json`` may come anywhere); an unknown option there is
+    a usage error (exit 2). After the command, words starting with ``-`` are the command's own
+    (``shutdown --graceful``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     path = default_socket()
     as_json = False
@@ -153,23 +169,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     words: list[str] = []
     while args:
         arg = args.pop(0)
-        if arg in ("-h", "--help") and not words:
+        if arg == "--json":
+            as_json = True
+            continue
+        if words or not arg.startswith("-") or arg == "-":
+            words.append(arg)
+            continue
+        if arg in ("-h", "--help"):
             sys.stdout.write(USAGE)
             return 0
-        if arg in ("-s", "--socket") and args and not words:
-            path = args.pop(0)
-        elif arg.startswith("--socket=") and not words:
-            path = arg.split("=", 1)[1]
-        elif arg == "--json":
-            as_json = True
-        elif arg == "--timeout" and args and not words:
-            try:
-                timeout = float(args.pop(0))
-            except ValueError:
-                sys.stderr.write("ferrocorn ctl: --timeout takes a number of seconds\n")
-                return 2
+        name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        option = _VALUE_OPTIONS.get(name)
+        if option is None:
+            return _usage_error(f"unknown option {name}")
+        if not has_value:
+            if not args:
+                return _usage_error(f"{name} needs a value")
+            value = args.pop(0)
+        if option == "socket":
+            path = value
         else:
-            words.append(arg)
+            try:
+                timeout = float(value)
+            except ValueError:
+                return _usage_error("--timeout takes a number of seconds")
     if not words:
         sys.stderr.write(USAGE)
         return 2

@@ -28,7 +28,8 @@ def environ_app(environ, start_response):
     # The validator wraps these two; describe what the server gave it.
     raw_input = getattr(environ["wsgi.input"], "input", environ["wsgi.input"])
     raw_errors = getattr(environ["wsgi.errors"], "errors", environ["wsgi.errors"])
-    out["wsgi.input"]["methods"] = [m for m in INPUT_METHODS if callable(getattr(raw_input, m, None))]
+    out["wsgi.input"]["methods"] = [m for m in INPUT_METHODS
+                                    if callable(getattr(raw_input, m, None))]
     out["wsgi.errors"]["methods"] = [m for m in ERRORS_METHODS
                                      if callable(getattr(raw_errors, m, None))]
     out["wsgi.file_wrapper"] = {"type": type(environ.get("wsgi.file_wrapper")).__name__,

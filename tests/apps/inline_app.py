@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
-
 _ticks = 0
 
 

@@ -9,7 +9,8 @@ import os
 import tempfile
 from wsgiref.validate import validator
 
-KEYS = ("REMOTE_ADDR", "wsgi.url_scheme", "HTTPS", "SERVER_PORT", "SERVER_NAME", "SSL_PROTOCOL", "SSL_CIPHER",
+KEYS = ("REMOTE_ADDR", "wsgi.url_scheme", "HTTPS", "SERVER_PORT", "SERVER_NAME", "SSL_PROTOCOL",
+        "SSL_CIPHER",
         "SSL_CLIENT_VERIFY", "SSL_CLIENT_S_DN", "SSL_CLIENT_I_DN", "SSL_CLIENT_CERT")
 
 _FILES: dict[int, str] = {}

@@ -358,7 +358,14 @@ fn serve(
     ferrocorn::static_files::Statics::new(&settings.statics)
         .map_err(|e| config_error(e.to_string()))?;
     if settings.daemon {
-        daemonize(py).map_err(|e| config_error(format!("cannot daemonize: {e}")))?;
+        // The error log file (already on stderr, and stdout with --capture-output) is kept.
+        let observe = &settings.observe;
+        let keep: &[i32] = match observe.error_logfile.as_deref() {
+            Some(path) if path != "-" && observe.capture_output => &[1, 2],
+            Some(path) if path != "-" => &[2],
+            _ => &[],
+        };
+        daemonize(py, keep).map_err(|e| config_error(format!("cannot daemonize: {e}")))?;
     }
     let preloaded = match (app, &settings.app) {
         (Some(app), _) => Some(app),

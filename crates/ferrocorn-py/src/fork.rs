@@ -353,6 +353,37 @@ impl Forker {
         Ok(out)
     }
 
+    /// With `--user`/`--group`, imports the modules the worker will need from the standard
+    /// library and ferrocorn's package while it can: after the switch the interpreter's own
+    /// files may be out of the user's reach (pyenv's interpreters under /root, in an image built
+    /// as root), and an import would then fail with "No module named ...". The app's own imports
+    /// come after the switch, as with Gunicorn (with `--preload`, before it).
+    fn import_before_switch(&self, py: Python<'_>) {
+        let mut modules = vec![
+            "importlib",
+            "ferrocorn._loader",
+            "ferrocorn._wsgi",
+            "traceback",
+        ];
+        if self.settings.reload {
+            modules.push("ferrocorn._reload");
+        }
+        for name in modules {
+            if let Err(e) = py.import(name) {
+                log::warn!("cannot import {name} before switching the user: {e}");
+            }
+        }
+        if self.preloaded.is_none() {
+            // What the APP spec's parsing needs (ast, for a factory call).
+            let prepared = py
+                .import("ferrocorn._loader")
+                .and_then(|m| m.call_method1("prepare", (self.settings.app_spec(),)));
+            if let Err(e) = prepared {
+                log::warn!("cannot prepare the app's loading before switching the user: {e}");
+            }
+        }
+    }
+
     /// The worker: load the app (unless preloaded), serve, return the exit code.
     fn worker_process(
         &self,
@@ -365,6 +396,9 @@ impl Forker {
             "ferrocorn: worker [{}]",
             app_label(&self.settings)
         ));
+        if self.identity.switches() {
+            self.import_before_switch(py);
+        }
         if let Err(e) = self.identity.apply() {
             eprintln!("Error: cannot switch the worker to the configured user/group: {e}");
             return EXIT_WORKER_BOOT;

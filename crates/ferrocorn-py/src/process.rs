@@ -38,6 +38,11 @@ impl Identity {
         Ok(id)
     }
 
+    /// Whether a user or group is configured (the worker may switch to it).
+    pub fn switches(&self) -> bool {
+        self.uid.is_some() || self.gid.is_some()
+    }
+
     /// Switches this (worker) process to the identity: group first, then user.
     pub fn apply(&self) -> nix::Result<()> {
         if let Some(gid) = self.gid {
@@ -57,7 +62,7 @@ impl Identity {
     /// Gives a unix socket file to the workers' user, so they (and nginx in their group) can
     /// use it after dropping privileges.
     pub fn chown(&self, path: &std::path::Path) {
-        if self.uid.is_some() || self.gid.is_some() {
+        if self.switches() {
             let _ = nix::unistd::chown(path, self.uid, self.gid);
         }
     }
@@ -65,8 +70,9 @@ impl Identity {
 
 /// `-D/--daemon`: detach from the terminal the usual way (fork, setsid, fork again, standard
 /// streams to /dev/null), through `os.fork` so Python's fork hooks run. Returns in the daemon
-/// only; the intermediate processes exit.
-pub(crate) fn daemonize(py: Python<'_>) -> PyResult<()> {
+/// only; the intermediate processes exit. The descriptors in `keep` (those `--error-logfile`
+/// points to a file) stay as they are.
+pub(crate) fn daemonize(py: Python<'_>, keep: &[i32]) -> PyResult<()> {
     let os = py.import("os")?;
     for step in 0..2 {
         let pid: i32 = os.call_method0("fork")?.extract()?;
@@ -80,7 +86,7 @@ pub(crate) fn daemonize(py: Python<'_>) -> PyResult<()> {
     let devnull: i32 = os
         .call_method1("open", ("/dev/null", os.getattr("O_RDWR")?))?
         .extract()?;
-    for fd in 0..3 {
+    for fd in (0..3).filter(|fd| !keep.contains(fd)) {
         os.call_method1("dup2", (devnull, fd))?;
     }
     if devnull > 2 {

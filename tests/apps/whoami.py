@@ -1,0 +1,17 @@
+"""Which user and group the worker runs as: ``uid gid groups`` as text.
+
+It imports only what every interpreter has imported by the time it runs a script (``os``): the
+--user tests serve it with an interpreter whose standard library the worker cannot read once it
+has switched users."""
+
+from __future__ import annotations
+
+import os
+
+
+def app(environ, start_response):
+    groups = ",".join(str(g) for g in sorted(os.getgroups()))
+    body = f"{os.getuid()} {os.getgid()} {groups} {os.getpid()}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
