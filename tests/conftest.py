@@ -10,6 +10,13 @@ from typing import Any
 import pytest
 
 from support import skips
+from support.matrix import (  # noqa: F401 (the protocol matrix's fixtures, for every module)
+    certs_fixture,
+    declared_differences_fixture,
+    matrix_fixture,
+    proto_fixture,
+    workdir_fixture,
+)
 from support.server import LIVE_SERVERS, STARTED, Server, running_server
 
 #: Tests skipped in this run, with their reasons (for the strict check at the end).

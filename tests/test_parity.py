@@ -14,18 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
-from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
-    Matrix,
-    Served,
-    behaviour,
-    certs_fixture,
-    declared_differences_fixture,
-    matrix_fixture,
-    proto_fixture,
-    workdir_fixture,
-)
+from support import wait_for
 from support.clients import Reply
+from support.matrix import Matrix, Served, behaviour
 
 FILE_BYTES = bytes(range(256)) * 1200  # 300 KiB: a file_wrapper body over several windows
 

@@ -13,18 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_for
-from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
-    Matrix,
-    Served,
-    behaviour,
-    certs_fixture,
-    declared_differences_fixture,
-    matrix_fixture,
-    proto_fixture,
-    workdir_fixture,
-)
+from support import free_port, wait_for
 from support.clients import Certs, Reply, curl
+from support.matrix import Matrix, Served, behaviour
 
 LIMITS = ("--limit-request-body", "1000", "--limit-request-field_size", "2048",
           "--limit-request-fields", "30", "--limit-request-line", "1024")

@@ -16,16 +16,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from conftest import free_port, wait_for
-from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
-    Matrix,
-    Served,
-    behaviour,
-    certs_fixture,
-    declared_differences_fixture,
-    matrix_fixture,
-    proto_fixture,
-)
+from support import free_port, wait_for
+from support.matrix import Matrix, Served, behaviour
 
 CSS = b"h1 { font-weight: bold; }\n" * 40
 FORWARDED = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]

@@ -15,19 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_server
-from parity_matrix import (  # noqa: F401 (the matrix's fixtures, by their names)
-    APP_404,
-    PARITY_APP,
-    Matrix,
-    Served,
-    behaviour,
-    certs_fixture,
-    declared_differences_fixture,
-    matrix_fixture,
-    proto_fixture,
-)
+from support import running_server
 from support.clients import Certs, Http1Client, Reply, curl
+from support.matrix import APP_404, PARITY_APP, Matrix, Served, behaviour
 
 CSS = b"body { color: #333; }\n" * 60
 JSON = b'{"items": [' + b",".join(b'"item %d"' % i for i in range(400)) + b"]}"

@@ -27,77 +27,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from support import RawConn, Server, free_port, parse_responses, tcp_sockets, vm_kib, wait_for
+from support.certs import NOW, Issued, issue, write_key
 from support.procfs import alive, children
 from support.server import UnixHTTPConnection, serving
 
 APP = "tls_app:app"
-NOW = datetime.datetime.now(datetime.timezone.utc)
 
 
 # --------------------------------------------------------------------------- certificates
-
-@dataclass
-class Issued:
-    cert: x509.Certificate
-    key: Any
-    cert_path: Path
-    key_path: Path
-
-
-def _name(cn: str, org: str = "Ferrocorn Tests") -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _write_key(key: Any, path: Path, fmt: str = "pkcs8", password: bytes | None = None) -> None:
-    enc = (serialization.BestAvailableEncryption(password) if password
-           else serialization.NoEncryption())
-    form = {"pkcs8": serialization.PrivateFormat.PKCS8,
-            "traditional": serialization.PrivateFormat.TraditionalOpenSSL}[fmt]
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, form, enc))
-
-
-def issue(directory: Path, name: str, *, cn: str, issuer: Issued | None = None,
-          ca: bool = False, serial: int | None = None, expired: bool = False,
-          client: bool = False, key: Any = None) -> Issued:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    subject = _name(cn)
-    not_before = NOW - datetime.timedelta(days=30 if expired else 1)
-    not_after = NOW - datetime.timedelta(days=1) if expired else NOW + datetime.timedelta(days=30)
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject)
-               .issuer_name(issuer.cert.subject if issuer else subject)
-               .public_key(key.public_key())
-               .serial_number(serial or x509.random_serial_number())
-               .not_valid_before(not_before)
-               .not_valid_after(not_after)
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, encipher_only=False,
-                          decipher_only=False), critical=True)
-    elif client:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    else:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1")),
-            x509.IPAddress(__import__("ipaddress").ip_address("::1")),
-        ]), critical=False).add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    signer = issuer.key if issuer else key
-    cert = builder.sign(signer, hashes.SHA256())
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key, key_path)
-    return Issued(cert, key, cert_path, key_path)
-
 
 @dataclass
 class Pki:
@@ -635,7 +574,7 @@ def test_key_formats_load(serve: Any, pki: Pki, tmp_path: Path, kind: str) -> No
     key = (rsa.generate_private_key(65537, 2048) if kind.startswith("rsa")
            else ec.generate_private_key(ec.SECP384R1()))
     issued = issue(tmp_path, kind, cn="localhost", issuer=pki.ca, key=key)
-    _write_key(key, issued.key_path, "pkcs8" if kind.endswith("pkcs8") else "traditional")
+    write_key(key, issued.key_path, "pkcs8" if kind.endswith("pkcs8") else "traditional")
     marker = {"rsa-pkcs1": b"BEGIN RSA PRIVATE KEY", "rsa-pkcs8": b"BEGIN PRIVATE KEY",
               "ec-sec1": b"BEGIN EC PRIVATE KEY"}[kind]
     assert marker in issued.key_path.read_bytes()
@@ -655,7 +594,7 @@ def test_startup_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.key"
     garbage.write_text("not a key\n")
     encrypted = tmp_path / "encrypted.key"
-    _write_key(pki.server.key, encrypted, password=b"secret")
+    write_key(pki.server.key, encrypted, password=b"secret")
     missing = tmp_path / "missing.pem"
     other_key = str(pki.client.key_path)
     cases = [

@@ -4,7 +4,7 @@
 body, and the interim 1xx responses that came before it) whichever protocol carried it:
 
 =========  ==========================================================================
-``h1``     HTTP/1.1 in cleartext, on a raw socket (conftest's strict response parser)
+``h1``     HTTP/1.1 in cleartext, on a raw socket (support.raw's strict response parser)
 ``h1-tls`` HTTP/1.1 over TLS (ALPN ``http/1.1``)
 ``h2-tls`` HTTP/2 over TLS (ALPN ``h2``), driven with the ``h2`` package
 ``h2c``    HTTP/2 in cleartext with prior knowledge (``--http2-cleartext prior-knowledge``)
@@ -37,7 +37,9 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from conftest import SOCK_TIMEOUT, RawConn, Response, Server
+from .certs import issue
+from .raw import SOCK_TIMEOUT, RawConn, Response
+from .server import Server
 
 Headers = list[tuple[str, str]]
 
@@ -125,7 +127,7 @@ def _has(headers: Headers, name: str) -> bool:
 
 
 class _Conn(RawConn):
-    """conftest's RawConn, reading a TLS close without close_notify as the end it is."""
+    """support.raw's RawConn, reading a TLS close without close_notify as the end it is."""
 
     def _fill(self) -> bool:
         try:
@@ -453,9 +455,7 @@ class Certs:
 
 
 def make_certificates(directory: Path) -> Certs:
-    """Issued at run time by test_tls's issuer: nothing secret is ever committed."""
-    from test_tls import issue
-
+    """Issued at run time (support.certs): nothing secret is ever committed."""
     ca = issue(directory, "parity-ca", cn="Ferrocorn Parity CA", ca=True)
     server = issue(directory, "parity-server", cn="localhost", issuer=ca)
     return Certs(ca.cert_path, server.cert_path, server.key_path)

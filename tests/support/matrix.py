@@ -1,8 +1,8 @@
 """The parity matrix's machinery (issue 26): every test of a parity module runs once per
 protocol, against servers started once per (protocol, configuration) per module.
 
-A parity module imports the fixtures below (``*_fixture``: pytest knows them by the name
-each declares, so a test's parameters do not shadow the imports); then
+``tests/conftest.py`` imports the fixtures below (``*_fixture``: pytest knows them by the name
+each declares), so every test module has them; then
 
 - ``proto`` (module scope) is parametrized over :data:`PROTOCOL_NAMES`, so every test of the
   module runs on every protocol by default;
@@ -25,8 +25,8 @@ from typing import NamedTuple, TypeVar
 
 import pytest
 
-from conftest import Server, running_server
-from support.clients import PROTOCOLS, Certs, Client, Proto, make_certificates
+from .clients import PROTOCOLS, Certs, Client, Proto, make_certificates
+from .server import Server, running_server
 
 PROTOCOL_NAMES = tuple(PROTOCOLS)
 PARITY_APP = "parity_app:app"
