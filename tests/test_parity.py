@@ -16,7 +16,9 @@ import pytest
 
 from support import wait_for
 from support.clients import Reply
-from support.matrix import Matrix, Served, behaviour
+from support.matrix import PARITY, Matrix, Served, behaviour
+
+pytestmark = PARITY
 
 FILE_BYTES = bytes(range(256)) * 1200  # 300 KiB: a file_wrapper body over several windows
 

@@ -15,7 +15,9 @@ import pytest
 
 from support import free_port, wait_for
 from support.clients import Certs, Reply, curl
-from support.matrix import Matrix, Served, behaviour
+from support.matrix import PARITY, Matrix, Served, behaviour
+
+pytestmark = PARITY
 
 LIMITS = ("--limit-request-body", "1000", "--limit-request-field_size", "2048",
           "--limit-request-fields", "30", "--limit-request-line", "1024")

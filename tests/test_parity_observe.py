@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 import pytest
 
 from support import free_port, wait_for
-from support.matrix import Matrix, Served, behaviour
+from support.matrix import PARITY, Matrix, Served, behaviour
+
+pytestmark = PARITY
 
 CSS = b"h1 { font-weight: bold; }\n" * 40
 FORWARDED = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]

@@ -17,7 +17,9 @@ import pytest
 
 from support import running_server
 from support.clients import Certs, Http1Client, Reply, curl
-from support.matrix import APP_404, PARITY_APP, Matrix, Served, behaviour
+from support.matrix import APP_404, PARITY, PARITY_APP, Matrix, Served, behaviour
+
+pytestmark = PARITY
 
 CSS = b"body { color: #333; }\n" * 60
 JSON = b'{"items": [' + b",".join(b'"item %d"' % i for i in range(400)) + b"]}"

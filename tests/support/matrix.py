@@ -2,7 +2,8 @@
 protocol, against servers started once per (protocol, configuration) per module.
 
 ``tests/conftest.py`` imports the fixtures below (``*_fixture``: pytest knows them by the name
-each declares), so every test module has them; then
+each declares), so every test module has them; a parity module sets :data:`PARITY` as its
+``pytestmark``; then
 
 - ``proto`` (module scope) is parametrized over :data:`PROTOCOL_NAMES`, so every test of the
   module runs on every protocol by default;
@@ -113,7 +114,12 @@ def matrix_fixture(proto: Proto, certs: Certs) -> Iterator[Matrix]:
         m.close()
 
 
-@pytest.fixture(autouse=True, name="declared_differences")
+#: A parity module's ``pytestmark``: each of its tests runs on every protocol, skipped where
+#: :data:`DIFFERENCES` says the protocol has no such behaviour.
+PARITY = pytest.mark.usefixtures("declared_differences")
+
+
+@pytest.fixture(name="declared_differences")
 def declared_differences_fixture(request: pytest.FixtureRequest, proto: Proto) -> None:
     name = getattr(request.function, "parity_behaviour", None)
     reason = DIFFERENCES.get((name, proto.name)) if name else None
