@@ -1,26 +1,23 @@
 //! `ferrocorn` on the command line: parse the settings, load the app, bind, serve.
 
-use std::time::Duration;
-
 use pyo3::prelude::*;
 
 use ferrocorn::bind::{self, BindAddr, BoundListener};
-use ferrocorn::config::file::FileValue;
-use ferrocorn::config::layers::{self, Effective, Layer, LayerError};
+use ferrocorn::config::layers::Effective;
 use ferrocorn::config::ops::WorkerClass;
 use ferrocorn::config::Settings;
 use ferrocorn::master::control::{ControlError, ControlSocket};
-use ferrocorn::master::recycle::RecyclePolicy;
 use ferrocorn::master::scrape::ScrapeEndpoint;
-use ferrocorn::master::{Master, MasterConfig, EXIT_APP_LOAD};
+use ferrocorn::master::{Master, EXIT_APP_LOAD};
 use ferrocorn::observe::metrics::Statsd;
 
 use crate::fork::{Forker, PidFile};
-use crate::hooks::{Fact, Hooks};
+use crate::hooks::Hooks;
 use crate::process::{daemonize, Identity};
-
-/// Exit code for a configuration or start-up error.
-const EXIT_CONFIG: i32 = 1;
+use crate::settings::{
+    app_label, config_error, load_settings, master_config, master_facts, set_programmatic,
+    tls_server, LoadError, Loaded, StartError, EXIT_CONFIG,
+};
 
 /// Runs the server with `argv` (program name first); returns the process exit code. With
 /// `app`, that object is served instead of an `APP` spec (the programmatic API).
@@ -33,15 +30,11 @@ pub fn main(
     settings: Option<Bound<'_, PyAny>>,
 ) -> i32 {
     let args: Vec<String> = argv.iter().skip(1).cloned().collect();
-    let programmatic = match settings.map(|s| file_values(&s)).transpose() {
-        Ok(p) => p,
-        Err(e) => {
+    if let Some(settings) = settings {
+        if let Err(e) = set_programmatic(&settings) {
             eprintln!("Error: invalid settings: {e}");
             return EXIT_CONFIG;
         }
-    };
-    if let Some(values) = &programmatic {
-        PROGRAMMATIC.with(|p| *p.borrow_mut() = Some(values.clone()));
     }
     let loaded = match load_settings(py, &args) {
         Ok(l) => l,
@@ -99,157 +92,6 @@ pub fn main(
     }
 }
 
-/// Settings from every source, ready to serve with.
-pub(crate) struct Loaded {
-    pub settings: Settings,
-    pub effective: Vec<Effective>,
-    warnings: Vec<String>,
-}
-
-pub(crate) enum LoadError {
-    /// On the command line: clap prints it (also `--help` and `--version`).
-    Cli(clap::Error),
-    Start(StartError),
-}
-
-impl From<StartError> for LoadError {
-    fn from(e: StartError) -> Self {
-        Self::Start(e)
-    }
-}
-
-thread_local! {
-    /// Settings given to `ferrocorn.serve()`: they take the config file's place (and are kept
-    /// for SIGHUP, which reads the settings again).
-    static PROGRAMMATIC: std::cell::RefCell<Option<Vec<(String, FileValue)>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Config files looked for in the working directory when `-c` is not given.
-const DEFAULT_CONFIG_FILES: [&str; 2] = ["ferrocorn.conf.py", "gunicorn.conf.py"];
-
-/// Reads the command line `args` (no program name), the `*_CMD_ARGS` variable and the config
-/// file, and merges them; installs the config file's hooks.
-pub(crate) fn load_settings(py: Python<'_>, args: &[String]) -> Result<Loaded, LoadError> {
-    let cli = Layer::command_line(args);
-    let env = Layer::from_env().map_err(|e| config_error(e.to_string()))?;
-    let upper: Vec<Layer> = env.into_iter().chain([cli]).collect();
-    let named = match layers::merge(&upper) {
-        Ok(s) => s.config,
-        Err(LayerError::Cli(e)) => return Err(LoadError::Cli(e)),
-        Err(e) => return Err(config_error(e.to_string()).into()),
-    };
-    let programmatic = PROGRAMMATIC.with(|p| p.borrow().clone());
-    let path = named.or_else(|| {
-        DEFAULT_CONFIG_FILES
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.is_file() && programmatic.is_none())
-    });
-    let mut all = Vec::new();
-    let mut warnings = Vec::new();
-    if let Some(values) = programmatic {
-        let (layer, api_warnings) = Layer::from_file("serve()", values);
-        all.push(layer);
-        warnings.extend(api_warnings.into_iter().map(|w| format!("serve(): {w}")));
-    }
-    let hooks = match &path {
-        Some(path) => {
-            let (values, hooks) = read_config_file(py, &path.display().to_string())?;
-            let (layer, file_warnings) = Layer::from_file(&path.display().to_string(), values);
-            all.push(layer);
-            warnings.extend(
-                file_warnings
-                    .into_iter()
-                    .map(|w| format!("{}: {w}", path.display())),
-            );
-            Some(hooks)
-        }
-        None => None,
-    };
-    all.extend(upper);
-    let (settings, effective) = match layers::merge_with_values(&all) {
-        Ok(v) => v,
-        Err(LayerError::Cli(e)) => return Err(config_error(first_line(&e.to_string())).into()),
-        Err(e) => return Err(config_error(e.to_string()).into()),
-    };
-    install_hooks(py, hooks, &effective)?;
-    Ok(Loaded {
-        settings,
-        effective,
-        warnings,
-    })
-}
-
-fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
-}
-
-/// A config file's settings, in its order.
-type FileValues = Vec<(String, FileValue)>;
-
-/// Runs the config file through `ferrocorn._config`; returns its settings and hooks.
-fn read_config_file(py: Python<'_>, path: &str) -> Result<(FileValues, Py<PyAny>), StartError> {
-    let result = py
-        .import("ferrocorn._config")
-        .and_then(|m| m.call_method1("load_config_file", (path,)));
-    let result = match result {
-        Ok(r) => r,
-        Err(e) => return Err(config_error(e.value(py).to_string())),
-    };
-    let parsed = (|| -> PyResult<(FileValues, Py<PyAny>)> {
-        let values = file_values(&result.get_item(0)?)?;
-        Ok((values, result.get_item(1)?.unbind()))
-    })();
-    parsed.map_err(|e| config_error(format!("config file {path}: {e}")))
-}
-
-/// `[(name, value)]` pairs, each value a bool, a str or a list of str (see `_config.normalise`).
-fn file_values(pairs: &Bound<'_, PyAny>) -> PyResult<Vec<(String, FileValue)>> {
-    let mut values = Vec::new();
-    for item in pairs.try_iter()? {
-        let (name, value): (String, Bound<'_, PyAny>) = item?.extract()?;
-        let value = if let Ok(b) = value.cast::<pyo3::types::PyBool>() {
-            FileValue::Bool(b.is_true())
-        } else if let Ok(s) = value.extract::<String>() {
-            FileValue::Str(s)
-        } else {
-            FileValue::List(value.extract::<Vec<String>>()?)
-        };
-        values.push((name, value));
-    }
-    Ok(values)
-}
-
-/// Hands the hooks (none: keep none) and the effective settings (`server.cfg`) to Python.
-fn install_hooks(
-    py: Python<'_>,
-    hooks: Option<Py<PyAny>>,
-    effective: &[Effective],
-) -> Result<(), StartError> {
-    let installed = (|| -> PyResult<()> {
-        let cfg = pyo3::types::PyDict::new(py);
-        for e in effective {
-            if e.many {
-                cfg.set_item(&e.name, &e.values)?;
-            } else if e.switch {
-                cfg.set_item(&e.name, e.values.first().is_some_and(|v| v == "true"))?;
-            } else {
-                cfg.set_item(&e.name, e.values.first())?;
-            }
-        }
-        let hooks = match hooks {
-            Some(h) => h.into_bound(py),
-            None => pyo3::types::PyDict::new(py).into_any(),
-        };
-        py.import("ferrocorn._hooks")?
-            .call_method1("install", (hooks, cfg))?;
-        Ok(())
-    })();
-    installed.map_err(|e| config_error(format!("cannot install the server hooks: {e}")))
-}
-
 /// `--print-config`: every setting as a config-file line.
 fn print_config(effective: &[Effective]) {
     let quote = |v: &str| format!("{v:?}");
@@ -300,33 +142,11 @@ fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i3
     Ok(0)
 }
 
-/// The TLS configuration of the TCP listeners (`--certfile`...), `None` when TLS is off.
-pub(crate) fn tls_server(
-    settings: &Settings,
-) -> Result<Option<ferrocorn::transport::tls::TlsServer>, StartError> {
-    let alpn = settings.http2.http_protocols.alpn();
-    let tls = ferrocorn::transport::tls::TlsServer::from_settings(&settings.tls, alpn)
-        .map_err(|e| config_error(e.to_string()))?;
-    Ok(tls)
-}
-
 fn no_app_error() -> StartError {
     config_error(
         "no APP given: name it on the command line (ferrocorn module:app) or as wsgi_app in \
          the config file",
     )
-}
-
-pub(crate) struct StartError {
-    pub code: i32,
-    pub message: String,
-}
-
-pub(crate) fn config_error(message: impl Into<String>) -> StartError {
-    StartError {
-        code: EXIT_CONFIG,
-        message: message.into(),
-    }
 }
 
 fn serve(
@@ -524,28 +344,6 @@ fn log_worker_class(settings: &Settings) {
     }
 }
 
-/// `--max-worker-memory` and `--max-worker-lifetime`, for the master.
-/// What the master needs of the settings (read again on SIGHUP).
-pub(crate) fn master_config(settings: &Settings) -> MasterConfig {
-    MasterConfig {
-        workers: usize::from(settings.workers),
-        timeout: Duration::from_secs(settings.timeout),
-        graceful_timeout: Duration::from_secs(settings.graceful_timeout),
-        threads: usize::from(settings.threads),
-        recycle: recycle_policy(settings),
-    }
-}
-
-fn recycle_policy(settings: &Settings) -> RecyclePolicy {
-    let ops = &settings.ops;
-    RecyclePolicy {
-        max_rss: (ops.max_worker_memory > 0).then(|| ops.max_worker_memory * 1024 * 1024),
-        lifetime: (ops.max_worker_lifetime > 0)
-            .then(|| Duration::from_secs(ops.max_worker_lifetime)),
-        jitter: Duration::from_secs(ops.lifetime_jitter()),
-    }
-}
-
 /// The `--metrics-bind` listener. A master that inherited its sockets (USR2) shares the
 /// address with the old one until that one stops, so it keeps retrying; any other master fails
 /// at once.
@@ -574,20 +372,6 @@ fn swap_sigint(py: Python<'_>, handler: Option<Py<PyAny>>) -> Result<Py<PyAny>, 
             Ok(previous.unbind())
         })
         .map_err(|e| config_error(format!("cannot set the SIGINT handler: {e}")))
-}
-
-/// How the app is named in process titles and hooks.
-pub(crate) fn app_label(settings: &Settings) -> &str {
-    settings.app.as_deref().unwrap_or("<app object>")
-}
-
-/// What hooks learn about the master.
-pub(crate) fn master_facts(settings: &Settings) -> Vec<(&'static str, Fact<'_>)> {
-    vec![
-        ("master_pid", Fact::Int(i64::from(std::process::id()))),
-        ("app", Fact::Str(app_label(settings))),
-        ("num_workers", Fact::Int(i64::from(settings.workers))),
-    ]
 }
 
 /// `--chdir` and `--pythonpath`, as Gunicorn applies them: the working directory and each path

@@ -19,10 +19,12 @@ use ferrocorn::master::signals::SignalQueue;
 use ferrocorn::master::{MasterConfig, Spawn, EXIT_APP_LOAD, EXIT_WORKER_BOOT};
 use ferrocorn::worker::{self, WorkerConfig};
 
-use crate::entry::{app_label, load_settings, master_facts, LoadError};
 use crate::hooks::{Fact, Hooks};
 use crate::pool::WsgiApp;
 use crate::process::Identity;
+use crate::settings::{
+    app_label, load_settings, master_config, master_facts, tls_server, LoadError,
+};
 use crate::wsgi::Shared;
 
 /// Everything a worker needs, held by the master and inherited through the fork.
@@ -106,7 +108,7 @@ impl Spawn for Forker {
                 self.hooks = Hooks::current(py);
                 self.hooks
                     .fire(py, "on_reload", &master_facts(&self.settings));
-                Some(crate::entry::master_config(&self.settings))
+                Some(master_config(&self.settings))
             }
             Err(LoadError::Cli(e)) => {
                 log::error!("reload: keeping the running configuration: {e}");
@@ -197,7 +199,7 @@ impl Forker {
     /// SIGHUP: renewed certificate and key files (or changed TLS settings) are read again for
     /// the workers about to be forked. Files that fail to load keep the current TLS serving.
     fn reload_tls(&mut self, settings: &Settings) {
-        match crate::entry::tls_server(settings) {
+        match tls_server(settings) {
             Ok(tls) => {
                 if tls.is_some() != self.tls.is_some() {
                     log::warn!("turning TLS on or off needs a restart; keeping it as it is");

@@ -8,6 +8,7 @@ mod loader;
 mod pool;
 mod process;
 mod pylog;
+mod settings;
 mod wsgi;
 
 use pyo3::prelude::*;

@@ -197,7 +197,14 @@ async fn serve<W: Wire>(
     if ctx.max_pending > 0 && ctx.jobs.len() >= ctx.max_pending {
         // Every app thread is busy and the queue is full: say so rather than wait.
         log::debug!("{}: queue full, 503", wire.peer());
-        return refuse(wire, &head, 503, "the server is busy; retry shortly", record).await;
+        return refuse(
+            wire,
+            &head,
+            503,
+            "the server is busy; retry shortly",
+            record,
+        )
+        .await;
     }
     dispatch(wire, ctx, head, forwarded, extra, record).await
 }
