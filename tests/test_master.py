@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -314,22 +315,28 @@ def server_side_connections(port: int) -> int:
 
 
 def both_workers_accepting(server) -> set[bytes]:
-    """Waits (bounded) until both workers take connections; their pids. Connections opened one
-    after another and held reach the second worker once the first holds more than its share
-    (sequential ones that close may all be won by the same worker)."""
+    """Waits (bounded in time) until both workers take connections; their pids. Connections
+    opened one after another and held reach the second worker once the first holds more than
+    its share (sequential ones that close may all be won by the same worker). A worker still
+    booting has no share yet, so the first may take a whole round: then a new round, until
+    the deadline (a bound by count alone failed on a loaded machine)."""
     pids: set[bytes] = set()
-    held = []
-    try:
-        for _ in range(100):
-            conn = server.connect(timeout=10)
-            held.append(conn)
-            conn.send(http_request("/pid"))
-            pids.add(conn.response().body)
-            if len(pids) == 2:
-                break
-    finally:
-        for c in held:
-            c.close()
+    deadline = time.monotonic() + 15
+    while len(pids) < 2 and time.monotonic() < deadline:
+        held = []
+        try:
+            for _ in range(32):
+                conn = server.connect(timeout=10)
+                held.append(conn)
+                conn.send(http_request("/pid"))
+                pids.add(conn.response().body)
+                if len(pids) == 2:
+                    break
+        finally:
+            for c in held:
+                c.close()
+        if len(pids) < 2:
+            time.sleep(0.05)  # polling interval: the second worker may still be booting
     assert len(pids) == 2, "the second worker never answered"
     return pids
 
