@@ -11,12 +11,13 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from support import APPS_DIR, clean_env, ferrocorn_bin, http_request, tcp_sockets
+from support import APPS_DIR, Server, ferrocorn_bin, http_request, tcp_sockets
 from support import wait_for as poll_until
 from support.load import Load
 from support.procfs import children, established
@@ -30,66 +31,31 @@ def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "con
     return poll_until(cond, timeout, message=what)
 
 
-class Master:
-    """A running `ferrocorn` master with its stderr collected."""
+class Master(Server):
+    """The master as these tests drive it: started without waiting for a worker (each test
+    waits for the workers it expects), its workers as a set, and stopped with TERM alone, its
+    exit status returned (after USR2 the new master it started lives on)."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [BIN, "-b", "127.0.0.1:0", "--pythonpath", str(APPS), *args],
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(env),
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        match = wait_for(
-            lambda: re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.log),
-            what="Listening at",
-        )
-        assert isinstance(match, re.Match)
-        self.port = int(match.group(1))
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__("", *args, env=env)
+        self.spawn()
+        self.wait_ready()
 
     def workers(self) -> set[int]:
         return children(self.pid)
 
-    def get(self, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode()
-        finally:
-            conn.close()
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
+    def text(self, path: str = "/") -> tuple[int, str]:
+        """The status and body of a GET (the test app answers with the worker's pid)."""
+        reply = self.get(path)
+        return reply.status, reply.body.decode()
 
     def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
-        finally:
-            self._reader.join(5)
+        code = self.proc.wait(timeout)
+        self._threads[0].join(5)  # the log, to its end (unless a new master shares it)
+        return code
 
 
 @pytest.fixture
@@ -103,15 +69,13 @@ def master_factory() -> Iterator[Callable[..., Master]]:
 
     yield start
     for m in started:
-        if m.proc.poll() is None:
-            m.proc.kill()
-            m.proc.wait(5)
+        Server.stop(m)  # TERM, then the whole process group (a new master too) if it stayed
 
 
 def test_workers_flag_forks_that_many(master_factory: Callable[..., Master]) -> None:
     m = master_factory("-w", "3", "master_app:app")
     pids = wait_for(lambda: len(m.workers()) == 3 and m.workers(), what="3 workers")
-    served = {m.get()[1] for _ in range(30)}
+    served = {m.text()[1] for _ in range(30)}
     assert served <= {str(p) for p in pids}  # type: ignore[union-attr]
     assert m.stop() == 0
     assert "Shutting down: Master" in m.log
@@ -165,7 +129,7 @@ def test_term_lets_the_request_in_flight_finish(master_factory: Callable[..., Ma
     result: dict[str, object] = {}
 
     def slow() -> None:
-        result["response"] = m.get("/slow?1.5")
+        result["response"] = m.text("/slow?1.5")
 
     t = threading.Thread(target=slow)
     t.start()
@@ -188,7 +152,7 @@ def test_killed_worker_is_replaced(master_factory: Callable[..., Master]) -> Non
         timeout=5,
         what="a replacement worker",
     )
-    assert m.get()[0] == 200
+    assert m.text()[0] == 200
     assert m.stop() == 0
 
 
@@ -197,7 +161,7 @@ def test_term_to_one_worker_replaces_it(master_factory: Callable[..., Master]) -
     (worker,) = wait_for(lambda: m.workers(), what="a worker")  # type: ignore[misc]
     os.kill(worker, signal.SIGTERM)
     wait_for(lambda: (w := m.workers()) and worker not in w, what="a replacement worker")
-    assert m.get()[0] == 200
+    assert m.text()[0] == 200
     assert m.stop() == 0
 
 
@@ -219,7 +183,7 @@ def test_ttin_and_ttou_change_the_count(master_factory: Callable[..., Master]) -
 
     counts = wait_for(lambda: len(decreased()) == 3 and decreased(), what="the third TTOU handled")
     assert counts == ["2", "1", "1"]
-    assert m.get() == (200, str(last))
+    assert m.text() == (200, str(last))
     assert m.workers() == {last}
     assert m.stop() == 0
 
@@ -238,14 +202,14 @@ def test_hung_worker_is_killed_with_its_traceback(master_factory: Callable[..., 
     assert 'Request "GET /hang" has run for more than 2s' in log
     # faulthandler's dump: the hung thread's Python frame.
     assert re.search(r'File ".*master_app\.py", line \d+ in _app', log)
-    assert m.get()[0] == 200
+    assert m.text()[0] == 200
     assert m.stop() == 0
 
 
 def test_max_requests_recycles_workers(master_factory: Callable[..., Master]) -> None:
     m = master_factory("--max-requests", "10", "master_app:app")
     (first,) = wait_for(lambda: m.workers(), what="a worker")  # type: ignore[misc]
-    served = [m.get() for _ in range(25)]
+    served = [m.text() for _ in range(25)]
     assert all(status == 200 for status, _ in served)
     assert len({body for _, body in served}) >= 2
     assert "Autorestarting worker after 10 requests" in m.log
@@ -260,7 +224,7 @@ def test_preload_imports_the_app_once_in_the_master(
         "--preload", "-w", "2", "master_app:app", env={"MASTER_APP_IMPORT_LOG": str(log)}
     )
     wait_for(lambda: len(m.workers()) == 2, what="2 workers")
-    assert m.get()[0] == 200
+    assert m.text()[0] == 200
     assert log.read_text().split() == [str(m.pid)]
     assert m.stop() == 0
 
@@ -277,6 +241,24 @@ def test_app_import_failure_stops_the_master(tmp_path: Path) -> None:
     assert errors and "nope" in errors[0]
     # No respawn loop: at most one boot per configured worker.
     assert proc.stderr.count("Booting worker") <= 2
+
+
+def test_term_right_after_listening_is_a_graceful_stop(tmp_path: Path) -> None:
+    """A TERM as soon as the master says "Listening at" (a supervisor's stop, or a test's)
+    finds its handlers in place: a graceful stop, exit 0, the pid file removed. (They used to
+    be installed after that line: the default action killed the master, its pid file left.)
+    The window is short: ten starts, each signalled the moment the line is read."""
+    pidfile = tmp_path / "ferrocorn.pid"
+    for _ in range(10):
+        server = Server("master_app:app", "-p", str(pidfile), "--no-control-socket")
+        server.spawn()
+        try:
+            server.wait_ready()
+            server.signal(signal.SIGTERM)
+            assert server.wait_exit() == 0, server.log
+            assert not pidfile.exists()
+        finally:
+            Server.stop(server)
 
 
 def test_pid_file_appears_and_disappears(
@@ -333,22 +315,28 @@ def server_side_connections(port: int) -> int:
 
 
 def both_workers_accepting(server) -> set[bytes]:
-    """Waits (bounded) until both workers take connections; their pids. Connections opened one
-    after another and held reach the second worker once the first holds more than its share
-    (sequential ones that close may all be won by the same worker)."""
+    """Waits (bounded in time) until both workers take connections; their pids. Connections
+    opened one after another and held reach the second worker once the first holds more than
+    its share (sequential ones that close may all be won by the same worker). A worker still
+    booting has no share yet, so the first may take a whole round: then a new round, until
+    the deadline (a bound by count alone failed on a loaded machine)."""
     pids: set[bytes] = set()
-    held = []
-    try:
-        for _ in range(100):
-            conn = server.connect(timeout=10)
-            held.append(conn)
-            conn.send(http_request("/pid"))
-            pids.add(conn.response().body)
-            if len(pids) == 2:
-                break
-    finally:
-        for c in held:
-            c.close()
+    deadline = time.monotonic() + 15
+    while len(pids) < 2 and time.monotonic() < deadline:
+        held = []
+        try:
+            for _ in range(32):
+                conn = server.connect(timeout=10)
+                held.append(conn)
+                conn.send(http_request("/pid"))
+                pids.add(conn.response().body)
+                if len(pids) == 2:
+                    break
+        finally:
+            for c in held:
+                c.close()
+        if len(pids) < 2:
+            time.sleep(0.05)  # polling interval: the second worker may still be booting
     assert len(pids) == 2, "the second worker never answered"
     return pids
 

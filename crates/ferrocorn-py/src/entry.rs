@@ -220,30 +220,14 @@ fn serve(
         .map_err(|e| config_error(e.to_string()))?;
     // Before anything says the server is up: a control socket it cannot have stops the start.
     let control = control_socket(settings, &addrs)?;
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| match (&tls, l) {
+            (Some(_), BoundListener::Tcp(_)) => l.url().replacen("http://", "https://", 1),
+            _ => l.url(),
+        })
+        .collect();
 
-    log::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
-    for l in &listeners {
-        let url = l.url();
-        let url = match (&tls, l) {
-            (Some(_), BoundListener::Tcp(_)) => url.replacen("http://", "https://", 1),
-            _ => url,
-        };
-        log::info!("Listening at: {url} ({pid})");
-    }
-    if settings.protocol == ferrocorn::config::Protocol::Uwsgi {
-        log::info!(
-            "Speaking the uwsgi protocol (nginx uwsgi_pass), to peers in --uwsgi-allow-from \
-             and on unix sockets"
-        );
-    }
-    log::info!("Using worker: threads ({} per worker)", settings.threads);
-    log_worker_class(settings);
-    for m in &settings.statics.static_map {
-        let prefix = if m.prefix.is_empty() { "/" } else { &m.prefix };
-        log::info!("Static files: {prefix} from {}", m.dir.display());
-    }
-
-    hooks.fire(py, "when_ready", &master_facts(settings));
     let forker = Forker {
         settings: settings.clone(),
         args,
@@ -260,6 +244,9 @@ fn serve(
     // From here on the master owns SIGINT (a quick stop, exit 0, as Gunicorn). Python's own
     // handler would otherwise be chained by signal-hook and raise KeyboardInterrupt on return.
     let python_sigint = swap_sigint(py, None)?;
+    // The master's signal handlers are in before anything says the server is up: a TERM
+    // right after "Listening at" (from a supervisor, or a test) is a graceful stop, not the
+    // default action that killed the master and left its pid file behind.
     let mut master = Master::new(forker, config)
         .map_err(|e| config_error(format!("cannot start the master: {e}")))?;
     if let Some(addr) = settings.observe.metrics_bind {
@@ -276,6 +263,25 @@ fn serve(
             .map_err(|e| config_error(format!("--statsd-host {host}: {e}")))?;
         master = master.with_statsd(statsd);
     }
+
+    log::info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
+    for url in &urls {
+        log::info!("Listening at: {url} ({pid})");
+    }
+    if settings.protocol == ferrocorn::config::Protocol::Uwsgi {
+        log::info!(
+            "Speaking the uwsgi protocol (nginx uwsgi_pass), to peers in --uwsgi-allow-from \
+             and on unix sockets"
+        );
+    }
+    log::info!("Using worker: threads ({} per worker)", settings.threads);
+    log_worker_class(settings);
+    for m in &settings.statics.static_map {
+        let prefix = if m.prefix.is_empty() { "/" } else { &m.prefix };
+        log::info!("Static files: {prefix} from {}", m.dir.display());
+    }
+
+    hooks.fire(py, "when_ready", &master_facts(settings));
     let outcome = py.detach(|| master.run());
     hooks.fire(py, "on_exit", &master_facts(settings));
     // For `ferrocorn.serve()` callers: Ctrl-C behaves as before once the server is done.

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 use pyo3::prelude::*;
 
@@ -164,6 +165,11 @@ impl Spawn for Forker {
     ) -> std::io::Result<Pid> {
         Python::attach(|py| {
             self.hooks.fire(py, "pre_fork", &worker_facts(worker_id, 0));
+            // The stop signals wait (blocked) across the fork: in the child, one arriving
+            // before the worker's early-stop flag is registered would otherwise reach the
+            // master's handlers, copied into the child, and be lost (a TERM sent to a worker
+            // that had just been forked was ignored until --graceful-timeout killed it).
+            let held = held_stop_signals()?;
             // SAFETY: called with the GIL held, bracketing fork() exactly as os.fork() does.
             unsafe { pyo3::ffi::PyOS_BeforeFork() };
             // SAFETY: the master is single-threaded (no runtime, no app threads), so the child
@@ -172,6 +178,7 @@ impl Spawn for Forker {
                 Ok(ForkResult::Parent { child }) => {
                     // SAFETY: paired with PyOS_BeforeFork above, GIL held.
                     unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+                    release_signals(&held);
                     Ok(child)
                 }
                 Ok(ForkResult::Child) => {
@@ -179,6 +186,8 @@ impl Spawn for Forker {
                     unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
                     signals.forget_in_child();
                     let early_stop = worker::early_stop_flag().ok();
+                    // A stop sent meanwhile is delivered now, to the early-stop flag.
+                    release_signals(&held);
                     let me = worker_facts(worker_id, std::process::id() as i32);
                     self.hooks.fire(py, "post_fork", &me);
                     let code = self.worker_process(py, heartbeat.handle(), worker_id, early_stop);
@@ -188,10 +197,29 @@ impl Spawn for Forker {
                 Err(e) => {
                     // SAFETY: paired with PyOS_BeforeFork above, GIL held.
                     unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+                    release_signals(&held);
                     Err(e.into())
                 }
             }
         })
+    }
+}
+
+/// Blocks TERM, INT and QUIT in this thread; returns the mask to restore.
+fn held_stop_signals() -> std::io::Result<SigSet> {
+    let mut stops = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
+        stops.add(sig);
+    }
+    let mut before = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stops), Some(&mut before))?;
+    Ok(before)
+}
+
+/// Restores the mask [`held_stop_signals`] returned: what arrived meanwhile is delivered.
+fn release_signals(before: &SigSet) {
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(before), None) {
+        log::error!("cannot unblock the stop signals: {e}");
     }
 }
 
