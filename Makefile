@@ -86,8 +86,11 @@ test-deps: $(STAMP)-test-deps
 		fi; \
 	fi
 
+# ASGI: the differential test runs the same Starlette and FastAPI apps under Uvicorn (with
+# httptools and uvloop, as its [standard] extra), httpx is the tests' ASGI-aware client.
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
 	$(PIP) install --quiet pytest flask h2 cryptography
+	$(PIP) install --quiet starlette fastapi python-multipart httpx 'uvicorn[standard]'
 	@touch $@
 
 test: test-deps install

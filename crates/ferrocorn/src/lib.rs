@@ -23,6 +23,7 @@ pub mod proctitle;
 pub mod proxy;
 mod reclaim;
 pub mod reload;
+pub mod remote;
 pub mod static_files;
 pub mod stopping;
 pub mod transport;

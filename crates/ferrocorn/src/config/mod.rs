@@ -10,6 +10,7 @@ use crate::bind::{BindAddr, BindError};
 use crate::proxy::{Apply, Trusted};
 use std::sync::Arc;
 
+pub mod asgi;
 pub mod docs;
 pub mod file;
 pub mod http2;
@@ -18,6 +19,7 @@ pub mod observe;
 pub mod ops;
 pub mod statics;
 pub mod tls;
+pub use asgi::AsgiSettings;
 pub use observe::ObserveSettings;
 pub use ops::OpsSettings;
 pub use statics::StaticSettings;
@@ -282,6 +284,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub ops: OpsSettings,
+
+    #[command(flatten)]
+    pub asgi: AsgiSettings,
 
     #[command(flatten)]
     pub statics: StaticSettings,

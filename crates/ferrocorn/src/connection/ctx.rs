@@ -142,6 +142,9 @@ pub(crate) struct ConnCtx {
     pub batch: Arc<Batch>,
     /// Every connection of the worker, for closing idle ones at the connection cap.
     pub reclaim: Reclaimer,
+    /// An app side on a thread of its own (an event loop), reached through mailboxes rather
+    /// than the app threads' channels (see `crate::remote`).
+    pub remote: Option<crate::remote::RemoteApp>,
 }
 
 impl ConnCtx {
@@ -149,6 +152,7 @@ impl ConnCtx {
     pub(crate) async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
         self.app.release_inline();
         self.jobs.send(exchange).await.map_err(|_| ())?;
+        self.app.queued();
         self.threads.grow();
         Ok(())
     }
