@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import (
-    RawConn, Server, http_request, parse_responses, running_server, wait_for,
+    APPS_DIR, RawConn, Server, http_request, parse_responses, running_server, wait_for,
 )
 
 APP = "asgi_app:app"
@@ -476,3 +476,30 @@ def test_a_blocked_loop_is_treated_as_a_hung_worker(start_server: Any) -> None:
     s.wait_log("in block")  # the loop thread's traceback, from faulthandler
     s.assert_serving("/scope")
 
+
+
+# ------------------------------------------------------------------- ferrocorn.serve()
+
+def test_serve_takes_an_asgi_app(tmp_path: Path) -> None:
+    import signal
+    import textwrap
+
+    from test_api import ApiServer
+
+    script = tmp_path / "serve_asgi.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(APPS_DIR)!r})
+        import ferrocorn
+        from asgi_app import create_app
+
+        code = ferrocorn.serve(create_app("from serve()"), bind="127.0.0.1:0", lifespan="off")
+        print("returned", code, flush=True)
+    """))
+    server = ApiServer(script, tmp_path).start()
+    try:
+        assert server.get("/").body == b"from serve()"
+        server.signal(signal.SIGINT)
+        assert server.wait_exit() == 0
+    finally:
+        server.stop()

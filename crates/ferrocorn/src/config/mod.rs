@@ -129,6 +129,7 @@ pub struct Settings {
     pub umask: Option<u32>,
 
     /// Python threads serving requests concurrently (per worker), started as requests need them.
+    /// WSGI apps only: an ASGI app runs on one event loop per worker.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 
