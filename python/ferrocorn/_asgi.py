@@ -207,6 +207,8 @@ class LoopWorker:
             finally:
                 done.set()
 
+        # Connections closed as the worker stopped left tokens: their requests hear of it.
+        loop.call_soon_threadsafe(self._drain)
         loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
         if not done.wait(timeout):
             _ferrocorn.log("warning", "ASGI lifespan shutdown did not finish in time")

@@ -65,10 +65,6 @@ pub trait App: Send + Sync + 'static {
         drop(jobs);
     }
 
-    /// An exchange was just queued: the moment to wake a consumer that is not an app thread
-    /// (and only if it sleeps).
-    fn queued(&self) {}
-
     /// `run_inline` may leave the calling (I/O) thread holding the app's runtime lock (Python's
     /// GIL) for the next inline call; this lets it go. Called before the I/O thread waits for
     /// events, before a request is handed to the app threads, and when the worker stops.

@@ -16,8 +16,10 @@
 //!   busy I/O thread takes any number of responses without a syscall for each.
 //! - **Towards the app** ([`Notify`]): a body piece the app asked for, room to send again, or
 //!   the end of the exchange on the connection's side (the client went away, or the response
-//!   is done) are each a token handed to the app side's `Notify`, which queues it for its loop
-//!   and wakes the loop only when that sleeps.
+//!   is done) are each a token handed to the app side's `Notify`, which queues it for its
+//!   loop. New exchanges and tokens only mark the courier; it rings the app (which wakes its
+//!   loop only if that sleeps) once per round of the I/O thread's ready work, however many
+//!   exchanges that round queued.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -34,10 +36,14 @@ pub const IN_FLIGHT_MAX: usize = 256 * 1024;
 /// Once the app waits for room, it is told when the bytes in flight fall to this.
 const IN_FLIGHT_LOW: usize = IN_FLIGHT_MAX / 2;
 
-/// The app side's inbox: told, by token, that something changed for one of its exchanges.
-/// Called from the I/O thread; must not block.
+/// The app side's inbox: told, by token, that something changed for one of its exchanges,
+/// and woken. Called from the I/O thread; must not block.
 pub trait Notify: Send + Sync + 'static {
+    /// Queues `token` for the app side, without waking it (the courier rings once for all
+    /// the tokens and exchanges of a round of the I/O thread's ready work).
     fn notify(&self, token: u64);
+    /// Wakes the app side, if it sleeps, to look at its queue of exchanges and its tokens.
+    fn ring(&self);
 }
 
 /// Whether the app may go on sending.
@@ -180,7 +186,7 @@ impl Mailbox {
         state.taken = now;
         if state.wants_room && state.in_flight <= IN_FLIGHT_LOW {
             state.wants_room = false;
-            self.notify.notify(self.token);
+            self.tell_app();
         }
     }
 
@@ -211,7 +217,13 @@ impl Mailbox {
     /// Connection side: a body piece the app asked for.
     pub(crate) fn put_body(&self, piece: BodyPiece) {
         self.lock().body.push_back(piece);
+        self.tell_app();
+    }
+
+    /// Queues this exchange's token for the app side; the courier rings it.
+    fn tell_app(&self) {
         self.notify.notify(self.token);
+        self.courier.app_pending();
     }
 
     /// App side: a body piece that has arrived, if any.
@@ -228,7 +240,7 @@ impl Mailbox {
         let queued = std::mem::take(&mut state.msgs);
         drop(state);
         drop(queued);
-        self.notify.notify(self.token);
+        self.tell_app();
     }
 }
 
@@ -256,12 +268,24 @@ impl Drop for RemoteRx {
 #[derive(Default)]
 pub struct Courier {
     wakers: Mutex<Vec<Waker>>,
+    /// The app side has news (exchanges queued, tokens): ring it at the end of this round.
+    app_pending: AtomicBool,
     /// The courier task is (about to be) waiting for a ring.
     asleep: AtomicBool,
     ring: tokio::sync::Notify,
 }
 
 impl Courier {
+    /// On the I/O thread: an exchange was queued for the app side, or a token. The app is
+    /// rung once the I/O thread's other ready tasks have run (the courier is woken locally,
+    /// without a syscall), so a round that queues many exchanges rings it once.
+    pub fn app_pending(&self) {
+        self.app_pending.store(true, Ordering::SeqCst);
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            self.ring.notify_one();
+        }
+    }
+
     /// Hands `waker` to the I/O thread; rings only when the courier sleeps.
     fn deliver(&self, waker: Waker) {
         self.wakers
@@ -278,25 +302,29 @@ impl Courier {
     }
 
     /// The courier task: runs on the I/O thread for the worker's life.
-    pub(crate) async fn run(self: Arc<Self>) {
+    pub(crate) async fn run(self: Arc<Self>, app: Arc<dyn Notify>) {
         let mut batch = Vec::new();
         loop {
+            let rang = self.app_pending.swap(false, Ordering::SeqCst);
+            if rang {
+                app.ring();
+            }
             std::mem::swap(
                 &mut batch,
                 &mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()),
             );
-            if !batch.is_empty() {
+            if rang || !batch.is_empty() {
                 for w in batch.drain(..) {
                     w.wake();
                 }
-                // Responses are flowing: look again after the other ready tasks have run,
-                // without being rung.
+                // Work is flowing: look again after the other ready tasks have run, without
+                // being rung.
                 tokio::task::yield_now().await;
                 continue;
             }
             self.asleep.store(true, Ordering::SeqCst);
             let late = self.take();
-            if !late.is_empty() {
+            if !late.is_empty() || self.app_pending.load(Ordering::SeqCst) {
                 self.asleep.store(false, Ordering::SeqCst);
                 for w in late {
                     w.wake();
@@ -335,6 +363,8 @@ mod tests {
         fn notify(&self, _token: u64) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+
+        fn ring(&self) {}
     }
 
     #[tokio::test]

@@ -200,7 +200,7 @@ pub fn run(
             remote: remote.clone(),
         });
         if let Some(remote) = &remote {
-            tokio::spawn(Arc::clone(&remote.courier).run());
+            tokio::spawn(Arc::clone(&remote.courier).run(Arc::clone(&remote.notify)));
         }
         let permits = Arc::new(Semaphore::new(max_connections));
         // With a heartbeat there is always a pacing, if only to count connections for the

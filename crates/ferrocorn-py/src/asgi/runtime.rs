@@ -6,7 +6,9 @@
 //! Waking the loop costs a write to an eventfd it watches (`loop.add_reader`), and is done
 //! only when the loop said it sleeps: each drain that finds work schedules the next one with
 //! `call_soon`, so a busy loop looks again at every turn and is never written to; a drain that
-//! finds nothing sets the flag (then looks once more, so nothing queued meanwhile waits).
+//! finds nothing sets the flag (then looks once more, so nothing queued meanwhile waits). The
+//! I/O thread rings at most once per round of its ready work (the core's courier calls
+//! `ring`), however many exchanges and tokens that round queued.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +89,9 @@ impl LoopShared {
 impl Notify for LoopShared {
     fn notify(&self, token: u64) {
         self.inbox().push(token);
+    }
+
+    fn ring(&self) {
         self.ring_if_asleep();
     }
 }
@@ -113,10 +118,6 @@ impl App for AsgiApp {
         if self.0.jobs.set(jobs).is_err() {
             log::error!("the event loop was handed a second queue");
         }
-        self.0.ring_if_asleep();
-    }
-
-    fn queued(&self) {
         self.0.ring_if_asleep();
     }
 }

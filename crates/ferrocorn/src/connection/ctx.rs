@@ -152,8 +152,11 @@ impl ConnCtx {
     pub(crate) async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
         self.app.release_inline();
         self.jobs.send(exchange).await.map_err(|_| ())?;
-        self.app.queued();
-        self.threads.grow();
+        match &self.remote {
+            // Rung at the end of this round of ready work, once for all it queued.
+            Some(remote) => remote.courier.app_pending(),
+            None => self.threads.grow(),
+        }
         Ok(())
     }
 }
