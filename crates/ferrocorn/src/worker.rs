@@ -208,7 +208,13 @@ pub fn run(
         let pacing = config.heartbeat.map(|hb| AcceptPacing {
             paces: config.share_accepts,
             max_connections,
-            busy_at: nthreads,
+            // An event loop is not busy at one connection a thread, as app threads are: only
+            // the even-shares rule applies to it.
+            busy_at: if remote.is_some() {
+                max_connections
+            } else {
+                nthreads
+            },
             heartbeat: hb,
         });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.
