@@ -156,6 +156,22 @@ def test_a_streamed_response_is_chunked(server: Server) -> None:
     assert len(resp.body) == 50_000 and resp.body.startswith(b"A" * 1000)
 
 
+def test_100_continue_at_the_first_receive_and_head(server: Server) -> None:
+    with server.connect() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        interim = conn.response("POST", skip_interim=False)
+        assert interim.status == 100
+        conn.send(b"hello")
+        resp = conn.response("POST")
+        assert (resp.status, resp.body) == (200, b"hello")
+        conn.send(b"HEAD /stream?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = conn.response("HEAD")
+        assert (head.status, head.body) == (200, b"")
+        conn.send(http_request("/stream?n=2&size=3"))
+        assert conn.response().body == b"AAABBB"  # the connection went on after HEAD
+
+
 def test_the_app_is_not_sent_the_whole_upload(server: Server, events: Events) -> None:
     """Body bytes are read off the socket only as the app receives them: while the app holds
     off, the client's upload stalls in the kernel's buffers."""
