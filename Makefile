@@ -86,8 +86,11 @@ test-deps: $(STAMP)-test-deps
 		fi; \
 	fi
 
+# ASGI: the differential test runs the same Starlette and FastAPI apps under Uvicorn (with
+# httptools and uvloop, as its [standard] extra), httpx is the tests' ASGI-aware client.
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
 	$(PIP) install --quiet pytest flask h2 cryptography 'tomli; python_version < "3.11"'
+	$(PIP) install --quiet starlette fastapi python-multipart httpx 'uvicorn[standard]'
 	@touch $@
 
 # -rs lists every skip; FERROCORN_STRICT_SKIPS=1 fails the run when a test was skipped for a
@@ -116,6 +119,7 @@ $(BENCH_VENV)/.stamp: Makefile
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask django matplotlib whitenoise brotli h2
+	$(BENCH_VENV)/bin/pip install --quiet 'uvicorn[standard]' hypercorn fastapi
 	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
 	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
@@ -131,8 +135,8 @@ $(HYPER_HELLO): bench/hyper_hello/Cargo.toml bench/hyper_hello/Cargo.lock bench/
 	cargo build --release --quiet --manifest-path bench/hyper_hello/Cargo.toml --target-dir target/hyper
 
 # The apps' own dependencies in ferrocorn's venv too (it imports them).
-$(STAMP)-bench-deps: $(STAMP)-venv
-	$(PIP) install --quiet django
+$(STAMP)-bench-deps: $(STAMP)-venv Makefile
+	$(PIP) install --quiet django fastapi
 	@touch $@
 
 bench: install test-deps $(BENCH_VENV)/.stamp $(STAMP)-bench-deps $(HYPER_HELLO)

@@ -68,8 +68,12 @@ class ServerSpec:
     #: Arguments (put before the app) that make it serve prior-knowledge h2c; None: it
     #: cannot, and sits out the HTTP/2 workloads.
     h2_args: tuple[str, ...] | None = None
+    #: The interfaces it serves: WSGI servers sit out the ASGI workloads and the other way.
+    serves: tuple[str, ...] = ("wsgi",)
 
     def runs(self, workload: Workload) -> bool:
+        if ("asgi" if workload.asgi else "wsgi") not in self.serves:
+            return False
         if workload.tls and not self.tls_args:
             return False
         if workload.h2 and self.h2_args is None:
@@ -100,7 +104,8 @@ def servers() -> list[ServerSpec]:
     specs = [
         ServerSpec("ferrocorn", [FERROCORN, *FERROCORN_ARGS, "--log-level", "warning",
                                  "-b", "127.0.0.1:{port}", "--chdir", str(APPS), "{app}"],
-                   tls_args=GUNICORN_TLS, h2_args=("--http2-cleartext", "prior-knowledge")),
+                   tls_args=GUNICORN_TLS, h2_args=("--http2-cleartext", "prior-knowledge"),
+                   serves=("wsgi", "asgi")),
         ServerSpec("gunicorn sync", [gunicorn, "-w", "2", "-b", "127.0.0.1:{port}",
                                      "--chdir", str(APPS), "--log-level", "warning", "{app}"],
                    tls_args=GUNICORN_TLS),
@@ -119,6 +124,24 @@ def servers() -> list[ServerSpec]:
                                    "--port", "{port}", "--working-dir", str(APPS),
                                    "--log-level", "warning", "{app}"],
                    tls_args=GRANIAN_TLS),
+    ]
+    # ASGI peers (issue 28): Uvicorn as its docs deploy it (httptools + uvloop), Granian's
+    # ASGI interface, Hypercorn (which also speaks h2c); two workers each, as ferrocorn.
+    uvicorn = str(PEERS_BIN / "uvicorn")
+    hypercorn = str(PEERS_BIN / "hypercorn")
+    specs += [
+        ServerSpec("uvicorn", [uvicorn, "--workers", "2", "--loop", "uvloop", "--http",
+                               "httptools", "--host", "127.0.0.1", "--port", "{port}",
+                               "--app-dir", str(APPS), "--log-level", "warning",
+                               "--no-access-log", "{app}"], serves=("asgi",)),
+        ServerSpec("granian asgi", [granian, "--interface", "asgi", "--workers", "2",
+                                    "--host", "127.0.0.1", "--port", "{port}",
+                                    "--working-dir", str(APPS), "--log-level", "warning",
+                                    "{app}"],
+                   h2_args=("--http", "2"), serves=("asgi",)),
+        ServerSpec("hypercorn", [hypercorn, "-w", "2", "-b", "127.0.0.1:{port}",
+                                 "--log-level", "warning", "{app}"],
+                   h2_args=(), serves=("asgi",)),
     ]
     specs = [s for s in specs if Path(s.argv[0]).exists()]
     if subprocess.run([sys.executable, "-c", "import bjoern"], capture_output=True).returncode == 0:
@@ -145,6 +168,8 @@ class Workload:
     headers: tuple[str, ...] = ()  # extra request fields (wrk -H)
     #: HTTP/2: h2load with `conns` connections of H2_STREAMS streams each, h2c prior knowledge.
     h2: bool = False
+    #: An ASGI app: run by the servers that serve ASGI (see `ServerSpec.serves`).
+    asgi: bool = False
 
 
 #: Streams in flight per connection in the HTTP/2 workloads.
@@ -176,6 +201,11 @@ WORKLOADS = [
     Workload("TLS hello", "hello:app", 64, tls=True),
     Workload("TLS handshakes", "hello:app", 16, tls=True, headers=("Connection: close",)),
     Workload("TLS 1 MiB", "big:app", 16, tls=True),
+    # ASGI (issue 28): against Uvicorn, Granian's ASGI interface and Hypercorn.
+    Workload("ASGI hello", "asgi_hello:app", 64, asgi=True),
+    Workload("FastAPI JSON", "asgi_fastapi_json:app", 64, asgi=True),
+    Workload("ASGI 1 MiB streamed", "asgi_big:app", 16, asgi=True),
+    Workload("h2 ASGI hello", "asgi_hello:app", 16, h2=True, asgi=True),
 ]
 IDLE = "2,000 idle conns"
 
@@ -739,7 +769,8 @@ def main() -> None:
     if not args.only or "idle" in args.only.split(","):
         results[IDLE] = {}
         for spec in specs:
-            if spec.reference_for and IDLE not in spec.reference_for:
+            if (spec.reference_for and IDLE not in spec.reference_for) \
+                    or "wsgi" not in spec.serves:
                 continue
             r = measure_idle(spec, 2000, 200)
             results[IDLE][spec.name] = r

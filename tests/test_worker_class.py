@@ -1,6 +1,7 @@
 """`-k` / `--worker-class` (issue 20): Gunicorn command lines and config files that name a worker
 class run unchanged. sync, gthread, gevent, eventlet and tornado are served by ferrocorn's
-threads; ASGI classes and unknown names stop the start with a clear error.
+threads; ASGI classes (Gunicorn's asgi, Uvicorn's) select ASGI; unknown names stop the start
+with a clear error.
 """
 
 from __future__ import annotations
@@ -78,11 +79,17 @@ def test_config_file_and_environment(tmp_path: Path) -> None:
     "asgi",
     "gunicorn.workers.gasgi.ASGIWorker",
 ])
-def test_asgi_classes_are_refused(name: str) -> None:
-    done = subprocess.run([ferrocorn_bin(), "-k", name, "basic:app"], capture_output=True,
-                          text=True, timeout=30, env=clean_env())
-    assert done.returncode == 2, done.stderr
-    assert "ASGI worker class; ferrocorn serves WSGI apps only" in done.stderr
+def test_asgi_classes_select_asgi(name: str) -> None:
+    done = subprocess.run([ferrocorn_bin(), "-k", name, "--print-config", "asgi_app:app"],
+                          capture_output=True, text=True, timeout=30, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    assert f'worker_class = "{name}"' in done.stdout
+    # Served as ASGI whatever --interface auto would say (tests/test_asgi.py serves them).
+    conflict = subprocess.run([ferrocorn_bin(), "-k", name, "--interface", "wsgi",
+                               "--check-config", "basic:app"],
+                              capture_output=True, text=True, timeout=30, env=clean_env())
+    assert conflict.returncode == 1
+    assert "contradict" in conflict.stderr
 
 
 @pytest.mark.parametrize("name", ["meinheld", "gunicorn.workers.gfoo.FooWorker", ""])
@@ -96,12 +103,12 @@ def test_unknown_classes_list_the_accepted_ones(name: str) -> None:
 
 def test_a_bad_class_in_a_config_file_names_the_file(tmp_path: Path) -> None:
     conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text('worker_class = "uvicorn.workers.UvicornWorker"\n')
+    conf.write_text('worker_class = "meinheld.gmeinheld.MeinheldWorker"\n')
     done = subprocess.run([ferrocorn_bin(), "-c", str(conf), "basic:app"],
                           capture_output=True, text=True, timeout=30, env=clean_env())
     assert done.returncode == 1
     assert f"config file {conf}" in done.stderr
-    assert "WSGI apps only" in done.stderr
+    assert "unknown worker class" in done.stderr
 
 
 def _concurrent(server: Server, n: int, path: str) -> tuple[float, list[int]]:

@@ -1,4 +1,4 @@
-"""Starting ferrocorn from Python: :func:`serve` and :class:`WSGIServer`.
+"""Starting ferrocorn from Python: :func:`serve` (WSGI or ASGI apps) and :class:`WSGIServer`.
 
 For programs that start their server themselves, as Tornado's, gevent's and Waitress's users
 do. The server is the same one the ``ferrocorn`` command runs, with the same settings (named as
@@ -14,10 +14,11 @@ from ferrocorn._config import normalise
 
 TYPE_CHECKING = False  # annotations only: imports cost every server process memory
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from typing import Any, TypeAlias
 
     WSGIApp: TypeAlias = Callable[..., Iterable[bytes]]
+    ASGIApp: TypeAlias = Callable[..., Awaitable[None]]
     Address: TypeAlias = str | tuple[str, int] | Iterable[str | tuple[str, int]]
 
 __all__ = ["WSGIServer", "serve"]
@@ -37,13 +38,17 @@ def _bind_value(bind: Address) -> list[str]:
 
 
 def serve(
-    app: WSGIApp,
+    app: WSGIApp | ASGIApp,
     bind: Address = "127.0.0.1:8000",
     *,
     static: Mapping[str, str | os.PathLike[str]] | None = None,
     **settings: Any,
 ) -> int:
     """Serve ``app`` until the server is stopped (Ctrl-C, SIGTERM); return the exit code.
+
+    ``app`` is a WSGI app, or an ASGI 3 app (an ``async def`` callable, or an object whose
+    ``__call__`` is one; ``interface="asgi"`` says so outright), served on one event loop per
+    worker with ``loop`` and ``lifespan`` as settings.
 
     ``bind`` is an address as on the command line (``"127.0.0.1:5000"``, ``"unix:/run/app.sock"``),
     a ``(host, port)`` pair, or a list of them. Every other keyword is a setting, named as in a

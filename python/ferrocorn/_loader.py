@@ -1,4 +1,4 @@
-"""Finding the WSGI application named by the ``APP`` argument.
+"""Finding the application named by the ``APP`` argument, and telling ASGI from WSGI.
 
 The forms are Gunicorn's, plus Twisted's dotted form:
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, NoReturn
 
-__all__ = ["AppLoadError", "load_app"]
+__all__ = ["AppLoadError", "is_asgi", "load_app"]
 
 #: Attributes looked up, in order, when ``APP`` names only a module.
 DEFAULT_ATTRIBUTES = ("application", "app")
@@ -87,6 +87,35 @@ def load_app(spec: str) -> Callable[..., Any]:
             f"Application object must be callable: {spec!r} is a {type(app).__name__!r}"
         )
     return app
+
+
+def is_asgi(app: object) -> bool:
+    """True when ``app`` looks like an ASGI 3 application: a coroutine function (also one
+    marked as such, as asgiref's ``markcoroutinefunction`` does), or an object whose
+    ``__call__`` is one (a class with ``async def __call__``, Django's ``ASGIHandler``).
+    Anything else is served as WSGI (``--interface`` says otherwise when this guesses wrong).
+    """
+    import inspect
+
+    def coroutine_function(obj: object) -> bool:
+        if inspect.iscoroutinefunction(obj):
+            return True
+        # Python < 3.12 and asgiref's marker for callables that return a coroutine.
+        if getattr(obj, "_is_coroutine", None) is not None:
+            import asyncio
+
+            return bool(asyncio.iscoroutinefunction(obj))
+        return False
+
+    if coroutine_function(app):
+        return True
+    if inspect.isclass(app):
+        return False  # calling a class makes an object: that is WSGI (or ASGI 2)
+    call = getattr(type(app), "__call__", None)
+    if call is not None and coroutine_function(call):
+        return True
+    bound = getattr(app, "__call__", None)
+    return bound is not None and coroutine_function(bound)
 
 
 def _check_module_name(name: str, spec: str) -> None:

@@ -127,6 +127,7 @@ fn check_config(py: Python<'_>, settings: &Settings, has_app: bool) -> Result<i3
     settings
         .bind_addrs()
         .map_err(|e| config_error(e.to_string()))?;
+    settings.interface().map_err(config_error)?;
     tls_server(settings)?;
     if !has_app {
         let spec = settings.app.as_deref().ok_or_else(no_app_error)?;
@@ -159,6 +160,7 @@ fn serve(
     if app.is_none() && settings.app.is_none() {
         return Err(no_app_error());
     }
+    settings.interface().map_err(config_error)?;
     let hooks = Hooks::current(py);
     hooks.fire(py, "on_starting", &master_facts(settings));
     let addrs = settings
@@ -274,7 +276,17 @@ fn serve(
              and on unix sockets"
         );
     }
-    log::info!("Using worker: threads ({} per worker)", settings.threads);
+    match settings.interface() {
+        Ok(ferrocorn::config::asgi::Interface::Asgi) => log::info!(
+            "Using worker: asgi (one {} event loop per worker)",
+            settings.asgi.event_loop.name()
+        ),
+        Ok(ferrocorn::config::asgi::Interface::Auto) => log::info!(
+            "Using worker: threads ({} per worker) for a WSGI app, an event loop for an ASGI app",
+            settings.threads
+        ),
+        _ => log::info!("Using worker: threads ({} per worker)", settings.threads),
+    }
     log_worker_class(settings);
     for m in &settings.statics.static_map {
         let prefix = if m.prefix.is_empty() { "/" } else { &m.prefix };
@@ -346,7 +358,7 @@ fn log_worker_class(settings: &Settings) {
         WorkerClass::Tornado => {
             log::info!("Worker class tornado: served by threads; the app must be a WSGI app")
         }
-        WorkerClass::Sync | WorkerClass::Gthread => {}
+        WorkerClass::Sync | WorkerClass::Gthread | WorkerClass::Asgi => {}
     }
 }
 

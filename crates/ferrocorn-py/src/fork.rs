@@ -459,7 +459,18 @@ impl Forker {
                 }
             }
         };
-        let app = if self.hooks.has("pre_request") || self.hooks.has("post_request") {
+        let asgi = match crate::asgi::interface_of(py, &self.settings, app.bind(py)) {
+            Ok(asgi) => asgi,
+            Err(message) => {
+                eprintln!("Error: {message}");
+                return EXIT_APP_LOAD;
+            }
+        };
+        let request_hooks = self.hooks.has("pre_request") || self.hooks.has("post_request");
+        if asgi && request_hooks {
+            log::warn!("pre_request and post_request hooks are WSGI's: not run for an ASGI app");
+        }
+        let app = if request_hooks && !asgi {
             match py
                 .import("ferrocorn._hooks")
                 .and_then(|m| m.call_method1("wrap_app", (app.bind(py), worker_id)))
@@ -491,16 +502,33 @@ impl Forker {
             &worker_facts(worker_id, std::process::id() as i32),
         );
         let settings = &self.settings;
-        let threads = usize::from(settings.threads);
-        let app = Arc::new(WsgiApp {
-            shared: Shared {
-                app,
-                multithread: threads > 1,
-                multiprocess: settings.workers > 1,
-                root_path: settings.root_path.clone(),
-            },
-            inline_ctx: std::sync::OnceLock::new(),
-        });
+        let (app, threads, event_loop): (Arc<dyn ferrocorn::app::App>, usize, _) = if asgi {
+            // The event loop starts (and the lifespan's startup completes) before the worker
+            // accepts: a failed startup stops the server as a failed import does.
+            match crate::asgi::start_loop(py, app, settings) {
+                Ok((app, event_loop)) => (app, 1, Some(event_loop)),
+                Err(crate::asgi::StartFailure::App(message)) => {
+                    eprintln!("Error: {message}");
+                    return EXIT_APP_LOAD;
+                }
+                Err(crate::asgi::StartFailure::Boot(message)) => {
+                    eprintln!("Error: {message}");
+                    return EXIT_WORKER_BOOT;
+                }
+            }
+        } else {
+            let threads = usize::from(settings.threads);
+            let app = Arc::new(WsgiApp {
+                shared: Shared {
+                    app,
+                    multithread: threads > 1,
+                    multiprocess: settings.workers > 1,
+                    root_path: settings.root_path.clone(),
+                },
+                inline_ctx: std::sync::OnceLock::new(),
+            });
+            (app, threads, None)
+        };
         let mut conn = ferrocorn::connection::ctx::ConnConfig::from_settings(settings);
         conn.tls.clone_from(&self.tls);
         let config = WorkerConfig {
@@ -527,7 +555,12 @@ impl Forker {
             master_pid: Some(self.master_pid),
             early_stop,
         };
-        match py.detach(|| worker::run(listeners, app, config, || {})) {
+        let ran = py.detach(|| worker::run(listeners, app, config, || {}));
+        if let Some(event_loop) = event_loop {
+            // The lifespan's shutdown, then the loop stops.
+            crate::asgi::stop_loop(py, &event_loop, settings);
+        }
+        match ran {
             Ok(exit) => {
                 if exit.quick {
                     let me = worker_facts(worker_id, std::process::id() as i32);

@@ -1,6 +1,7 @@
 //! `ferrocorn._ferrocorn`: the Python side of ferrocorn. The core crate does the I/O; this crate
 //! loads the app, runs it on Python threads and speaks WSGI (PEP 3333) to it.
 
+mod asgi;
 mod entry;
 mod fork;
 mod hooks;
@@ -21,5 +22,11 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::input::InputStream>()?;
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_class::<wsgi::start_response::StartResponse>()?;
+    m.add_class::<asgi::Call>()?;
+    m.add_class::<asgi::runtime::Runtime>()?;
+    m.add(
+        "ClientDisconnected",
+        m.py().get_type::<asgi::ClientDisconnected>(),
+    )?;
     Ok(())
 }

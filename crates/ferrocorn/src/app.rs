@@ -14,7 +14,9 @@ use crate::clock::monotonic_ms;
 use crate::http1::error::BodyError;
 use crate::http1::request::{RequestHead, Text};
 use crate::http1::response::{EarlyHints, ResponseHead};
+use crate::messages::{AppMsg, BodyPiece};
 use crate::proxy::Forwarded;
+use crate::remote::{Flow, Mailbox, RemoteApp, RemoteRx, RemoteTx};
 
 /// A request handed to an app thread.
 #[derive(Debug)]
@@ -51,6 +53,19 @@ pub trait App: Send + Sync + 'static {
         Some(exchange)
     }
 
+    /// An app side on a thread of its own that must never block (an event loop): exchanges
+    /// reach it through the same queue, but their channels are mailboxes (`crate::remote`),
+    /// no app threads are started, and nothing runs inline. `None` for app threads.
+    fn remote(&self) -> Option<crate::remote::RemoteApp> {
+        None
+    }
+
+    /// With [`App::remote`]: the worker's queue of exchanges, handed over once before the
+    /// worker accepts. The app takes exchanges from it itself, in batches.
+    fn take_queue(&self, jobs: Jobs) {
+        drop(jobs);
+    }
+
     /// `run_inline` may leave the calling (I/O) thread holding the app's runtime lock (Python's
     /// GIL) for the next inline call; this lets it go. Called before the I/O thread waits for
     /// events, before a request is handed to the app threads, and when the worker stops.
@@ -73,6 +88,8 @@ pub struct Jobs {
     /// The pool's count of threads not yet looking for work, left on the first look.
     starting: Arc<AtomicUsize>,
     arrived: AtomicBool,
+    /// The consumer named itself (`alive`): requests taken do not rename its slot.
+    named: AtomicBool,
 }
 
 impl Jobs {
@@ -86,6 +103,7 @@ impl Jobs {
             slot,
             starting,
             arrived: AtomicBool::new(false),
+            named: AtomicBool::new(false),
         }
     }
 
@@ -115,7 +133,36 @@ impl Jobs {
         Some(self.started(ex))
     }
 
+    /// Items queued right now.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// For a consumer that is never idle (an event loop, which calls this from a timer): it
+    /// is alive now. The worker's hung-request check counts from the last call, so a loop
+    /// blocked past `--timeout` is treated as a hung app thread, named `what`.
+    pub fn alive(&self, what: &str) {
+        self.arrive();
+        self.named.store(true, Ordering::Relaxed);
+        if let Ok(mut r) = self.slot.request.lock() {
+            if r.as_str() != what {
+                r.clear();
+                r.push_str(what);
+            }
+        }
+        self.slot
+            .busy_since
+            .store(monotonic_ms().max(1), Ordering::Relaxed);
+    }
+
     fn started(&self, ex: Exchange) -> Exchange {
+        if self.named.load(Ordering::Relaxed) {
+            return ex;
+        }
         if let Ok(mut r) = self.slot.request.lock() {
             r.clear();
             r.push_str(&ex.request.head.method);
@@ -129,47 +176,29 @@ impl Jobs {
     }
 }
 
-/// Messages from the app side to the connection task.
-#[derive(Debug)]
-pub(crate) enum AppMsg {
-    /// Read up to this many body bytes and answer on the body channel.
-    ReadBody(usize),
-    /// Send a `103 Early Hints` interim response now, if the connection can (an HTTP/1.1
-    /// client, the final response not started); dropped otherwise. This is where a future
-    /// HTTP/2 driver sends its HEADERS frame with `:status 103` instead.
-    Hints(Box<EarlyHints>),
-    /// The response head, optionally with the first body bytes; `last` when nothing follows.
-    Head {
-        head: Box<ResponseHead>,
-        body: Bytes,
-        last: bool,
-        /// With `last`: how long the app took to produce the response.
-        took: Duration,
-    },
-    Data(Bytes),
-    /// Send `len` bytes of `file` from `offset` with sendfile(2).
-    File {
-        file: File,
-        offset: u64,
-        len: u64,
-    },
-    /// The response is complete, after the app worked on it this long.
-    End(Duration),
-    /// The app failed after the head was sent: close the connection without completing it.
-    Abort,
-}
-
 /// The app side's end of an exchange's channel: bounded for app threads (a slow client holds
 /// the app back), unbounded for an inline call (the I/O thread must never block on itself).
 #[derive(Clone)]
 pub(crate) enum Tx {
     Bounded(mpsc::Sender<AppMsg>),
     Unbounded(crate::local::Sender<AppMsg>),
+    /// An app side on a thread of its own that must never block (see `crate::remote`).
+    Remote(Arc<RemoteTx>),
 }
 
 impl Tx {
+    /// Sends without blocking where the channel allows it (a remote app side), saying whether
+    /// the app may go on; blocks like [`Tx::send`] otherwise.
+    fn post(&self, msg: AppMsg) -> Result<Flow, Disconnected> {
+        match self {
+            Self::Remote(tx) => tx.0.send(msg).map_err(|_| Disconnected),
+            _ => self.send(msg).map(|()| Flow::Ready),
+        }
+    }
+
     fn send(&self, msg: AppMsg) -> Result<(), Disconnected> {
         match self {
+            Self::Remote(tx) => tx.0.send(msg).map(drop).map_err(|_| Disconnected),
             Self::Bounded(tx) => match tx.try_send(msg) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -185,6 +214,7 @@ impl Tx {
         match self {
             Self::Bounded(tx) => tx.capacity() > 0,
             Self::Unbounded(_) => true,
+            Self::Remote(tx) => tx.0.has_room(),
         }
     }
 }
@@ -193,6 +223,7 @@ impl Tx {
 pub(crate) enum Rx {
     Bounded(mpsc::Receiver<AppMsg>),
     Unbounded(crate::local::Receiver<AppMsg>),
+    Remote(RemoteRx),
 }
 
 impl Rx {
@@ -205,6 +236,16 @@ impl Rx {
             let (tx, rx) = mpsc::channel(8);
             (Tx::Bounded(tx), Rx::Bounded(rx))
         }
+    }
+
+    /// A channel for an exchange served by a remote app side (an event loop).
+    pub(crate) fn remote(app: &RemoteApp) -> (Tx, Rx, Arc<Mailbox>) {
+        let mailbox = app.mailbox();
+        (
+            Tx::Remote(Arc::new(RemoteTx(Arc::clone(&mailbox)))),
+            Rx::Remote(RemoteRx(Arc::clone(&mailbox))),
+            mailbox,
+        )
     }
 
     /// True when a whole response of at most `max` body bytes waits in the channel (what an
@@ -241,6 +282,7 @@ impl Rx {
         match self {
             Self::Bounded(rx) => rx.try_recv().ok(),
             Self::Unbounded(rx) => rx.try_recv(),
+            Self::Remote(rx) => rx.0.try_recv(),
         }
     }
 
@@ -248,6 +290,7 @@ impl Rx {
         match self {
             Self::Bounded(rx) => rx.recv().await,
             Self::Unbounded(rx) => rx.recv().await,
+            Self::Remote(rx) => rx.0.recv().await,
         }
     }
 }
@@ -257,14 +300,22 @@ impl Rx {
 #[error("client disconnected")]
 pub struct Disconnected;
 
-/// A piece of the request body from the connection, and whether the body is now complete.
-pub(crate) type BodyPiece = Result<(Bytes, bool), BodyError>;
+/// How a body's pieces are asked of the connection and come back.
+pub(crate) enum BodyLink {
+    /// App threads: a piece is awaited on this channel (blocking).
+    Local(Tx, mpsc::Receiver<BodyPiece>),
+    /// A remote app side: pieces arrive in the mailbox, announced by its token.
+    Remote(Tx, Arc<Mailbox>),
+}
 
-/// The request body as the app reads it. Blocking: call with the GIL released.
+/// The request body as the app reads it. [`BodyStream::read`] blocks: call it with the GIL
+/// released; an event loop uses [`BodyStream::poll_read`].
 pub struct BodyStream {
     /// Asks the connection for body pieces and receives them, each with whether the body is
     /// now complete; none when the whole body came with the head.
-    pub(crate) link: Option<(Tx, mpsc::Receiver<BodyPiece>)>,
+    pub(crate) link: Option<BodyLink>,
+    /// A piece was asked for by `poll_read` and has not arrived yet.
+    pub(crate) asked: bool,
     pub(crate) done: bool,
     pub(crate) error: Option<BodyError>,
     /// Body bytes that arrived with the request head, served before asking the connection.
@@ -276,6 +327,7 @@ impl BodyStream {
     pub fn empty() -> Self {
         Self {
             link: None,
+            asked: false,
             done: true,
             error: None,
             pending: Bytes::new(),
@@ -294,13 +346,29 @@ impl BodyStream {
         if self.done {
             return Ok(Bytes::new());
         }
-        let Some((tx, rx)) = self.link.as_mut() else {
-            return Ok(Bytes::new());
+        let piece = match self.link.as_mut() {
+            None => return Ok(Bytes::new()),
+            Some(BodyLink::Local(tx, rx)) => {
+                if tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
+                    return Err(self.fail(BodyError::Io("connection closed".into())));
+                }
+                rx.blocking_recv()
+            }
+            Some(BodyLink::Remote(..)) => match self.poll_read(max)? {
+                Some(b) => return Ok(b),
+                None => {
+                    return Err(self.fail(BodyError::Io(
+                        "a remote body cannot be read blocking".into(),
+                    )))
+                }
+            },
         };
-        if tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
-            return Err(self.fail(BodyError::Io("connection closed".into())));
-        }
-        match rx.blocking_recv() {
+        self.arrived(piece)
+    }
+
+    /// A piece from the connection (`None`: it went away).
+    fn arrived(&mut self, piece: Option<BodyPiece>) -> Result<Bytes, BodyError> {
+        match piece {
             Some(Ok((b, done))) => {
                 // The connection says when the body is complete, so the app's next read (or
                 // its read to the end) needs no further round trip.
@@ -310,6 +378,36 @@ impl BodyStream {
             Some(Err(e)) => Err(self.fail(e)),
             None => Err(self.fail(BodyError::Io("connection closed".into()))),
         }
+    }
+
+    /// The next piece (at most `max` bytes) without blocking, for a remote app side:
+    /// `Some` when one is at hand (empty at the body's end); `None` when it has been asked of
+    /// the connection, whose answer is announced with the exchange's token (call again then).
+    pub fn poll_read(&mut self, max: usize) -> Result<Option<Bytes>, BodyError> {
+        if !self.pending.is_empty() || self.error.is_some() || self.done {
+            return self.read(max).map(Some);
+        }
+        let mailbox = match self.link.as_ref() {
+            Some(BodyLink::Remote(_, mailbox)) => Arc::clone(mailbox),
+            Some(BodyLink::Local(..)) => return self.read(max).map(Some),
+            None => return Ok(Some(Bytes::new())),
+        };
+        if let Some(piece) = mailbox.take_body() {
+            self.asked = false;
+            return self.arrived(Some(piece)).map(Some);
+        }
+        if mailbox.is_closed() {
+            return self.arrived(None).map(Some);
+        }
+        if !self.asked {
+            if let Some(BodyLink::Remote(tx, _)) = self.link.as_ref() {
+                if tx.send(AppMsg::ReadBody(max.max(1))).is_err() {
+                    return Err(self.fail(BodyError::Io("connection closed".into())));
+                }
+            }
+            self.asked = true;
+        }
+        Ok(None)
     }
 
     /// True when the whole body has been read (or there was none).
@@ -399,5 +497,49 @@ impl ResponseSink {
     /// True when a send will not block.
     pub fn has_room(&self) -> bool {
         self.tx.has_room()
+    }
+
+    /// The token a remote app side is notified with for this exchange (see `crate::remote`);
+    /// None for app threads.
+    pub fn token(&self) -> Option<u64> {
+        match &self.tx {
+            Tx::Remote(tx) => Some(tx.0.token()),
+            _ => None,
+        }
+    }
+
+    /// True once the connection has ended the exchange (the client went away, or the
+    /// response is complete); only a remote app side can tell.
+    pub fn is_closed(&self) -> bool {
+        match &self.tx {
+            Tx::Remote(tx) => tx.0.is_closed(),
+            _ => false,
+        }
+    }
+
+    /// [`ResponseSink::send_head`] without blocking where the channel allows (a remote app
+    /// side): [`Flow::Full`] asks the app to wait for its token before sending more.
+    pub fn post_head(
+        &self,
+        head: ResponseHead,
+        body: Bytes,
+        last: bool,
+    ) -> Result<Flow, Disconnected> {
+        self.tx.post(AppMsg::Head {
+            head: Box::new(head),
+            body,
+            last,
+            took: self.took(),
+        })
+    }
+
+    /// [`ResponseSink::send_data`], likewise.
+    pub fn post_data(&self, data: Bytes) -> Result<Flow, Disconnected> {
+        self.tx.post(AppMsg::Data(data))
+    }
+
+    /// [`ResponseSink::send_file`], likewise.
+    pub fn post_file(&self, file: File, offset: u64, len: u64) -> Result<Flow, Disconnected> {
+        self.tx.post(AppMsg::File { file, offset, len })
     }
 }

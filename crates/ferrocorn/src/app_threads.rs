@@ -28,13 +28,15 @@ pub(crate) struct AppThreads {
 
 impl AppThreads {
     pub fn new(app: Arc<dyn App>, rx: Receiver<Exchange>, slots: Vec<Arc<ThreadSlot>>) -> Self {
+        // No slots: the app takes the queue itself (an event loop), no thread is started.
+        let full = slots.is_empty();
         Self {
             app,
             rx,
             slots,
             starting: Arc::default(),
+            full: AtomicBool::new(full),
             handles: Mutex::default(),
-            full: AtomicBool::new(false),
         }
     }
 

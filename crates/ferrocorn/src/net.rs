@@ -151,6 +151,47 @@ impl Stream {
         };
     }
 
+    /// Resolves when the peer has closed its end (EOF) while nothing is left to read; pends
+    /// for ever once bytes arrive (the next pipelined request, or a TLS record such as a
+    /// `close_notify`: those are not looked into), so it is only a hint that the client left.
+    pub async fn peer_closed(&self) {
+        let fd = self.raw_fd();
+        loop {
+            let ready = match self {
+                Self::Tcp(s) => s.readable().await,
+                Self::Unix(s) => s.readable().await,
+                Self::Tls(s) => s.get_ref().0.readable().await,
+            };
+            if ready.is_err() {
+                return;
+            }
+            let mut byte = 0u8;
+            // SAFETY: a one-byte peek into a valid buffer on the connection's own socket.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::addr_of_mut!(byte).cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => return,
+                n if n > 0 => std::future::pending::<()>().await,
+                _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness was stale: clear it and wait for a fresh edge.
+                    let would_block = || Err::<(), _>(io::ErrorKind::WouldBlock.into());
+                    let _ = match self {
+                        Self::Tcp(s) => s.try_io(Interest::READABLE, would_block),
+                        Self::Unix(s) => s.try_io(Interest::READABLE, would_block),
+                        Self::Tls(s) => s.get_ref().0.try_io(Interest::READABLE, would_block),
+                    };
+                }
+                _ => return, // a reset connection
+            }
+        }
+    }
+
     /// Reads what is already waiting on the socket into `buf`, without waiting. True when
     /// something (or EOF) was there.
     pub fn read_ready_now(&mut self, buf: &mut bytes::BytesMut) -> io::Result<bool> {

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::addr::{Local, Peer};
-use crate::app::{App, ThreadSlot};
+use crate::app::{App, Jobs, ThreadSlot};
 use crate::app_threads::AppThreads;
 use crate::batch::Batch;
 use crate::bind::BoundListener;
@@ -73,6 +73,9 @@ impl std::fmt::Debug for AccessSink {
         f.write_str("AccessSink")
     }
 }
+
+/// The depth of an event loop's queue of new exchanges (see [`run`]).
+const REMOTE_QUEUE: usize = 1024;
 
 /// [`early_stop_flag`]'s value after a TERM.
 const EARLY_GRACEFUL: usize = 1;
@@ -136,9 +139,26 @@ pub fn run(
     }
     // Room for a few requests per app thread: the I/O thread rarely waits for space (a wait costs
     // a wake-up), while the queue stays bounded (backpressure: bodies are not read ahead).
-    let (jobs_tx, jobs_rx) = crate::jobs::queue(nthreads.saturating_mul(4).max(config.max_pending));
+    // An event loop (`App::remote`) takes whole batches at a time and holds its exchanges
+    // itself: its queue only has to cover the moments between two of its looks.
+    let remote = app.remote();
+    let depth = if remote.is_some() {
+        REMOTE_QUEUE
+    } else {
+        nthreads.saturating_mul(4)
+    };
+    let (jobs_tx, jobs_rx) = crate::jobs::queue(depth.max(config.max_pending));
     let slots: Vec<Arc<ThreadSlot>> = (0..nthreads).map(|_| Arc::default()).collect();
-    let threads = Arc::new(AppThreads::new(Arc::clone(&app), jobs_rx, slots.clone()));
+    let thread_slots = match (&remote, slots.first()) {
+        (Some(_), Some(slot)) => {
+            // The loop's slot is watched like an app thread's (see `Jobs::alive`).
+            let starting = Arc::new(AtomicUsize::new(1));
+            app.take_queue(Jobs::new(jobs_rx.clone(), Arc::clone(slot), starting));
+            Vec::new()
+        }
+        _ => slots.clone(),
+    };
+    let threads = Arc::new(AppThreads::new(Arc::clone(&app), jobs_rx, thread_slots));
 
     // Inline calls keep the GIL from one to the next while requests keep coming; it is let go
     // before the thread waits for events (and so whenever it would otherwise idle holding it).
@@ -168,7 +188,7 @@ pub fn run(
             reclaim: Reclaimer::new(max_connections, config.conn.head_timeout),
             config: config.conn.clone(),
             app: Arc::clone(&app),
-            inline: InlinePolicy::new(config.inline),
+            inline: InlinePolicy::new(config.inline && remote.is_none()),
             jobs: jobs_tx,
             threads: pool,
             stopping: Stopping::default(),
@@ -177,14 +197,24 @@ pub fn run(
             retire: Arc::clone(&retire),
             max_pending: config.max_pending,
             batch,
+            remote: remote.clone(),
         });
+        if let Some(remote) = &remote {
+            tokio::spawn(Arc::clone(&remote.courier).run(Arc::clone(&remote.notify)));
+        }
         let permits = Arc::new(Semaphore::new(max_connections));
         // With a heartbeat there is always a pacing, if only to count connections for the
         // master (`ferrocorn ctl show workers`); it paces only when workers share accepts.
         let pacing = config.heartbeat.map(|hb| AcceptPacing {
             paces: config.share_accepts,
             max_connections,
-            busy_at: nthreads,
+            // An event loop is not busy at one connection a thread, as app threads are: only
+            // the even-shares rule applies to it.
+            busy_at: if remote.is_some() {
+                max_connections
+            } else {
+                nthreads
+            },
             heartbeat: hb,
         });
         // Every connection task holds a clone of `alive`; when all are dropped, `idle` ends.

@@ -541,7 +541,7 @@ impl std::fmt::Write for StackStr {
 
 /// PATH_INFO is the path after SCRIPT_NAME when the path still carries it (PEP 3333: the two
 /// together make the whole path).
-fn strip_prefix<'a>(path: &'a [u8], script_name: &str) -> &'a [u8] {
+pub(crate) fn strip_prefix<'a>(path: &'a [u8], script_name: &str) -> &'a [u8] {
     if script_name.is_empty() {
         return path;
     }
@@ -586,7 +586,7 @@ fn server_name_port<'a>(
 }
 
 /// Percent-decodes a path; invalid escapes are kept as they are.
-fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
+pub(crate) fn percent_decode(raw: &[u8]) -> Cow<'_, [u8]> {
     if !raw.contains(&b'%') {
         return Cow::Borrowed(raw);
     }

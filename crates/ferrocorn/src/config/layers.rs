@@ -300,8 +300,11 @@ mod tests {
         assert_eq!(s.threads, 200);
         let s = merge(&[Layer::command_line(["-k", "gthread", "x:app"])]).unwrap();
         assert_eq!((s.threads, s.ops.threads_from_class), (4, false));
-        let err = merge(&[file(&["--worker-class=uvicorn.workers.UvicornWorker"])]).unwrap_err();
-        assert!(err.to_string().contains("WSGI apps only"), "{err}");
+        let s = merge(&[file(&["--worker-class=uvicorn.workers.UvicornWorker"])]).unwrap();
+        assert_eq!(s.ops.worker_class, crate::config::ops::WorkerClass::Asgi);
+        assert_eq!(s.interface(), Ok(crate::config::asgi::Interface::Asgi));
+        let err = merge(&[file(&["--worker-class=meinheld"])]).unwrap_err();
+        assert!(err.to_string().contains("unknown worker class"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::bind::{BindAddr, BindError};
 use crate::proxy::{Apply, Trusted};
 use std::sync::Arc;
 
+pub mod asgi;
 pub mod docs;
 pub mod file;
 pub mod http2;
@@ -18,6 +19,7 @@ pub mod observe;
 pub mod ops;
 pub mod statics;
 pub mod tls;
+pub use asgi::AsgiSettings;
 pub use observe::ObserveSettings;
 pub use ops::OpsSettings;
 pub use statics::StaticSettings;
@@ -127,6 +129,7 @@ pub struct Settings {
     pub umask: Option<u32>,
 
     /// Python threads serving requests concurrently (per worker), started as requests need them.
+    /// WSGI apps only: an ASGI app runs on one event loop per worker.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 
@@ -282,6 +285,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub ops: OpsSettings,
+
+    #[command(flatten)]
+    pub asgi: AsgiSettings,
 
     #[command(flatten)]
     pub statics: StaticSettings,

@@ -18,11 +18,15 @@ pub enum WorkerClass {
     Eventlet,
     /// Served as `gthread`: Gunicorn's tornado worker also serves plain WSGI apps.
     Tornado,
+    /// An ASGI app on one event loop per worker (Gunicorn's `asgi`, Uvicorn's worker classes):
+    /// means `--interface asgi`.
+    Asgi,
 }
 
 /// The names `-k` accepts, for the error that lists them.
 pub const ACCEPTED: &str = "sync, gthread, gevent, gevent_wsgi, gevent_pywsgi, eventlet, \
-     tornado (or Gunicorn's dotted names for them, such as gunicorn.workers.ggevent.GeventWorker)";
+     tornado, asgi (or Gunicorn's dotted names for them, such as \
+     gunicorn.workers.ggevent.GeventWorker, and Uvicorn's uvicorn.workers.UvicornWorker)";
 
 /// Gunicorn's full class paths for the classes it ships, mapped to their short names.
 const DOTTED: &[(&str, &str)] = &[
@@ -32,6 +36,11 @@ const DOTTED: &[(&str, &str)] = &[
     ("gunicorn.workers.ggevent.GeventPyWSGIWorker", "gevent"),
     ("gunicorn.workers.geventlet.EventletWorker", "eventlet"),
     ("gunicorn.workers.gtornado.TornadoWorker", "tornado"),
+    ("gunicorn.workers.gasgi.ASGIWorker", "asgi"),
+    ("uvicorn.workers.UvicornWorker", "asgi"),
+    ("uvicorn.workers.UvicornH11Worker", "asgi"),
+    ("uvicorn_worker.UvicornWorker", "asgi"),
+    ("uvicorn_worker.UvicornH11Worker", "asgi"),
 ];
 
 impl WorkerClass {
@@ -40,7 +49,7 @@ impl WorkerClass {
     pub fn default_threads(self, worker_connections: u32) -> Option<u16> {
         match self {
             Self::Sync => Some(1),
-            Self::Gthread | Self::Tornado => None,
+            Self::Gthread | Self::Tornado | Self::Asgi => None,
             // --threads is capped at 1024, as everywhere else.
             Self::Gevent | Self::Eventlet => Some(worker_connections.clamp(1, 1024) as u16),
         }
@@ -53,6 +62,7 @@ impl WorkerClass {
             Self::Gevent => "gevent",
             Self::Eventlet => "eventlet",
             Self::Tornado => "tornado",
+            Self::Asgi => "asgi",
         }
     }
 }
@@ -71,14 +81,8 @@ pub fn parse_worker_class(raw: &str) -> Result<WorkerClass, String> {
         "gevent" | "gevent_wsgi" | "gevent_pywsgi" => return Ok(WorkerClass::Gevent),
         "eventlet" => return Ok(WorkerClass::Eventlet),
         "tornado" => return Ok(WorkerClass::Tornado),
+        "asgi" | "uvicorn" => return Ok(WorkerClass::Asgi),
         _ => {}
-    }
-    let lower = name.to_ascii_lowercase();
-    if lower.contains("uvicorn") || lower.contains("asgi") || lower.contains("hypercorn") {
-        return Err(format!(
-            "{name} is an ASGI worker class; ferrocorn serves WSGI apps only (serve an ASGI \
-             app with an ASGI server such as uvicorn)"
-        ));
     }
     Err(format!(
         "unknown worker class {name:?}; accepted: {ACCEPTED}"
@@ -91,8 +95,9 @@ pub struct OpsSettings {
     /// Gunicorn's worker class, for command lines and config files written for Gunicorn. All are
     /// served by ferrocorn's threads: sync is one thread per worker unless --threads says
     /// otherwise, gthread and tornado use --threads, gevent and eventlet a thread per
-    /// connection (--threads defaults to --worker-connections). ASGI classes (uvicorn's) are
-    /// refused: ferrocorn serves WSGI apps.
+    /// connection (--threads defaults to --worker-connections). asgi and Uvicorn's classes
+    /// (uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker) serve an ASGI app on one
+    /// event loop per worker (as --interface asgi).
     #[arg(short = 'k', long, value_name = "CLASS", default_value = "gthread",
           value_parser = parse_worker_class)]
     pub worker_class: WorkerClass,
@@ -186,9 +191,14 @@ mod tests {
         ] {
             assert_eq!(parse_worker_class(name), Ok(class), "{name}");
         }
-        let asgi = parse_worker_class("uvicorn.workers.UvicornWorker").unwrap_err();
-        assert!(asgi.contains("WSGI apps only"), "{asgi}");
-        assert!(parse_worker_class("asgi").unwrap_err().contains("ASGI"));
+        for name in [
+            "asgi",
+            "uvicorn.workers.UvicornWorker",
+            "uvicorn_worker.UvicornWorker",
+            "egg:gunicorn#asgi",
+        ] {
+            assert_eq!(parse_worker_class(name), Ok(WorkerClass::Asgi), "{name}");
+        }
         let unknown = parse_worker_class("meinheld").unwrap_err();
         assert!(unknown.contains("\"meinheld\"") && unknown.contains("gthread"));
     }

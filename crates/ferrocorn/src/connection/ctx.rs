@@ -142,6 +142,9 @@ pub(crate) struct ConnCtx {
     pub batch: Arc<Batch>,
     /// Every connection of the worker, for closing idle ones at the connection cap.
     pub reclaim: Reclaimer,
+    /// An app side on a thread of its own (an event loop), reached through mailboxes rather
+    /// than the app threads' channels (see `crate::remote`).
+    pub remote: Option<crate::remote::RemoteApp>,
 }
 
 impl ConnCtx {
@@ -149,7 +152,11 @@ impl ConnCtx {
     pub(crate) async fn to_app_threads(&self, exchange: Exchange) -> Result<(), ()> {
         self.app.release_inline();
         self.jobs.send(exchange).await.map_err(|_| ())?;
-        self.threads.grow();
+        match &self.remote {
+            // Rung at the end of this round of ready work, once for all it queued.
+            Some(remote) => remote.courier.app_pending(),
+            None => self.threads.grow(),
+        }
         Ok(())
     }
 }

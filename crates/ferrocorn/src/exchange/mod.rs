@@ -20,12 +20,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::addr::{Local, Peer};
-use crate::app::{AppMsg, BodyStream, Exchange, Request, ResponseSink, Rx};
+use crate::app::{BodyLink, BodyStream, Exchange, Request, ResponseSink, Rx};
 use crate::batch;
 use crate::connection::ctx::ConnCtx;
 use crate::http1::error::{BodyError, RequestError};
 use crate::http1::request::{Framing, RequestHead, Text};
 use crate::http1::response::{server_response, EarlyHints, ResponseHead};
+use crate::messages::{AppMsg, BodyPiece};
 use crate::observe::accesslog::AccessLog;
 use crate::observe::metrics::RequestMetrics;
 use crate::proxy::Forwarded;
@@ -320,9 +321,26 @@ async fn dispatch<W: Wire>(
         }
     };
     let inline = wire.body_done() && ctx.inline.inline(route);
-    let (tx, mut rx) = Rx::channel(inline);
     // A channel for body pieces only when some are still to come.
-    let (body_tx, body_rx) = (!wire.body_done()).then(|| mpsc::channel(1)).unzip();
+    let more_body = !wire.body_done();
+    let (tx, mut rx, body_tx, link) = match &ctx.remote {
+        Some(remote) => {
+            let (tx, rx, mailbox) = Rx::remote(remote);
+            let link = more_body.then(|| BodyLink::Remote(tx.clone(), Arc::clone(&mailbox)));
+            (
+                tx,
+                rx,
+                more_body.then_some(BodyReply::Remote(mailbox)),
+                link,
+            )
+        }
+        None => {
+            let (tx, rx) = Rx::channel(inline);
+            let (body_tx, body_rx) = more_body.then(|| mpsc::channel(1)).unzip();
+            let link = body_rx.map(|rx| BodyLink::Local(tx.clone(), rx));
+            (tx, rx, body_tx.map(BodyReply::Local), link)
+        }
+    };
     let expect_continue = head.expect_continue && !wire.body_done();
     let exchange = Exchange {
         request: Request {
@@ -334,7 +352,8 @@ async fn dispatch<W: Wire>(
             tls: wire.tls().cloned(),
         },
         body: BodyStream {
-            link: body_rx.map(|rx| (tx.clone(), rx)),
+            link,
+            asked: false,
             done: wire.body_done(),
             error: body_error,
             pending: preloaded,
@@ -410,9 +429,13 @@ async fn dispatch<W: Wire>(
                 if let Err(e) = &r {
                     log::debug!("{}: request body: {e}", wire.peer());
                 }
-                if let Some(body_tx) = &body_tx {
-                    let done = wire.body_done();
-                    let _ = body_tx.send(r.map(|b| (b, done))).await;
+                let done = wire.body_done();
+                match &body_tx {
+                    Some(BodyReply::Local(body_tx)) => {
+                        let _ = body_tx.send(r.map(|b| (b, done))).await;
+                    }
+                    Some(BodyReply::Remote(mailbox)) => mailbox.put_body(r.map(|b| (b, done))),
+                    None => {}
                 }
             }
             AppMsg::Hints(hints) => {
@@ -471,6 +494,14 @@ async fn dispatch<W: Wire>(
         }
     }
     Ok(wire.wrap_up(expect_continue && !continue_sent).await)
+}
+
+/// Where the connection answers the app's body reads.
+enum BodyReply {
+    /// App threads: a channel the reading thread blocks on.
+    Local(mpsc::Sender<BodyPiece>),
+    /// A remote app side: its mailbox, which announces the piece.
+    Remote(Arc<crate::remote::Mailbox>),
 }
 
 /// Adds to `pieces` the body pieces the app has queued already, up to [`GATHER_PIECES`] and

@@ -232,8 +232,14 @@ impl Wire for H1Wire<'_> {
     }
 
     async fn abandoned(&mut self) {
-        // HTTP/1.1 has no word for it: a client that left is found at the next write.
-        std::future::pending::<()>().await;
+        // HTTP/1.1 has no word for it. For an app that can be told (an event loop's: ASGI's
+        // `http.disconnect`), the socket is watched for the client's EOF once the body is
+        // read; app threads find a client that left at the next write, as before (a
+        // half-closed client still gets its answer).
+        if self.conn.ctx.remote.is_none() || !self.body.is_done() {
+            return std::future::pending::<()>().await;
+        }
+        self.conn.io.peer_closed().await;
     }
 
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {

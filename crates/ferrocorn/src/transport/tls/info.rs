@@ -15,6 +15,10 @@ pub struct TlsInfo {
     pub client: Option<ClientCert>,
     /// The protocol ALPN chose (RFC 7301), if the client offered any: `h2` or `http/1.1`.
     pub alpn: Option<Vec<u8>>,
+    /// The version's number (0x0303 for TLS 1.2, 0x0304 for 1.3) and the suite's IANA number,
+    /// as ASGI's `tls` extension gives them.
+    pub version: u16,
+    pub suite: u16,
 }
 
 /// A verified client certificate.
@@ -49,6 +53,10 @@ impl TlsInfo {
             cipher,
             client,
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            version: conn.protocol_version().map_or(0, u16::from),
+            suite: conn
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
         }
     }
 

@@ -1,0 +1,167 @@
+//! The messages an ASGI app sends for an HTTP request, checked and turned into typed values:
+//! a wrong type or field is a [`MessageError`] raised into the app's `await send(...)`.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use ferrocorn::http1::response::{reason, ResponseHead};
+
+/// What `send()` was given, checked.
+pub(crate) enum Outgoing {
+    Start(Box<ResponseHead>),
+    Body {
+        body: Bytes,
+        more: bool,
+    },
+    PathSend(PathBuf),
+    /// `http.response.trailers`: not advertised, so ignored (asgiref: a server without the
+    /// extension ignores them).
+    Trailers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MessageError {
+    #[error("ASGI messages must be dicts, not {0}")]
+    NotADict(String),
+    #[error("ASGI message has no 'type' str")]
+    NoType,
+    #[error("unexpected ASGI message type {0:?} for an HTTP request")]
+    UnknownType(String),
+    #[error("ASGI message field {field:?} must be {expected}")]
+    Field {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("ASGI response status must be an int from 100 to 599, not {0}")]
+    Status(String),
+    #[error("invalid response header: {0}")]
+    Header(String),
+}
+
+impl From<MessageError> for PyErr {
+    fn from(e: MessageError) -> Self {
+        match e {
+            MessageError::NotADict(_) | MessageError::Field { .. } => {
+                PyTypeError::new_err(e.to_string())
+            }
+            MessageError::Status(_) | MessageError::Header(_) => {
+                PyValueError::new_err(e.to_string())
+            }
+            MessageError::NoType | MessageError::UnknownType(_) => {
+                PyRuntimeError::new_err(e.to_string())
+            }
+        }
+    }
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".into(), |n| n.to_string())
+}
+
+/// Reads one message.
+pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError> {
+    let dict = message
+        .cast::<PyDict>()
+        .map_err(|_| MessageError::NotADict(type_name(message)))?;
+    let kind = dict
+        .get_item("type")
+        .ok()
+        .flatten()
+        .and_then(|t| t.cast_into::<PyString>().ok())
+        .ok_or(MessageError::NoType)?;
+    let kind = kind.to_str().map_err(|_| MessageError::NoType)?;
+    match kind {
+        "http.response.start" => start(dict).map(|h| Outgoing::Start(Box::new(h))),
+        "http.response.body" => {
+            let body = match dict.get_item("body").ok().flatten() {
+                None => Bytes::new(),
+                Some(b) => {
+                    let b = b.cast_into::<PyBytes>().map_err(|_| MessageError::Field {
+                        field: "body",
+                        expected: "bytes",
+                    })?;
+                    crate::wsgi::body_bytes(&b)
+                }
+            };
+            let more = flag(dict, "more_body")?;
+            Ok(Outgoing::Body { body, more })
+        }
+        "http.response.pathsend" => {
+            let path = dict
+                .get_item("path")
+                .ok()
+                .flatten()
+                .and_then(|p| p.extract::<PathBuf>().ok())
+                .ok_or(MessageError::Field {
+                    field: "path",
+                    expected: "a str (an absolute path)",
+                })?;
+            Ok(Outgoing::PathSend(path))
+        }
+        "http.response.trailers" => Ok(Outgoing::Trailers),
+        other => Err(MessageError::UnknownType(other.to_owned())),
+    }
+}
+
+/// An optional bool field (False when absent).
+fn flag(dict: &Bound<'_, PyDict>, field: &'static str) -> Result<bool, MessageError> {
+    match dict.get_item(field).ok().flatten() {
+        None => Ok(false),
+        Some(v) => v.extract::<bool>().map_err(|_| MessageError::Field {
+            field,
+            expected: "a bool",
+        }),
+    }
+}
+
+/// Hop-by-hop fields belong to the server (the framing is its own): dropped from ASGI heads.
+fn hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "transfer-encoding", "upgrade"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
+    let status = dict
+        .get_item("status")
+        .ok()
+        .flatten()
+        .ok_or_else(|| MessageError::Status("nothing".into()))?;
+    let code = status
+        .extract::<u16>()
+        .ok()
+        .filter(|c| (100..=599).contains(c) && !status.is_instance_of::<pyo3::types::PyBool>())
+        .ok_or_else(|| {
+            MessageError::Status(status.repr().map_or_else(|_| "?".into(), |r| r.to_string()))
+        })?;
+    let mut head = ResponseHead::start(&format!("{code} {}", reason(code)))
+        .map_err(|e| MessageError::Header(e.to_string()))?;
+    if let Some(headers) = dict.get_item("headers").ok().flatten() {
+        let bad = || MessageError::Field {
+            field: "headers",
+            expected: "an iterable of [name, value] byte-string pairs",
+        };
+        for pair in headers.try_iter().map_err(|_| bad())? {
+            let pair = pair.map_err(|_| bad())?;
+            let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                pair.extract().map_err(|_| bad())?;
+            let name = name.cast_into::<PyBytes>().map_err(|_| bad())?;
+            let value = value.cast_into::<PyBytes>().map_err(|_| bad())?;
+            let name = std::str::from_utf8(name.as_bytes())
+                .map_err(|_| MessageError::Header("a header name is not ASCII".into()))?;
+            if hop_by_hop(name) {
+                log::debug!("ASGI app's {name} header dropped: the server frames responses");
+                continue;
+            }
+            head.add(name, value.as_bytes())
+                .map_err(|e| MessageError::Header(e.to_string()))?;
+        }
+    }
+    Ok(head)
+}

@@ -1,0 +1,360 @@
+//! ASGI 3.0 (HTTP): one asyncio event loop per worker, on a thread of its own, serving the same
+//! `Exchange`s the core queues for WSGI app threads.
+//!
+//! - `runtime`: how exchanges reach the loop (in batches, a wake-up only when it sleeps) and
+//!   how it hears about body pieces, room to send and disconnects (tokens in its inbox).
+//! - `scope`: the HTTP scope of a request.
+//! - `messages`: the checked messages an app sends.
+//! - this module: [`Call`], one exchange as the loop's coroutine (`ferrocorn._asgi`) drives it,
+//!   without ever blocking the loop: `receive()` and `send()` say "wait for my token" instead.
+
+pub(crate) mod messages;
+pub(crate) mod runtime;
+pub(crate) mod scope;
+
+use std::fs::File;
+
+use bytes::Bytes;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use ferrocorn::app::{BodyStream, Exchange, Request, ResponseSink};
+use ferrocorn::http1::response::{server_response, ResponseHead};
+use ferrocorn::remote::Flow;
+
+use self::messages::Outgoing;
+
+pyo3::create_exception!(
+    ferrocorn,
+    ClientDisconnected,
+    pyo3::exceptions::PyOSError,
+    "The client went away: raised by an ASGI app's send() (HTTP spec 2.4)."
+);
+
+/// The most body bytes one `http.request` message carries.
+const RECEIVE_MAX: usize = 64 * 1024;
+
+/// Where the response stands.
+enum Phase {
+    /// Nothing sent yet.
+    Idle,
+    /// `http.response.start` received; the head waits for the first body bytes.
+    Started(Box<ResponseHead>),
+    /// Head sent, more body to come.
+    Streaming,
+    /// The response is complete (or was cut off).
+    Done,
+}
+
+/// One exchange on the event loop.
+#[pyclass(module = "ferrocorn._ferrocorn", name = "AsgiCall")]
+pub(crate) struct Call {
+    request: Request,
+    body: Option<BodyStream>,
+    response: Option<ResponseSink>,
+    token: u64,
+    phase: Phase,
+    /// The last `http.request` (more_body False) was given to the app.
+    request_done: bool,
+}
+
+impl Call {
+    pub(crate) fn new(exchange: Exchange) -> Self {
+        let Exchange {
+            request,
+            body,
+            mut response,
+        } = exchange;
+        response.start_clock();
+        Self {
+            token: response.token().unwrap_or_default(),
+            request,
+            body: Some(body),
+            response: Some(response),
+            phase: Phase::Idle,
+            request_done: false,
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.response.as_ref().is_none_or(ResponseSink::is_closed)
+    }
+
+    fn label(&self) -> String {
+        format!("{} {}", self.request.head.method, self.request.head.target)
+    }
+
+    fn disconnect<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let msg = PyDict::new(py);
+        msg.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
+        Ok(msg)
+    }
+
+    fn post(&mut self, msg: Outgoing) -> PyResult<Flow> {
+        let Some(response) = self.response.as_ref() else {
+            return Err(ClientDisconnected::new_err("the response is over"));
+        };
+        let gone = |_| ClientDisconnected::new_err("the client disconnected");
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        let (phase, flow) = match (phase, msg) {
+            (_, Outgoing::Trailers) => return Ok(Flow::Ready),
+            (Phase::Idle, Outgoing::Start(head)) => (Phase::Started(head), Flow::Ready),
+            (Phase::Idle, _) => {
+                self.phase = Phase::Idle;
+                return Err(PyRuntimeError::new_err(
+                    "Expected ASGI message 'http.response.start' first",
+                ));
+            }
+            (Phase::Started(head), Outgoing::Body { body, more }) => {
+                let flow = response.post_head(*head, body, !more).map_err(gone)?;
+                (if more { Phase::Streaming } else { Phase::Done }, flow)
+            }
+            (Phase::Started(head), Outgoing::PathSend(path)) => {
+                let file = File::open(&path)?;
+                let len = file.metadata()?.len();
+                response
+                    .post_head(*head, Bytes::new(), len == 0)
+                    .map_err(gone)?;
+                let mut flow = Flow::Ready;
+                if len > 0 {
+                    flow = response.post_file(file, 0, len).map_err(gone)?;
+                    response.finish().map_err(gone)?;
+                }
+                (Phase::Done, flow)
+            }
+            (Phase::Streaming, Outgoing::Body { body, more }) => {
+                let mut flow = Flow::Ready;
+                if !body.is_empty() {
+                    flow = response.post_data(body).map_err(gone)?;
+                }
+                if !more {
+                    response.finish().map_err(gone)?;
+                }
+                (if more { Phase::Streaming } else { Phase::Done }, flow)
+            }
+            (phase @ (Phase::Started(_) | Phase::Streaming), Outgoing::Start(_)) => {
+                self.phase = phase;
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.start': the response has started",
+                ));
+            }
+            (Phase::Streaming, Outgoing::PathSend(_)) => {
+                self.phase = Phase::Streaming;
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.pathsend' after body",
+                ));
+            }
+            (Phase::Done, _) => {
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message: the response is already complete",
+                ));
+            }
+        };
+        self.phase = phase;
+        Ok(flow)
+    }
+}
+
+#[pymethods]
+impl Call {
+    #[getter]
+    fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The request's HTTP scope, with a shallow copy of `state` (the lifespan's).
+    #[pyo3(signature = (shared, state=None))]
+    fn scope<'py>(
+        &self,
+        py: Python<'py>,
+        shared: PyRef<'py, runtime::Runtime>,
+        state: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        scope::build(py, &shared.0.scope, &self.request, state.as_ref())
+    }
+
+    /// The next message for the app's `receive()`, or None: wait for this call's token.
+    fn receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        // After the response, whatever is left of the body: the request is over (as Uvicorn).
+        if matches!(self.phase, Phase::Done) {
+            return Self::disconnect(py).map(Some);
+        }
+        if self.request_done {
+            if matches!(self.phase, Phase::Done) || self.closed() {
+                return Self::disconnect(py).map(Some);
+            }
+            return Ok(None);
+        }
+        let Some(body) = self.body.as_mut() else {
+            return Self::disconnect(py).map(Some);
+        };
+        match body.poll_read(RECEIVE_MAX) {
+            Ok(Some(bytes)) => {
+                let more = !body.is_done();
+                self.request_done = !more;
+                let msg = PyDict::new(py);
+                msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+                msg.set_item(intern!(py, "body"), PyBytes::new(py, &bytes))?;
+                msg.set_item(intern!(py, "more_body"), more)?;
+                Ok(Some(msg))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                log::debug!("{}: request body: {e}", self.label());
+                self.request_done = true;
+                Self::disconnect(py).map(Some)
+            }
+        }
+    }
+
+    /// Sends one of the app's messages. True: go on; False: wait for this call's token until
+    /// `has_room()`. Raises `ClientDisconnected` once the client is gone.
+    fn send(&mut self, message: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let msg = messages::parse(message)?;
+        if self.closed() {
+            return Err(ClientDisconnected::new_err("the client disconnected"));
+        }
+        Ok(self.post(msg)? == Flow::Ready)
+    }
+
+    /// True when a send may go on (or the client is gone, which the next send raises).
+    fn has_room(&self) -> bool {
+        self.response
+            .as_ref()
+            .is_none_or(|r| r.has_room() || r.is_closed())
+    }
+
+    /// True once the connection has ended the exchange.
+    #[getter(closed)]
+    fn is_closed(&self) -> bool {
+        self.closed()
+    }
+
+    /// The app's coroutine ended (with `error`, the formatted exception, if it raised): the
+    /// response is completed as well as it can be, and the exchange let go.
+    #[pyo3(signature = (error=None))]
+    fn finish(&mut self, error: Option<&str>) {
+        let closed = self.closed();
+        let label = self.label();
+        match error {
+            Some(tb) if closed => log::debug!("ASGI app raised after {label} ended: {tb}"),
+            Some(tb) => log::error!("Exception in ASGI application ({label})\n{tb}"),
+            None => {}
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        if let Some(response) = self.response.take() {
+            match phase {
+                Phase::Done => {}
+                _ if closed => {}
+                Phase::Idle | Phase::Started(_) => {
+                    if error.is_none() {
+                        log::error!("ASGI app returned without sending a response ({label})");
+                    }
+                    let why = if error.is_some() {
+                        "the application raised an exception"
+                    } else {
+                        "the application sent no response"
+                    };
+                    let (head, body) = server_response(500, why);
+                    let _ = response.send_head(head, body, true);
+                }
+                Phase::Streaming => {
+                    if error.is_none() {
+                        log::error!("ASGI app returned without completing its response ({label})");
+                    }
+                    response.abort();
+                }
+            }
+        }
+        self.body = None;
+    }
+}
+
+/// Whether `app` is served as ASGI: `--interface`, `-k asgi`, or (auto) what
+/// `ferrocorn._loader.is_asgi` sees in it.
+pub(crate) fn interface_of(
+    py: Python<'_>,
+    settings: &ferrocorn::config::Settings,
+    app: &Bound<'_, PyAny>,
+) -> Result<bool, String> {
+    use ferrocorn::config::asgi::Interface;
+    match settings.interface()? {
+        Interface::Asgi => Ok(true),
+        Interface::Wsgi => Ok(false),
+        Interface::Auto => py
+            .import("ferrocorn._loader")
+            .and_then(|m| m.call_method1("is_asgi", (app,)))
+            .and_then(|r| r.extract::<bool>())
+            .map_err(|e| format!("cannot tell the app's interface: {e}")),
+    }
+}
+
+/// Why the event loop did not start.
+pub(crate) enum StartFailure {
+    /// The app's lifespan startup failed (or raised with `--lifespan on`).
+    App(String),
+    /// The loop itself could not start (`--loop uvloop` without uvloop, ...).
+    Boot(String),
+}
+
+/// Starts the worker's event loop thread (`ferrocorn._asgi.LoopWorker`) and runs the
+/// lifespan's startup; returns the app for the core and the loop's handle.
+pub(crate) fn start_loop(
+    py: Python<'_>,
+    app: Py<PyAny>,
+    settings: &ferrocorn::config::Settings,
+) -> Result<(std::sync::Arc<dyn ferrocorn::app::App>, Py<PyAny>), StartFailure> {
+    let boot = |e: String| StartFailure::Boot(e);
+    let scope =
+        scope::ScopeShared::new(py, settings.root_path.clone()).map_err(|e| boot(e.to_string()))?;
+    let shared = runtime::LoopShared::new(scope)
+        .map_err(|e| boot(format!("cannot make the event loop's eventfd: {e}")))?;
+    let rt = Py::new(py, runtime::Runtime(std::sync::Arc::clone(&shared)))
+        .map_err(|e| boot(e.to_string()))?;
+    // A loop blocked this long stops the heartbeat (see `Jobs::alive`): it ticks four times
+    // as often.
+    let tick = (settings.timeout as f64 / 4.0).clamp(0.05, 1.0);
+    let worker = py
+        .import("ferrocorn._asgi")
+        .and_then(|m| m.getattr("LoopWorker"))
+        .and_then(|cls| {
+            cls.call1((
+                app,
+                rt,
+                settings.asgi.event_loop.name(),
+                settings.asgi.lifespan.name(),
+                tick,
+            ))
+        })
+        .map_err(|e| boot(format!("cannot start the event loop: {e}")))?;
+    log::info!(
+        "Serving an ASGI app on one event loop per worker (--loop {}, --lifespan {})",
+        settings.asgi.event_loop.name(),
+        settings.asgi.lifespan.name()
+    );
+    let failed = worker
+        .call_method0("start")
+        .map_err(|e| boot(format!("cannot start the event loop: {}", e.value(py))))?;
+    if let Ok(message) = failed.extract::<String>() {
+        return Err(StartFailure::App(message));
+    }
+    Ok((
+        std::sync::Arc::new(runtime::AsgiApp(shared)),
+        worker.unbind(),
+    ))
+}
+
+/// The worker stopped accepting and its connections are done: the lifespan's shutdown runs
+/// (within `--graceful-timeout`), then the loop stops.
+pub(crate) fn stop_loop(
+    py: Python<'_>,
+    worker: &Py<PyAny>,
+    settings: &ferrocorn::config::Settings,
+) {
+    let graceful = settings.graceful_timeout.max(1) as f64;
+    if let Err(e) = worker.bind(py).call_method1("stop", (graceful,)) {
+        log::error!("stopping the event loop: {e}");
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP connection scope (ASGI HTTP spec 2.4) of one request, made from the same
+//! `Request` the WSGI environ is made from: the same trusted-proxy facts, the same root path
+//! rule (`--root-path`, or a trusted `X-Forwarded-Prefix`), the same TLS facts.
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use ferrocorn::addr::{Local, Peer};
+use ferrocorn::app::Request;
+use ferrocorn::http1::request::Version;
+
+use crate::wsgi::environ::{percent_decode, strip_prefix};
+
+/// The ASGI version and the HTTP scope's spec version this server implements.
+pub(crate) const ASGI_VERSION: &str = "3.0";
+pub(crate) const HTTP_SPEC_VERSION: &str = "2.4";
+
+/// What every scope of a worker shares.
+pub(crate) struct ScopeShared {
+    /// `--root-path`, used when no trusted proxy sends a prefix.
+    pub root_path: String,
+    /// `{"version": "3.0", "spec_version": "2.4"}`.
+    asgi: Py<PyDict>,
+}
+
+impl ScopeShared {
+    pub fn new(py: Python<'_>, root_path: String) -> PyResult<Self> {
+        let asgi = PyDict::new(py);
+        asgi.set_item("version", ASGI_VERSION)?;
+        asgi.set_item("spec_version", HTTP_SPEC_VERSION)?;
+        Ok(Self {
+            root_path,
+            asgi: asgi.unbind(),
+        })
+    }
+}
+
+/// The scope of `req`. `state` is the lifespan's state, shallow-copied into the scope.
+pub(crate) fn build<'py>(
+    py: Python<'py>,
+    shared: &ScopeShared,
+    req: &Request,
+    state: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let head = &req.head;
+    let fwd = &req.forwarded;
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    // A copy: an app that changes its scope's `asgi` dict changes no other request's.
+    scope.set_item(intern!(py, "asgi"), shared.asgi.bind(py).copy()?)?;
+    let version = match head.version {
+        Version::Http10 => intern!(py, "1.0"),
+        Version::Http11 => intern!(py, "1.1"),
+        Version::Http2 => intern!(py, "2"),
+    };
+    scope.set_item(intern!(py, "http_version"), version)?;
+    scope.set_item(intern!(py, "method"), &*head.method)?;
+    let scheme = fwd
+        .scheme
+        .unwrap_or(if req.tls.is_some() { "https" } else { "http" });
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+
+    // `path` is decoded (UTF-8, as Uvicorn's `unquote`), `raw_path` as sent. The root path is
+    // part of `path` (asgiref: "root_path ... path includes it"): a path that does not carry
+    // it already (a proxy that strips its prefix) gets it in front.
+    let raw = head.path();
+    let root_path = fwd.prefix.as_deref().unwrap_or(&shared.root_path);
+    let decoded = percent_decode(raw.as_bytes());
+    let path = String::from_utf8_lossy(&decoded);
+    let carries_root = strip_prefix(path.as_bytes(), root_path).len() < path.len();
+    if root_path.is_empty() || carries_root {
+        scope.set_item(intern!(py, "path"), path.as_ref())?;
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw.as_bytes()))?;
+    } else {
+        scope.set_item(intern!(py, "path"), format!("{root_path}{path}"))?;
+        scope.set_item(
+            intern!(py, "raw_path"),
+            PyBytes::new(py, format!("{root_path}{raw}").as_bytes()),
+        )?;
+    }
+    scope.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, head.query().as_bytes()),
+    )?;
+    scope.set_item(intern!(py, "root_path"), root_path)?;
+
+    // Fields as received, names lower-cased; a trusted proxy's host (when applied) replaces
+    // the client's, as it does HTTP_HOST.
+    let headers = PyList::empty(py);
+    for h in &head.headers {
+        let name = h.name.to_ascii_lowercase();
+        let value: &[u8] = match (&fwd.host, name.as_str()) {
+            (Some(host), "host") => host.as_bytes(),
+            _ => &h.value,
+        };
+        headers.append(PyTuple::new(
+            py,
+            [PyBytes::new(py, name.as_bytes()), PyBytes::new(py, value)],
+        )?)?;
+    }
+    scope.set_item(intern!(py, "headers"), headers)?;
+
+    let client = match (&fwd.client, &req.peer) {
+        (Some(ip), _) => Some((ip.to_string(), fwd.client_port.unwrap_or(0))),
+        (None, Peer::Tcp(addr)) => Some((addr.ip().to_string(), addr.port())),
+        (None, Peer::Unix) => None,
+    };
+    match client {
+        Some(c) => scope.set_item(intern!(py, "client"), c)?,
+        None => scope.set_item(intern!(py, "client"), py.None())?,
+    }
+    match &req.local {
+        Local::Tcp(addr) => scope.set_item(
+            intern!(py, "server"),
+            (addr.ip().to_string(), fwd.port.unwrap_or(addr.port())),
+        )?,
+        Local::Unix(path) => scope.set_item(
+            intern!(py, "server"),
+            (path.display().to_string(), py.None()),
+        )?,
+    }
+    if let Some(state) = state {
+        scope.set_item(intern!(py, "state"), state.copy()?)?;
+    }
+    scope.set_item(intern!(py, "extensions"), extensions(py, req)?)?;
+    Ok(scope)
+}
+
+/// `http.response.pathsend` always; `tls` on TLS connections (asgiref's TLS extension: the
+/// client certificate as the WSGI environ's SSL_CLIENT_* give it).
+fn extensions<'py>(py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyDict>> {
+    let ext = PyDict::new(py);
+    ext.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    if let Some(tls) = &req.tls {
+        let t = PyDict::new(py);
+        t.set_item("server_cert", py.None())?;
+        let chain = PyList::empty(py);
+        match &tls.client {
+            Some(client) => {
+                chain.append(PyString::new(py, &client.pem))?;
+                t.set_item("client_cert_name", client.subject.as_str())?;
+            }
+            None => t.set_item("client_cert_name", py.None())?,
+        }
+        t.set_item("client_cert_chain", chain)?;
+        // rustls refuses a certificate that does not verify during the handshake.
+        t.set_item("client_cert_error", py.None())?;
+        t.set_item("tls_version", tls.version)?;
+        t.set_item("cipher_suite", tls.suite)?;
+        ext.set_item(intern!(py, "tls"), t)?;
+    }
+    Ok(ext)
+}

@@ -1,0 +1,44 @@
+//! What passes between a connection and the app side of an exchange: the app's messages
+//! ([`AppMsg`]: body reads, hints, the response's head, data, files, its end) and the body
+//! pieces the connection answers reads with. The channels that carry them are `crate::app`'s
+//! (and `crate::remote`'s, for an event loop).
+
+use std::fs::File;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::http1::error::BodyError;
+use crate::http1::response::{EarlyHints, ResponseHead};
+
+/// Messages from the app side to the connection task.
+#[derive(Debug)]
+pub(crate) enum AppMsg {
+    /// Read up to this many body bytes and answer on the body channel.
+    ReadBody(usize),
+    /// Send a `103 Early Hints` interim response now, if the connection can (an HTTP/1.1
+    /// client or an HTTP/2 stream, the final response not started); dropped otherwise.
+    Hints(Box<EarlyHints>),
+    /// The response head, optionally with the first body bytes; `last` when nothing follows.
+    Head {
+        head: Box<ResponseHead>,
+        body: Bytes,
+        last: bool,
+        /// With `last`: how long the app took to produce the response.
+        took: Duration,
+    },
+    Data(Bytes),
+    /// Send `len` bytes of `file` from `offset` with sendfile(2).
+    File {
+        file: File,
+        offset: u64,
+        len: u64,
+    },
+    /// The response is complete, after the app worked on it this long.
+    End(Duration),
+    /// The app failed after the head was sent: close the connection without completing it.
+    Abort,
+}
+
+/// A piece of the request body from the connection, and whether the body is now complete.
+pub(crate) type BodyPiece = Result<(Bytes, bool), BodyError>;

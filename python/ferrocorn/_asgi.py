@@ -1,0 +1,293 @@
+"""The ASGI side of a worker: one asyncio event loop on a thread of its own.
+
+The Rust core queues each request as an exchange; :class:`LoopWorker`'s drain takes them in
+batches from the native runtime (``AsgiRuntime.take``) and runs each as a task calling the app.
+The runtime wakes the loop through an eventfd watched with ``loop.add_reader``, and only when
+the loop said it sleeps: a drain that found work schedules the next one with ``call_soon``, so
+a busy loop looks again at every turn without being written to. ``receive()`` and ``send()``
+never block the loop: the native ``AsgiCall`` either answers at once or says to wait until its
+token comes back through the same drain (a body piece arrived, the client read enough of the
+response, or the connection ended). See docs/asgi.md and docs/design.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ferrocorn import _ferrocorn
+from ferrocorn._ferrocorn import ClientDisconnected
+
+TYPE_CHECKING = False  # annotations only: imports cost every server process memory
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+    from typing import Any
+
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+__all__ = ["ClientDisconnected", "LoopWorker"]
+
+
+def _formatted(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+class _Request:
+    """One request's ``receive`` and ``send``, over its native ``AsgiCall``."""
+
+    __slots__ = ("call", "loop", "waiters")
+
+    def __init__(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.call = call
+        self.loop = loop
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def _wait(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.waiters.append(fut)
+        return fut
+
+    def wake(self) -> None:
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def receive(self) -> Message:
+        call = self.call
+        while True:
+            message = call.receive()
+            if message is not None:
+                return message
+            await self._wait()
+
+    async def send(self, message: Message) -> None:
+        call = self.call
+        if call.send(message):
+            return
+        # Over the bytes-in-flight bound: the client has not taken enough yet.
+        while not call.has_room():
+            await self._wait()
+
+
+class _Lifespan:
+    """ASGI's lifespan protocol: startup before the worker accepts, shutdown when it stops."""
+
+    def __init__(self, app: ASGIApp, required: bool, state: dict[str, Any]) -> None:
+        self.app = app
+        self.required = required
+        self.state = state
+        self.supported = True
+
+    async def startup(self) -> str | None:
+        """Runs the startup; returns None, or the message to stop the server with."""
+        loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        self._started: asyncio.Future[str | None] = loop.create_future()
+        self._stopped: asyncio.Future[None] = loop.create_future()
+        self._events.put_nowait({"type": "lifespan.startup"})
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
+        self._task = loop.create_task(self._run(scope))
+        return await self._started
+
+    async def _run(self, scope: MutableMapping[str, Any]) -> None:
+        try:
+            await self.app(scope, self._events.get, self._send)
+        except BaseException as exc:  # whatever the app raised, the worker goes on
+            if not self._started.done():
+                if self.required:
+                    _ferrocorn.log("error", f"ASGI lifespan startup raised:\n{_formatted(exc)}")
+                    self._started.set_result(
+                        f"ASGI lifespan startup raised {type(exc).__name__}: {exc}"
+                    )
+                else:
+                    self.supported = False
+                    _ferrocorn.log("info", "ASGI 'lifespan' protocol appears unsupported.")
+                    _ferrocorn.log("debug", _formatted(exc))
+                    self._started.set_result(None)
+            else:
+                _ferrocorn.log("error", f"Exception in ASGI lifespan:\n{_formatted(exc)}")
+        else:
+            if not self._started.done():
+                if self.required:
+                    self._started.set_result(
+                        "the app's lifespan returned before answering lifespan.startup"
+                    )
+                else:
+                    self.supported = False
+                    self._started.set_result(None)
+        finally:
+            if not self._stopped.done():
+                self._stopped.set_result(None)
+
+    async def _send(self, message: Message) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "lifespan.startup.complete":
+            if not self._started.done():
+                self._started.set_result(None)
+        elif kind == "lifespan.startup.failed":
+            if not self._started.done():
+                text = message.get("message") or "no message given"
+                self._started.set_result(f"ASGI lifespan startup failed: {text}")
+        elif kind == "lifespan.shutdown.complete":
+            if not self._stopped.done():
+                self._stopped.set_result(None)
+        elif kind == "lifespan.shutdown.failed":
+            _ferrocorn.log(
+                "error", f"ASGI lifespan shutdown failed: {message.get('message') or ''}"
+            )
+            if not self._stopped.done():
+                self._stopped.set_result(None)
+        else:
+            raise RuntimeError(f"unexpected ASGI lifespan message type {kind!r}")
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task.done():
+            return
+        self._events.put_nowait({"type": "lifespan.shutdown"})
+        await self._stopped
+
+
+class LoopWorker:
+    """The worker's event loop thread (made and driven by ``crates/ferrocorn-py/src/asgi``)."""
+
+    def __init__(
+        self, app: ASGIApp, runtime: Any, loop_kind: str, lifespan: str, tick: float
+    ) -> None:
+        self._app = app
+        self._rt = runtime
+        self._loop_kind = loop_kind
+        self._lifespan_mode = lifespan
+        self._tick_period = tick
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._calls: dict[int, _Request] = {}
+        self._state: dict[str, Any] = {}
+        self._lifespan: _Lifespan | None = None
+        self._ready = threading.Event()
+        self._startup_error: str | None = None
+        self._boot_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # The calling (main) thread.
+
+    def start(self) -> str | None:
+        """Starts the loop and runs the lifespan's startup; the failure's message, or None."""
+        factory = self._loop_factory()
+        self._thread = threading.Thread(
+            target=self._main, args=(factory,), name="ferrocorn-asgi-loop", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._boot_error is not None:
+            raise self._boot_error
+        return self._startup_error
+
+    def stop(self, timeout: float) -> None:
+        """The lifespan's shutdown (at most ``timeout`` seconds), then the loop stops."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        done = threading.Event()
+
+        async def shutdown() -> None:
+            try:
+                if self._lifespan is not None:
+                    await self._lifespan.shutdown()
+            finally:
+                done.set()
+
+        # Connections closed as the worker stopped left tokens: their requests hear of it.
+        loop.call_soon_threadsafe(self._drain)
+        loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
+        if not done.wait(timeout):
+            _ferrocorn.log("warning", "ASGI lifespan shutdown did not finish in time")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=1.0)
+
+    def _loop_factory(self) -> Callable[[], asyncio.AbstractEventLoop]:
+        if self._loop_kind in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if self._loop_kind == "uvloop":
+                    raise RuntimeError(
+                        "--loop uvloop: uvloop is not installed (pip install uvloop)"
+                    ) from None
+            else:
+                return uvloop.new_event_loop  # type: ignore[no-any-return]
+        return asyncio.new_event_loop
+
+    # The loop thread.
+
+    def _main(self, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        try:
+            loop = factory()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            loop.add_reader(self._rt.fd, self._on_ring)
+            self._tick()
+            if self._lifespan_mode != "off":
+                self._lifespan = _Lifespan(self._app, self._lifespan_mode == "on", self._state)
+                self._startup_error = loop.run_until_complete(self._lifespan.startup())
+        except BaseException as exc:  # reported by start()
+            self._boot_error = exc
+        self._ready.set()
+        if self._boot_error is not None or self._startup_error is not None:
+            return
+        loop.call_soon(self._drain)
+        loop.run_forever()
+
+    def _tick(self) -> None:
+        # The hung-loop check counts from the last tick (see `Jobs::alive`).
+        self._rt.tick()
+        assert self._loop is not None
+        self._loop.call_later(self._tick_period, self._tick)
+
+    def _on_ring(self) -> None:
+        self._rt.clear_ring()
+        self._drain()
+
+    def _drain(self) -> None:
+        calls, tokens, again = self._rt.take()
+        loop = self._loop
+        assert loop is not None
+        for call in calls:
+            loop.create_task(self._serve(call))
+        if tokens:
+            requests = self._calls
+            for token in tokens:
+                request = requests.get(token)
+                if request is not None:
+                    request.wake()
+        if again:
+            loop.call_soon(self._drain)
+
+    async def _serve(self, call: Any) -> None:
+        assert self._loop is not None
+        request = _Request(call, self._loop)
+        token = call.token
+        self._calls[token] = request
+        try:
+            scope = call.scope(self._rt, self._state)
+            await self._app(scope, request.receive, request.send)
+        except ClientDisconnected:
+            call.finish(None)
+        except BaseException as exc:  # logged with its traceback; the worker serves on
+            call.finish(_formatted(exc))
+        else:
+            call.finish(None)
+        finally:
+            del self._calls[token]
+            request.wake()
+

@@ -1,0 +1,308 @@
+"""A plain ASGI 3 app (no framework) for tests/test_asgi.py: every route exercises one part of
+the HTTP scope, of streaming both ways, of disconnects, of lifespan, or one way an app can get
+ASGI wrong. Events the tests wait for are appended to the file named by $ASGI_EVENTS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+Scope = dict[str, Any]
+
+
+def record(event: str) -> None:
+    path = os.environ.get("ASGI_EVENTS")
+    if path:
+        with open(path, "a") as f:
+            f.write(event + "\n")
+
+
+#: Chunks the /big route has handed to send(), for the backpressure test.
+PROGRESS = {"sent": 0}
+RELEASE: dict[str, asyncio.Event] = {}
+
+
+def plain(value: Any) -> Any:
+    """The scope as JSON: bytes as latin-1 text, tuples as lists."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+async def respond(send, status: int, body: bytes, headers=None) -> None:
+    hdrs = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status,
+                "headers": hdrs + list(headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive) -> tuple[bytes, int]:
+    body, messages = b"", 0
+    while True:
+        message = await receive()
+        assert message["type"] == "http.request", message
+        messages += 1
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body, messages
+
+
+async def lifespan(scope: Scope, receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            scope["state"]["started_at"] = "startup"
+            scope["state"]["counter"] = [0]
+            record("startup")
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            record("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope: Scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await lifespan(scope, receive, send)
+        return
+    assert scope["type"] == "http"
+    path = scope["path"]
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    root = scope["root_path"]
+    route = path[len(root):] if root and path.startswith(root) else path
+    # Under a root path, any path ending in a route's name reaches it.
+    handler = ROUTES.get(route) or (ROUTES.get(route.rsplit("/", 1)[-1]) if root else None)
+    if handler is None:
+        await respond(send, 404, b"not found")
+        return
+    await handler(scope, receive, send, query)
+
+
+async def scope_route(scope, receive, send, query) -> None:
+    body, _ = await read_body(receive)
+    scope["state"].setdefault("seen", 0)
+    scope["state"]["seen"] += 1
+    data = json.dumps({"scope": plain(scope), "body": body.decode("latin-1")}).encode()
+    await respond(send, 200, data, [(b"content-type", b"application/json")])
+
+
+async def echo(scope, receive, send, query) -> None:
+    body, messages = await read_body(receive)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"x-messages", str(messages).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def stream(scope, receive, send, query) -> None:
+    n, size = int(query.get("n", "5")), int(query.get("size", "10"))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    for i in range(n):
+        await send({"type": "http.response.body", "body": bytes([65 + i % 26]) * size,
+                    "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def big(scope, receive, send, query) -> None:
+    """256 KiB chunks, counted, for a client that does not read."""
+    n = int(query.get("n", "200"))
+    PROGRESS["sent"] = 0
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(n * 262144).encode())]})
+    chunk = b"x" * 262144
+    for i in range(n):
+        await send({"type": "http.response.body", "body": chunk, "more_body": i < n - 1})
+        PROGRESS["sent"] += 1
+
+
+async def progress(scope, receive, send, query) -> None:
+    await respond(send, 200, str(PROGRESS["sent"]).encode())
+
+
+async def hold(scope, receive, send, query) -> None:
+    """Reads one body message, waits to be released (/release), then reads the rest."""
+    first = await receive()
+    record(f"hold-first {len(first.get('body', b''))}")
+    event = RELEASE.setdefault(query.get("key", "k"), asyncio.Event())
+    await event.wait()
+    rest, messages = await read_body(receive)
+    total = len(first.get("body", b"")) + len(rest)
+    await respond(send, 200, f"{total} {messages + 1}".encode())
+
+
+async def release(scope, receive, send, query) -> None:
+    RELEASE.setdefault(query.get("key", "k"), asyncio.Event()).set()
+    await respond(send, 200, b"released")
+
+
+async def wait_disconnect(scope, receive, send, query) -> None:
+    """Reads the body, then waits for http.disconnect without answering."""
+    await read_body(receive)
+    record("waiting")
+    message = await receive()
+    record(f"received {message['type']}")
+
+
+async def stream_forever(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    record("streaming")
+    try:
+        for _ in range(100000):
+            await send({"type": "http.response.body", "body": b"y" * 16384, "more_body": True})
+    except OSError as exc:
+        record(f"send raised {type(exc).__name__}")
+        raise
+
+
+async def after_response(scope, receive, send, query) -> None:
+    await respond(send, 200, b"done")
+    message = await receive()
+    record(f"after response {message['type']}")
+
+
+async def pathsend(scope, receive, send, query) -> None:
+    name = query["file"]
+    size = os.path.getsize(name)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(size).encode())]})
+    await send({"type": "http.response.pathsend", "path": name})
+
+
+async def sync_work(scope, receive, send, query) -> None:
+    loop = asyncio.get_running_loop()
+
+    def blocking() -> str:
+        time.sleep(0.01)
+        return threading.current_thread().name
+
+    name = await loop.run_in_executor(None, blocking)
+    loop_thread = threading.current_thread().name
+    await respond(send, 200, f"{name}|{loop_thread}".encode())
+
+
+async def block(scope, receive, send, query) -> None:
+    time.sleep(float(query.get("s", "60")))  # blocks the loop on purpose
+    await respond(send, 200, b"unblocked")
+
+
+async def cookies(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"set-cookie", b"a=1; Path=/"), (b"set-cookie", b"b=2; HttpOnly"),
+        (b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+# Ways to get ASGI wrong; each must be logged while the worker serves on.
+
+async def double_start(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+
+
+async def body_first(scope, receive, send, query) -> None:
+    await send({"type": "http.response.body", "body": b"x"})
+
+
+async def wrong_type(scope, receive, send, query) -> None:
+    await send({"type": "http.response.bogus"})
+
+
+async def bad_status(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": "200", "headers": []})
+
+
+async def bad_body(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": "text, not bytes"})
+
+
+async def bad_headers(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [("a", "b")]})
+
+
+async def no_response(scope, receive, send, query) -> None:
+    return None
+
+
+async def raises(scope, receive, send, query) -> None:
+    raise ValueError("boom before the response")
+
+
+async def raises_midway(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"100")]})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+    raise ValueError("boom in the middle")
+
+
+async def returns_midway(scope, receive, send, query) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+
+
+ROUTES = {
+    "/scope": scope_route, "scope": scope_route, "/echo": echo, "/stream": stream,
+    "/big": big, "/progress": progress, "/hold": hold, "/release": release,
+    "/wait-disconnect": wait_disconnect, "/stream-forever": stream_forever,
+    "/after-response": after_response, "/pathsend": pathsend, "/sync": sync_work,
+    "/block": block, "/cookies": cookies, "/bad/double-start": double_start,
+    "/bad/body-first": body_first, "/bad/wrong-type": wrong_type,
+    "/bad/status": bad_status, "/bad/body": bad_body, "/bad/headers": bad_headers,
+    "/bad/no-response": no_response, "/bad/raises": raises,
+    "/bad/raises-midway": raises_midway, "/bad/returns-midway": returns_midway,
+}
+
+
+# Other shapes of app, for the interface detection and lifespan tests.
+
+class ClassApp:
+    """An object whose ``__call__`` is a coroutine function (as Django's ASGIHandler)."""
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(scope, receive, send)
+            return
+        await respond(send, 200, b"class app")
+
+
+class_app = ClassApp()
+
+
+def create_app(greeting: str = "factory") -> Any:
+    async def made(scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("no lifespan here")
+        await respond(send, 200, greeting.encode())
+    return made
+
+
+async def failing_lifespan(scope: Scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "database unreachable"})
+        return
+    await respond(send, 200, b"never")
+
+
+async def no_lifespan(scope: Scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        raise RuntimeError("this app does not do lifespan")
+    await respond(send, 200, b"served without lifespan")
+
+
+async def raising_startup(scope: Scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        raise RuntimeError("startup exploded")
+    await respond(send, 200, b"never")

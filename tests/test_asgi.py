@@ -1,0 +1,521 @@
+"""ASGI 3.0 (HTTP) on the same core as WSGI: the scope, streaming both ways with backpressure,
+disconnects seen by the app, lifespan, bad apps, and the transports (HTTP/2, TLS, uwsgi), the
+static map and the limits unchanged. Real `ferrocorn` processes, real clients
+(tests/apps/asgi_app.py is the app)."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import (
+    APPS_DIR, RawConn, Server, http_request, parse_responses, running_server, wait_for,
+)
+
+APP = "asgi_app:app"
+
+
+class Events:
+    """The file the app appends its events to ($ASGI_EVENTS)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("")
+
+    def lines(self) -> list[str]:
+        return self.path.read_text().splitlines()
+
+    def wait(self, event: str, timeout: float = 10.0) -> None:
+        wait_for(lambda: event in self.lines(), timeout, message=f"app event {event!r}")
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Events:
+    return Events(tmp_path_factory.mktemp("asgi") / "events.log")
+
+
+@pytest.fixture(scope="module")
+def static_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("static")
+    (d / "hello.txt").write_text("static hello\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(events: Events, static_dir: Path) -> Iterator[Server]:
+    """One ASGI server for the tests that only talk to it: h2c from loopback, a static map,
+    a body limit, an access log."""
+    with running_server(
+        APP, "--http2-cleartext", "prior-knowledge", "--static-map", f"/static={static_dir}",
+        "--limit-request-body", str(100 << 20), "--access-logfile", "-",
+        env={"ASGI_EVENTS": str(events.path)},
+    ) as s:
+        yield s
+
+
+def scope_of(server: Server, path: str = "/scope", headers: dict[str, str] | None = None,
+             body: bytes | None = None) -> dict[str, Any]:
+    reply = server.request("POST" if body else "GET", path, body=body, headers=headers)
+    assert reply.status == 200, (reply.status, reply.body[:300])
+    return json.loads(reply.body)
+
+
+# ----------------------------------------------------------------------------- the scope
+
+def test_scope_keys_over_http11(server: Server) -> None:
+    data = scope_of(server, "/scope?a=1&b=%20x", headers={"X-Custom": "Value", "Cookie": "k=v"},
+                    body=b"hello")
+    scope = data["scope"]
+    assert data["body"] == "hello"
+    assert scope["type"] == "http"
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == "1.1"
+    assert scope["method"] == "POST"
+    assert scope["scheme"] == "http"
+    assert scope["path"] == "/scope"
+    assert scope["raw_path"] == "/scope"
+    assert scope["query_string"] == "a=1&b=%20x"
+    assert scope["root_path"] == ""
+    headers = scope["headers"]
+    assert ["x-custom", "Value"] in headers and ["cookie", "k=v"] in headers
+    assert all(name == name.lower() for name, _ in headers)
+    assert ["host", f"{server.host}:{server.port}"] in headers
+    assert scope["client"][0] == "127.0.0.1" and isinstance(scope["client"][1], int)
+    assert scope["server"] == ["127.0.0.1", server.port]
+    assert scope["state"]["started_at"] == "startup"  # from the lifespan's startup
+    assert "http.response.pathsend" in scope["extensions"]
+    assert "tls" not in scope["extensions"]
+
+
+def test_state_is_a_shallow_copy_per_request(server: Server) -> None:
+    first = scope_of(server)["scope"]["state"]
+    second = scope_of(server)["scope"]["state"]
+    # The app counts in its copy: no request sees another's key.
+    assert first["seen"] == second["seen"] == 1
+
+
+def test_http10_and_a_decoded_path(server: Server) -> None:
+    with server.connect() as conn:
+        conn.send(http_request("/caf%C3%A9/../scope", version="HTTP/1.0"))
+        resp = conn.response()
+    assert resp.status == 404  # the route is /scope, the decoded path is not
+    with server.connect() as conn:
+        conn.send(http_request("/scope", version="HTTP/1.0"))
+        resp = conn.response()
+    assert json.loads(resp.body)["scope"]["http_version"] == "1.0"
+
+
+def test_root_path_and_trusted_proxy_headers(start_server: Any) -> None:
+    s = start_server(APP, "--root-path", "/mount", "--forwarded-headers", "for,proto,prefix")
+    scope = scope_of(s, "/caf%C3%A9/scope")["scope"]
+    assert scope["root_path"] == "/mount"
+    assert scope["path"] == "/mount/café/scope"
+    assert scope["raw_path"] == "/mount/caf%C3%A9/scope"
+    # A path that carries the root path already keeps it as it is.
+    assert scope_of(s, "/mount/scope")["scope"]["path"] == "/mount/scope"
+    # From a trusted peer (loopback): the prefix, the scheme and the client.
+    scope = scope_of(s, "/scope", headers={"X-Forwarded-Prefix": "/api",
+                                          "X-Forwarded-Proto": "https",
+                                          "X-Forwarded-For": "203.0.113.9"})["scope"]
+    assert (scope["root_path"], scope["path"]) == ("/api", "/api/scope")
+    assert scope["scheme"] == "https"
+    assert scope["client"][0] == "203.0.113.9"
+
+
+# ------------------------------------------------------------------ streaming both ways
+
+def test_a_large_upload_streams_in_pieces(server: Server) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB
+    reply = server.request("POST", "/echo", body=body)
+    assert reply.status == 200
+    assert reply.body == body
+    assert int(reply.header("x-messages")) >= 16  # at most 64 KiB per http.request
+
+
+def test_a_chunked_upload(server: Server) -> None:
+    with server.connect() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        resp = conn.response()
+    assert (resp.status, resp.body) == (200, b"hello world")
+
+
+def test_a_streamed_response_is_chunked(server: Server) -> None:
+    with server.connect() as conn:
+        conn.send(http_request("/stream?n=50&size=1000"))
+        resp = conn.response()
+    assert resp.status == 200
+    assert resp.header("transfer-encoding") == "chunked"
+    assert len(resp.body) == 50_000 and resp.body.startswith(b"A" * 1000)
+
+
+def test_100_continue_at_the_first_receive_and_head(server: Server) -> None:
+    with server.connect() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        interim = conn.response("POST", skip_interim=False)
+        assert interim.status == 100
+        conn.send(b"hello")
+        resp = conn.response("POST")
+        assert (resp.status, resp.body) == (200, b"hello")
+        conn.send(b"HEAD /stream?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = conn.response("HEAD")
+        assert (head.status, head.body) == (200, b"")
+        conn.send(http_request("/stream?n=2&size=3"))
+        assert conn.response().body == b"AAABBB"  # the connection went on after HEAD
+
+
+def test_the_app_is_not_sent_the_whole_upload(server: Server, events: Events) -> None:
+    """Body bytes are read off the socket only as the app receives them: while the app holds
+    off, the client's upload stalls in the kernel's buffers."""
+    size = 64 << 20
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    try:
+        sock.sendall(f"POST /hold?key=up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+                     .encode())
+        sock.setblocking(False)
+        chunk = b"u" * 65536
+        sent = 0
+        deadline = time.monotonic() + 20
+        while sent < size and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [sock], [], 0.5)
+            if not writable:
+                break  # the server stopped taking bytes
+            try:
+                sent += sock.send(chunk[: size - sent])
+            except BlockingIOError:
+                continue
+        assert sent < size // 2, f"{sent} bytes were taken while the app read one piece"
+        events.wait("hold-first 65536")
+        assert server.get("/release?key=up").status == 200
+        sock.setblocking(True)
+        rest = size - sent
+        while rest:
+            n = sock.send(chunk[: min(rest, len(chunk))])
+            rest -= n
+        conn = RawConn(sock)
+        resp = conn.response("POST")
+        total, _messages = resp.body.split()
+        assert int(total) == size
+    finally:
+        sock.close()
+
+
+def test_a_client_that_does_not_read_holds_send_back(server: Server) -> None:
+    """`await send()` waits while the client takes nothing: the app is held at a bounded
+    number of 256 KiB chunks, then goes on as the client reads, to the last byte."""
+    conn = server.connect(timeout=30)
+    try:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.send(http_request("/big?n=200"))  # 50 MiB
+
+        def progress() -> int:
+            return int(server.get("/progress").body)
+
+        wait_for(lambda: progress() > 0, message="the app starting to send")
+        # Bounded: the count stops moving once the buffers are full.
+        last, stable = -1, 0
+        for _ in range(100):
+            now = progress()
+            stable = stable + 1 if now == last else 0
+            if stable >= 3:
+                break
+            last = now
+            time.sleep(0.1)  # spacing the polls, not synchronising
+        assert stable >= 3, "the app never stopped sending"
+        assert last < 100, f"{last} chunks (of 200) sent to a client reading nothing"
+        resp = conn.response()
+        assert len(resp.body) == 200 * 262144
+        assert progress() == 200
+    finally:
+        conn.close()
+
+
+def test_pathsend_serves_a_file(server: Server, tmp_path: Path) -> None:
+    f = tmp_path / "big.bin"
+    data = bytes(range(256)) * 8192  # 2 MiB
+    f.write_bytes(data)
+    reply = server.get(f"/pathsend?file={f}")
+    assert (reply.status, reply.body) == (200, data)
+
+
+def test_sync_code_runs_on_the_default_executor(server: Server) -> None:
+    worker_thread, loop_thread = server.get("/sync").body.decode().split("|")
+    assert loop_thread == "ferrocorn-asgi-loop"
+    assert worker_thread != loop_thread
+
+
+def test_cookies_and_access_log(server: Server) -> None:
+    mark = len(server.stdout)
+    reply = server.get("/cookies")
+    assert reply.header_all("set-cookie") == ["a=1; Path=/", "b=2; HttpOnly"]
+    wait_for(lambda: '"GET /cookies HTTP/1.1" 200 2' in server.stdout[mark:],
+             message="the access log line")
+
+
+# -------------------------------------------------------------------------- disconnects
+
+def test_the_app_sees_a_client_leave_while_it_waits(server: Server, events: Events) -> None:
+    conn = server.connect()
+    conn.send(http_request("/wait-disconnect", method="POST", body=b"x"))
+    events.wait("waiting")
+    conn.close()
+    events.wait("received http.disconnect")
+
+
+def test_the_app_sees_a_client_leave_while_it_streams(server: Server, events: Events) -> None:
+    conn = server.connect()
+    conn.send(http_request("/stream-forever"))
+    events.wait("streaming")
+    conn.sock.recv(65536)
+    conn.abort()
+    events.wait("send raised ClientDisconnected")
+
+
+def test_disconnect_after_the_response(server: Server, events: Events) -> None:
+    assert server.get("/after-response").body == b"done"
+    events.wait("after response http.disconnect")
+
+
+# ---------------------------------------------------------------------------- transports
+
+def test_http2_scope_upload_and_reset(server: Server, events: Events) -> None:
+    from test_http2 import Client
+
+    client = Client(server)
+    try:
+        sid = client.request("/scope")
+        scope = json.loads(_h2_body(client, sid))["scope"]
+        assert scope["http_version"] == "2"
+        assert ["host", client.host] in scope["headers"]
+        payload = b"z" * 300_000
+        sid = client.request("/echo", method="POST", body=payload)
+        assert _h2_body(client, sid) == payload
+        # RST_STREAM while the app waits: it receives http.disconnect.
+        before = events.lines().count("received http.disconnect")
+        sid = client.request("/wait-disconnect", method="POST", body=b"x")
+        wait_for(lambda: events.lines().count("waiting") > before, message="the app waiting")
+        client.conn.reset_stream(sid)
+        client.flush()
+        wait_for(lambda: events.lines().count("received http.disconnect") > before,
+                 message="http.disconnect after RST_STREAM")
+    finally:
+        client.sock.close()
+
+
+def _h2_body(client: Any, sid: int) -> bytes:
+    deadline = time.monotonic() + 20
+    while sid not in client.ended:
+        assert time.monotonic() < deadline, "stream never ended"
+        assert client.pump(), "connection closed"
+    assert client.status[sid] == 200, client.status[sid]
+    return bytes(client.body[sid])
+
+
+def test_tls_scope_and_client_certificate(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import ssl
+
+    from test_tls import issue
+
+    d = tmp_path_factory.mktemp("asgi-pki")
+    ca = issue(d, "ca", cn="Ferrocorn Test CA", ca=True)
+    server_cert = issue(d, "server", cn="localhost", issuer=ca, serial=1001)
+    client_ca = issue(d, "client-ca", cn="Ferrocorn Client CA", ca=True)
+    client = issue(d, "client", cn="alice", issuer=client_ca, client=True)
+    with running_server(APP, "--certfile", str(server_cert.cert_path), "--keyfile",
+                        str(server_cert.key_path), "--ca-certs", str(client_ca.cert_path),
+                        "--cert-reqs", "1") as s:
+        ctx = ssl.create_default_context(cafile=str(ca.cert_path))
+        ctx.load_cert_chain(str(client.cert_path), str(client.key_path))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+        import http.client
+        conn = http.client.HTTPSConnection("localhost", s.port, context=ctx, timeout=10)
+        conn.request("GET", "/scope")
+        scope = json.loads(conn.getresponse().read())["scope"]
+        conn.close()
+    assert scope["scheme"] == "https"
+    tls = scope["extensions"]["tls"]
+    assert tls["client_cert_name"].startswith("CN=alice")
+    assert tls["client_cert_chain"][0].startswith("-----BEGIN CERTIFICATE-----")
+    assert tls["tls_version"] == 0x0304
+    assert isinstance(tls["cipher_suite"], int) and tls["cipher_suite"] > 0
+    assert tls["client_cert_error"] is None
+
+
+def test_uwsgi_transport(start_server: Any) -> None:
+    from test_uwsgi import packet, request_vars, send_packet
+
+    s = start_server(APP, "--protocol", "uwsgi")
+    data = send_packet(s, packet(request_vars("/scope", query="q=1")))
+    (resp,) = parse_responses(data)
+    scope = json.loads(resp.body)["scope"]
+    assert scope["client"] == ["203.0.113.7", 40000]
+    assert scope["query_string"] == "q=1"
+    assert scope["path"] == "/scope"
+
+
+def test_static_map_and_limits_are_unchanged(server: Server) -> None:
+    reply = server.get("/static/hello.txt")
+    assert (reply.status, reply.body) == (200, b"static hello\n")
+    assert reply.header("etag")
+    with server.connect() as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n")
+        assert conn.response("POST").status == 413
+
+
+# ----------------------------------------------------------------------------- bad apps
+
+@pytest.mark.app_errors
+@pytest.mark.parametrize("route, logged", [
+    ("/bad/double-start", "Unexpected ASGI message 'http.response.start'"),
+    ("/bad/body-first", "Expected ASGI message 'http.response.start' first"),
+    ("/bad/wrong-type", "unexpected ASGI message type \"http.response.bogus\""),
+    ("/bad/status", "ASGI response status must be an int"),
+    ("/bad/body", "ASGI message field \"body\" must be bytes"),
+    ("/bad/headers", "ASGI message field \"headers\""),
+    ("/bad/no-response", "ASGI app returned without sending a response"),
+    ("/bad/raises", "ValueError: boom before the response"),
+])
+def test_bad_apps_get_a_500_and_a_log_line(server: Server, route: str, logged: str) -> None:
+    mark = server.mark()
+    reply = server.get(route)
+    assert reply.status == 500, (reply.status, reply.body)
+    server.wait_log(logged, since=mark)
+    if route != "/bad/no-response":
+        assert "Traceback" in server.log_since(mark)
+    server.assert_serving("/scope")
+
+
+@pytest.mark.app_errors
+@pytest.mark.parametrize("route, logged", [
+    ("/bad/raises-midway", "ValueError: boom in the middle"),
+    ("/bad/returns-midway", "ASGI app returned without completing its response"),
+])
+def test_a_started_response_is_cut(server: Server, route: str, logged: str) -> None:
+    mark = server.mark()
+    with server.connect() as conn:
+        conn.send(http_request(route))
+        data = conn.read_until_close()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"partial" in data
+    assert not data.endswith(b"0\r\n\r\n")  # never completed
+    server.wait_log(logged, since=mark)
+    server.assert_serving("/scope")
+
+
+# ----------------------------------------------------------------------------- lifespan
+
+def test_lifespan_startup_and_shutdown(tmp_path: Path) -> None:
+    events = Events(tmp_path / "events.log")
+    s = Server(APP, env={"ASGI_EVENTS": str(events.path)})
+    s.start()
+    try:
+        assert events.lines() == ["startup"]
+        assert s.get("/scope").status == 200
+    finally:
+        assert s.stop() == 0
+    assert events.lines() == ["startup", "shutdown"]
+
+
+@pytest.mark.parametrize("app, args, message", [
+    ("asgi_app:failing_lifespan", [], "ASGI lifespan startup failed: database unreachable"),
+    ("asgi_app:no_lifespan", ["--lifespan", "on"], "this app does not do lifespan"),
+    ("asgi_app:raising_startup", ["--lifespan", "on"], "startup exploded"),
+])
+def test_a_failed_startup_stops_the_server(app: str, args: list[str], message: str) -> None:
+    s = Server(app, *args)
+    s.spawn()
+    code = s.wait_exit(30)
+    assert code != 0
+    assert message in s.log, s.log
+
+
+def test_an_app_without_lifespan_is_served_in_auto(start_server: Any) -> None:
+    s = start_server("asgi_app:no_lifespan")
+    assert s.get("/").body == b"served without lifespan"
+    assert "ASGI 'lifespan' protocol appears unsupported." in s.log
+    s2 = start_server("asgi_app:no_lifespan", "--lifespan", "off")
+    assert s2.get("/").body == b"served without lifespan"
+    assert "appears unsupported" not in s2.log
+
+
+# --------------------------------------------------------------- choosing the interface
+
+@pytest.mark.parametrize("app, args, body", [
+    ("asgi_app:class_app", [], b"class app"),
+    ("asgi_app:create_app('hi')", [], b"hi"),
+    ("asgi_app:class_app", ["-k", "uvicorn.workers.UvicornWorker"], b"class app"),
+    ("asgi_app:class_app", ["-k", "uvicorn_worker.UvicornWorker", "--loop", "asyncio"],
+     b"class app"),
+    ("asgi_app:create_app()", ["--interface", "asgi", "-w", "2"], b"factory"),
+])
+def test_asgi_apps_are_recognised(start_server: Any, app: str, args: list[str],
+                                  body: bytes) -> None:
+    s = start_server(app, *args)
+    reply = s.get("/")
+    assert (reply.status, reply.body) == (200, body)
+
+
+def test_contradicting_interface_settings_are_refused() -> None:
+    s = Server(APP, "-k", "asgi", "--interface", "wsgi")
+    s.spawn()
+    assert s.wait_exit(15) == 1
+    assert "contradict" in s.log
+
+
+def test_a_wsgi_app_is_still_wsgi(start_server: Any) -> None:
+    s = start_server("basic:app")
+    assert s.get("/").status == 200
+    assert "Serving an ASGI app" not in s.log
+
+
+# ------------------------------------------------------------------------- a hung loop
+
+@pytest.mark.app_errors
+def test_a_blocked_loop_is_treated_as_a_hung_worker(start_server: Any) -> None:
+    s = start_server(APP, "-t", "2")
+    first = s.worker_pids()
+    conn = s.connect(timeout=30)
+    conn.send(http_request("/block?s=60"))
+    s.wait_log("has run for more than 2s", timeout=20)
+    wait_for(lambda: s.worker_pids() and s.worker_pids() != first, timeout=20,
+             message="a new worker")
+    conn.close()
+    assert 'Request "the ASGI event loop (blocked by the app)"' in s.log
+    s.wait_log("in block")  # the loop thread's traceback, from faulthandler
+    s.assert_serving("/scope")
+
+
+
+# ------------------------------------------------------------------- ferrocorn.serve()
+
+def test_serve_takes_an_asgi_app(tmp_path: Path) -> None:
+    import signal
+    import textwrap
+
+    from test_api import ApiServer
+
+    script = tmp_path / "serve_asgi.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys
+        sys.path.insert(0, {str(APPS_DIR)!r})
+        import ferrocorn
+        from asgi_app import create_app
+
+        code = ferrocorn.serve(create_app("from serve()"), bind="127.0.0.1:0", lifespan="off")
+        print("returned", code, flush=True)
+    """))
+    server = ApiServer(script, tmp_path).start()
+    try:
+        assert server.get("/").body == b"from serve()"
+        server.signal(signal.SIGINT)
+        assert server.wait_exit() == 0
+    finally:
+        server.stop()
