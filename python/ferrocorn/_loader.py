@@ -111,10 +111,11 @@ def is_asgi(app: object) -> bool:
         return True
     if inspect.isclass(app):
         return False  # calling a class makes an object: that is WSGI (or ASGI 2)
-    call = getattr(type(app), "__call__", None)
+    # The __call__ methods themselves (not callable()): whether they are coroutine functions.
+    call = getattr(type(app), "__call__", None)  # noqa: B004
     if call is not None and coroutine_function(call):
         return True
-    bound = getattr(app, "__call__", None)
+    bound = getattr(app, "__call__", None)  # noqa: B004
     return bound is not None and coroutine_function(bound)
 
 
