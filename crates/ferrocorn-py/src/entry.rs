@@ -33,6 +33,7 @@ pub fn main(
     settings: Option<Bound<'_, PyAny>>,
 ) -> i32 {
     let args: Vec<String> = argv.iter().skip(1).cloned().collect();
+    layers::set_long_version(crate::build_info::long_version(py));
     let programmatic = match settings.map(|s| file_values(&s)).transpose() {
         Ok(p) => p,
         Err(e) => {

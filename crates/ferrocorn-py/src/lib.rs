@@ -1,6 +1,7 @@
 //! `ferrocorn._ferrocorn`: the Python side of ferrocorn. The core crate does the I/O; this crate
 //! loads the app, runs it on Python threads and speaks WSGI (PEP 3333) to it.
 
+mod build_info;
 mod entry;
 mod fork;
 mod hooks;
