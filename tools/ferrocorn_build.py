@@ -53,7 +53,7 @@ def build_wheel(
 
         with tempfile.TemporaryDirectory() as out:
             try:
-                wheel = pgo_build.build(sys.executable, Path(out), ("--compatibility", "off"))
+                wheel = pgo_build.build(sys.executable, Path(out))
             except (SystemExit, Exception) as e:  # noqa: BLE001 (any failure: fall back)
                 why_not = f"the profile-guided build failed ({e})"
             else:
