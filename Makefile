@@ -108,7 +108,7 @@ GNU_TARGET := x86_64-unknown-linux-gnu
 MUSL_TARGET := x86_64-unknown-linux-musl
 
 $(STAMP)-wheel-deps: $(STAMP)-venv Makefile
-	$(PIP) install --quiet 'maturin[zig]>=1.5,<2'
+	$(PIP) install --quiet 'maturin[zig]>=1.5,<2' auditwheel
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	@touch $@
 

@@ -238,9 +238,12 @@ def maturin(python: str, out: Path, target_dir: Path, rustflags: str, platform: 
         old.unlink()
     before = set(out.glob("ferrocorn-*.whl"))
     flags = " ".join(f for f in (os.environ.get("RUSTFLAGS", ""), rustflags) if f)
+    command = maturin_command(python)
+    # maturin finds zig as `python3 -m ziglang`: the python3 beside maturin (the venv's) has it.
+    path = os.pathsep.join([str(Path(command).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "RUSTFLAGS": flags, "CARGO_TARGET_DIR": str(target_dir),
-           "FERROCORN_BUILD_PGO": pgo, "FERROCORN_BUILD_WHEEL_TAG": tag}
-    subprocess.run([maturin_command(python), "build", "--release", "--interpreter", python,
+           "FERROCORN_BUILD_PGO": pgo, "FERROCORN_BUILD_WHEEL_TAG": tag, "PATH": path}
+    subprocess.run([command, "build", "--release", "--interpreter", python,
                     "--out", str(out), *platform.maturin_args()], env=env, check=True, cwd=ROOT)
     built = set(out.glob("ferrocorn-*.whl")) - before
     if len(built) != 1:
@@ -342,8 +345,12 @@ def build_wheels(train_python: str, out: Path, platform: Platform = HOST,
     shutil.rmtree(raw, ignore_errors=True)
     raw.mkdir(parents=True)
     started = time.monotonic()
+    # zig cannot link the instrumented build (it takes rustc's `-u __llvm_profile_runtime`
+    # for a file): the system's linker does, for the same target. The profile matches the
+    # final build's code all the same: the linker changes no symbol.
+    trained_on = Platform(platform.triple(), False, "linux") if platform.zig else platform
     wheel = maturin(train_python, pgo_dir / "wheel", PGO_DIR / "target",
-                    f"-Cprofile-generate={raw}", platform, "instrumented")
+                    f"-Cprofile-generate={raw}", trained_on, "instrumented")
     instrumented = time.monotonic()
     with tempfile.TemporaryDirectory() as package:
         with zipfile.ZipFile(wheel) as z:
