@@ -216,11 +216,11 @@ def llvm_profdata() -> Path | None:
 
 
 def maturin_command(python: str) -> str:
-    """maturin beside the interpreter (a venv's), else the one on PATH (pip's build
-    environment puts its scripts there)."""
-    beside = Path(python).parent / "maturin"
-    if beside.exists():
-        return str(beside)
+    """maturin beside the interpreter (a venv's) or beside the one running this script, else
+    the one on PATH (pip's build environment puts its scripts there)."""
+    for beside in (Path(python).parent / "maturin", Path(sys.executable).parent / "maturin"):
+        if beside.exists():
+            return str(beside)
     found = shutil.which("maturin")
     if found is None:
         raise SystemExit("maturin is not installed (pip install 'maturin>=1.5,<2')")
