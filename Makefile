@@ -64,7 +64,7 @@ $(STAMP)-install: $(STAMP)-venv $(SOURCES)
 ifeq ($(PGO),1)
 	$(PY) tools/pgo_build.py --python $(PY) --out dist
 else
-	$(VENV)/bin/maturin build --release --interpreter $(PY) --out dist
+	$(PY) tools/pgo_build.py --one-pass --python $(PY) --out dist
 endif
 	$(PIP) install --quiet --force-reinstall --no-deps dist/ferrocorn-*.whl
 	$(PIP) install --quiet dist/ferrocorn-*.whl  # its dependencies, if any are missing

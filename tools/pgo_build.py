@@ -129,7 +129,7 @@ class Platform:
         if self.compatibility in ("linux", "off"):
             return f"linux_{arch}"
         if self.compatibility in ("manylinux2014", "manylinux_2_17"):
-            return f"manylinux_2_17_{arch}.manylinux2014_{arch}"
+            return f"manylinux2014_{arch}.manylinux_2_17_{arch}"
         if self.compatibility.startswith(("manylinux_", "musllinux_")):
             return f"{self.compatibility}_{arch}"
         raise SystemExit(f"unknown --compatibility {self.compatibility}")
@@ -153,7 +153,8 @@ def host_triple() -> str:
 
 
 def interpreter_tag(python: str) -> str:
-    """The interpreter and ABI part of a wheel tag for `python`: ``cp311-cp311``, ``cp314-cp314t``."""
+    """The interpreter and ABI part of a wheel tag for `python`: ``cp311-cp311``,
+    ``cp314-cp314t`` (free-threaded)."""
     code = ("import sys, sysconfig; v = sys.version_info; "
             "t = 't' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''; "
             "print(f'cp{v[0]}{v[1]}-cp{v[0]}{v[1]}{t}')")
