@@ -228,8 +228,20 @@ def maturin_command(python: str) -> str:
     return found
 
 
+#: What maturin's zig mode (cargo-zigbuild) sets for cargo: build scripts and proc macros are
+#: not given the target's settings. Cargo then hashes that into the metadata of every crate
+#: built for the host, hence of every crate that uses one (a derive, a build script), hence into
+#: every symbol name; a profile's counts are found by symbol name. The instrumented build, which
+#: zig cannot link, is given the same, so its names are the zig-linked release build's.
+ZIG_HOST_CONFIG = {
+    "CARGO_TARGET_APPLIES_TO_HOST": "false",
+    "CARGO_UNSTABLE_TARGET_APPLIES_TO_HOST": "true",
+    "__CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS": "nightly",
+}
+
+
 def maturin(python: str, out: Path, target_dir: Path, rustflags: str, platform: Platform,
-            pgo: str) -> Path:
+            pgo: str, env_extra: dict[str, str] | None = None) -> Path:
     """Builds the release wheel for `python` into `out` (replacing an older one of the same
     interpreter and platform) and returns its path. `pgo` is what ``ferrocorn --version`` says:
     ``1``, ``0`` or ``instrumented``."""
@@ -243,7 +255,8 @@ def maturin(python: str, out: Path, target_dir: Path, rustflags: str, platform: 
     # maturin finds zig as `python3 -m ziglang`: the python3 beside maturin (the venv's) has it.
     path = os.pathsep.join([str(Path(command).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "RUSTFLAGS": flags, "CARGO_TARGET_DIR": str(target_dir),
-           "FERROCORN_BUILD_PGO": pgo, "FERROCORN_BUILD_WHEEL_TAG": tag, "PATH": path}
+           "FERROCORN_BUILD_PGO": pgo, "FERROCORN_BUILD_WHEEL_TAG": tag, "PATH": path,
+           **(env_extra or {})}
     subprocess.run([command, "build", "--release", "--interpreter", python,
                     "--out", str(out), *platform.maturin_args()], env=env, check=True, cwd=ROOT)
     built = set(out.glob("ferrocorn-*.whl")) - before
@@ -347,11 +360,13 @@ def build_wheels(train_python: str, out: Path, platform: Platform = HOST,
     raw.mkdir(parents=True)
     started = time.monotonic()
     # zig cannot link the instrumented build (it takes rustc's `-u __llvm_profile_runtime`
-    # for a file): the system's linker does, for the same target. The profile matches the
-    # final build's code all the same: the linker changes no symbol.
+    # for a file): the system's linker does, for the same target, with cargo configured as in
+    # zig mode (ZIG_HOST_CONFIG), so that its symbol names, which the counts are filed under,
+    # are the release build's.
     trained_on = Platform(platform.triple(), False, "linux") if platform.zig else platform
     wheel = maturin(train_python, pgo_dir / "wheel", PGO_DIR / "target",
-                    f"-Cprofile-generate={raw}", trained_on, "instrumented")
+                    f"-Cprofile-generate={raw}", trained_on, "instrumented",
+                    ZIG_HOST_CONFIG if platform.zig else None)
     instrumented = time.monotonic()
     with tempfile.TemporaryDirectory() as package:
         with zipfile.ZipFile(wheel) as z:
