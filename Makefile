@@ -31,13 +31,16 @@ PGO ?= 1
 # COMMAND or COMMAND:DEBIAN-PACKAGE when the package has another name.
 TEST_TOOLS := curl nginx wrk h2load:nghttp2-client openssl
 
-.PHONY: help venv build install run test-deps test lint docs bench clean
+.PHONY: help venv build install run test-deps test test-wheels wheels lint docs bench clean
 
 help:
 	@echo "make run        build a release build into .venv and serve examples/flask_app.py"
 	@echo "                at http://127.0.0.1:8000"
 	@echo "make test       install what the tests need, then cargo test and pytest"
 	@echo "make install    (re)build the release wheel (PGO; PGO=0 for one pass) into .venv"
+	@echo "make wheels     the release wheels (manylinux2014 and musllinux_1_2, x86_64, one per"
+	@echo "                CPython found) and the sdist, into wheelhouse/"
+	@echo "make test-wheels  build them, then install each into a fresh venv and serve (slow)"
 	@echo "make bench      ferrocorn vs gunicorn and granian, side by side (BENCH_ARGS=--quick)"
 	@echo "make lint       cargo fmt --check, clippy -D warnings and ruff (what CI runs first)"
 	@echo "make docs       regenerate docs/settings.md from the settings' declaration"
@@ -61,7 +64,7 @@ $(STAMP)-install: $(STAMP)-venv $(SOURCES)
 ifeq ($(PGO),1)
 	$(PY) tools/pgo_build.py --python $(PY) --out dist
 else
-	$(VENV)/bin/maturin build --release --interpreter $(PY) --out dist
+	$(PY) tools/pgo_build.py --one-pass --python $(PY) --out dist
 endif
 	$(PIP) install --quiet --force-reinstall --no-deps dist/ferrocorn-*.whl
 	$(PIP) install --quiet dist/ferrocorn-*.whl  # its dependencies, if any are missing
@@ -98,7 +101,44 @@ $(STAMP)-test-deps: $(STAMP)-venv Makefile
 # reasons a host may truly lack are listed in tests/support/skips.py.
 test: test-deps install
 	cargo test --workspace
-	FERROCORN_STRICT_SKIPS=1 $(PY) -m pytest -q -rs tests
+	FERROCORN_STRICT_SKIPS=1 $(PY) -m pytest -q -rs -m "not wheels" tests
+
+# The release wheels (docs/install.md). maturin links them with zig (from the ziglang package)
+# for glibc 2.17 and for musl, and checks each against its tag; tools/pgo_build.py builds them
+# profile-guided: one training run per target, one final build per interpreter.
+WHEELHOUSE := wheelhouse
+# The interpreters to build for: auto finds one per supported CPython version (3.9 to 3.14,
+# python3.X on PATH or under pyenv); or a list of names or paths.
+WHEEL_PYTHONS ?= auto
+GNU_TARGET := x86_64-unknown-linux-gnu
+MUSL_TARGET := x86_64-unknown-linux-musl
+
+$(STAMP)-wheel-deps: $(STAMP)-venv Makefile
+	$(PIP) install --quiet 'maturin[zig]>=1.5,<2' auditwheel
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@touch $@
+
+wheels: $(WHEELHOUSE)/.built
+
+$(WHEELHOUSE)/.built: $(STAMP)-wheel-deps $(SOURCES) $(wildcard tools/*.py)
+	rm -rf $(WHEELHOUSE)
+	@start=$$(date +%s); \
+	$(PY) tools/pgo_build.py --python $(PY) --interpreter $(WHEEL_PYTHONS) --out $(WHEELHOUSE) \
+		--target $(GNU_TARGET) --zig --compatibility manylinux2014; \
+	gnu=$$(date +%s); \
+	$(PY) tools/pgo_build.py --python $(PY) --interpreter $(WHEEL_PYTHONS) --out $(WHEELHOUSE) \
+		--target $(MUSL_TARGET) --zig --compatibility musllinux_1_2; \
+	musl=$$(date +%s); \
+	$(VENV)/bin/maturin sdist --out $(WHEELHOUSE); \
+	echo "make wheels: manylinux $$((gnu - start)) s, musllinux $$((musl - gnu)) s"
+	@ls -l $(WHEELHOUSE)
+	@touch $@
+
+# Installs the wheels and the sdist into fresh venvs, with no Rust toolchain on PATH, and serves
+# a request from each (tests/test_wheels.py; the sdist compiles everything: about as long as a
+# clean `make install`).
+test-wheels: test-deps wheels
+	$(PY) -m pytest -q -m wheels tests/test_wheels.py
 
 # ruff's version is pinned to a minor release: a newer one may add rules to the selected sets
 # (pyproject.toml's [tool.ruff]) and fail a tree nobody changed.
@@ -148,5 +188,5 @@ docs: $(STAMP)-venv
 
 clean:
 	cargo clean
-	rm -rf dist .pytest_cache $(STAMP)-install
+	rm -rf dist $(WHEELHOUSE) .pytest_cache $(STAMP)-install
 	find python tests examples -name __pycache__ -type d -prune -exec rm -rf {} +

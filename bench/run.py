@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -710,7 +710,16 @@ def main() -> None:
                         "leaves bench/results/latest.* alone)")
     parser.add_argument("--servers", help="comma-separated server names to run (ferrocorn is "
                         "always included)")
+    parser.add_argument("--ferrocorn", help="the ferrocorn executable measured as 'ferrocorn' "
+                        "(default: .venv's)")
+    parser.add_argument("--ferrocorn-build", action="append", default=[], metavar="LABEL=PATH",
+                        help="another ferrocorn executable, measured as the server 'ferrocorn "
+                        "LABEL' with the same arguments (another build's wheel, say: one-pass "
+                        "against profile-guided)")
     args = parser.parse_args()
+    if args.ferrocorn:
+        global FERROCORN
+        FERROCORN = str(Path(args.ferrocorn).absolute())
     if args.quick:
         args.duration, args.reps = 1.0, 1
     if not shutil.which("wrk"):
@@ -722,6 +731,13 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
 
     specs = servers()
+    ours = next((s for s in specs if s.name == "ferrocorn"), None)
+    for build in args.ferrocorn_build:
+        label, path = build.split("=", 1)
+        if ours is None:
+            raise SystemExit(f"no ferrocorn at {FERROCORN} to measure {label} beside")
+        specs.append(replace(ours, name=f"ferrocorn {label}",
+                             argv=[str(Path(path).absolute()), *ours.argv[1:]]))
     if args.servers:
         wanted = {"ferrocorn", *args.servers.split(",")}
         specs = [s for s in specs if s.name in wanted]

@@ -41,6 +41,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "app_errors: the test provokes errors on purpose; skip the check that the server log "
         "gained no AssertionError (wsgiref.validate's verdict) during it",
     )
+    config.addinivalue_line(
+        "markers",
+        "wheels: installs the release wheels and the sdist of `make wheels` (tests/test_wheels.py); "
+        "opt-in: `make test-wheels` runs them, `make test` leaves them out",
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -48,3 +48,20 @@ def test_an_sdist_without_the_training_apps_builds_in_one_pass(
     monkeypatch.delenv("FERROCORN_PGO", raising=False)
     monkeypatch.setattr(ferrocorn_build, "ROOT", tmp_path)
     assert ferrocorn_build._pgo_wanted() == "no bench/apps to train on"
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "linux"),
+    ({"AUDITWHEEL_PLAT": "manylinux2014_x86_64"}, "manylinux2014"),
+    ({"AUDITWHEEL_PLAT": "musllinux_1_2_aarch64"}, "musllinux_1_2"),
+    ({"AUDITWHEEL_PLAT": "manylinux2014_x86_64", "FERROCORN_COMPATIBILITY": "linux"}, "linux"),
+])
+def test_the_wheel_is_tagged_for_the_container_it_is_built_in(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
+    """cibuildwheel builds in pypa's images, which name their platform in AUDITWHEEL_PLAT: the
+    wheel gets that tag from maturin (and `ferrocorn --version` records it)."""
+    for name in ("AUDITWHEEL_PLAT", "FERROCORN_COMPATIBILITY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert ferrocorn_build._compatibility() == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import re
 import signal
 import socket
@@ -49,6 +51,27 @@ def test_version() -> None:
     assert result.returncode == 0, result
     out = result.stdout + result.stderr
     assert re.search(r"ferrocorn\s+\d+\.\d+\.\d+", out), out
+
+
+def test_version_says_how_it_was_built() -> None:
+    """`--version` names the build for a bug report; the wheel tag it recorded at build time
+    (tools/pgo_build.py) is the installed wheel's. `-V` is the version alone."""
+    out = run_cli("--version").stdout
+    first, *rest = out.splitlines()
+    assert re.fullmatch(r"ferrocorn \d+\.\d+\.\d+", first), out
+    facts = dict(line.split(": ", 1) for line in rest)
+    assert set(facts) == {"build", "TLS", "wheel", "target", "rustc", "python"}, out
+    assert facts["build"].startswith(("profile-guided", "one-pass")), out
+    assert facts["TLS"] == "rustls 0.23, ring provider", out
+    assert facts["rustc"].startswith("rustc 1."), out
+    assert facts["python"].split()[0] == platform.python_version(), out
+    if not facts["wheel"].startswith("none recorded"):
+        interpreter, abi, platforms = facts["wheel"].split("-")
+        recorded = {f"{interpreter}-{abi}-{p}" for p in platforms.split(".")}
+        wheel = importlib.metadata.distribution("ferrocorn").read_text("WHEEL") or ""
+        installed = {line[5:] for line in wheel.splitlines() if line.startswith("Tag: ")}
+        assert recorded == installed, (out, wheel)
+    assert run_cli("-V").stdout.strip() == first
 
 
 def test_version_via_python_m() -> None:

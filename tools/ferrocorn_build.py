@@ -5,6 +5,10 @@ hook is maturin's except ``build_wheel``, which runs ``tools/pgo_build.py``: an 
 build serves a short training load on 127.0.0.1, then the release build uses the counts. It is
 the wheel `make install` builds, the one the benchmarks measure.
 
+The wheel is tagged for this machine (``linux_x86_64``), or for the manylinux or musllinux
+platform of the container it is built in (cibuildwheel's, ``AUDITWHEEL_PLAT``), or as
+``FERROCORN_COMPATIBILITY`` says (maturin's ``--compatibility``, which also checks the wheel).
+
 The one-pass build is used instead when ``FERROCORN_PGO=0`` is set, when the source has no
 ``bench/apps`` to train on (an sdist), or when the profile-guided build fails (no
 ``llvm-profdata`` and no rustup to add it, say): a warning says which.
@@ -42,6 +46,20 @@ def _pgo_wanted() -> str | None:
     return None
 
 
+def _compatibility() -> str:
+    """maturin's ``--compatibility`` for this build: ``FERROCORN_COMPATIBILITY`` when set, else
+    the platform of a pypa manylinux or musllinux image (its ``AUDITWHEEL_PLAT``, as
+    cibuildwheel builds in: ``manylinux2014_x86_64`` gives ``manylinux2014``), else ``linux``
+    (the plain tag of a wheel built for this machine)."""
+    if os.environ.get("FERROCORN_COMPATIBILITY"):
+        return os.environ["FERROCORN_COMPATIBILITY"]
+    plat = os.environ.get("AUDITWHEEL_PLAT", "")
+    for arch in ("_x86_64", "_aarch64", "_i686", "_ppc64le", "_s390x", "_armv7l", "_riscv64"):
+        if plat.endswith(arch):
+            return plat.removesuffix(arch)
+    return "linux"
+
+
 def build_wheel(
     wheel_directory: str,
     config_settings: Mapping[str, Any] | None = None,
@@ -54,7 +72,8 @@ def build_wheel(
 
         with tempfile.TemporaryDirectory() as out:
             try:
-                wheel = pgo_build.build(sys.executable, Path(out), ("--compatibility", "off"))
+                platform = pgo_build.Platform(compatibility=_compatibility())
+                wheel = pgo_build.build(sys.executable, Path(out), platform)
             except (SystemExit, Exception) as e:  # noqa: BLE001 (any failure: fall back)
                 why_not = f"the profile-guided build failed ({e})"
             else:

@@ -16,11 +16,12 @@ from ferrocorn._hooks import HOOK_NAMES
 TYPE_CHECKING = False  # annotations only: imports cost every server process memory
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, Union
+
+    # typing.Union: `bool | str` is evaluated at run time, and CPython 3.9 cannot.
+    Value = Union[bool, str, list[str]]
 
 __all__ = ["ConfigFileError", "load_config_file", "normalise"]
-
-Value = bool | str | list[str]
 
 
 class ConfigFileError(Exception):
@@ -48,7 +49,8 @@ def load_config_file(path: str) -> tuple[list[tuple[str, Value]], dict[str, Call
             raise
         import traceback
 
-        detail = "".join(traceback.format_exception(e)).rstrip()
+        # The three-argument form: CPython 3.9 has no other.
+        detail = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
         raise ConfigFileError(f"config file {path} failed to run:\n{detail}") from e
 
     settings: list[tuple[str, Value]] = []

@@ -165,7 +165,8 @@ def _report(name: str, error: BaseException) -> None:
 
     from ferrocorn import _ferrocorn
 
-    detail = "".join(traceback.format_exception(error)).rstrip()
+    # The three-argument form: CPython 3.9 has no other.
+    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
     _ferrocorn.log("error", f"Exception in {name} hook:\n{detail}")
 
 

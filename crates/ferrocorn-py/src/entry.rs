@@ -30,6 +30,7 @@ pub fn main(
     settings: Option<Bound<'_, PyAny>>,
 ) -> i32 {
     let args: Vec<String> = argv.iter().skip(1).cloned().collect();
+    ferrocorn::config::layers::set_long_version(crate::build_info::long_version(py));
     if let Some(settings) = settings {
         if let Err(e) = set_programmatic(&settings) {
             eprintln!("Error: invalid settings: {e}");

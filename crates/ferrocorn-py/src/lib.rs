@@ -2,6 +2,7 @@
 //! loads the app, runs it on Python threads and speaks WSGI (PEP 3333) to it.
 
 mod asgi;
+mod build_info;
 mod entry;
 mod fork;
 mod hooks;

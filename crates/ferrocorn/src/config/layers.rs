@@ -8,6 +8,7 @@
 //! setting such as `bind` is taken whole from one source, never mixed).
 
 use std::ffi::OsString;
+use std::sync::OnceLock;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
@@ -89,12 +90,26 @@ impl Layer {
     }
 }
 
+/// What `--version` prints after the name: the version and how this build was made.
+static LONG_VERSION: OnceLock<String> = OnceLock::new();
+
+/// Sets what `--version` prints after the name (the Python binding says how it was built:
+/// profile-guided or not, TLS provider, wheel tag); the first call wins. Without it, `--version`
+/// prints the version alone, as `-V` does.
+pub fn set_long_version(text: String) {
+    let _ = LONG_VERSION.set(text);
+}
+
 /// The clap command every layer is parsed with: no argument is required there (the app may
 /// come from the config file), and a repeated single-value flag keeps its last value.
 fn layer_command() -> Command {
-    Settings::command()
+    let command = Settings::command()
         .args_override_self(true)
-        .mut_arg("app", |a| a.required(false))
+        .mut_arg("app", |a| a.required(false));
+    match LONG_VERSION.get() {
+        Some(text) => command.long_version(text.as_str()),
+        None => command,
+    }
 }
 
 fn parse_layer(layer: &Layer) -> Result<ArgMatches, LayerError> {
