@@ -43,8 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "wheels: installs the release wheels and the sdist of `make wheels` (tests/test_wheels.py); "
-        "opt-in: `make test-wheels` runs them, `make test` leaves them out",
+        "wheels: installs the release wheels and the sdist of `make wheels` "
+        "(tests/test_wheels.py); opt-in: `make test-wheels` runs them, `make test` leaves "
+        "them out",
     )
 
 
