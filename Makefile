@@ -87,7 +87,8 @@ test-deps: $(STAMP)-test-deps
 	fi
 
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
-	$(PIP) install --quiet pytest flask h2 cryptography
+	$(PIP) install --quiet pytest flask h2 cryptography \
+		flask-sock flask-socketio simple-websocket websockets wsproto 'python-socketio[client]'
 	@touch $@
 
 test: test-deps install

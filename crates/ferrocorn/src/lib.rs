@@ -26,5 +26,6 @@ pub mod reload;
 pub mod static_files;
 pub mod stopping;
 pub mod transport;
+mod tunnel;
 pub mod uwsgi;
 pub mod worker;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::net::Stream;
+
 use super::body::BodyReader;
 use super::conn::Conn;
 use super::error::BodyError;
@@ -40,6 +42,9 @@ pub(crate) struct H1Wire<'c> {
     body: BodyReader,
     /// A refusal: `Connection: close`, and the connection ends after it.
     close: bool,
+    /// The request came in a uwsgi packet: the connection is the front end's, not the
+    /// client's, and is never handed to the app.
+    uwsgi: bool,
 }
 
 impl<'c> H1Wire<'c> {
@@ -57,6 +62,7 @@ impl<'c> H1Wire<'c> {
             writer,
             body,
             close: false,
+            uwsgi,
         }
     }
 
@@ -234,6 +240,14 @@ impl Wire for H1Wire<'_> {
     async fn abandoned(&mut self) {
         // HTTP/1.1 has no word for it: a client that left is found at the next write.
         std::future::pending::<()>().await;
+    }
+
+    fn byte_stream(&mut self) -> Option<(&mut Stream, &mut BytesMut)> {
+        if self.uwsgi {
+            return None;
+        }
+        let conn = &mut *self.conn;
+        Some((&mut conn.io, &mut conn.buf))
     }
 
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {
