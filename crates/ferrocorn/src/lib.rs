@@ -28,4 +28,5 @@ pub mod stopping;
 pub mod transport;
 mod tunnel;
 pub mod uwsgi;
+pub mod websocket;
 pub mod worker;

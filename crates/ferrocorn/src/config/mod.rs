@@ -18,6 +18,7 @@ pub mod observe;
 pub mod ops;
 pub mod statics;
 pub mod tls;
+pub mod websocket;
 pub use observe::ObserveSettings;
 pub use ops::OpsSettings;
 pub use statics::StaticSettings;
@@ -288,6 +289,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub http2: http2::Http2Settings,
+
+    #[command(flatten)]
+    pub websocket: websocket::WebSocketSettings,
 
     #[command(flatten)]
     pub tls: TlsSettings,

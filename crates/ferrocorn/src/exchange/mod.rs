@@ -501,6 +501,9 @@ async fn switch<W: Wire>(
 ) -> Result<bool, ()> {
     // The app's call now lasts as long as the connection: no hung request for `--timeout`.
     held.store(true, Ordering::Relaxed);
+    ctx.config
+        .metrics
+        .ws(crate::observe::metrics::WsEvent::Tunnel);
     let peer = wire.peer().clone();
     let Some((stream, read_ahead)) = wire.byte_stream() else {
         return Err(());
