@@ -27,8 +27,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Request,
                             TextMessage)
 
-from conftest import Server, http_request, wait_for
+from conftest import Server, free_port, http_request, wait_for
 from test_ctl import ask, sockdir  # noqa: F401 (a fixture)
+from test_metrics import scrape, value
 from test_tls import Pki, client_context, pki  # noqa: F401 (a fixture)
 
 APP = "ws_app:app"
@@ -61,8 +62,12 @@ class Site:
         return f"https://localhost:{self.server.port}"
 
     def ws(self, path: str = "/echo", **kwargs: Any) -> ClientConnection:
-        return connect(self.ws_url(path), ssl=self.ctx, open_timeout=10, close_timeout=5,
-                       max_size=None, **kwargs)
+        try:
+            # Generous: two cores shared with other builds can stall a process for seconds.
+            return connect(self.ws_url(path), ssl=self.ctx, open_timeout=30, close_timeout=5,
+                           max_size=None, **kwargs)
+        except TimeoutError as e:
+            raise AssertionError(f"no handshake: {e}\n{self.server.log[-4000:]}") from e
 
     def get(self, path: str) -> tuple[int, bytes]:
         import http.client
@@ -85,7 +90,7 @@ def site_factory(start_server: Callable[..., Server], pki: Pki  # noqa: F811
                  ) -> Callable[..., Site]:
     def make(scheme: str = "plain", *args: str) -> Site:
         extra = tls_args(pki) if scheme == "tls" else []
-        server = start_server(APP, "--threads", "8", *extra, *args)
+        server = start_server(APP, "--threads", "8", "--log-level", "debug", *extra, *args)
         return Site(server, client_context(pki) if scheme == "tls" else None)
     return make
 
@@ -135,6 +140,19 @@ def test_close_codes_both_ways(site_factory: Callable[..., Site], scheme: str) -
     assert "Traceback" not in site.server.log
 
 
+def test_a_websocket_is_logged_as_a_101_and_counted(site_factory: Callable[..., Site]) -> None:
+    mport = free_port()
+    site = site_factory("plain", "--metrics-bind", f"127.0.0.1:{mport}", "--access-logfile", "-",
+                        "--access-logformat", "%(r)s %(s)s")
+    with site.ws() as ws:
+        ws.send("counted")
+        assert ws.recv(timeout=10) == "counted"
+    wait_for(lambda: value(scrape(mport), "ferrocorn_websocket_tunnels_total") == 1,
+             message="the tunnel to be counted")
+    wait_for(lambda: "GET /echo HTTP/1.1 101" in site.server.stdout,
+             message="the access log line")
+
+
 def test_an_upgrade_request_to_a_plain_route_is_answered_as_usual(
         site_factory: Callable[..., Site]) -> None:
     site = site_factory("plain")
@@ -172,7 +190,10 @@ def test_socketio_chat_two_clients_see_each_other(site_factory: Callable[..., Si
                 cond.notify_all()
 
         client.on("said", said)
-        client.connect(site.http_url(), transports=["websocket"], wait_timeout=10)
+        try:
+            client.connect(site.http_url(), transports=["websocket"], wait_timeout=30)
+        except socketio.exceptions.ConnectionError as e:
+            raise AssertionError(f"{name}: {e}\n{site.server.log[-4000:]}") from e
         assert client.transport() == "websocket"
         clients[name] = client
     try:

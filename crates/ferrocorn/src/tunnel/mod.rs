@@ -109,11 +109,17 @@ pub(crate) async fn app_spoke(ours: Option<&UnixStream>) -> Option<BytesMut> {
     }
 }
 
-/// What the app has sent through its end already, without waiting.
+/// What the app has sent through its end already, without waiting. Read with the socket
+/// itself rather than by the I/O driver's readiness, which may not have seen the bytes yet.
 pub(crate) fn spoken(ours: &UnixStream) -> Option<BytesMut> {
-    let mut first = BytesMut::with_capacity(BUFFER);
-    match ours.try_read_buf(&mut first) {
-        Ok(n) if n > 0 => Some(first),
+    use std::io::Read;
+    let mut first = BytesMut::zeroed(BUFFER);
+    let sock = socket2::SockRef::from(ours);
+    match (&*sock).read(&mut first) {
+        Ok(n) if n > 0 => {
+            first.truncate(n);
+            Some(first)
+        }
         _ => None,
     }
 }
