@@ -94,6 +94,8 @@ test-deps: $(STAMP)-test-deps
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
 	$(PIP) install --quiet pytest flask h2 cryptography 'tomli; python_version < "3.11"'
 	$(PIP) install --quiet starlette fastapi python-multipart httpx 'uvicorn[standard]'
+	$(PIP) install --quiet flask-sock flask-socketio simple-websocket websockets wsproto \
+		'python-socketio[client]'
 	@touch $@
 
 # -rs lists every skip; FERROCORN_STRICT_SKIPS=1 fails the run when a test was skipped for a

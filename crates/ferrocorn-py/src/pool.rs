@@ -57,6 +57,11 @@ impl App for WsgiApp {
         })
     }
 
+    /// Gunicorn's `environ["gunicorn.socket"]` on WebSocket upgrade requests.
+    fn takes_sockets(&self) -> bool {
+        true
+    }
+
     fn release_inline(&self) {
         if let Some(state) = HELD.take() {
             // SAFETY: `state` came from `PyGILState_Ensure` on this thread (`hold_gil`), which

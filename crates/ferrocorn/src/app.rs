@@ -2,6 +2,7 @@
 //! come out. Nothing here knows about Python; the WSGI glue implements [`App`].
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +33,39 @@ pub struct Request {
     /// uwsgi front end sends (`DOCUMENT_ROOT`, `REQUEST_SCHEME`, its own `uwsgi_param`s);
     /// always empty over HTTP.
     pub extra: Vec<(Text, Bytes)>,
+    /// For a WebSocket upgrade request to an app that takes sockets: the app's end of a
+    /// socket pair whose other end the core relays to the client (`crate::tunnel`).
+    pub socket: Option<AppSocket>,
+}
+
+/// The app's end of a connection it may take over (see `crate::tunnel`): a blocking socket
+/// whose bytes the core relays to and from the client once the app writes to it. WSGI offers
+/// it as Gunicorn's `environ["gunicorn.socket"]`.
+#[derive(Debug)]
+pub struct AppSocket {
+    fd: OwnedFd,
+    /// Set by the core when the app took the connection over: its call then lasts as long
+    /// as the connection, and `--timeout` does not apply to it.
+    held: Arc<AtomicBool>,
+}
+
+impl AppSocket {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        Self {
+            fd,
+            held: Arc::default(),
+        }
+    }
+
+    /// The flag the core sets when the app takes the connection over.
+    pub(crate) fn held(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.held)
+    }
+
+    /// The descriptor, for the app to own (and close).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
 }
 
 /// A unit of work for an app thread: the request, its body, and the way back to its connection.
@@ -70,6 +104,12 @@ pub trait App: Send + Sync + 'static {
     /// GIL) for the next inline call; this lets it go. Called before the I/O thread waits for
     /// events, before a request is handed to the app threads, and when the worker stops.
     fn release_inline(&self) {}
+
+    /// True when the app may take a connection over through a socket (WSGI, as under
+    /// Gunicorn): WebSocket upgrade requests then carry [`Request::socket`].
+    fn takes_sockets(&self) -> bool {
+        false
+    }
 }
 
 /// What one app thread is doing, for the worker's hung-request check.
@@ -77,8 +117,27 @@ pub trait App: Send + Sync + 'static {
 pub(crate) struct ThreadSlot {
     /// Monotonic milliseconds when the current request started; 0 when idle.
     pub busy_since: AtomicU64,
-    /// `METHOD target` of the current request.
-    pub request: Mutex<String>,
+    /// `METHOD target` of the current request, and whether it took its connection over.
+    pub request: Mutex<Current>,
+}
+
+/// The request an app thread is serving, as the hung-request check sees it.
+#[derive(Debug, Default)]
+pub(crate) struct Current {
+    /// `METHOD target`.
+    pub text: String,
+    /// Set once the request has taken its connection over (see [`AppSocket`]).
+    pub held: Option<Arc<AtomicBool>>,
+}
+
+impl ThreadSlot {
+    /// True when the current request has taken its connection over: a WebSocket lasts as
+    /// long as its client wants, and is no hung request.
+    pub(crate) fn holds_connection(&self) -> bool {
+        self.request
+            .lock()
+            .is_ok_and(|c| c.held.as_ref().is_some_and(|h| h.load(Ordering::Relaxed)))
+    }
 }
 
 /// The queue of exchanges an app thread takes work from.
@@ -149,9 +208,10 @@ impl Jobs {
         self.arrive();
         self.named.store(true, Ordering::Relaxed);
         if let Ok(mut r) = self.slot.request.lock() {
-            if r.as_str() != what {
-                r.clear();
-                r.push_str(what);
+            if r.text.as_str() != what {
+                r.text.clear();
+                r.text.push_str(what);
+                r.held = None;
             }
         }
         self.slot
@@ -164,10 +224,11 @@ impl Jobs {
             return ex;
         }
         if let Ok(mut r) = self.slot.request.lock() {
-            r.clear();
-            r.push_str(&ex.request.head.method);
-            r.push(' ');
-            r.push_str(&ex.request.head.target);
+            r.text.clear();
+            r.text.push_str(&ex.request.head.method);
+            r.text.push(' ');
+            r.text.push_str(&ex.request.head.target);
+            r.held = ex.request.socket.as_ref().map(AppSocket::held);
         }
         self.slot
             .busy_since

@@ -28,5 +28,7 @@ pub mod remote;
 pub mod static_files;
 pub mod stopping;
 pub mod transport;
+mod tunnel;
 pub mod uwsgi;
+pub mod websocket;
 pub mod worker;

@@ -332,7 +332,7 @@ async fn heartbeat_loop(
             .then(|| {
                 slots.iter().find(|s| {
                     let since = s.busy_since.load(Ordering::Relaxed);
-                    since != 0 && now.saturating_sub(since) > timeout_ms
+                    since != 0 && now.saturating_sub(since) > timeout_ms && !s.holds_connection()
                 })
             })
             .flatten();
@@ -340,7 +340,11 @@ async fn heartbeat_loop(
             Some(slot) => {
                 if !reported {
                     reported = true;
-                    let request = slot.request.lock().map(|r| r.clone()).unwrap_or_default();
+                    let request = slot
+                        .request
+                        .lock()
+                        .map(|r| r.text.clone())
+                        .unwrap_or_default();
                     log::error!(
                         "Request \"{request}\" has run for more than {}s (--timeout): the worker will be stopped",
                         config.timeout.as_secs()

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -156,10 +157,12 @@ impl From<PyErr> for Failure {
 /// closed connection, or a log line.
 pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
     let Exchange {
-        request,
+        mut request,
         body,
         mut response,
     } = exchange;
+    let socket = request.socket.take();
+    let socket_offered = socket.is_some();
     response.start_clock();
     let callables = match ctx.spare.take(py, response, request.head.version) {
         Ok(made) => made,
@@ -186,17 +189,20 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
                 &ctx.root_path,
             )
         })?;
+        if let Some(socket) = socket {
+            environ.set_item(intern!(py, "gunicorn.socket"), python_socket(py, socket)?)?;
+        }
         let result = ctx.app.bind(py).call1((environ, &callables.start_response));
         let result = match result {
             Ok(r) => r,
-            Err(e) => return Err(fail(py, start, &input, e)),
+            Err(e) => return Err(fail(py, start, &input, e, socket_offered)),
         };
         let sent = send_result(py, ctx, start, &result);
         let closed = close_result(&result);
         let finished = sent.and_then(|()| closed.map_err(Failure::App));
         match finished {
             Ok(()) => start.borrow().finish(py).map_err(|_| Failure::Disconnected),
-            Err(Failure::App(e)) => Err(fail(py, start, &input, e)),
+            Err(Failure::App(e)) => Err(fail(py, start, &input, e, socket_offered)),
             Err(d) => Err(d),
         }
     })();
@@ -214,17 +220,43 @@ pub(crate) fn handle(py: Python<'_>, ctx: &ThreadCtx, exchange: Exchange) {
     ctx.spare.give_back(callables);
 }
 
+/// The app's end of a connection it may take over, as a Python `socket.socket` (blocking, as
+/// Gunicorn's is); it owns the descriptor from then on.
+fn python_socket<'py>(
+    py: Python<'py>,
+    socket: ferrocorn::app::AppSocket,
+) -> PyResult<Bound<'py, PyAny>> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let fd = socket.into_fd();
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "fileno"), fd.as_raw_fd())?;
+    let made = py
+        .import(intern!(py, "socket"))?
+        .getattr(intern!(py, "socket"))?
+        .call((), Some(&kwargs))?;
+    // The Python object closes it now; on an error above, `fd` closed it when dropped.
+    let _ = fd.into_raw_fd();
+    Ok(made)
+}
+
 /// Turns an exception from the app into the right ending: a 400 when the client's body was
 /// bad, a 500 when nothing was sent yet, a closed connection otherwise. Returns what is left to
-/// log (nothing, for a client at fault or gone).
+/// log (nothing, for a client at fault or gone). `socket_offered`: the environ carried
+/// `gunicorn.socket`, where `StopIteration` is Gunicorn's word for "the app used the socket:
+/// close the connection" (flask-sock, python-engineio).
 fn fail(
     py: Python<'_>,
     start: &Bound<'_, StartResponse>,
     input: &Bound<'_, InputStream>,
     err: PyErr,
+    socket_offered: bool,
 ) -> Failure {
     let sr = start.borrow();
     if sr.disconnected() {
+        return Failure::Disconnected;
+    }
+    if socket_offered && err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+        sr.abort();
         return Failure::Disconnected;
     }
     if let Some(body_err) = input.borrow().client_error() {

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod statics;
 pub mod tls;
 pub use asgi::AsgiSettings;
+pub mod websocket;
 pub use observe::ObserveSettings;
 pub use ops::OpsSettings;
 pub use statics::StaticSettings;
@@ -294,6 +295,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub http2: http2::Http2Settings,
+
+    #[command(flatten)]
+    pub websocket: websocket::WebSocketSettings,
 
     #[command(flatten)]
     pub tls: TlsSettings,

@@ -58,6 +58,8 @@ pub struct ConnConfig {
     pub http2: crate::http2::Http2Config,
     /// TLS on TCP connections (`--certfile`); unix-socket connections stay cleartext.
     pub tls: Option<crate::transport::tls::TlsServer>,
+    /// The WebSocket protocol's limits (`--ws-*`, `crate::websocket`).
+    pub websocket: crate::websocket::WsConfig,
 }
 
 impl Default for ConnConfig {
@@ -79,6 +81,7 @@ impl Default for ConnConfig {
             statics: None,
             http2: crate::http2::Http2Config::default(),
             tls: None,
+            websocket: crate::websocket::WsConfig::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ impl ConnConfig {
             uwsgi_allow: s.uwsgi_allow_from.clone(),
             statics: s.static_files(),
             http2: s.http2.config(),
+            websocket: s.websocket.config(),
             ..Self::default()
         }
     }

@@ -2,8 +2,9 @@
 //! parsed request head and the end of its response lives here once: admission (trusted-proxy
 //! headers, static files, `--limit-request-body`'s 413, `--max-pending`'s 503), dispatch
 //! (inline on the I/O thread or to the app threads), the relay of the app's messages (`100
-//! Continue` at the first body read, early hints, head, data, files, the end), and the access
-//! log and metrics record.
+//! Continue` at the first body read, early hints, head, data, files, the end), the switch to
+//! a tunnel when the app takes the connection over (`crate::tunnel`), and the access log and
+//! metrics record.
 //!
 //! A protocol driver (HTTP/1.1 and uwsgi in `crate::http1`, HTTP/2 in `crate::http2`) keeps
 //! only its wire format: it implements [`Wire`] (how a body is read, how a head, data or a
@@ -13,20 +14,22 @@
 mod record;
 
 use std::fs::File;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::addr::{Local, Peer};
-use crate::app::{BodyLink, BodyStream, Exchange, Request, ResponseSink, Rx};
+use crate::app::{AppSocket, BodyLink, BodyStream, Exchange, Request, ResponseSink, Rx};
 use crate::batch;
 use crate::connection::ctx::ConnCtx;
 use crate::http1::error::{BodyError, RequestError};
 use crate::http1::request::{Framing, RequestHead, Text};
-use crate::http1::response::{server_response, EarlyHints, ResponseHead};
+use crate::http1::response::{server_response, EarlyHints, HeaderBlock, ResponseHead};
 use crate::messages::{AppMsg, BodyPiece};
+use crate::net::Stream;
 use crate::observe::accesslog::AccessLog;
 use crate::observe::metrics::RequestMetrics;
 use crate::proxy::Forwarded;
@@ -104,6 +107,12 @@ pub(crate) trait Wire {
     /// After the response: true when the connection may carry another exchange.
     /// `unanswered_continue`: the client asked for `100 Continue` and never got it.
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool;
+    /// The connection's byte stream and the bytes read past the request head, for an app
+    /// that takes the connection over (`crate::tunnel`); None where the protocol has no
+    /// connection of its own to give (an HTTP/2 stream, a uwsgi packet).
+    fn byte_stream(&mut self) -> Option<(&mut Stream, &mut BytesMut)> {
+        None
+    }
 }
 
 /// Who says where the request came from.
@@ -320,7 +329,21 @@ async fn dispatch<W: Wire>(
             })
         }
     };
-    let inline = wire.body_done() && ctx.inline.inline(route);
+    // A WebSocket upgrade for an app that takes sockets: the app gets one end of a pair,
+    // and the connection switches to a tunnel if it writes to it (see `crate::tunnel`).
+    let mut tunnel = None;
+    if ctx.app.takes_sockets()
+        && crate::tunnel::asks_for_websocket(&head)
+        && wire.byte_stream().is_some()
+    {
+        match crate::tunnel::pair() {
+            Ok((ours, theirs)) => tunnel = Some((ours, AppSocket::new(theirs))),
+            Err(e) => log::warn!("{}: no socket pair for the upgrade: {e}", wire.peer()),
+        }
+    }
+    let held_open = tunnel.as_ref().map(|(_, app)| app.held());
+    let (mut ours, socket) = tunnel.unzip();
+    let inline = wire.body_done() && ctx.inline.inline(route) && ours.is_none();
     // A channel for body pieces only when some are still to come.
     let more_body = !wire.body_done();
     let (tx, mut rx, body_tx, link) = match &ctx.remote {
@@ -350,6 +373,7 @@ async fn dispatch<W: Wire>(
             forwarded,
             extra,
             tls: wire.tls().cloned(),
+            socket,
         },
         body: BodyStream {
             link,
@@ -405,6 +429,17 @@ async fn dispatch<W: Wire>(
             Some(msg) => msg,
             None => tokio::select! {
                 biased;
+                spoke = crate::tunnel::app_spoke(ours.as_ref()), if ours.is_some() && !head_sent => {
+                    match (spoke, ours.take(), &held_open) {
+                        (Some(first), Some(ours), Some(held_open)) => {
+                            // The app answered through its socket: the connection is its.
+                            drop(_in_app);
+                            return switch(wire, ctx, (ours, first), Some(rx), held_open, record).await;
+                        }
+                        // Closed unused: the app answers as usual.
+                        _ => continue,
+                    }
+                }
                 msg = rx.recv() => match msg {
                     Some(msg) => msg,
                     None => {
@@ -488,6 +523,17 @@ async fn dispatch<W: Wire>(
                 break;
             }
             AppMsg::Abort => {
+                // An app that wrote to its socket and returned at once: what it wrote goes
+                // out before the connection closes.
+                let spoke = ours
+                    .as_ref()
+                    .filter(|_| !head_sent)
+                    .and_then(crate::tunnel::spoken);
+                if let (Some(first), Some(ours), Some(held_open)) = (spoke, ours.take(), &held_open)
+                {
+                    drop(_in_app);
+                    return switch(wire, ctx, (ours, first), None, held_open, record).await;
+                }
                 wire.abort();
                 return Err(());
             }
@@ -502,6 +548,63 @@ enum BodyReply {
     Local(mpsc::Sender<BodyPiece>),
     /// A remote app side: its mailbox, which announces the piece.
     Remote(Arc<crate::remote::Mailbox>),
+}
+
+/// The app took the connection over (it wrote `first` to its end of the pair, `ours` being
+/// the other): relays between it and the client until either ends, the app's call returns
+/// (`rx` ends; `None`: it has returned already), or the worker stops; then the connection
+/// closes. Logged as a `101` with the bytes sent to the client.
+async fn switch<W: Wire>(
+    wire: &mut W,
+    ctx: &Arc<ConnCtx>,
+    (ours, first): (UnixStream, BytesMut),
+    rx: Option<Rx>,
+    held: &AtomicBool,
+    record: Option<&mut Record>,
+) -> Result<bool, ()> {
+    // The app's call now lasts as long as the connection: no hung request for `--timeout`.
+    held.store(true, Ordering::Relaxed);
+    ctx.config
+        .metrics
+        .ws(crate::observe::metrics::WsEvent::Tunnel);
+    let peer = wire.peer().clone();
+    let Some((stream, read_ahead)) = wire.byte_stream() else {
+        return Err(());
+    };
+    let app_done = async move {
+        let Some(mut rx) = rx else { return };
+        // Whatever the app sends after taking the connection over (Gunicorn's apps raise
+        // StopIteration; others return an empty response) only says that its call ended.
+        while let Some(msg) = rx.recv().await {
+            if matches!(
+                msg,
+                AppMsg::End(_) | AppMsg::Abort | AppMsg::Head { last: true, .. }
+            ) {
+                return;
+            }
+        }
+    };
+    let relayed = crate::tunnel::relay(
+        stream,
+        read_ahead,
+        ours,
+        &first,
+        app_done,
+        &ctx.stopping,
+        ctx.config.write_timeout,
+    )
+    .await;
+    log::debug!(
+        "{peer}: tunnel closed ({}): {} bytes to the client, {} to the app",
+        relayed.ending,
+        relayed.to_client,
+        relayed.to_app
+    );
+    if let Some(r) = record {
+        r.response(101, &HeaderBlock::default());
+        r.bytes += relayed.to_client;
+    }
+    Ok(false)
 }
 
 /// Adds to `pieces` the body pieces the app has queued already, up to [`GATHER_PIECES`] and

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::net::Stream;
+
 use super::body::BodyReader;
 use super::conn::Conn;
 use super::error::BodyError;
@@ -40,6 +42,9 @@ pub(crate) struct H1Wire<'c> {
     body: BodyReader,
     /// A refusal: `Connection: close`, and the connection ends after it.
     close: bool,
+    /// The request came in a uwsgi packet: the connection is the front end's, not the
+    /// client's, and is never handed to the app.
+    uwsgi: bool,
 }
 
 impl<'c> H1Wire<'c> {
@@ -57,6 +62,7 @@ impl<'c> H1Wire<'c> {
             writer,
             body,
             close: false,
+            uwsgi,
         }
     }
 
@@ -240,6 +246,14 @@ impl Wire for H1Wire<'_> {
             return std::future::pending::<()>().await;
         }
         self.conn.io.peer_closed().await;
+    }
+
+    fn byte_stream(&mut self) -> Option<(&mut Stream, &mut BytesMut)> {
+        if self.uwsgi {
+            return None;
+        }
+        let conn = &mut *self.conn;
+        Some((&mut conn.io, &mut conn.buf))
     }
 
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {

@@ -35,6 +35,25 @@ pub struct Counters {
     reclaimed: AtomicU64,
     /// HTTP/2: streams opened, RST_STREAMs sent and received, GOAWAYs sent.
     h2: [AtomicU64; 4],
+    /// WebSockets: see [`WsEvent`].
+    ws: [AtomicU64; 6],
+}
+
+/// A WebSocket event counted in [`Counters`].
+#[derive(Debug, Clone, Copy)]
+pub enum WsEvent {
+    /// A WebSocket the server speaks opened (`crate::websocket`).
+    Opened = 0,
+    /// A WSGI app took its connection over (`crate::tunnel`).
+    Tunnel = 1,
+    /// Closed with 1002 for bad framing from the client.
+    ProtocolError = 2,
+    /// Closed with 1007 for text that is not UTF-8.
+    InvalidData = 3,
+    /// Closed with 1009 for a message over `--ws-max-size`.
+    TooBig = 4,
+    /// Closed with 1011 for a ping left unanswered past `--ws-ping-timeout`.
+    PingTimeout = 5,
 }
 
 /// An HTTP/2 event counted in [`Counters`].
@@ -76,6 +95,11 @@ impl Counters {
     /// An HTTP/2 stream, reset or GOAWAY (see [`H2Event`]).
     pub fn h2(&self, event: H2Event) {
         self.h2[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket event (see [`WsEvent`]).
+    pub fn ws(&self, event: WsEvent) {
+        self.ws[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -123,6 +147,13 @@ impl RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// Counts a WebSocket event, when metrics are on.
+    pub fn ws(&self, event: WsEvent) {
+        if let Some(c) = self.counters {
+            c.ws(event);
+        }
+    }
+
     /// Counts an HTTP/2 event, when metrics are on.
     pub fn h2(&self, event: H2Event) {
         if let Some(c) = self.counters {
@@ -148,6 +179,8 @@ pub struct Snapshot {
     pub reclaimed: u64,
     /// See [`H2Event`].
     pub h2: [u64; 4],
+    /// See [`WsEvent`].
+    pub ws: [u64; 6],
 }
 
 impl Snapshot {
@@ -166,6 +199,9 @@ impl Snapshot {
         self.tls_handshake_failures += c.tls_handshake_failures.load(Ordering::Relaxed);
         self.reclaimed += c.reclaimed.load(Ordering::Relaxed);
         for (sum, n) in self.h2.iter_mut().zip(&c.h2) {
+            *sum += n.load(Ordering::Relaxed);
+        }
+        for (sum, n) in self.ws.iter_mut().zip(&c.ws) {
             *sum += n.load(Ordering::Relaxed);
         }
         if live {
@@ -287,6 +323,36 @@ impl Snapshot {
                 "ferrocorn_http2_goaways_sent_total",
                 "HTTP/2 connections the server ended with GOAWAY.",
                 self.h2[H2Event::GoAway as usize],
+            ),
+            (
+                "ferrocorn_websockets_total",
+                "WebSocket connections the server spoke the protocol on.",
+                self.ws[WsEvent::Opened as usize],
+            ),
+            (
+                "ferrocorn_websocket_tunnels_total",
+                "WebSocket upgrades a WSGI app took over through gunicorn.socket.",
+                self.ws[WsEvent::Tunnel as usize],
+            ),
+            (
+                "ferrocorn_websocket_protocol_errors_total",
+                "WebSockets closed with 1002 for bad framing from the client.",
+                self.ws[WsEvent::ProtocolError as usize],
+            ),
+            (
+                "ferrocorn_websocket_invalid_utf8_total",
+                "WebSockets closed with 1007 for text that is not UTF-8.",
+                self.ws[WsEvent::InvalidData as usize],
+            ),
+            (
+                "ferrocorn_websocket_too_big_total",
+                "WebSockets closed with 1009 for a message over --ws-max-size.",
+                self.ws[WsEvent::TooBig as usize],
+            ),
+            (
+                "ferrocorn_websocket_ping_timeouts_total",
+                "WebSockets closed with 1011 for a ping left unanswered.",
+                self.ws[WsEvent::PingTimeout as usize],
             ),
         ] {
             metric(&mut out, name, "counter", help);

@@ -1,0 +1,72 @@
+//! Settings for the WebSocket protocol the core speaks itself (`crate::websocket`), with
+//! Uvicorn's names and defaults. WSGI apps speak WebSocket on `gunicorn.socket` themselves
+//! (`crate::tunnel`), with their library's own limits.
+
+use std::time::Duration;
+
+use clap::Args;
+
+/// WebSocket flags, flattened into [`super::Settings`].
+#[derive(Debug, Clone, Args)]
+pub struct WebSocketSettings {
+    /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes
+    /// the connection with 1009. For the protocol the server speaks itself, not for WSGI apps
+    /// on gunicorn.socket (their library has its own).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    pub ws_max_size: u64,
+
+    /// Seconds between the server's pings on an open WebSocket (0: none). For the protocol the
+    /// server speaks itself.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
+    pub ws_ping_interval: f64,
+
+    /// Seconds a client gets to answer a ping before the connection is closed with 1011.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
+    pub ws_ping_timeout: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{s:?}: give 0 to 86400 seconds"));
+    }
+    Ok(v)
+}
+
+impl WebSocketSettings {
+    /// What each WebSocket connection needs of these settings.
+    pub fn config(&self) -> crate::websocket::WsConfig {
+        let secs = |v: f64| (v > 0.0).then(|| Duration::from_secs_f64(v));
+        crate::websocket::WsConfig {
+            max_size: usize::try_from(self.ws_max_size).unwrap_or(usize::MAX),
+            ping_interval: secs(self.ws_ping_interval),
+            ping_timeout: secs(self.ws_ping_timeout).unwrap_or(Duration::from_secs(20)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_bounded_and_zero_turns_pings_off() {
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("nan").is_err());
+        assert!(parse_seconds("x").is_err());
+        let s = WebSocketSettings {
+            ws_max_size: 10,
+            ws_ping_interval: 0.0,
+            ws_ping_timeout: 1.5,
+        };
+        let c = s.config();
+        assert_eq!(c.max_size, 10);
+        assert_eq!(c.ping_interval, None);
+        assert_eq!(c.ping_timeout, Duration::from_millis(1500));
+    }
+}

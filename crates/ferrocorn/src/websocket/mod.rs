@@ -1,0 +1,296 @@
+//! WebSocket (RFC 6455) spoken by the core, for apps that exchange messages rather than take
+//! the socket over (ASGI's websocket scope; WSGI apps take `gunicorn.socket` instead, see
+//! `crate::tunnel`).
+//!
+//! - [`handshake`]: the opening handshake checked as §4.2.1 asks (method, `Upgrade`,
+//!   `Connection`, a 16-byte `Sec-WebSocket-Key`, version 13, else 426), the subprotocols and
+//!   extensions offered, and the `101` with the app's choice of subprotocol.
+//! - [`Session`]: the connection after the `101`, on `tokio-tungstenite` (framing, masking,
+//!   fragmentation with control frames between fragments, UTF-8 checked as text arrives, ping
+//!   replies, the close handshake): messages up to `--ws-max-size`, a ping every
+//!   `--ws-ping-interval` that must be answered within `--ws-ping-timeout`, and bad input
+//!   closed with the code RFC 6455 names ([`close::for_error`]: 1002, 1007, 1009), each
+//!   counted in the metrics.
+//! - No extension is taken up: permessage-deflate (RFC 7692) is not in `tungstenite` 0.30, and
+//!   a server may decline every extension offered (§9.1), so clients send uncompressed frames.
+
+pub mod close;
+pub mod handshake;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::observe::metrics::{RequestMetrics, WsEvent};
+
+/// What every WebSocket connection of a worker shares (`--ws-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsConfig {
+    /// Largest message (and frame) a client may send.
+    pub max_size: usize,
+    /// How often the server pings; `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long a ping may go unanswered.
+    pub ping_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 16 * 1024 * 1024,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A message from the client, or the end of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Text(String),
+    Binary(Bytes),
+    /// The connection is over: the client's close code and reason (1005 when its close frame
+    /// had none, 1006 when it went without one), or the code the server closed with.
+    Closed {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the connection is closed")]
+    Closed,
+    #[error("close code {0} may not be sent (RFC 6455 §7.4)")]
+    BadCode(u16),
+    #[error(transparent)]
+    Protocol(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+/// No close status in the client's close frame (§7.4.1; reported, never sent).
+const NO_STATUS: u16 = 1005;
+/// The connection ended without a close frame (reported, never sent).
+const ABNORMAL: u16 = 1006;
+
+/// An open WebSocket connection over `S` (after the `101`).
+pub struct Session<S> {
+    ws: WebSocketStream<S>,
+    config: WsConfig,
+    metrics: RequestMetrics,
+    /// When the next ping goes out.
+    ping: Option<Pin<Box<Sleep>>>,
+    /// When the ping sent last must have been answered by.
+    pong_due: Option<Instant>,
+    closed: bool,
+}
+
+/// What woke a [`Session::recv`].
+enum Wake {
+    Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Ping,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Takes over `stream`, whose `101` has been written.
+    pub async fn new(stream: S, config: &WsConfig, metrics: RequestMetrics) -> Self {
+        let limits = WebSocketConfig::default()
+            .max_message_size(Some(config.max_size))
+            .max_frame_size(Some(config.max_size))
+            // An idle connection should not pin 128 KiB; messages still arrive whole.
+            .read_buffer_size(16 * 1024)
+            .write_buffer_size(0);
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(limits)).await;
+        metrics.ws(WsEvent::Opened);
+        Self {
+            ws,
+            ping: config
+                .ping_interval
+                .map(|every| Box::pin(tokio::time::sleep(every))),
+            config: config.clone(),
+            metrics,
+            pong_due: None,
+            closed: false,
+        }
+    }
+
+    /// The next message, or the end of the connection: pings are answered and sent on the way,
+    /// and bad input closes the connection with its code (see [`close::for_error`]).
+    pub async fn recv(&mut self) -> Received {
+        loop {
+            if self.closed {
+                return Received::Closed {
+                    code: ABNORMAL,
+                    reason: String::new(),
+                };
+            }
+            let wake = {
+                let ws = &mut self.ws;
+                let ping = &mut self.ping;
+                tokio::select! {
+                    frame = ws.next() => Wake::Frame(frame),
+                    () = async {
+                        match ping {
+                            Some(t) => t.as_mut().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Wake::Ping,
+                }
+            };
+            match wake {
+                Wake::Ping => {
+                    if let Some(end) = self.ping_due().await {
+                        return end;
+                    }
+                }
+                Wake::Frame(Some(Ok(Message::Text(t)))) => {
+                    return Received::Text(t.as_str().to_owned())
+                }
+                Wake::Frame(Some(Ok(Message::Binary(b)))) => return Received::Binary(b),
+                // tungstenite queues the pong; the next read sends it.
+                Wake::Frame(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => {}
+                Wake::Frame(Some(Ok(Message::Pong(_)))) => self.pong_due = None,
+                Wake::Frame(Some(Ok(Message::Close(frame)))) => {
+                    // tungstenite queued the reply (with 1002 for a code not allowed).
+                    let _ = self.ws.flush().await;
+                    self.closed = true;
+                    return match frame {
+                        Some(f) => Received::Closed {
+                            code: f.code.into(),
+                            reason: f.reason.as_str().to_owned(),
+                        },
+                        None => Received::Closed {
+                            code: NO_STATUS,
+                            reason: String::new(),
+                        },
+                    };
+                }
+                Wake::Frame(Some(Err(e))) => return self.fail(&e).await,
+                Wake::Frame(None) => {
+                    self.closed = true;
+                    return Received::Closed {
+                        code: ABNORMAL,
+                        reason: String::new(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The ping timer fired: sends a ping, or closes with 1011 if the last one is unanswered.
+    async fn ping_due(&mut self) -> Option<Received> {
+        let now = Instant::now();
+        if self.pong_due.is_some_and(|due| now >= due) {
+            self.metrics.ws(WsEvent::PingTimeout);
+            self.closed = true;
+            let reason = "keepalive ping timeout";
+            let frame = CloseFrame {
+                code: CloseCode::from(close::INTERNAL_ERROR),
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+            return Some(Received::Closed {
+                code: close::INTERNAL_ERROR,
+                reason: reason.into(),
+            });
+        }
+        let every = self.config.ping_interval?;
+        if self.pong_due.is_none() {
+            self.pong_due = Some(now + self.config.ping_timeout);
+            let sent = self.ws.send(Message::Ping(Bytes::new()));
+            if tokio::time::timeout(self.config.ping_timeout, sent)
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                self.closed = true;
+                return Some(Received::Closed {
+                    code: ABNORMAL,
+                    reason: String::new(),
+                });
+            }
+        }
+        let next = match self.pong_due {
+            Some(due) => (now + every).min(due),
+            None => now + every,
+        };
+        if let Some(t) = &mut self.ping {
+            t.as_mut().reset(next);
+        }
+        None
+    }
+
+    /// Closes the connection with the code `e` earns, counted; or reports it gone.
+    async fn fail(&mut self, e: &tokio_tungstenite::tungstenite::Error) -> Received {
+        self.closed = true;
+        let Some(code) = close::for_error(e) else {
+            return Received::Closed {
+                code: ABNORMAL,
+                reason: String::new(),
+            };
+        };
+        self.metrics.ws(match code {
+            close::INVALID_DATA => WsEvent::InvalidData,
+            close::TOO_BIG => WsEvent::TooBig,
+            _ => WsEvent::ProtocolError,
+        });
+        let reason = match code {
+            close::INVALID_DATA => "invalid UTF-8",
+            close::TOO_BIG => "message too big",
+            _ => "protocol error",
+        };
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
+        Received::Closed {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text.into())).await
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&mut self, data: Bytes) -> Result<(), SendError> {
+        self.send(Message::Binary(data)).await
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), SendError> {
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        self.ws.send(msg).await.map_err(SendError::from)
+    }
+
+    /// Starts the close handshake with `code` and `reason` (at most 123 bytes are sent).
+    pub async fn close(&mut self, code: u16, reason: &str) -> Result<(), SendError> {
+        if !close::may_send(code) {
+            return Err(SendError::BadCode(code));
+        }
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason[..end].into(),
+        };
+        // The client's reply comes through `recv`, as `Closed`.
+        self.ws.close(Some(frame)).await.map_err(SendError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+//! [`super::Session`] against a client on the other end of an in-memory pipe: a real
+//! `tungstenite` client for the well-behaved cases, raw frames for the bad ones.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{close, Received, Session, WsConfig};
+use crate::observe::metrics::RequestMetrics;
+
+fn config(max_size: usize, ping: Option<Duration>) -> WsConfig {
+    WsConfig {
+        max_size,
+        ping_interval: ping,
+        ping_timeout: Duration::from_millis(200),
+    }
+}
+
+async fn session(cfg: &WsConfig) -> (Session<DuplexStream>, DuplexStream) {
+    let (server, client) = tokio::io::duplex(1 << 20);
+    (
+        Session::new(server, cfg, RequestMetrics::default()).await,
+        client,
+    )
+}
+
+/// A client frame: FIN, `opcode`, masked with a fixed key.
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// The close code of the close frame the server sent first.
+async fn close_code_sent(client: &mut DuplexStream) -> u16 {
+    let mut head = [0u8; 4];
+    client.read_exact(&mut head).await.expect("a close frame");
+    assert_eq!(head[0], 0x88, "a close frame, unfragmented");
+    assert_eq!(head[1] & 0x80, 0, "unmasked");
+    u16::from_be_bytes([head[2], head[3]])
+}
+
+#[tokio::test]
+async fn messages_both_ways_and_the_close_handshake() {
+    let cfg = config(1 << 20, None);
+    let (mut server, client) = session(&cfg).await;
+    let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+    client
+        .send(Message::Text("héllo".into()))
+        .await
+        .expect("send");
+    assert_eq!(server.recv().await, Received::Text("héllo".into()));
+    client
+        .send(Message::Binary(Bytes::from_static(b"\x00\xff")))
+        .await
+        .expect("send");
+    assert_eq!(
+        server.recv().await,
+        Received::Binary(Bytes::from_static(b"\x00\xff"))
+    );
+    server.send_text("back").await.expect("send");
+    assert_eq!(
+        client.next().await.expect("a message").expect("ok"),
+        Message::Text("back".into())
+    );
+    // A ping from the client is answered, and is not a message.
+    client
+        .send(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .expect("ping");
+    client
+        .send(Message::Text("after".into()))
+        .await
+        .expect("send");
+    assert_eq!(server.recv().await, Received::Text("after".into()));
+    assert_eq!(
+        client.next().await.expect("a pong").expect("ok"),
+        Message::Pong(Bytes::from_static(b"p"))
+    );
+    assert!(matches!(
+        server.close(999, "x").await,
+        Err(super::SendError::BadCode(999))
+    ));
+    server.close(4000, "done").await.expect("close");
+    match client.next().await.expect("the close").expect("ok") {
+        Message::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 4000);
+            assert_eq!(f.reason.as_str(), "done");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The client's reply ends the server's side.
+    let _ = client.flush().await;
+    assert_eq!(
+        server.recv().await,
+        Received::Closed {
+            code: 4000,
+            reason: "done".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_closed_with_the_rfcs_codes() {
+    let cfg = config(1000, None);
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        // Unmasked text frame.
+        (vec![0x81, 0x02, b'h', b'i'], close::PROTOCOL_ERROR),
+        // RSV1 set, no extension negotiated.
+        (masked(0xc1, b"hi"), close::PROTOCOL_ERROR),
+        // Opcode 3 (reserved data) and 0xB (reserved control).
+        (masked(0x83, b"hi"), close::PROTOCOL_ERROR),
+        (masked(0x8b, b""), close::PROTOCOL_ERROR),
+        // A ping of 126 bytes, and a fragmented one.
+        (masked(0x89, &[0; 126]), close::PROTOCOL_ERROR),
+        (masked(0x09, b"p"), close::PROTOCOL_ERROR),
+        // A continuation with nothing to continue.
+        (masked(0x80, b"x"), close::PROTOCOL_ERROR),
+        // Text that is not UTF-8, whole and across fragments.
+        (masked(0x81, &[0xce, 0xba, 0xff]), close::INVALID_DATA),
+        (
+            [masked(0x01, &[0xce]), masked(0x80, &[0x28])].concat(),
+            close::INVALID_DATA,
+        ),
+        // Over --ws-max-size, in one frame and across fragments.
+        (masked(0x82, &[0; 1001]), close::TOO_BIG),
+        (
+            [masked(0x02, &[0; 600]), masked(0x80, &[0; 600])].concat(),
+            close::TOO_BIG,
+        ),
+    ];
+    for (input, code) in cases {
+        let (mut server, mut client) = session(&cfg).await;
+        client.write_all(&input).await.expect("write");
+        match server.recv().await {
+            Received::Closed { code: got, .. } => assert_eq!(got, code, "{input:02x?}"),
+            other => panic!("{input:02x?}: {other:?}"),
+        }
+        assert_eq!(close_code_sent(&mut client).await, code, "{input:02x?}");
+    }
+}
+
+#[tokio::test]
+async fn a_control_frame_between_fragments_is_fine() {
+    let cfg = config(1000, None);
+    let (mut server, mut client) = session(&cfg).await;
+    let input = [
+        masked(0x01, b"hel"),
+        masked(0x89, b"ping"),
+        masked(0x80, b"lo"),
+    ]
+    .concat();
+    client.write_all(&input).await.expect("write");
+    assert_eq!(server.recv().await, Received::Text("hello".into()));
+}
+
+#[tokio::test]
+async fn an_unanswered_ping_closes_with_1011() {
+    let cfg = config(1000, Some(Duration::from_millis(50)));
+    let (mut server, mut client) = session(&cfg).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), server.recv())
+        .await
+        .expect("closed in time");
+    assert_eq!(
+        ended,
+        Received::Closed {
+            code: close::INTERNAL_ERROR,
+            reason: "keepalive ping timeout".into()
+        }
+    );
+    // The client saw the ping (opcode 9), then the close.
+    let mut ping = [0u8; 2];
+    client.read_exact(&mut ping).await.expect("ping");
+    assert_eq!(ping, [0x89, 0x00]);
+    assert_eq!(close_code_sent(&mut client).await, close::INTERNAL_ERROR);
+}
+
+#[tokio::test]
+async fn an_answered_ping_keeps_the_connection() {
+    let cfg = config(1000, Some(Duration::from_millis(30)));
+    let (mut server, client) = session(&cfg).await;
+    // The tungstenite client answers pings whenever it reads.
+    let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Some(Ok(m)) = client.next().await {
+            if let Message::Text(t) = &m {
+                if t.as_str() == "stop" {
+                    break;
+                }
+            }
+            got.push(m);
+        }
+        (client, got)
+    });
+    // Several ping intervals and timeouts pass with nothing from the client but pongs.
+    let until = tokio::time::Instant::now() + Duration::from_millis(600);
+    let waited = tokio::time::timeout_at(until, server.recv()).await;
+    assert!(waited.is_err(), "closed early: {waited:?}");
+    server.send_text("stop").await.expect("send");
+    let (_client, got) = reader.await.expect("reader");
+    assert!(
+        got.iter().filter(|m| matches!(m, Message::Ping(_))).count() >= 3,
+        "{got:?}"
+    );
+}
