@@ -27,15 +27,21 @@ from typing import Any
 
 import pytest
 import socketio
-from websockets.sync.client import ClientConnection, connect
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Request,
-                            TextMessage)
-
-from conftest import Server, free_port, http_request, wait_for
 from test_ctl import ask, sockdir  # noqa: F401 (a fixture)
 from test_metrics import scrape, value
 from test_tls import Pki, client_context, pki  # noqa: F401 (a fixture)
+from websockets.sync.client import ClientConnection, connect
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Request,
+    TextMessage,
+)
+
+from support import Server, free_port, http_request, wait_for
 
 APP = "ws_app:app"
 
