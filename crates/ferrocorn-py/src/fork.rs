@@ -391,6 +391,7 @@ impl Forker {
     fn import_before_switch(&self, py: Python<'_>) {
         let mut modules = vec![
             "importlib",
+            "inspect", // telling an ASGI app from a WSGI one
             "ferrocorn._loader",
             "ferrocorn._wsgi",
             "traceback",
@@ -398,9 +399,23 @@ impl Forker {
         if self.settings.reload {
             modules.push("ferrocorn._reload");
         }
+        let asgi_possible = !matches!(
+            self.settings.interface(),
+            Ok(ferrocorn::config::asgi::Interface::Wsgi)
+        );
+        if asgi_possible {
+            // The event loop's module and asyncio (an ASGI app's, or possibly the app's).
+            modules.push("ferrocorn._asgi");
+        }
         for name in modules {
             if let Err(e) = py.import(name) {
                 log::warn!("cannot import {name} before switching the user: {e}");
+            }
+        }
+        if asgi_possible && self.settings.asgi.event_loop.name() != "asyncio" {
+            // uvloop when installed: its absence is no error (asyncio's loop serves then).
+            if let Err(e) = py.import("uvloop") {
+                log::debug!("uvloop not imported before switching the user: {e}");
             }
         }
         if self.preloaded.is_none() {
