@@ -15,8 +15,14 @@ from typing import Any
 
 import pytest
 
-from conftest import (
-    APPS_DIR, RawConn, Server, http_request, parse_responses, running_server, wait_for,
+from support import (
+    APPS_DIR,
+    RawConn,
+    Server,
+    http_request,
+    parse_responses,
+    running_server,
+    wait_for,
 )
 
 APP = "asgi_app:app"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import APPS_DIR, Server, clean_env, free_port, running_server, wait_for
+from support import APPS_DIR, Server, clean_env, free_port, running_server, wait_for
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")

@@ -6,7 +6,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
-    JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
 )
 from starlette.routing import Route
 
