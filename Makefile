@@ -89,11 +89,13 @@ test-deps: $(STAMP)-test-deps
 		fi; \
 	fi
 
-# ASGI: the differential test runs the same Starlette and FastAPI apps under Uvicorn (with
-# httptools and uvloop, as its [standard] extra), httpx is the tests' ASGI-aware client.
+# ASGI: the differential test runs the same Starlette, FastAPI and Quart apps under Uvicorn
+# (with httptools and uvloop, as its [standard] extra), httpx is the tests' ASGI-aware client;
+# test_asgi_frameworks.py serves Quart and a Django project's asgi.py.
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
 	$(PIP) install --quiet pytest flask h2 cryptography 'tomli; python_version < "3.11"'
-	$(PIP) install --quiet starlette fastapi python-multipart httpx 'uvicorn[standard]'
+	$(PIP) install --quiet starlette fastapi python-multipart httpx 'uvicorn[standard]' \
+		quart django
 	$(PIP) install --quiet flask-sock flask-socketio simple-websocket websockets wsproto \
 		'python-socketio[client]'
 	@touch $@

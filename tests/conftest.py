@@ -13,6 +13,7 @@ from support import skips
 from support.matrix import (  # noqa: F401 (the protocol matrix's fixtures, for every module)
     certs_fixture,
     declared_differences_fixture,
+    interface_fixture,
     matrix_fixture,
     proto_fixture,
     workdir_fixture,

@@ -162,6 +162,16 @@ def test_a_streamed_response_is_chunked(server: Server) -> None:
     assert len(resp.body) == 50_000 and resp.body.startswith(b"A" * 1000)
 
 
+def test_an_empty_first_piece_does_not_send_the_head(server: Server) -> None:
+    """The head goes out with the first body bytes: after an empty more_body piece, the last
+    message is the whole body, and gets its length."""
+    with server.connect() as conn:
+        conn.send(http_request("/empty-first"))
+        resp = conn.response()
+    assert (resp.status, resp.body) == (200, b"abc")
+    assert resp.header("content-length") == "3" and resp.header("transfer-encoding") is None
+
+
 def test_100_continue_at_the_first_receive_and_head(server: Server) -> None:
     with server.connect() as conn:
         conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"

@@ -1,5 +1,5 @@
-"""The same Starlette and FastAPI apps under ferrocorn and under Uvicorn (httptools + uvloop),
-asked the same requests: the same status, headers (but Date and Server) and bodies."""
+"""The same Starlette, FastAPI and Quart apps under ferrocorn and under Uvicorn (httptools +
+uvloop), asked the same requests: the same status, headers (but Date and Server) and bodies."""
 
 from __future__ import annotations
 
@@ -83,6 +83,29 @@ FASTAPI: list[Request] = [
 ]
 
 
+QUART: list[Request] = [
+    ("GET", "/", b"", {}),
+    ("HEAD", "/", b"", {}),
+    ("POST", "/", b"", {}),  # 405
+    ("GET", "/serving", b"", {}),  # before_serving ran (lifespan)
+    ("GET", "/items/7?q=a&q=b+c", b"", {}),
+    ("GET", "/items/seven", b"", {}),  # 404
+    ("POST", "/json", b'{"a": [1, 2, {"b": null}]}', JSON),
+    ("POST", "/form", multipart([("title", "report")],
+                                [("doc", "r.bin", "application/octet-stream", UPLOAD)]), FORM),
+    ("POST", "/form", b"a=1&b=two+words", URLENCODED),
+    ("POST", "/body", UPLOAD * 4, {"Content-Type": "application/octet-stream"}),
+    ("GET", "/stream", b"", {}),
+    ("GET", "/cookie", b"", {"Cookie": "a=1; b=2"}),
+    ("GET", "/redirect", b"", {}),
+    ("GET", "/teapot", b"", {}),
+    ("GET", "/crash", b"", {}),
+    ("GET", "/sync", b"", {}),
+]
+REQUESTS = {"asgi_starlette:app": STARLETTE, "asgi_fastapi:app": FASTAPI,
+            "asgi_quart:app": QUART}
+
+
 class Uvicorn:
     """Uvicorn serving the same app, as the differential's reference."""
 
@@ -133,7 +156,7 @@ def ask(port: int, request: Request) -> tuple[int, list[tuple[str, str]], bytes]
         conn.close()
 
 
-@pytest.fixture(scope="module", params=["asgi_starlette:app", "asgi_fastapi:app"])
+@pytest.fixture(scope="module", params=list(REQUESTS))
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[str, Server, Uvicorn]]:
     app = request.param
     reference = Uvicorn(app)
@@ -147,7 +170,7 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[str, Server, Uvicorn]
 @pytest.mark.app_errors
 def test_same_answers_as_uvicorn(pair: tuple[str, Server, Uvicorn]) -> None:
     app, ours, reference = pair
-    requests = STARLETTE if app.startswith("asgi_starlette") else FASTAPI
+    requests = REQUESTS[app]
     differences: list[Any] = []
     statuses = set()
     for req in requests:

@@ -1,8 +1,10 @@
-"""The parity matrix (issue 26), responses: every PEP 3333 response path, app errors, early
-hints and 100-continue give the same answers over HTTP/1.1, HTTP/1.1 over TLS, HTTP/2 over
-TLS, h2c and uwsgi. The protocols and their declared differences: tests/parity_matrix.py.
-The other parity modules: test_parity_static.py (static files), test_parity_admission.py
-(limits, --max-pending, forwarded headers), test_parity_observe.py (access log, metrics).
+"""The parity matrix (issues 26 and 28), responses: every PEP 3333 response path and its ASGI
+counterpart, app errors, early hints and 100-continue give the same answers over HTTP/1.1,
+HTTP/1.1 over TLS, HTTP/2 over TLS, h2c and uwsgi, from a WSGI app (tests/apps/parity_app.py)
+and from an ASGI app (tests/apps/parity_asgi.py). The protocols, the interfaces and their
+declared differences: support/matrix.py. The other parity modules: test_parity_static.py
+(static files), test_parity_admission.py (limits, --max-pending, forwarded headers),
+test_parity_observe.py (access log, metrics).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import pytest
 
 from support import wait_for
 from support.clients import Reply
-from support.matrix import PARITY, Matrix, Served, behaviour
+from support.matrix import PARITY, Matrix, Served, behaviour, environ_of
 
 pytestmark = PARITY
 
-FILE_BYTES = bytes(range(256)) * 1200  # 300 KiB: a file_wrapper body over several windows
+FILE_BYTES = bytes(range(256)) * 1200  # 300 KiB: a file body over several windows
+#: What the app records once it is done with a file response: WSGI's file_wrapper closed the
+#: file; ASGI's send() of http.response.pathsend returned.
+FILE_DONE = {"wsgi": "file closed", "asgi": "pathsend done"}
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +68,7 @@ def test_environ_of_a_request(site: Served) -> None:
     reply = site.client.request("POST", "/env?x=1&y=%2F", [("X-Test", "yes"),
                                                            ("Content-Type", "text/plain")],
                                 b"hello body")
-    assert reply.status == 200, reply
-    env = {k: v["value"] for k, v in json.loads(reply.body).items()
-           if isinstance(v, dict) and "value" in v}
+    env = environ_of(site, reply)
     assert env["REQUEST_METHOD"] == "POST"
     assert env["PATH_INFO"] == "/env" and env["QUERY_STRING"] == "x=1&y=%2F"
     assert env["SERVER_PROTOCOL"] == site.proto.server_protocol
@@ -79,12 +82,21 @@ def test_environ_of_a_request(site: Served) -> None:
         assert env["HTTPS"] == "on" and str(env["SSL_PROTOCOL"]).startswith("TLSv1."), env
     else:
         assert "HTTPS" not in env and "SSL_PROTOCOL" not in env, env
+    if site.interface == "asgi":
+        # What only the scope says: the path as sent, and the extensions.
+        scope = json.loads(reply.body)["scope"]
+        assert scope["http_version"] == ("2" if site.proto.http2 else "1.1"), scope
+        assert (scope["raw_path"], scope["root_path"]) == ("/env", ""), scope
+        assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}, scope
+        assert "http.response.pathsend" in scope["extensions"], scope
+        assert ("tls" in scope["extensions"]) == site.proto.tls, scope
 
 
 @pytest.mark.parametrize("size", [1, 70_000, 1 << 20])
 def test_request_body_read_in_pieces(site: Served, size: int) -> None:
-    """wsgi.input gives the body whole, in the pieces the app asks for, over every
-    protocol's framing (and HTTP/2's windows)."""
+    """wsgi.input gives the body whole, in the pieces the app asks for, and ASGI's receive()
+    in http.request messages of at most 64 KiB, over every protocol's framing (and HTTP/2's
+    windows)."""
     body = os.urandom(size)
     reply = site.client.request("POST", "/echo?mode=hash",
                                 [("Content-Type", "application/octet-stream")], body)
@@ -94,6 +106,7 @@ def test_request_body_read_in_pieces(site: Served, size: int) -> None:
     assert got["largest"] <= 65536
 
 
+@behaviour("readline")
 def test_request_body_by_lines(site: Served) -> None:
     reply = site.client.request("POST", "/echo?mode=readline",
                                 [("Content-Type", "text/plain")], b"a\nbb\n\nccc")
@@ -110,7 +123,7 @@ def test_request_body_left_unread(site: Served) -> None:
     assert site.client.request("GET", "/r/health").status == 200
 
 
-# ------------------------------------------------------------------------------- PEP 3333 paths
+# ------------------------------------------------------------------------------- response paths
 
 
 def test_list_body_with_length(site: Served) -> None:
@@ -132,9 +145,10 @@ def test_generator_without_length(site: Served) -> None:
     site.proto.check_connection_fields(reply)
 
 
+@behaviour("write-callable")
 @pytest.mark.parametrize("length", [False, True], ids=["unsized", "sized"])
 def test_write_callable(site: Served, workdir: Path, length: bool) -> None:
-    rec = workdir / f"write-{site.proto.name}-{length}"
+    rec = workdir / f"write-{site.tag}-{length}"
     reply = site.client.request("GET", f"/r/write?record={rec}" + ("&cl=1" if length else ""))
     assert (reply.status, reply.body, reply.complete) == (200, b"one-two-three", True), reply
     if length:
@@ -144,18 +158,30 @@ def test_write_callable(site: Served, workdir: Path, length: bool) -> None:
     wait_record(rec, "close 1")
 
 
-@pytest.mark.parametrize("offset", [0, 1000])
-def test_file_wrapper(site: Served, workdir: Path, data_file: Path, offset: int) -> None:
-    rec = workdir / f"file-{site.proto.name}-{offset}"
-    reply = site.client.request("GET", f"/r/file?path={data_file}&record={rec}&offset={offset}")
+def test_file_response(site: Served, workdir: Path, data_file: Path) -> None:
+    """A file the server sends itself (sendfile where it can): wsgi.file_wrapper, or
+    http.response.pathsend."""
+    rec = workdir / f"file-{site.tag}"
+    reply = site.client.request("GET", f"/r/file?path={data_file}&record={rec}")
     assert reply.status == 200 and reply.complete, reply
-    assert reply.header("content-length") == str(len(FILE_BYTES) - offset)
-    assert reply.body == FILE_BYTES[offset:]
+    assert reply.header("content-length") == str(len(FILE_BYTES))
+    assert reply.body == FILE_BYTES
+    wait_record(rec, FILE_DONE[site.interface])
+
+
+@behaviour("file-offset")
+def test_file_wrapper_from_an_offset(site: Served, workdir: Path, data_file: Path) -> None:
+    rec = workdir / f"file-offset-{site.tag}"
+    reply = site.client.request("GET", f"/r/file?path={data_file}&record={rec}&offset=1000")
+    assert reply.status == 200 and reply.complete, reply
+    assert reply.header("content-length") == str(len(FILE_BYTES) - 1000)
+    assert reply.body == FILE_BYTES[1000:]
     wait_record(rec, "file closed")
 
 
+@behaviour("file-like")
 def test_file_wrapper_without_fileno(site: Served, workdir: Path, data_file: Path) -> None:
-    rec = workdir / f"file-like-{site.proto.name}"
+    rec = workdir / f"file-like-{site.tag}"
     reply = site.client.request("GET", f"/r/file_like?path={data_file}&record={rec}")
     assert reply.status == 200 and reply.complete, reply
     assert reply.body == FILE_BYTES
@@ -168,16 +194,18 @@ def test_empty_body(site: Served) -> None:
     assert reply.header("content-length") in (None, "0"), reply
 
 
+@behaviour("iterable-close")
 def test_close_is_called(site: Served, workdir: Path) -> None:
-    rec = workdir / f"close-{site.proto.name}"
+    rec = workdir / f"close-{site.tag}"
     reply = site.client.request("GET", f"/r/close/normal?record={rec}")
     assert (reply.status, reply.body, reply.complete) == (200, b"abc", True), reply
     wait_record(rec, "close 3")
 
 
 @pytest.mark.app_errors
+@behaviour("iterable-close")
 def test_close_is_called_when_the_iterable_raises(site: Served, workdir: Path) -> None:
-    rec = workdir / f"close-raise-{site.proto.name}"
+    rec = workdir / f"close-raise-{site.tag}"
     reply = site.client.request("GET", f"/r/close/raise?record={rec}")
     assert (b"x" * 1000 + b"y" * 1000).startswith(reply.body[:2000]), reply
     wait_record(rec, "close 2")
@@ -226,6 +254,7 @@ def test_large_streamed_body(site: Served) -> None:
     assert reply.body == b"".join(bytes([i % 256]) * chunk for i in range(size // chunk))
 
 
+@behaviour("exc-info")
 def test_exc_info_replaces_the_headers(site: Served) -> None:
     reply = site.client.request("GET", "/r/exc_info/replace")
     assert (reply.status, reply.body) == (500, b"replaced"), reply
@@ -239,7 +268,7 @@ def test_exc_info_replaces_the_headers(site: Served) -> None:
 @pytest.mark.parametrize("route", ["before", "after_start", "first_iter"])
 def test_app_error_before_the_body_is_a_500_with_length(site: Served, route: str) -> None:
     """Nothing was sent yet: the server answers 500 itself, with a Content-Length."""
-    marker = f"{route}-{site.proto.name}"
+    marker = f"{route}-{site.tag}"
     mark = site.server.mark()
     reply = site.client.request("GET", f"/r/raise/{route}?marker={marker}")
     assert reply.status == 500 and reply.complete, reply
@@ -254,7 +283,7 @@ def test_app_error_before_the_body_is_a_500_with_length(site: Served, route: str
 def test_app_error_mid_body_with_length_truncates(site: Served) -> None:
     """The head went out declaring 3000 bytes; 1000 came, then the error: the response must
     not look whole (HTTP/1.x: the connection ends short; HTTP/2: the stream is reset)."""
-    reply = site.client.request("GET", f"/r/raise/mid_body?cl=1&marker={site.proto.name}")
+    reply = site.client.request("GET", f"/r/raise/mid_body?cl=1&marker={site.tag}")
     assert_cut_short(site, reply, b"m" * 1000)
     assert site.client.request("GET", "/r/health").status == 200
 
@@ -263,16 +292,17 @@ def test_app_error_mid_body_with_length_truncates(site: Served) -> None:
 @behaviour("unsized-truncation")
 def test_app_error_mid_body_without_length_truncates(site: Served) -> None:
     """No Content-Length: chunked without its last chunk, or a reset stream."""
-    reply = site.client.request("GET", f"/r/raise/mid_body?marker=u-{site.proto.name}")
+    reply = site.client.request("GET", f"/r/raise/mid_body?marker=u-{site.tag}")
     assert_cut_short(site, reply, b"m" * 1000)
     assert site.client.request("GET", "/r/health").status == 200
 
 
 @pytest.mark.app_errors
+@behaviour("exc-info")
 def test_exc_info_after_the_head_was_sent_reraises(site: Served, workdir: Path) -> None:
     """start_response(exc_info) once the head went out re-raises the app's exception (PEP
     3333), and the response is not completed as if all were well."""
-    rec = workdir / f"after-sent-{site.proto.name}"
+    rec = workdir / f"after-sent-{site.tag}"
     reply = site.client.request("GET", f"/r/exc_info/after_sent?record={rec}&marker=x")
     assert reply.status in (0, 200) and b"partial-body".startswith(reply.body), reply
     assert b"should not get here" not in reply.body
@@ -305,6 +335,7 @@ def test_early_hints_given_as_bytes(site: Served) -> None:
         (103, ["</b.css>; rel=preload"])], reply
 
 
+@behaviour("late-hints")
 def test_early_hints_once_the_response_started_are_dropped(site: Served) -> None:
     reply = site.client.request("GET", "/hints/late")
     assert (reply.status, reply.body, reply.interim) == (200, b"first second", []), reply

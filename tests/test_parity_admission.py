@@ -1,7 +1,7 @@
-"""The parity matrix (issue 26), admission: the request limits and their status codes
+"""The parity matrix (issues 26 and 28), admission: the request limits and their status codes
 (413, 431, 414), ``--max-pending``'s 503 with Retry-After, and the forwarded headers of trusted
-and untrusted peers as the environ shows them, over every protocol. The protocols and their
-declared differences: tests/parity_matrix.py.
+and untrusted peers as the environ (or the ASGI scope) shows them, over every protocol and
+interface. The protocols, the interfaces and their declared differences: support/matrix.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from support import free_port, wait_for
 from support.clients import Certs, Reply, curl
-from support.matrix import PARITY, Matrix, Served, behaviour
+from support.matrix import PARITY, Matrix, Served, behaviour, environ_of
 
 pytestmark = PARITY
 
@@ -27,13 +27,6 @@ FORWARDED = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]
 @pytest.fixture(scope="module")
 def limited(matrix: Matrix) -> Served:
     return matrix.serve(*LIMITS)
-
-
-def environ(reply: Reply) -> dict[str, object]:
-    """environ_app's JSON as plain values."""
-    assert reply.status == 200, reply
-    data = json.loads(reply.body)
-    return {k: v["value"] for k, v in data.items() if isinstance(v, dict) and "value" in v}
 
 
 def assert_server_error(site: Served, reply: Reply, status: int) -> None:
@@ -115,11 +108,13 @@ def in_flight(port: int) -> float:
 
 def test_max_pending_answers_503_with_retry_after(matrix: Matrix, workdir: Path) -> None:
     """One app thread, one request allowed to wait for it: the one after gets 503 with
-    Retry-After at once; the two held ones are then served."""
+    Retry-After at once; the two held ones are then served. An ASGI app's /hold blocks the
+    event loop, which then takes no exchange, as the one app thread takes none while held
+    (an app that awaits instead leaves the loop free to take them all: docs/asgi.md)."""
     mport = free_port()
     site = matrix.serve("--threads", "1", "--max-pending", "1", "--no-inline",
                         "--metrics-bind", f"127.0.0.1:{mport}")
-    name = site.proto.name
+    name = site.tag
     go = workdir / f"go-{name}"
     started = [workdir / f"started-{name}-{i}" for i in range(2)]
     replies: list[Reply] = []
@@ -150,14 +145,14 @@ def test_max_pending_answers_503_with_retry_after(matrix: Matrix, workdir: Path)
 def test_forwarded_headers_from_a_trusted_peer(limited: Served) -> None:
     """127.0.0.1 is trusted by default: its X-Forwarded-For and -Proto are the client's
     address and scheme; X-Forwarded-Host is not applied unless --forwarded-headers says."""
-    env = environ(limited.client.request(
+    env = environ_of(limited, limited.client.request(
         "GET", "/env", FORWARDED + [("X-Forwarded-Host", "evil.example")]))
     assert env["REMOTE_ADDR"] == "203.0.113.9"
     assert env["wsgi.url_scheme"] == "https"
     assert env["HTTP_HOST"] == limited.client.authority
     assert env["HTTP_X_FORWARDED_HOST"] == "evil.example"
     # The right-most untrusted hop is the client, not the left-most one a client can write.
-    env = environ(limited.client.request(
+    env = environ_of(limited, limited.client.request(
         "GET", "/env", [("X-Forwarded-For", "6.6.6.6, 198.51.100.4, 127.0.0.1")]))
     assert env["REMOTE_ADDR"] == "198.51.100.4"
 
@@ -174,20 +169,20 @@ def test_malformed_forwarded_scheme_from_a_trusted_peer_is_400(limited: Served) 
 @behaviour("untrusted-peer")
 def test_forwarded_headers_from_an_untrusted_peer_are_plain_headers(matrix: Matrix) -> None:
     site = matrix.serve("--forwarded-allow-ips", "10.9.9.9")
-    env = environ(site.client.request("GET", "/env", FORWARDED))
+    env = environ_of(site, site.client.request("GET", "/env", FORWARDED))
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["wsgi.url_scheme"] == site.proto.scheme
     assert env["HTTP_HOST"] == site.client.authority
     assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.9"
     assert env["HTTP_X_FORWARDED_PROTO"] == "https"
     # Nothing malformed is refused from a peer whose word is not taken.
-    env = environ(site.client.request("GET", "/env", [("X-Forwarded-Proto", "gopher")]))
+    env = environ_of(site, site.client.request("GET", "/env", [("X-Forwarded-Proto", "gopher")]))
     assert env["wsgi.url_scheme"] == site.proto.scheme
 
 
 def test_field_names_with_underscores_never_pass_as_forwarded(limited: Served) -> None:
     """X_Forwarded_For is dropped, so it can never be taken for X-Forwarded-For."""
-    env = environ(limited.client.request("GET", "/env", [("X_Forwarded_For", "6.6.6.6"),
+    env = environ_of(limited, limited.client.request("GET", "/env", [("X_Forwarded_For", "6.6.6.6"),
                                                          ("X-Other", "kept")]))
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert "HTTP_X_FORWARDED_FOR" not in env

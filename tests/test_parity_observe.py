@@ -1,7 +1,7 @@
-"""The parity matrix (issue 26), what the server reports: the access log's fields (the scheme
-and protocol among them) and the Prometheus counters by status, for the app's answers, static
-files and the server's own answers, over every protocol. The protocols and their declared
-differences: tests/parity_matrix.py.
+"""The parity matrix (issues 26 and 28), what the server reports: the access log's fields (the
+scheme and protocol among them) and the Prometheus counters by status, for the app's answers,
+static files and the server's own answers, over every protocol and interface. The protocols,
+the interfaces and their declared differences: support/matrix.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The parity matrix (issue 26), static files: ``--static-map`` answers the same over every
-protocol, with the same fields as HTTP/1.1 (each reply is compared with an HTTP/1.1
-server's for the same file): ETag, Last-Modified, conditional requests, ranges, precompressed
-siblings, misses, HEAD and methods. The protocols and their declared differences:
-tests/parity_matrix.py.
+"""The parity matrix (issues 26 and 28), static files: ``--static-map`` answers the same over
+every protocol and in front of either interface's app, with the same fields as HTTP/1.1 with
+a WSGI app (each reply is compared with such a server's for the same file): ETag,
+Last-Modified, conditional requests, ranges, precompressed siblings, misses, HEAD and methods.
+The protocols, the interfaces and their declared differences: support/matrix.py.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def site(matrix: Matrix, static_dir: Path) -> Served:
 
 @pytest.fixture(scope="module")
 def reference(static_dir: Path) -> Iterator[Http1Client]:
-    """HTTP/1.1 in cleartext, the yardstick each protocol's static answers are held to."""
+    """HTTP/1.1 in cleartext with the WSGI app, the yardstick each protocol and interface's
+    static answers are held to."""
     with running_server(PARITY_APP, *static_flags(static_dir)) as server:
         yield Http1Client(server)
 

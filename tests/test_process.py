@@ -111,12 +111,15 @@ def _unreadable_interpreter(private: Path, shared: Path) -> tuple[list[str], dic
 
 @needs_root
 @needs_tool("setpriv")
-def test_user_and_group_with_an_interpreter_the_user_cannot_read(tmp_path: Path,
-                                                                 shared_dir: Path) -> None:
+@pytest.mark.parametrize("app,flags", [("whoami:app", ()), ("whoami:asgi", ("-k", "asgi"))],
+                         ids=["wsgi", "asgi"])
+def test_user_and_group_with_an_interpreter_the_user_cannot_read(
+        tmp_path: Path, shared_dir: Path, app: str, flags: tuple[str, ...]) -> None:
     """-u nobody -g nogroup: each worker runs as nobody:nogroup (no other groups) and serves,
     the master stays root. The interpreter's files are in a folder nobody cannot read, so what
     the worker needs from the standard library is imported before it switches ("No module
-    named 'importlib'" otherwise)."""
+    named 'importlib'" otherwise; 'inspect' to tell the app's interface, 'asyncio' for an ASGI
+    app's event loop)."""
     shutil.copy(APPS_DIR / "whoami.py", shared_dir / "whoami.py")
     command, env = _unreadable_interpreter(tmp_path / "private", shared_dir)
     # The interpreter really is out of nobody's reach.
@@ -124,7 +127,7 @@ def test_user_and_group_with_an_interpreter_the_user_cannot_read(tmp_path: Path,
                              "--clear-groups", "ls", str(tmp_path / "private" / "lib")],
                             capture_output=True, timeout=20)
     assert denied.returncode != 0, "the private folder must be unreadable to nobody"
-    server = Server("whoami:app", "-u", "nobody", "-g", "nogroup", "-w", "2",
+    server = Server(app, "-u", "nobody", "-g", "nogroup", "-w", "2", *flags,
                     "--no-control-socket", env=env, cwd=shared_dir, pythonpath=False)
     server.command = lambda: [  # type: ignore[method-assign]
         *command, "-b", "127.0.0.1:0", *server.args, server.app]

@@ -114,6 +114,13 @@ async def stream(scope, receive, send, query) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+async def empty_first(scope, receive, send, query) -> None:
+    """An empty piece with more to come, then the whole body: the head waits for it."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"", "more_body": True})
+    await send({"type": "http.response.body", "body": b"abc"})
+
+
 async def big(scope, receive, send, query) -> None:
     """256 KiB chunks, counted, for a client that does not read."""
     n = int(query.get("n", "200"))
@@ -253,6 +260,7 @@ async def returns_midway(scope, receive, send, query) -> None:
 
 ROUTES = {
     "/scope": scope_route, "scope": scope_route, "/echo": echo, "/stream": stream,
+    "/empty-first": empty_first,
     "/big": big, "/progress": progress, "/hold": hold, "/release": release,
     "/wait-disconnect": wait_disconnect, "/stream-forever": stream_forever,
     "/after-response": after_response, "/pathsend": pathsend, "/sync": sync_work,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResponse
@@ -24,7 +24,7 @@ async def root() -> dict[str, str]:
 
 
 @app.get("/items/{item_id}")
-async def read_item(item_id: int, q: Optional[str] = None) -> dict[str, object]:  # noqa: UP045 (FastAPI reads the annotation at run time, on 3.9 too)
+async def read_item(item_id: int, q: str | None = None) -> dict[str, object]:
     return {"item_id": item_id, "q": q}
 
 
@@ -34,7 +34,7 @@ async def create_item(item: Item) -> dict[str, object]:
 
 
 @app.post("/upload")
-async def upload(file: UploadFile = File(...), note: str = Form(...)) -> dict[str, object]:  # noqa: B008 (FastAPI's way)
+async def upload(file: Annotated[UploadFile, File()], note: str = Form(...)) -> dict[str, object]:
     content = await file.read()
     return {"filename": file.filename, "size": len(content), "note": note,
             "type": file.content_type}

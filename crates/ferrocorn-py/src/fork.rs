@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 
 use ferrocorn::bind::{BoundListener, INHERITED_FDS_VAR};
 use ferrocorn::clock::monotonic_ms;
+use ferrocorn::config::asgi::{EventLoop, Interface};
 use ferrocorn::config::Settings;
 use ferrocorn::master::heartbeat::{BeatHandle, Heartbeat};
 use ferrocorn::master::signals::SignalQueue;
@@ -391,7 +392,6 @@ impl Forker {
     fn import_before_switch(&self, py: Python<'_>) {
         let mut modules = vec![
             "importlib",
-            "inspect", // telling an ASGI app from a WSGI one
             "ferrocorn._loader",
             "ferrocorn._wsgi",
             "traceback",
@@ -399,24 +399,27 @@ impl Forker {
         if self.settings.reload {
             modules.push("ferrocorn._reload");
         }
-        let asgi_possible = !matches!(
-            self.settings.interface(),
-            Ok(ferrocorn::config::asgi::Interface::Wsgi)
-        );
-        if asgi_possible {
-            // The event loop's module and asyncio (an ASGI app's, or possibly the app's).
-            modules.push("ferrocorn._asgi");
+        let mut uvloop = false;
+        match self.settings.interface() {
+            // Telling the interface of the app (`_loader.is_asgi`) takes inspect, which the
+            // worker imports anyway once the app is loaded: nothing more is resident.
+            Ok(Interface::Auto) => modules.push("inspect"),
+            // An ASGI app's event loop: asyncio (and uvloop, where --loop may pick it). With
+            // auto, an ASGI app's loop still imports them after the switch (docs/asgi.md).
+            Ok(Interface::Asgi) => {
+                modules.push("ferrocorn._asgi");
+                uvloop = self.settings.asgi.event_loop != EventLoop::Asyncio;
+            }
+            Ok(Interface::Wsgi) | Err(_) => {}
         }
         for name in modules {
             if let Err(e) = py.import(name) {
                 log::warn!("cannot import {name} before switching the user: {e}");
             }
         }
-        if asgi_possible && self.settings.asgi.event_loop.name() != "asyncio" {
-            // uvloop when installed: its absence is no error (asyncio's loop serves then).
-            if let Err(e) = py.import("uvloop") {
-                log::debug!("uvloop not imported before switching the user: {e}");
-            }
+        // Not installed is the loop's to report (--loop uvloop) or to pass over (auto).
+        if uvloop && py.import("uvloop").is_err() {
+            log::debug!("uvloop not imported before switching the user");
         }
         if self.preloaded.is_none() {
             // What the APP spec's parsing needs (ast, for a factory call).

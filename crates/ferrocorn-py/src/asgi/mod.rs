@@ -107,6 +107,12 @@ impl Call {
                     "Expected ASGI message 'http.response.start' first",
                 ));
             }
+            // The head goes out with the first body bytes (or the end): an empty piece with
+            // more to come sends nothing, so an app failing after it still gets its 500
+            // (as PEP 3333 holds the head back until a non-empty piece).
+            (Phase::Started(head), Outgoing::Body { body, more: true }) if body.is_empty() => {
+                (Phase::Started(head), Flow::Ready)
+            }
             (Phase::Started(head), Outgoing::Body { body, more }) => {
                 let flow = response.post_head(*head, body, !more).map_err(gone)?;
                 (if more { Phase::Streaming } else { Phase::Done }, flow)
