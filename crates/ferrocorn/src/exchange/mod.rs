@@ -97,6 +97,12 @@ pub(crate) trait Wire {
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, ()>;
     /// The response is complete.
     async fn finish(&mut self) -> Result<(), ()>;
+    /// True where small responses made in one run of ready work go out best together at its
+    /// end (`crate::batch`): a connection that writes its own responses (HTTP/1.1). An HTTP/2
+    /// stream's frames are written by its connection's task, which batches them already.
+    fn batches(&self) -> bool {
+        false
+    }
     /// The response cannot be completed: cut it off so the client sees it is incomplete.
     fn abort(&mut self);
     /// The connection must end after this exchange (a refusal the server made).
@@ -396,7 +402,8 @@ async fn dispatch<W: Wire>(
                 // App threads have requests: they must not wait for the GIL on this thread.
                 ctx.app.release_inline();
             }
-            if ctx.batch.hold() && rx.holds_small_response(batch::SMALL_RESPONSE) {
+            if wire.batches() && ctx.batch.hold() && rx.holds_small_response(batch::SMALL_RESPONSE)
+            {
                 // Others were answered before this one in this run: go out with them at its
                 // end (see `batch`).
                 tokio::task::yield_now().await;

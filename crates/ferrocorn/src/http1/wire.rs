@@ -228,6 +228,10 @@ impl Wire for H1Wire<'_> {
         self.conn.write(&[tail]).await
     }
 
+    fn batches(&self) -> bool {
+        true
+    }
+
     fn abort(&mut self) {
         // The connection closes at the exchange's error; a client sees the body cut short.
     }
