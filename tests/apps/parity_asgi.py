@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgi_app import plain  # the scope as JSON, as the ASGI tests' app dumps it
+
 #: The body of the app's own 404 (the same as parity_app's: a static miss must not be it).
 APP_404 = b"not found by the app"
 TEXT = (b"content-type", b"text/plain")
@@ -122,17 +124,6 @@ async def read_all(receive: Receive) -> list[bytes]:
     return pieces
 
 
-def plain(value: Any) -> Any:
-    """The scope as JSON: bytes as latin-1 text, tuples as lists."""
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
 
 
 # ------------------------------------------------------------------------------- routes

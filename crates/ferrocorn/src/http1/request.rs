@@ -133,6 +133,31 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// A head made field by field, for unit tests of what reads heads.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        method: &str,
+        target: &str,
+        version: Version,
+        fields: &[(&str, &str)],
+    ) -> Self {
+        Self {
+            method: Text::from(method),
+            target: Text::from(target),
+            version,
+            headers: fields
+                .iter()
+                .map(|(n, v)| Header {
+                    name: Text::from(*n),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
+                .collect(),
+            framing: Framing::None,
+            keep_alive: true,
+            expect_continue: false,
+        }
+    }
+
     /// The target's path, without the query, for origin-form and absolute-form targets.
     pub fn path(&self) -> &str {
         target_path(&self.target)

@@ -494,26 +494,10 @@ async fn finish<C: AsyncRead + AsyncWrite + Unpin>(client: &mut C) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::request::{Header, Text};
-    use bytes::Bytes;
     use std::io::{Read, Write};
 
     fn head(method: &str, version: Version, fields: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: Text::from(method),
-            target: Text::from("/ws"),
-            version,
-            headers: fields
-                .iter()
-                .map(|(n, v)| Header {
-                    name: Text::from(*n),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                })
-                .collect(),
-            framing: Framing::None,
-            keep_alive: true,
-            expect_continue: false,
-        }
+        RequestHead::for_test(method, "/ws", version, fields)
     }
 
     #[test]

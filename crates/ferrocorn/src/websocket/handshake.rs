@@ -163,24 +163,10 @@ impl Handshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::request::{Header, Text};
+    use crate::http1::request::Text;
 
     fn head(fields: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: Text::from("GET"),
-            target: Text::from("/chat"),
-            version: Version::Http11,
-            headers: fields
-                .iter()
-                .map(|(n, v)| Header {
-                    name: Text::from(*n),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                })
-                .collect(),
-            framing: Framing::None,
-            keep_alive: true,
-            expect_continue: false,
-        }
+        RequestHead::for_test("GET", "/chat", Version::Http11, fields)
     }
 
     const GOOD: [(&str, &str); 5] = [
