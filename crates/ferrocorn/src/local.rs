@@ -107,10 +107,7 @@ impl<T> Receiver<T> {
             if state.senders == 0 {
                 return Poll::Ready(None);
             }
-            match &mut state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            keep_waker(&mut state.waker, cx.waker());
             Poll::Pending
         })
         .await
@@ -139,6 +136,15 @@ impl<T> Drop for Receiver<T> {
         let queued = (state.first.take(), std::mem::take(&mut state.queue));
         drop(state);
         drop(queued);
+    }
+}
+
+/// Keeps `waker` in `slot` to be woken later, unless the one there already wakes the same task
+/// (no clone per poll of a task that polls again and again).
+pub(crate) fn keep_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(w) if w.will_wake(waker) => {}
+        slot => *slot = Some(waker.clone()),
     }
 }
 

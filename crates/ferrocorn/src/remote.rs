@@ -205,10 +205,7 @@ impl Mailbox {
             if state.tx_gone {
                 return Poll::Ready(None);
             }
-            match &mut state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            crate::local::keep_waker(&mut state.waker, cx.waker());
             Poll::Pending
         })
         .await
