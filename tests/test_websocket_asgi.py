@@ -24,6 +24,7 @@ from test_metrics import scrape, value
 from test_tls import Pki, client_context, pki  # noqa: F401 (a fixture)
 from test_websocket_wsgi import Closed, RawWs, tls_args
 from test_websocket_wsgi import Site as WsgiSite
+from websockets.exceptions import ConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Message, RejectConnection, Request
 
@@ -490,7 +491,7 @@ def test_fastapi_echo(site_factory: Callable[..., Site]) -> None:
         ws.send(blob)
         assert ws.recv(timeout=5) == blob
         ws.send("close:4005:fastapi says bye")
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             ws.recv(timeout=5)
         assert ws.protocol.close_rcvd is not None
         assert (ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason) == \
