@@ -11,14 +11,14 @@ use clap::Args;
 pub struct WebSocketSettings {
     /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes
     /// the connection with 1009. For the protocol the server speaks itself (ASGI's websocket
-    /// scope, not served yet: docs/websockets.md), not for WSGI apps on gunicorn.socket (their
-    /// library has its own).
+    /// scope: docs/websockets.md), not for WSGI apps on gunicorn.socket (their library has its
+    /// own).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     pub ws_max_size: u64,
 
     /// Seconds between the server's pings on an open WebSocket (0: none). For the protocol the
-    /// server speaks itself (ASGI's websocket scope, not served yet).
+    /// server speaks itself (ASGI's websocket scope).
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub ws_ping_interval: f64,
 

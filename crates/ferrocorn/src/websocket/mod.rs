@@ -91,6 +91,10 @@ pub struct Session<S> {
     /// When the ping sent last must have been answered by.
     pong_due: Option<Instant>,
     closed: bool,
+    /// How the connection ended, kept until a `recv` returns it: a `recv` dropped while it
+    /// wrote the closing frames (its caller `select!`ed it against something else) still
+    /// reports the right code on the next call.
+    ending: Option<Received>,
 }
 
 /// What woke a [`Session::recv`].
@@ -119,6 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             metrics,
             pong_due: None,
             closed: false,
+            ending: None,
         }
     }
 
@@ -127,10 +132,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub async fn recv(&mut self) -> Received {
         loop {
             if self.closed {
-                return Received::Closed {
+                return self.ending.take().unwrap_or(Received::Closed {
                     code: ABNORMAL,
                     reason: String::new(),
-                };
+                });
             }
             let wake = {
                 let ws = &mut self.ws;
@@ -159,10 +164,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Wake::Frame(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => {}
                 Wake::Frame(Some(Ok(Message::Pong(_)))) => self.pong_due = None,
                 Wake::Frame(Some(Ok(Message::Close(frame)))) => {
-                    // tungstenite queued the reply (with 1002 for a code not allowed).
-                    let _ = self.ws.flush().await;
                     self.closed = true;
-                    return match frame {
+                    self.ending = Some(match frame {
                         Some(f) => Received::Closed {
                             code: f.code.into(),
                             reason: f.reason.as_str().to_owned(),
@@ -171,7 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             code: NO_STATUS,
                             reason: String::new(),
                         },
-                    };
+                    });
+                    // tungstenite queued the reply (with 1002 for a code not allowed).
+                    let _ = self.ws.flush().await;
+                    continue;
                 }
                 Wake::Frame(Some(Err(e))) => return self.fail(&e).await,
                 Wake::Frame(None) => {
@@ -192,15 +198,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.metrics.ws(WsEvent::PingTimeout);
             self.closed = true;
             let reason = "keepalive ping timeout";
+            self.ending = Some(Received::Closed {
+                code: close::INTERNAL_ERROR,
+                reason: reason.into(),
+            });
             let frame = CloseFrame {
                 code: CloseCode::from(close::INTERNAL_ERROR),
                 reason: reason.into(),
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
-            return Some(Received::Closed {
-                code: close::INTERNAL_ERROR,
-                reason: reason.into(),
-            });
+            return self.ending.take();
         }
         let every = self.config.ping_interval?;
         if self.pong_due.is_none() {
@@ -246,15 +253,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             close::TOO_BIG => "message too big",
             _ => "protocol error",
         };
+        self.ending = Some(Received::Closed {
+            code,
+            reason: reason.into(),
+        });
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
-        Received::Closed {
+        self.ending.take().unwrap_or(Received::Closed {
             code,
             reason: reason.into(),
-        }
+        })
     }
 
     /// Sends a text message.
