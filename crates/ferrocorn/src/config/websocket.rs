@@ -25,6 +25,13 @@ pub struct WebSocketSettings {
     /// Seconds a client gets to answer a ping before the connection is closed with 1011.
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub ws_ping_timeout: f64,
+
+    /// Take up permessage-deflate (RFC 7692) when a WebSocket client offers it (true or
+    /// false, as Uvicorn's). The server keeps no compression context between messages, so an
+    /// idle connection holds none; an inflated message counts against --ws-max-size.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ws_per_message_deflate: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -46,6 +53,11 @@ impl WebSocketSettings {
             max_size: usize::try_from(self.ws_max_size).unwrap_or(usize::MAX),
             ping_interval: secs(self.ws_ping_interval),
             ping_timeout: secs(self.ws_ping_timeout).unwrap_or(Duration::from_secs(20)),
+            deflate: self.ws_per_message_deflate.then_some(
+                crate::websocket::deflate::DeflateConfig {
+                    context_takeover: false,
+                },
+            ),
         }
     }
 }
@@ -64,10 +76,12 @@ mod tests {
             ws_max_size: 10,
             ws_ping_interval: 0.0,
             ws_ping_timeout: 1.5,
+            ws_per_message_deflate: false,
         };
         let c = s.config();
         assert_eq!(c.max_size, 10);
         assert_eq!(c.ping_interval, None);
         assert_eq!(c.ping_timeout, Duration::from_millis(1500));
+        assert_eq!(c.deflate, None);
     }
 }
