@@ -100,7 +100,7 @@ const ABNORMAL: u16 = 1006;
 pub struct Session<S> {
     ws: WebSocketStream<Inflating<S>>,
     /// Compresses what is sent, when permessage-deflate was agreed on.
-    deflater: Option<Deflater>,
+    deflater: Option<Box<Deflater>>,
     config: WsConfig,
     metrics: RequestMetrics,
     /// When the next ping goes out.
@@ -136,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         metrics.ws(WsEvent::Opened);
         Self {
             ws,
-            deflater: deflate.as_ref().map(Deflater::new),
+            deflater: deflate.as_ref().map(|d| Box::new(Deflater::new(d))),
             ping: config
                 .ping_interval
                 .map(|every| Box::pin(tokio::time::sleep(every))),

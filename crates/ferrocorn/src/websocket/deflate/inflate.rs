@@ -78,7 +78,7 @@ enum Message {
     Compressed(usize),
 }
 
-struct Filter {
+pub(super) struct Filter {
     client_window_bits: u8,
     no_context_takeover: bool,
     max_size: usize,
@@ -87,6 +87,8 @@ struct Filter {
     input: BytesMut,
     /// Ready for `tungstenite`.
     output: BytesMut,
+    /// Where the inflater writes, reused within a message.
+    scratch: Vec<u8>,
     frame: Frame,
     message: Message,
     /// The client's LZ77 context: kept between messages only with context takeover.
@@ -107,11 +109,41 @@ impl Filter {
             piece: PIECE.min(max_size.max(1)),
             input: BytesMut::new(),
             output: BytesMut::new(),
+            scratch: Vec::new(),
             frame: Frame::Header,
             message: Message::None,
             inflater: None,
             eof: false,
         }
+    }
+
+    /// Waiting on the connection: gives back the buffers' memory, so that a connection idle
+    /// after a large message holds none of it.
+    fn idle(&mut self) {
+        if self.input.is_empty() {
+            self.input = BytesMut::new();
+        }
+        self.output = BytesMut::new();
+        self.scratch = Vec::new();
+    }
+
+    /// Runs the inflater on `input` into the scratch buffer, emptied first: bytes of `input`
+    /// used, whether the output filled the buffer, and whether the stream ended.
+    fn run(&mut self, input: &[u8], flush: FlushDecompress) -> io::Result<(usize, bool, bool)> {
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        out.reserve(self.piece);
+        let inflater = self.inflater();
+        let before = inflater.total_in();
+        let status = inflater
+            .decompress_vec(input, &mut out, flush)
+            .map_err(|_| io_error(InflateError::Corrupt))?;
+        let used = usize::try_from(inflater.total_in() - before).unwrap_or(usize::MAX);
+        let full = out.len() == out.capacity();
+        let emitted = self.emit_inflated(&out);
+        self.scratch = out;
+        emitted?;
+        Ok((used, full, status == Status::StreamEnd))
     }
 
     /// Hands on a frame of `payload` (plain, zero-masked).
@@ -259,19 +291,12 @@ impl Filter {
         for (i, (out, b)) in fed.iter_mut().zip(&self.input[..n]).enumerate() {
             *out = b ^ mask[(at + i) % 4];
         }
-        let mut inflated = Vec::with_capacity(self.piece);
-        let inflater = self.inflater();
-        let before = inflater.total_in();
-        inflater
-            .decompress_vec(&fed[..n], &mut inflated, FlushDecompress::None)
-            .map_err(|_| io_error(InflateError::Corrupt))?;
-        let used = (inflater.total_in() - before) as usize;
-        if used == 0 && inflated.is_empty() {
+        let (used, _, _) = self.run(&fed[..n], FlushDecompress::None)?;
+        if used == 0 && self.scratch.is_empty() {
             // Nothing taken, nothing given: the stream ended (BFINAL) and more data follows.
             return Err(io_error(InflateError::Corrupt));
         }
         self.input.advance(used);
-        self.emit_inflated(&inflated)?;
         self.frame = Frame::Inflate {
             left: left - used as u64,
             mask,
@@ -283,16 +308,8 @@ impl Filter {
 
     /// Inflates [`TAIL`] after the message's last frame, then ends the message.
     fn finish(&mut self, fed: usize) -> io::Result<bool> {
-        let mut inflated = Vec::with_capacity(self.piece);
-        let inflater = self.inflater();
-        let before = inflater.total_in();
-        let status = inflater
-            .decompress_vec(&TAIL[fed..], &mut inflated, FlushDecompress::Sync)
-            .map_err(|_| io_error(InflateError::Corrupt))?;
-        let fed = fed + (inflater.total_in() - before) as usize;
-        let full = inflated.len() == inflated.capacity();
-        self.emit_inflated(&inflated)?;
-        let ended = status == Status::StreamEnd;
+        let (used, full, ended) = self.run(&TAIL[fed..], FlushDecompress::Sync)?;
+        let fed = fed + used;
         if (fed < TAIL.len() || full) && !ended {
             self.frame = Frame::Finish(fed);
             return Ok(true);
@@ -339,7 +356,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
             }
             let mut chunk = [0u8; READ];
             let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
+            if polled.is_pending() {
+                filter.idle();
+            }
+            ready!(polled)?;
             if read.filled().is_empty() {
                 filter.eof = true;
             }

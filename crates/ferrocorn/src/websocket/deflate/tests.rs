@@ -447,3 +447,14 @@ async fn without_the_extension_bytes_pass_untouched() {
 async fn read_all(r: &mut (impl AsyncRead + Unpin), out: &mut Vec<u8>) {
     r.read_to_end(out).await.expect("read");
 }
+
+/// What a connection with the extension agreed on holds while idle, beyond the connection:
+/// the filter's fixed part (its buffers are given back when it waits, and without context
+/// takeover there is no inflater or compressor between messages).
+#[test]
+fn an_idle_connection_holds_little() {
+    let filter = std::mem::size_of::<super::inflate::Filter>();
+    let deflater = std::mem::size_of::<super::compress::Deflater>();
+    eprintln!("idle: filter {filter} B, deflater {deflater} B");
+    assert!(filter + deflater <= 512, "{filter} + {deflater} bytes");
+}
