@@ -26,9 +26,11 @@ pub struct WebSocketSettings {
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub ws_ping_timeout: f64,
 
-    /// Take up permessage-deflate (RFC 7692) when a WebSocket client offers it (true or
-    /// false, as Uvicorn's). The server keeps no compression context between messages, so an
-    /// idle connection holds none; an inflated message counts against --ws-max-size.
+    /// Take up permessage-deflate (RFC 7692) when a WebSocket client offers it, as Uvicorn's
+    /// option of the same name (false: every offer declined). The server asks for no context
+    /// takeover both ways, so an idle connection holds no compression state; a compressed
+    /// message counts against --ws-max-size as it inflates. For the protocol the server
+    /// speaks itself (ASGI's websocket scope, not served yet).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub ws_per_message_deflate: bool,
@@ -83,5 +85,34 @@ mod tests {
         assert_eq!(c.ping_interval, None);
         assert_eq!(c.ping_timeout, Duration::from_millis(1500));
         assert_eq!(c.deflate, None);
+    }
+
+    #[test]
+    fn per_message_deflate_takes_a_value_on_the_command_line_and_in_a_file() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            ws: WebSocketSettings,
+        }
+        let parse = |args: &[&str]| {
+            let flags = Flags::try_parse_from([&["ferrocorn"], args].concat()).expect("parses");
+            flags.ws.config().deflate
+        };
+        let on = Some(crate::websocket::deflate::DeflateConfig {
+            context_takeover: false,
+        });
+        assert_eq!(parse(&[]), on);
+        assert_eq!(parse(&["--ws-per-message-deflate", "true"]), on);
+        assert_eq!(parse(&["--ws-per-message-deflate=false"]), None);
+        assert_eq!(parse(&["--ws-per-message-deflate", "off"]), None);
+        assert!(Flags::try_parse_from(["ferrocorn", "--ws-per-message-deflate=maybe"]).is_err());
+        let (args, warnings) = super::super::file::file_args(vec![(
+            "ws_per_message_deflate".into(),
+            super::super::file::FileValue::Bool(false),
+        )]);
+        assert_eq!(args, ["--ws-per-message-deflate=false"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }
