@@ -62,7 +62,7 @@ pub(super) async fn serve<W: Wire>(
     (forwarded, extra): (Forwarded, Vec<(Text, Bytes)>),
     mut record: Option<&mut Record>,
 ) -> Result<bool, ()> {
-    let hs = match Handshake::check(&head) {
+    let mut hs = match Handshake::check(&head) {
         Ok(hs) => hs,
         Err(e) => {
             log::debug!("{}: refused WebSocket handshake: {e}", wire.peer());
@@ -149,6 +149,8 @@ pub(super) async fn serve<W: Wire>(
     };
 
     let fields: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+    // permessage-deflate (`--ws-per-message-deflate`): the first offer the policy allows.
+    let deflate = hs.negotiate(&ctx.config.websocket);
     let switching = match hs.accept(subprotocol.as_deref(), &fields) {
         Ok(resp) => resp,
         Err(e) => {
@@ -177,7 +179,13 @@ pub(super) async fn serve<W: Wire>(
     }
     // A client may send its first frames right behind its handshake.
     let io = Rewind::new(read_ahead.split().freeze(), stream);
-    let session = Session::new(io, &ctx.config.websocket, ctx.config.metrics.clone()).await;
+    let session = Session::new(
+        io,
+        &ctx.config.websocket,
+        ctx.config.metrics.clone(),
+        deflate,
+    )
+    .await;
     let relayed = relay(session, &mut rx, &inbox, ctx, write_timeout).await;
     log::debug!(
         "{peer}: WebSocket closed ({}): {} bytes to the client",
