@@ -1,6 +1,7 @@
 """Issue 29: RFC 6455 conformance of the core's WebSocket (the ASGI websocket scope), organised
 as the Autobahn test suite's sections: 1 framing, 2 pings and pongs, 3 reserved bits,
-4 opcodes, 5 fragmentation, 6 UTF-8, 7 close, 9 limits. Each case sends raw frames
+4 opcodes, 5 fragmentation, 6 UTF-8, 7 close, 9 limits, 12/13 compression (permessage-deflate,
+RFC 7692, with the standard library's zlib as the client's end). Each case sends raw frames
 (support/wsframes.py) to a plain ASGI echo app and asserts what Autobahn expects: the echo, the
 pong, or the close code RFC 6455 names and the end of the connection.
 
@@ -28,8 +29,10 @@ from support.wsframes import (
     PING,
     PONG,
     TEXT,
+    Deflate,
     WsClient,
     close_payload,
+    extension_params,
     frame,
 )
 
@@ -405,3 +408,171 @@ def test_9_over_max_size_closes_1009(small_peer: Peer, fragments: int) -> None:
         fails_with(ws, 1009)
     finally:
         ws.shutdown()
+
+
+# --------------------------------------------------------------------- 12/13 compression
+WORDS = b"the quick brown fox jumps over a lazy dog while ferrocorn serves websockets ".split()
+
+
+def text_of(size: int, seed: int) -> bytes:
+    """Compressible text: words in an order that depends on ``seed``."""
+    out = bytearray()
+    i = seed
+    while len(out) < size:
+        out += WORDS[i * 7919 % len(WORDS)] + b" "
+        i += 1
+    return bytes(out[:size])
+
+
+def deflate_client(peer: Peer, offer: str) -> tuple[WsClient, Deflate]:
+    ws = WsClient(peer.port, headers={"Sec-WebSocket-Extensions": offer})
+    assert ws.status == 101, ws.status
+    params = extension_params(ws.headers.get("sec-websocket-extensions"))
+    assert params is not None, f"permessage-deflate not taken up for {offer!r}: {ws.headers}"
+    return ws, Deflate(
+        client_bits=int(params.get("client_max_window_bits") or 15),
+        server_bits=int(params.get("server_max_window_bits") or 15),
+        client_takeover="client_no_context_takeover" not in params,
+        server_takeover="server_no_context_takeover" not in params)
+
+
+def echo_compressed(ws: WsClient, deflate: Deflate, opcode: int, data: bytes) -> None:
+    ws.send_frame(opcode, deflate.compress(data), rsv=4)
+    got, payload = ws.recv_message()
+    if ws.last_rsv & 4:
+        payload = deflate.decompress(payload)
+    assert (got, payload) == (opcode, data)
+
+
+@pytest.fixture
+def deflated(peer: Peer) -> Iterator[tuple[WsClient, Deflate]]:
+    ws, deflate = deflate_client(peer, "permessage-deflate; client_max_window_bits")
+    try:
+        yield ws, deflate
+    finally:
+        ws.shutdown()
+
+
+@pytest.mark.parametrize("size", [16, 64, 256, 1024, 4096, 65536, 262144])
+@pytest.mark.parametrize("opcode", [TEXT, BINARY], ids=["text", "binary"])
+def test_12_compressed_echo(deflated: tuple[WsClient, Deflate], opcode: int, size: int) -> None:
+    """Ten messages in a row, each compressed in the context the ones before left (takeover)."""
+    ws, deflate = deflated
+    for seed in range(10):
+        echo_compressed(ws, deflate, opcode, text_of(size, seed))
+
+
+OFFERS = {
+    "bare": ("permessage-deflate", {}),
+    "client-no-takeover": ("permessage-deflate; client_no_context_takeover", {}),
+    "server-no-takeover": ("permessage-deflate; server_no_context_takeover",
+                           {"server_no_context_takeover": ""}),
+    "client-bits-9": ("permessage-deflate; client_max_window_bits=9", {}),
+    "server-bits-10": ("permessage-deflate; server_max_window_bits=10",
+                       {"server_max_window_bits": "10"}),
+    "both-no-takeover": ("permessage-deflate; client_no_context_takeover; "
+                         "server_no_context_takeover", {"server_no_context_takeover": ""}),
+    "first-invalid-second-taken": ("permessage-deflate; server_max_window_bits=7, "
+                                   "permessage-deflate", {}),
+    "unknown-extension-first": ("x-webkit-deflate-frame, permessage-deflate", {}),
+}
+
+
+@pytest.mark.parametrize("offer,must", OFFERS.values(), ids=OFFERS.keys())
+def test_13_negotiation(peer: Peer, offer: str, must: dict[str, str]) -> None:
+    """Each offer is taken up as RFC 7692 §7.1 says (a server_max_window_bits asked for is at
+    most that; server_no_context_takeover asked for is granted), and the connection then
+    carries compressed messages both ways."""
+    ws, deflate = deflate_client(peer, offer)
+    try:
+        params = extension_params(ws.headers.get("sec-websocket-extensions")) or {}
+        for key, value in must.items():
+            assert key in params, (offer, params)
+            if value:
+                assert int(params[key]) <= int(value), (offer, params)
+        if "client_max_window_bits=9" in offer:
+            assert int(params.get("client_max_window_bits") or 9) <= 9, params
+        for seed in range(5):
+            echo_compressed(ws, deflate, TEXT, text_of(1024, seed))
+    finally:
+        ws.shutdown()
+
+
+@pytest.mark.parametrize("offer", ["permessage-deflate; foo=bar",
+                                   "permessage-deflate; server_max_window_bits",
+                                   "permessage-deflate; server_max_window_bits=16",
+                                   "permessage-deflate; client_max_window_bits=abc"],
+                         ids=["unknown-param", "no-value", "bits-16", "bits-abc"])
+def test_13_bad_offer_declined(peer: Peer, offer: str) -> None:
+    """An offer the server cannot accept is declined; the WebSocket opens without it."""
+    ws = WsClient(peer.port, headers={"Sec-WebSocket-Extensions": offer})
+    try:
+        assert ws.status == 101
+        assert extension_params(ws.headers.get("sec-websocket-extensions")) is None
+        assert ws.echo(TEXT, b"plain") == b"plain"
+    finally:
+        ws.shutdown()
+
+
+def test_12_uncompressed_message_on_a_compressed_connection(
+        deflated: tuple[WsClient, Deflate]) -> None:
+    ws, deflate = deflated
+    ws.send_frame(TEXT, b"not compressed")
+    got, payload = ws.recv_message()
+    assert (got, deflate.decompress(payload) if ws.last_rsv & 4 else payload) == \
+        (TEXT, b"not compressed")
+    echo_compressed(ws, deflate, TEXT, b"compressed after")
+
+
+def test_12_fragmented_compressed_message(deflated: tuple[WsClient, Deflate]) -> None:
+    ws, deflate = deflated
+    data = text_of(50_000, 3)
+    body = deflate.compress(data)
+    third = len(body) // 3
+    ws.send_frame(TEXT, body[:third], fin=False, rsv=4)
+    ws.send_frame(PING, b"between")
+    ws.send_frame(CONT, body[third:2 * third], fin=False)
+    ws.send_frame(CONT, body[2 * third:], fin=True)
+    pong = ws.recv_frame()
+    assert pong is not None and (pong.opcode, pong.payload) == (PONG, b"between")
+    got, payload = ws.recv_message()
+    assert (got, deflate.decompress(payload) if ws.last_rsv & 4 else payload) == (TEXT, data)
+
+
+@pytest.mark.parametrize("where", ["continuation", "ping"])
+def test_12_rsv1_where_it_may_not_be(deflated: tuple[WsClient, Deflate], where: str) -> None:
+    """RSV1 marks a compressed message on its first frame only (RFC 7692 §6)."""
+    ws, deflate = deflated
+    if where == "ping":
+        ws.send_frame(PING, b"x", rsv=4)
+    else:
+        body = deflate.compress(b"hello there")
+        ws.send_frame(TEXT, body[:3], fin=False, rsv=4)
+        ws.send_frame(CONT, body[3:], fin=True, rsv=4)
+    fails_with(ws, 1002)
+
+
+def test_12_corrupt_deflate_data_fails(deflated: tuple[WsClient, Deflate]) -> None:
+    """Data that does not inflate fails the connection (RFC 7692 §8 names no code)."""
+    ws, _ = deflated
+    ws.send_frame(BINARY, b"\xff\xff\xff\xff not deflate", rsv=4)
+    closed = ws.expect_close()
+    assert closed.code in (1002, 1007), (closed.code, closed.reason)
+
+
+def test_12_inflated_size_is_limited(small_peer: Peer) -> None:
+    """A deflate bomb: 10 MiB of zeros in about 10 KiB is closed with 1009 at --ws-max-size of
+    inflated data, and the server serves the next connection."""
+    ws, deflate = deflate_client(small_peer, "permessage-deflate")
+    try:
+        bomb = deflate.compress(bytes(10 << 20))
+        assert len(bomb) < 20_000
+        ws.send_frame(BINARY, bomb, rsv=4)
+        fails_with(ws, 1009)
+    finally:
+        ws.shutdown()
+    again = small_client(small_peer)
+    try:
+        assert again.echo(TEXT, b"still serving") == b"still serving"
+    finally:
+        again.shutdown()

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import struct
+import zlib
 from dataclasses import dataclass
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -79,6 +80,7 @@ class WsClient:
         self.sock: socket.socket = \
             ctx.wrap_socket(raw, server_hostname="localhost") if ctx else raw
         self.buf = b""
+        self.last_rsv = 0
         key = base64.b64encode(os.urandom(16))
         fields = {"Host": f"127.0.0.1:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
                   "Sec-WebSocket-Key": key.decode(), "Sec-WebSocket-Version": "13",
@@ -147,7 +149,8 @@ class WsClient:
 
     def recv_message(self) -> tuple[int, bytes]:
         """The next data message (its opcode and whole payload); pings from the server are
-        answered on the way; a close frame or the end raises :class:`Closed`."""
+        answered on the way; a close frame or the end raises :class:`Closed`. The first
+        frame's reserved bits are left in ``last_rsv`` (RSV1: compressed)."""
         opcode, parts = None, []
         while True:
             f = self.recv_frame()
@@ -161,6 +164,7 @@ class WsClient:
                 raise AssertionError(f"unexpected pong {f.payload!r}")
             if opcode is None:
                 opcode = f.opcode
+                self.last_rsv = f.rsv
             parts.append(f.payload)
             if f.fin:
                 return opcode, b"".join(parts)
@@ -210,3 +214,40 @@ class WsClient:
             self.sock.close()
         except OSError:
             pass
+
+
+def extension_params(header: str | None, name: str = "permessage-deflate") -> dict[str, str] | None:
+    """The parameters the server accepted ``name`` with (None: not taken up)."""
+    for ext in (header or "").split(","):
+        parts = [p.strip() for p in ext.split(";")]
+        if parts[0].lower() == name:
+            return {k.strip().lower(): v.strip().strip('"') for k, _, v in
+                    (p.partition("=") for p in parts[1:] if p)}
+    return None
+
+
+class Deflate:
+    """The client's end of permessage-deflate (RFC 7692), on the standard library's zlib:
+    ``takeover`` keeps each direction's LZ77 context across messages as negotiated."""
+
+    TAIL = b"\x00\x00\xff\xff"
+
+    def __init__(self, client_bits: int = 15, server_bits: int = 15,
+                 client_takeover: bool = True, server_takeover: bool = True) -> None:
+        self.client_bits, self.server_bits = client_bits, server_bits
+        self.client_takeover, self.server_takeover = client_takeover, server_takeover
+        self._c = zlib.compressobj(wbits=-client_bits)
+        self._d = zlib.decompressobj(wbits=-server_bits)
+
+    def compress(self, data: bytes) -> bytes:
+        out = self._c.compress(data) + self._c.flush(zlib.Z_SYNC_FLUSH)
+        if not self.client_takeover:
+            self._c = zlib.compressobj(wbits=-self.client_bits)
+        assert out.endswith(self.TAIL)
+        return out[:-4]
+
+    def decompress(self, data: bytes) -> bytes:
+        out = self._d.decompress(data + self.TAIL)
+        if not self.server_takeover:
+            self._d = zlib.decompressobj(wbits=-self.server_bits)
+        return out
