@@ -2,7 +2,8 @@
 as the Autobahn test suite's sections: 1 framing, 2 pings and pongs, 3 reserved bits,
 4 opcodes, 5 fragmentation, 6 UTF-8, 7 close, 9 limits, 12/13 compression (permessage-deflate,
 RFC 7692, with the standard library's zlib as the client's end). Each case sends raw frames
-(support/wsframes.py) to a plain ASGI echo app and asserts what Autobahn expects: the echo, the
+(support/wsframes.py) to a plain ASGI echo app, over cleartext, TLS and HTTP/2 (RFC 8441's
+extended CONNECT, over TLS) and asserts what Autobahn expects: the echo, the
 pong, or the close code RFC 6455 names and the end of the connection.
 
 The same cases run against Uvicorn (the `websockets` library's protocol) as the differential
@@ -15,11 +16,13 @@ failure.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 
 import pytest
 
 from support import Server
+from support.clients import Certs
 from support.peers import Uvicorn
 from support.server import serving
 from support.wsframes import (
@@ -30,6 +33,7 @@ from support.wsframes import (
     PONG,
     TEXT,
     Deflate,
+    H2WsClient,
     WsClient,
     close_payload,
     extension_params,
@@ -39,19 +43,24 @@ from support.wsframes import (
 APP = "ws_echo_asgi:app"
 #: --ws-max-size of the limits section's servers (Uvicorn: its --ws-max-size).
 SMALL_MAX = 65536
-PEERS = ("ferrocorn", "uvicorn")
+#: ferrocorn over cleartext, TLS and HTTP/2 (RFC 8441, over TLS); Uvicorn as the peer.
+PEERS = ("ferrocorn", "ferrocorn-tls", "ferrocorn-h2", "uvicorn")
 
 
 class Peer:
-    def __init__(self, name: str, port: int) -> None:
+    def __init__(self, name: str, port: int, ctx: ssl.SSLContext | None = None) -> None:
         self.name = name
         self.port = port
+        self.ctx = ctx
+        #: What accepts a WebSocket: 101 over HTTP/1.1, 200 to an extended CONNECT (RFC 8441).
+        self.accepted = 200 if name.endswith("-h2") else 101
 
-    def client(self, path: str = "/") -> WsClient:
-        return WsClient(self.port, path)
+    def client(self, path: str = "/", headers: dict[str, str] | None = None) -> WsClient:
+        kind = H2WsClient if self.name.endswith("-h2") else WsClient
+        return kind(self.port, path, ctx=self.ctx, headers=headers)
 
 
-def start(name: str, *extra: str) -> Iterator[Peer]:
+def start(name: str, certs: Certs, *extra: str) -> Iterator[Peer]:
     if name == "uvicorn":
         uv = Uvicorn(APP, "--ws", "websockets", *extra)
         try:
@@ -59,24 +68,28 @@ def start(name: str, *extra: str) -> Iterator[Peer]:
         finally:
             uv.stop()
         return
-    with serving(Server(APP, "--interface", "asgi", "-w", "1", *extra)) as server:
-        yield Peer(name, server.port)
+    tls = name != "ferrocorn"
+    flags = ["--certfile", str(certs.cert), "--keyfile", str(certs.key)] if tls else []
+    ctx = certs.client_context(["h2"] if name.endswith("-h2") else ["http/1.1"]) if tls \
+        else None
+    with serving(Server(APP, "--interface", "asgi", "-w", "1", *flags, *extra)) as server:
+        yield Peer(name, server.port, ctx)
 
 
 @pytest.fixture(scope="module", params=PEERS)
-def peer(request: pytest.FixtureRequest) -> Iterator[Peer]:
-    yield from start(str(request.param))
+def peer(request: pytest.FixtureRequest, certs: Certs) -> Iterator[Peer]:
+    yield from start(str(request.param), certs)
 
 
 @pytest.fixture(scope="module", params=PEERS)
-def small_peer(request: pytest.FixtureRequest) -> Iterator[Peer]:
-    yield from start(str(request.param), "--ws-max-size", str(SMALL_MAX))
+def small_peer(request: pytest.FixtureRequest, certs: Certs) -> Iterator[Peer]:
+    yield from start(str(request.param), certs, "--ws-max-size", str(SMALL_MAX))
 
 
 @pytest.fixture
 def ws(peer: Peer) -> Iterator[WsClient]:
     client = peer.client()
-    assert client.status == 101, client.status
+    assert client.status == peer.accepted, client.status
     try:
         yield client
     finally:
@@ -383,7 +396,7 @@ def test_9_2_message_in_fragments(peer: Peer, ws: WsClient, fragment: int) -> No
 
 def small_client(small_peer: Peer) -> WsClient:
     client = small_peer.client()
-    assert client.status == 101
+    assert client.status == small_peer.accepted
     return client
 
 
@@ -425,8 +438,8 @@ def text_of(size: int, seed: int) -> bytes:
 
 
 def deflate_client(peer: Peer, offer: str) -> tuple[WsClient, Deflate]:
-    ws = WsClient(peer.port, headers={"Sec-WebSocket-Extensions": offer})
-    assert ws.status == 101, ws.status
+    ws = peer.client(headers={"Sec-WebSocket-Extensions": offer})
+    assert ws.status == peer.accepted, ws.status
     params = extension_params(ws.headers.get("sec-websocket-extensions"))
     assert params is not None, f"permessage-deflate not taken up for {offer!r}: {ws.headers}"
     return ws, Deflate(
@@ -505,9 +518,9 @@ def test_13_negotiation(peer: Peer, offer: str, must: dict[str, str]) -> None:
                          ids=["unknown-param", "no-value", "bits-16", "bits-abc"])
 def test_13_bad_offer_declined(peer: Peer, offer: str) -> None:
     """An offer the server cannot accept is declined; the WebSocket opens without it."""
-    ws = WsClient(peer.port, headers={"Sec-WebSocket-Extensions": offer})
+    ws = peer.client(headers={"Sec-WebSocket-Extensions": offer})
     try:
-        assert ws.status == 101
+        assert ws.status == peer.accepted
         assert extension_params(ws.headers.get("sec-websocket-extensions")) is None
         assert ws.echo(TEXT, b"plain") == b"plain"
     finally:

@@ -251,3 +251,113 @@ class Deflate:
         if not self.server_takeover:
             self._d = zlib.decompressobj(wbits=-self.server_bits)
         return out
+
+
+class H2WsClient(WsClient):
+    """The same client over HTTP/2 (RFC 8441): TLS with ALPN ``h2``, the server's SETTINGS
+    must enable extended CONNECT, and one ``CONNECT`` stream with ``:protocol: websocket``
+    carries the frames in its DATA. The ``h2`` package does the HTTP/2 side."""
+
+    def __init__(self, port: int, path: str = "/", *, ctx: ssl.SSLContext | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 10.0) -> None:
+        import h2.config
+        import h2.connection
+
+        assert ctx is not None, "HTTP/2 WebSockets are tested over TLS (ALPN h2)"
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2", self.sock.selected_alpn_protocol()
+        self.buf = b""
+        self.last_rsv = 0
+        self.ended = False
+        self.status = 0
+        self.headers = {}
+        self.connect_enabled: bool | None = None
+        self.h2 = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, header_encoding=None))
+        self.h2.initiate_connection()
+        self._flush()
+        while self.connect_enabled is None:
+            if not self._pump():
+                raise ConnectionError("connection ended before the server's SETTINGS")
+        self.sid = self.h2.get_next_available_stream_id()
+        if not self.connect_enabled:
+            return  # the server does not offer WebSockets over HTTP/2: status stays 0
+        fields = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                  (":path", path), (":authority", f"localhost:{port}"),
+                  ("sec-websocket-version", "13")]
+        fields += [(k.lower(), v) for k, v in (headers or {}).items()]
+        self.h2.send_headers(self.sid, fields, end_stream=False)
+        self._flush()
+        while not self.status:
+            if not self._pump():
+                raise ConnectionError("connection ended before the response")
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def _pump(self) -> bool:
+        """Reads once and handles the events; False when the connection ended."""
+        import h2.events
+
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            data = b""
+        if not data:
+            self.ended = True
+            return False
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                if self.connect_enabled is None:
+                    self.connect_enabled = bool(self.h2.remote_settings.enable_connect_protocol)
+            elif isinstance(event, h2.events.ResponseReceived) and event.stream_id == self.sid:
+                fields = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+                self.status = int(fields.pop(":status"))
+                self.headers = fields
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id == self.sid:
+                self.buf += event.data
+                self.h2.acknowledge_received_data(event.flow_controlled_length, self.sid)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and \
+                    getattr(event, "stream_id", None) == self.sid:
+                self.ended = True
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.ended = True
+        self._flush()
+        return True
+
+    def _fill(self) -> bool:
+        before = len(self.buf)
+        while len(self.buf) == before:
+            if self.ended or not self._pump():
+                return len(self.buf) > before
+        return True
+
+    def send_raw(self, data: bytes) -> None:
+        import h2.exceptions
+
+        view = memoryview(data)
+        while view:
+            try:
+                room = min(self.h2.local_flow_control_window(self.sid),
+                           self.h2.max_outbound_frame_size, len(view))
+            except h2.exceptions.StreamClosedError:
+                raise BrokenPipeError("the stream is closed") from None
+            if room <= 0:
+                if not self._pump():
+                    raise BrokenPipeError("the connection ended")
+                continue
+            self.h2.send_data(self.sid, bytes(view[:room]))
+            view = view[room:]
+            self._flush()
+
+    def _eof(self) -> bool:
+        try:
+            while not self.ended:
+                if not self._pump():
+                    break
+        except (TimeoutError, socket.timeout):
+            return False
+        return True
