@@ -589,3 +589,47 @@ def test_12_inflated_size_is_limited(small_peer: Peer) -> None:
         assert again.echo(TEXT, b"still serving") == b"still serving"
     finally:
         again.shutdown()
+
+
+# --------------------------------------------------------------------- browsers' handshakes
+BROWSERS = {
+    # The fields each browser's opening handshake carries besides the key and version.
+    "chrome": {"Connection": "Upgrade", "Pragma": "no-cache", "Cache-Control": "no-cache",
+               "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like "
+                             "Gecko) Chrome/131.0.0.0 Safari/537.36",
+               "Origin": "https://localhost", "Accept-Encoding": "gzip, deflate, br, zstd",
+               "Accept-Language": "en-GB,en;q=0.9",
+               "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits"},
+    "firefox": {"Connection": "keep-alive, Upgrade", "User-Agent": "Mozilla/5.0 (X11; Linux "
+                "x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", "Accept": "*/*",
+                "Origin": "https://localhost", "Sec-Fetch-Dest": "empty",
+                "Sec-Fetch-Mode": "websocket", "Sec-Fetch-Site": "same-origin",
+                "Pragma": "no-cache", "Cache-Control": "no-cache",
+                "Sec-WebSocket-Extensions": "permessage-deflate"},
+    "safari": {"Connection": "Upgrade", "Origin": "https://localhost",
+               "User-Agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15"
+                             " (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+               "Sec-WebSocket-Extensions": "permessage-deflate"},
+}
+
+
+@pytest.mark.parametrize("browser", BROWSERS)
+def test_browser_handshake_then_compressed_messages(peer: Peer, browser: str) -> None:
+    """What browsers send (Firefox's `Connection: keep-alive, Upgrade` included) opens a
+    compressed WebSocket, which then carries text both ways."""
+    headers = dict(BROWSERS[browser])
+    if peer.name.endswith("-h2"):
+        headers.pop("Connection")  # connection-specific: not in HTTP/2
+    ws = peer.client(headers=headers)
+    try:
+        assert ws.status == peer.accepted, ws.status
+        params = extension_params(ws.headers.get("sec-websocket-extensions"))
+        assert params is not None, ws.headers
+        deflate = Deflate(server_bits=int(params.get("server_max_window_bits") or 15),
+                          client_takeover="client_no_context_takeover" not in params,
+                          server_takeover="server_no_context_takeover" not in params)
+        for seed in range(3):
+            echo_compressed(ws, deflate, TEXT, text_of(2000, seed))
+        assert ws.close(1000).code == 1000
+    finally:
+        ws.shutdown()
