@@ -117,6 +117,9 @@ impl std::fmt::Display for Text {
 /// Header fields parsed without a heap allocation (Gunicorn's default limit is 100).
 const STACK_FIELDS: usize = 100;
 
+/// Where a field's name and value lie in the request head.
+type Spans = (std::ops::Range<usize>, std::ops::Range<usize>);
+
 /// A parsed, validated request head.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
@@ -272,16 +275,17 @@ pub fn take_head(
         }
     };
     let (method, target) = (span(method.as_bytes()), span(target.as_bytes()));
-    let mut on_stack = [const { (0..0, 0..0) }; STACK_FIELDS];
+    // Left uninitialised: filling 100 pairs of ranges was a 3.2 KiB memset per request.
+    let mut on_stack = [const { MaybeUninit::<Spans>::uninit() }; STACK_FIELDS];
     let mut on_heap = Vec::new();
     let n = req.headers.len();
-    let spans = if n <= STACK_FIELDS {
+    let slots = if n <= STACK_FIELDS {
         &mut on_stack[..n]
     } else {
-        on_heap.resize(n, (0..0, 0..0));
+        on_heap.resize_with(n, MaybeUninit::uninit);
         &mut on_heap[..]
     };
-    for (h, slot) in req.headers.iter().zip(spans.iter_mut()) {
+    for (h, slot) in req.headers.iter().zip(slots.iter_mut()) {
         let (name, value) = (span(h.name.as_bytes()), span(trim_ows(h.value)));
         // Counted as Gunicorn counts it: the whole line as sent (name, colon, the value with
         // its whitespace) and its CRLF, so one configuration refuses the same requests.
@@ -293,11 +297,13 @@ pub fn take_head(
         if line_end - name.start + 2 > limits.field_size {
             return Err(RequestError::HeaderTooLarge(limits.field_size));
         }
-        *slot = (name, value);
+        slot.write((name, value));
     }
+    // SAFETY: `req.headers` and `slots` both have `n` items, and the loop above wrote every
+    // slot (it returns early only with an error, before any slot is read).
+    let spans = slots.iter().map(|slot| unsafe { slot.assume_init_ref() });
     let raw = buf.split_to(used).freeze();
     let headers: Vec<Header> = spans
-        .iter()
         .map(|(name, value)| Header {
             name: Text::within(&raw, name.clone()),
             value: raw.slice(value.clone()),
