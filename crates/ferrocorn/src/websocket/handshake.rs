@@ -154,8 +154,9 @@ impl Handshake {
     }
 
     /// The `101 Switching Protocols` that accepts the handshake, with the app's choice of
-    /// `subprotocol` (which must be one the client offered) and its own fields `extra`
-    /// (already validated names and values, e.g. `Set-Cookie`).
+    /// `subprotocol` (which must be one the client offered), `Sec-WebSocket-Extensions` when
+    /// [`Self::negotiate`] took an offer up, and the app's own fields `extra` (already
+    /// validated names and values, e.g. `Set-Cookie`).
     pub fn accept(
         &self,
         subprotocol: Option<&str>,

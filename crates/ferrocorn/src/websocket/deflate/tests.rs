@@ -458,3 +458,118 @@ fn an_idle_connection_holds_little() {
     eprintln!("idle: filter {filter} B, deflater {deflater} B");
     assert!(filter + deflater <= 512, "{filter} + {deflater} bytes");
 }
+
+/// The client's side of an agreed configuration: its compressor and its view of the server's.
+struct Peer {
+    agreed: Deflate,
+    compressor: Compress,
+    inflater: Decompress,
+}
+
+impl Peer {
+    fn new(agreed: Deflate) -> Self {
+        Self {
+            agreed,
+            compressor: compressor(agreed.client_window_bits().max(9)),
+            inflater: Decompress::new_with_window_bits(false, agreed.server_window_bits()),
+        }
+    }
+
+    /// `data` as a compressed message of `opcode`, in frames of at most `fragment` bytes.
+    fn frames(&mut self, opcode: u8, data: &[u8], fragment: usize) -> Vec<u8> {
+        if self.agreed.client_no_context_takeover {
+            self.compressor.reset();
+        }
+        let body = compressed(&mut self.compressor, data);
+        let pieces: Vec<&[u8]> = if body.is_empty() {
+            vec![&body[..]]
+        } else {
+            body.chunks(fragment).collect()
+        };
+        let last = pieces.len() - 1;
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let fin = if i == last { 0x80 } else { 0 };
+            let first = if i == 0 { 0x40 | opcode } else { 0 };
+            out.extend(masked(fin | first, piece));
+        }
+        out
+    }
+
+    /// A message from the server, inflated; with no server context, by a fresh inflater.
+    fn inflate(&mut self, payload: &[u8]) -> Vec<u8> {
+        if self.agreed.server_no_context_takeover {
+            self.inflater =
+                Decompress::new_with_window_bits(false, self.agreed.server_window_bits());
+        }
+        inflated(&mut self.inflater, payload)
+    }
+}
+
+/// Autobahn's sections 12 (payload sizes and kinds) and 13 (offers): each offer negotiated as
+/// the handshake does, then messages of 16 bytes to 128 KiB, text that compresses and binary
+/// that does not, sent whole or in 4 KiB fragments, echoed by the session and checked by a
+/// client that follows the agreed parameters to the letter.
+#[tokio::test]
+async fn autobahn_style_echo_over_every_offer_and_size() {
+    let offers = [
+        "permessage-deflate",
+        "permessage-deflate; client_no_context_takeover",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; client_max_window_bits=9",
+        "permessage-deflate; client_max_window_bits=15",
+        "permessage-deflate; server_max_window_bits=9",
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=10",
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    ];
+    let sizes = [16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072];
+    for policy in [true, false] {
+        let cfg = DeflateConfig {
+            context_takeover: policy,
+        };
+        for offer in offers {
+            let parsed = super::negotiate::Offer::parse(offer.as_bytes()).expect("valid");
+            let agreed = parsed.accept(&cfg).expect("acceptable");
+            let (mut server, mut client) = session(1 << 20, Some(agreed)).await;
+            let mut peer = Peer::new(agreed);
+            for (i, size) in sizes.iter().copied().enumerate() {
+                let text = chatter(size);
+                let cut = (0..=size)
+                    .rev()
+                    .find(|&n| text.is_char_boundary(n))
+                    .unwrap_or(0);
+                let text = &text[..cut];
+                let binary = noise(size);
+                let fragment = if i % 2 == 0 { 4096 } else { usize::MAX };
+                client
+                    .write_all(&peer.frames(0x1, text.as_bytes(), fragment))
+                    .await
+                    .expect("write");
+                let got = server.recv().await;
+                assert_eq!(got, Received::Text(text.to_owned()), "{offer} {size}");
+                server.send_text(text).await.expect("send");
+                let (first, payload) = server_frame(&mut client).await;
+                assert_eq!(first, 0xc1, "{offer} {size}");
+                assert_eq!(peer.inflate(&payload), text.as_bytes(), "{offer} {size}");
+
+                client
+                    .write_all(&peer.frames(0x2, &binary, fragment))
+                    .await
+                    .expect("write");
+                let got = server.recv().await;
+                assert_eq!(
+                    got,
+                    Received::Binary(Bytes::from(binary.clone())),
+                    "{offer} {size}"
+                );
+                server
+                    .send_binary(Bytes::from(binary.clone()))
+                    .await
+                    .expect("send");
+                let (first, payload) = server_frame(&mut client).await;
+                assert_eq!(first, 0xc2, "{offer} {size}");
+                assert_eq!(peer.inflate(&payload), binary, "{offer} {size}");
+            }
+        }
+    }
+}
