@@ -896,7 +896,7 @@ def measure_ws_idle(spec: ServerSpec, w: WsWorkload, per_worker: int,
         for share in shares:
             clients.append(subprocess.Popen(
                 [str(WS_LOAD), "idle", url, "--conns", str(share), "--concurrency", "64",
-                 "--open-max", "120", "--hold-max", "300"],
+                 "--open-max", "240", "--hold-max", "300"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         opened_reports = [ws_report(c) for c in clients]
         held = sum(int(r.get("opened", 0)) for r in opened_reports)

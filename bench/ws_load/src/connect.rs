@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio_tungstenite::{client_async, WebSocketStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
 use crate::error::Error;
 
@@ -50,7 +51,7 @@ pub async fn open(target: &Target, timeout: Duration) -> Result<Ws, ConnectError
             .await
             .map_err(ConnectError::Tcp)?;
         tcp.set_nodelay(true).map_err(ConnectError::Tcp)?;
-        let (ws, _response) = client_async(target.url.as_str(), tcp)
+        let (ws, _response) = client_async_with_config(target.url.as_str(), tcp, Some(config()))
             .await
             .map_err(ConnectError::Handshake)?;
         Ok(ws)
@@ -58,4 +59,12 @@ pub async fn open(target: &Target, timeout: Duration) -> Result<Ws, ConnectError
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+/// Buffers sized for 1 KiB messages rather than tungstenite's 128 KiB each way: the idle mode
+/// holds tens of thousands of connections.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
 }
