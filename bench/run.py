@@ -924,6 +924,8 @@ def measure_ws_idle(spec: ServerSpec, w: WsWorkload, per_worker: int,
             f"the {baseline:.1f} MiB baseline; opened in {open_seconds:.1f} s")
     if errors:
         note += f"; {errors} failed to open ({first})"
+    if probe["errors"]:
+        note += f"; the echo meanwhile: {probe['errors']} failed ({probe.get('error', '')})"
     return WsIdleResult(p50_ms=probe["p50"], p99_ms=probe["p99"],
                         errors=errors + int(probe["errors"]), rss_mib=rss, note=note,
                         held=held, baseline_mib=baseline, kib_per_conn=per_conn,
