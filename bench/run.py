@@ -978,19 +978,21 @@ def ws_tables(results: dict[str, dict[str, Result]], names: list[str], per_worke
               "| --- | ---: | --- | ---: | ---: |"]
     for w in WS_WORKLOADS:
         by = results.get(w.name, {})
-        ours = by.get("ferrocorn")
-        for name, r in by.items():
-            if name.startswith("ferrocorn") or not ours or r.failed or ours.failed:
-                continue
-            if w.idle and isinstance(ours, WsIdleResult) and isinstance(r, WsIdleResult) \
-                    and r.kib_per_conn:
-                lines.append(f"| {w.name}, KiB per connection | {ours.kib_per_conn:.1f} | "
-                             f"{name} | {r.kib_per_conn:.1f} (ferrocorn / it: "
-                             f"{ours.kib_per_conn / r.kib_per_conn:.2f}x) | - |")
-            elif not w.idle and r.rps and ours.rps:
-                p99 = f"{ours.p99_ms / r.p99_ms:.2f}x" if r.p99_ms else "-"
-                lines.append(f"| {w.name}, messages/s | {ours.rps:,.0f} | {name} | "
-                             f"{ours.rps / r.rps:.2f}x | {p99} |")
+        # ferrocorn and any other build of it (--ferrocorn-build) that ran the row.
+        ours_all = {n: r for n, r in by.items()
+                    if n.startswith("ferrocorn") and not r.failed and (r.rps or w.idle)}
+        peers = {n: r for n, r in by.items() if not n.startswith("ferrocorn") and not r.failed}
+        for ours_name, ours in ours_all.items():
+            for name, r in peers.items():
+                if w.idle and isinstance(ours, WsIdleResult) and isinstance(r, WsIdleResult) \
+                        and r.kib_per_conn:
+                    lines.append(f"| {w.name}, KiB per connection | {ours_name}: "
+                                 f"{ours.kib_per_conn:.1f} | {name}: {r.kib_per_conn:.1f} | "
+                                 f"{ours.kib_per_conn / r.kib_per_conn:.2f}x as much | - |")
+                elif not w.idle and r.rps:
+                    p99 = f"{ours.p99_ms / r.p99_ms:.2f}x" if r.p99_ms else "-"
+                    lines.append(f"| {w.name}, messages/s | {ours_name}: {ours.rps:,.0f} | "
+                                 f"{name}: {r.rps:,.0f} | {ours.rps / r.rps:.2f}x | {p99} |")
     return "\n".join(lines)
 
 
