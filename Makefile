@@ -91,13 +91,15 @@ test-deps: $(STAMP)-test-deps
 
 # ASGI: the differential test runs the same Starlette, FastAPI and Quart apps under Uvicorn
 # (with httptools and uvloop, as its [standard] extra), httpx is the tests' ASGI-aware client;
-# test_asgi_frameworks.py serves Quart and a Django project's asgi.py.
+# test_asgi_frameworks.py serves Quart and a Django project's asgi.py; test_websocket_asgi.py
+# a Django Channels consumer (pinned: its consumers' API is what the test drives).
 $(STAMP)-test-deps: $(STAMP)-venv Makefile
 	$(PIP) install --quiet pytest flask h2 cryptography 'tomli; python_version < "3.11"'
 	$(PIP) install --quiet starlette fastapi python-multipart httpx 'uvicorn[standard]' \
 		quart django
 	$(PIP) install --quiet flask-sock flask-socketio simple-websocket websockets wsproto \
 		'python-socketio[client]'
+	$(PIP) install --quiet 'channels==4.3.2'
 	@touch $@
 
 # -rs lists every skip; FERROCORN_STRICT_SKIPS=1 fails the run when a test was skipped for a

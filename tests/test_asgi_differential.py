@@ -4,15 +4,13 @@ uvloop), asked the same requests: the same status, headers (but Date and Server)
 from __future__ import annotations
 
 import http.client
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from support import APPS_DIR, Server, clean_env, free_port, running_server, wait_for
+from support import Server, running_server
+from support.peers import Uvicorn
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -104,35 +102,6 @@ QUART: list[Request] = [
 ]
 REQUESTS = {"asgi_starlette:app": STARLETTE, "asgi_fastapi:app": FASTAPI,
             "asgi_quart:app": QUART}
-
-
-class Uvicorn:
-    """Uvicorn serving the same app, as the differential's reference."""
-
-    def __init__(self, app: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(APPS_DIR), "--host", "127.0.0.1",
-             "--port", str(self.port), "--loop", "uvloop", "--http", "httptools",
-             "--no-access-log", "--log-level", "warning", app],
-            env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._up, timeout=20, message="uvicorn listening")
-
-    def _up(self) -> bool:
-        assert self.proc.poll() is None, "uvicorn exited"
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def normal(name: str, value: str) -> str:

@@ -257,6 +257,31 @@ def test_a_raising_hook_is_logged_and_the_server_goes_on(tmp_path: Path) -> None
     assert "Traceback (most recent call last)" in log
 
 
+def test_request_hooks_run_around_an_asgi_app(tmp_path: Path) -> None:
+    """Gunicorn's ASGI worker calls pre_request and post_request around each HTTP request;
+    so does ferrocorn, with ``req``, the environ and ``resp`` built from the scope and the
+    app's messages. The lifespan scope passes through unhooked."""
+    write(tmp_path / "gunicorn.conf.py", """\
+        def pre_request(worker, req):
+            worker.log.info("hook pre_request %s %s?%s", req.method, req.path, req.query)
+
+        def post_request(worker, req, environ, resp):
+            worker.log.info("hook post_request %s %s %s %s", req.path, resp.status_code,
+                            resp.sent, environ.get("HTTP_X_HOOK"))
+    """)
+    server = Server("ws_echo_asgi:app", "--interface", "asgi", binds=["127.0.0.1:0"],
+                    cwd=tmp_path).start()
+    try:
+        reply = server.get("/asked?q=1", headers={"X-Hook": "seen"})
+        assert reply.status == 404 and reply.body == b"a WebSocket endpoint\n"
+        server.wait_log(r"hook pre_request GET /asked\?q=1")
+        server.wait_log(r"hook post_request /asked 404 21 seen")
+    finally:
+        server.stop()
+    assert "hooks are WSGI's" not in server.log
+    assert server.log.count("hook pre_request") == 1
+
+
 def test_hup_rereads_the_config_file(tmp_path: Path) -> None:
     conf = write(tmp_path / "ferrocorn.conf.py", """\
         workers = 1

@@ -278,3 +278,68 @@ def _current_worker(worker_id: int) -> Worker:
     if _worker is None or _worker.age != worker_id:
         _worker = Worker(worker_id, os.getpid(), os.getppid())
     return _worker
+
+
+def environ_of(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """A WSGI-shaped environ for an ASGI ``http`` scope: what :class:`Request` and a
+    ``post_request`` hook written for Gunicorn read."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.get("method", ""),
+        "RAW_URI": raw_path.decode("latin-1") + (f"?{query}" if query else ""),
+        "PATH_INFO": scope.get("path", ""),
+        "SCRIPT_NAME": scope.get("root_path", ""),
+        "QUERY_STRING": query,
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "REMOTE_ADDR": (scope.get("client") or ("", 0))[0],
+    }
+    for name, value in scope.get("headers", ()):
+        key = name.decode("latin-1").upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
+        text = value.decode("latin-1")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ
+
+
+def wrap_asgi_app(app: Callable[..., Any], worker_id: int) -> Callable[..., Any]:
+    """The ASGI app with ``pre_request`` and ``post_request`` around each HTTP request, as
+    Gunicorn's ASGI worker runs them: ``req`` and the environ are built from the scope, ``resp``
+    from the ``http.response.*`` messages the app sent. Lifespan and WebSocket scopes pass."""
+
+    async def with_hooks(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        environ = environ_of(scope)
+        req = pre_request(worker_id, environ)
+        seen: dict[str, Any] = {"status": "", "headers": [], "sent": 0}
+
+        async def tracked(message: dict[str, Any]) -> None:
+            kind = message.get("type")
+            if kind == "http.response.start":
+                code = message.get("status", 0)
+                seen["status"] = f"{code} {_reason(code)}".rstrip()
+                seen["headers"] = [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                                   for k, v in message.get("headers", ())]
+            elif kind == "http.response.body":
+                seen["sent"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, receive, tracked)
+        finally:
+            post_request(worker_id, req, environ, seen["status"], seen["headers"], seen["sent"])
+
+    return with_hooks
+
+
+def _reason(code: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return ""
+

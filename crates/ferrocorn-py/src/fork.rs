@@ -485,13 +485,12 @@ impl Forker {
             }
         };
         let request_hooks = self.hooks.has("pre_request") || self.hooks.has("post_request");
-        if asgi && request_hooks {
-            log::warn!("pre_request and post_request hooks are WSGI's: not run for an ASGI app");
-        }
-        let app = if request_hooks && !asgi {
+        let app = if request_hooks {
+            // Around each request, as Gunicorn's sync and ASGI workers run them.
+            let wrapper = if asgi { "wrap_asgi_app" } else { "wrap_app" };
             match py
                 .import("ferrocorn._hooks")
-                .and_then(|m| m.call_method1("wrap_app", (app.bind(py), worker_id)))
+                .and_then(|m| m.call_method1(wrapper, (app.bind(py), worker_id)))
             {
                 Ok(wrapped) => wrapped.unbind(),
                 Err(e) => {

@@ -24,6 +24,7 @@ fn _ferrocorn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::errors::ErrorStream>()?;
     m.add_class::<wsgi::start_response::StartResponse>()?;
     m.add_class::<asgi::Call>()?;
+    m.add_class::<asgi::websocket::WsCall>()?;
     m.add_class::<asgi::runtime::Runtime>()?;
     m.add(
         "ClientDisconnected",

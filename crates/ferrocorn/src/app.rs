@@ -15,6 +15,7 @@ use crate::clock::monotonic_ms;
 use crate::http1::error::BodyError;
 use crate::http1::request::{RequestHead, Text};
 use crate::http1::response::{EarlyHints, ResponseHead};
+pub use crate::messages::WsOut;
 use crate::messages::{AppMsg, BodyPiece};
 use crate::proxy::Forwarded;
 use crate::remote::{Flow, Mailbox, RemoteApp, RemoteRx, RemoteTx};
@@ -36,6 +37,10 @@ pub struct Request {
     /// For a WebSocket upgrade request to an app that takes sockets: the app's end of a
     /// socket pair whose other end the core relays to the client (`crate::tunnel`).
     pub socket: Option<AppSocket>,
+    /// For a WebSocket handshake to an app that speaks messages (an event loop's: ASGI's
+    /// websocket scope): what the client offered and the queue of its messages; the core
+    /// speaks the protocol (`crate::ws_link`).
+    pub websocket: Option<crate::ws_link::Offer>,
 }
 
 /// The app's end of a connection it may take over (see `crate::tunnel`): a blocking socket
@@ -328,7 +333,9 @@ impl Rx {
                     AppMsg::Data(data) => size += data.len(),
                     AppMsg::Hints(hints) => size += hints.headers.as_bytes().len(),
                     AppMsg::End(_) => return size <= max,
-                    AppMsg::ReadBody(_) | AppMsg::File { .. } | AppMsg::Abort => return false,
+                    AppMsg::ReadBody(_) | AppMsg::File { .. } | AppMsg::Abort | AppMsg::Ws(_) => {
+                        return false
+                    }
                 }
                 if size > max {
                     return false;
@@ -597,6 +604,12 @@ impl ResponseSink {
     /// [`ResponseSink::send_data`], likewise.
     pub fn post_data(&self, data: Bytes) -> Result<Flow, Disconnected> {
         self.tx.post(AppMsg::Data(data))
+    }
+
+    /// A WebSocket event (see [`WsOut`]), without blocking: [`Flow::Full`] asks the app to
+    /// wait for its token, as for a response's body.
+    pub fn post_ws(&self, msg: WsOut) -> Result<Flow, Disconnected> {
+        self.tx.post(AppMsg::Ws(msg))
     }
 
     /// [`ResponseSink::send_file`], likewise.

@@ -32,3 +32,4 @@ mod tunnel;
 pub mod uwsgi;
 pub mod websocket;
 pub mod worker;
+pub mod ws_link;

@@ -38,6 +38,38 @@ pub(crate) enum AppMsg {
     End(Duration),
     /// The app failed after the head was sent: close the connection without completing it.
     Abort,
+    /// A WebSocket message family's event (an app that speaks messages: ASGI's websocket
+    /// scope); its denial responses use `Head`, `Data` and `End` above.
+    Ws(WsOut),
+}
+
+/// What an app sends on a WebSocket the core speaks (`crate::exchange::websocket`).
+#[derive(Debug)]
+pub enum WsOut {
+    /// Accept the handshake: the `101` with the app's subprotocol (one the client offered)
+    /// and extra fields (names and values already checked).
+    Accept {
+        subprotocol: Option<String>,
+        headers: Vec<(String, Bytes)>,
+    },
+    Text(String),
+    Binary(Bytes),
+    /// Start the close handshake (a code an endpoint may send, a reason of at most 123 bytes).
+    Close {
+        code: u16,
+        reason: String,
+    },
+}
+
+impl WsOut {
+    /// The payload bytes, counted as a body's towards the client's backpressure bound.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Binary(b) => b.len(),
+            Self::Accept { .. } | Self::Close { .. } => 0,
+        }
+    }
 }
 
 /// A piece of the request body from the connection, and whether the body is now complete.

@@ -94,6 +94,7 @@ fn body_len(msg: &AppMsg) -> usize {
     match msg {
         AppMsg::Head { body, .. } => body.len(),
         AppMsg::Data(b) => b.len(),
+        AppMsg::Ws(w) => w.len(),
         _ => 0,
     }
 }

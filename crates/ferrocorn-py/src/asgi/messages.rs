@@ -64,8 +64,10 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .map_or_else(|_| "?".into(), |n| n.to_string())
 }
 
-/// Reads one message.
-pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError> {
+/// A message's dict and its `type`.
+pub(crate) fn typed<'a, 'py>(
+    message: &'a Bound<'py, PyAny>,
+) -> Result<(&'a Bound<'py, PyDict>, Bound<'py, PyString>), MessageError> {
     let dict = message
         .cast::<PyDict>()
         .map_err(|_| MessageError::NotADict(type_name(message)))?;
@@ -75,6 +77,12 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
         .flatten()
         .and_then(|t| t.cast_into::<PyString>().ok())
         .ok_or(MessageError::NoType)?;
+    Ok((dict, kind))
+}
+
+/// Reads one message.
+pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError> {
+    let (dict, kind) = typed(message)?;
     let kind = kind.to_str().map_err(|_| MessageError::NoType)?;
     match kind {
         "http.response.start" => start(dict).map(|h| Outgoing::Start(Box::new(h))),
@@ -110,7 +118,7 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
 }
 
 /// An optional bool field (False when absent).
-fn flag(dict: &Bound<'_, PyDict>, field: &'static str) -> Result<bool, MessageError> {
+pub(crate) fn flag(dict: &Bound<'_, PyDict>, field: &'static str) -> Result<bool, MessageError> {
     match dict.get_item(field).ok().flatten() {
         None => Ok(false),
         Some(v) => v.extract::<bool>().map_err(|_| MessageError::Field {
@@ -127,7 +135,9 @@ fn hop_by_hop(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
+/// The status and headers of `http.response.start` (and of the WebSocket denial's
+/// `websocket.http.response.start`).
+pub(crate) fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
     let status = dict
         .get_item("status")
         .ok()
@@ -142,26 +152,39 @@ fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
         })?;
     let mut head = ResponseHead::start(&format!("{code} {}", reason(code)))
         .map_err(|e| MessageError::Header(e.to_string()))?;
-    if let Some(headers) = dict.get_item("headers").ok().flatten() {
-        let bad = || MessageError::Field {
-            field: "headers",
-            expected: "an iterable of [name, value] byte-string pairs",
-        };
-        for pair in headers.try_iter().map_err(|_| bad())? {
-            let pair = pair.map_err(|_| bad())?;
-            let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
-                pair.extract().map_err(|_| bad())?;
-            let name = name.cast_into::<PyBytes>().map_err(|_| bad())?;
-            let value = value.cast_into::<PyBytes>().map_err(|_| bad())?;
-            let name = std::str::from_utf8(name.as_bytes())
-                .map_err(|_| MessageError::Header("a header name is not ASCII".into()))?;
-            if hop_by_hop(name) {
-                log::debug!("ASGI app's {name} header dropped: the server frames responses");
-                continue;
-            }
-            head.add(name, value.as_bytes())
-                .map_err(|e| MessageError::Header(e.to_string()))?;
+    for_each_header(dict, |name, value| {
+        if hop_by_hop(name) {
+            log::debug!("ASGI app's {name} header dropped: the server frames responses");
+            return Ok(());
         }
-    }
+        head.add(name, value)
+            .map_err(|e| MessageError::Header(e.to_string()))
+    })?;
     Ok(head)
+}
+
+/// Calls `each` with every pair of the message's optional `headers` (an iterable of
+/// `[name, value]` byte strings, the name ASCII).
+pub(crate) fn for_each_header(
+    dict: &Bound<'_, PyDict>,
+    mut each: impl FnMut(&str, &[u8]) -> Result<(), MessageError>,
+) -> Result<(), MessageError> {
+    let Some(headers) = dict.get_item("headers").ok().flatten() else {
+        return Ok(());
+    };
+    let bad = || MessageError::Field {
+        field: "headers",
+        expected: "an iterable of [name, value] byte-string pairs",
+    };
+    for pair in headers.try_iter().map_err(|_| bad())? {
+        let pair = pair.map_err(|_| bad())?;
+        let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            pair.extract().map_err(|_| bad())?;
+        let name = name.cast_into::<PyBytes>().map_err(|_| bad())?;
+        let value = value.cast_into::<PyBytes>().map_err(|_| bad())?;
+        let name = std::str::from_utf8(name.as_bytes())
+            .map_err(|_| MessageError::Header("a header name is not ASCII".into()))?;
+        each(name, value.as_bytes())?;
+    }
+    Ok(())
 }

@@ -5,12 +5,15 @@
 //!   how it hears about body pieces, room to send and disconnects (tokens in its inbox).
 //! - `scope`: the HTTP scope of a request.
 //! - `messages`: the checked messages an app sends.
+//! - `websocket`: the websocket scope's events (`AsgiWebSocket`), over the WebSocket the
+//!   core speaks.
 //! - this module: [`Call`], one exchange as the loop's coroutine (`ferrocorn._asgi`) drives it,
 //!   without ever blocking the loop: `receive()` and `send()` say "wait for my token" instead.
 
 pub(crate) mod messages;
 pub(crate) mod runtime;
 pub(crate) mod scope;
+pub(crate) mod websocket;
 
 use std::fs::File;
 
@@ -227,9 +230,7 @@ impl Call {
 
     /// True when a send may go on (or the client is gone, which the next send raises).
     fn has_room(&self) -> bool {
-        self.response
-            .as_ref()
-            .is_none_or(|r| r.has_room() || r.is_closed())
+        room_in(self.response.as_ref())
     }
 
     /// True once the connection has ended the exchange.
@@ -244,11 +245,7 @@ impl Call {
     fn finish(&mut self, error: Option<&str>) {
         let closed = self.closed();
         let label = self.label();
-        match error {
-            Some(tb) if closed => log::debug!("ASGI app raised after {label} ended: {tb}"),
-            Some(tb) => log::error!("Exception in ASGI application ({label})\n{tb}"),
-            None => {}
-        }
+        log_raised(error, closed, &label);
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         if let Some(response) = self.response.take() {
             match phase {
@@ -275,6 +272,21 @@ impl Call {
             }
         }
         self.body = None;
+    }
+}
+
+/// True when the app may send on (or the client is gone, which its next send raises).
+fn room_in(response: Option<&ResponseSink>) -> bool {
+    response.is_none_or(|r| r.has_room() || r.is_closed())
+}
+
+/// Logs what the app's coroutine raised (`error`, formatted): with its traceback as an error,
+/// or at debug level once the connection had `closed` its side already.
+fn log_raised(error: Option<&str>, closed: bool, label: &str) {
+    match error {
+        Some(tb) if closed => log::debug!("ASGI app raised after {label} ended: {tb}"),
+        Some(tb) => log::error!("Exception in ASGI application ({label})\n{tb}"),
+        None => {}
     }
 }
 

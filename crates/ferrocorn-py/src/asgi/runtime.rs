@@ -155,10 +155,16 @@ impl Runtime {
         let calls = PyList::empty(py);
         if let Some(jobs) = shared.jobs.get() {
             for _ in 0..BATCH {
-                let Some(exchange) = jobs.try_next() else {
+                let Some(mut exchange) = jobs.try_next() else {
                     break;
                 };
-                calls.append(Bound::new(py, Call::new(exchange))?)?;
+                match exchange.request.websocket.take() {
+                    Some(offer) => {
+                        let ws = super::websocket::WsCall::new(exchange, offer);
+                        calls.append(Bound::new(py, ws)?)?;
+                    }
+                    None => calls.append(Bound::new(py, Call::new(exchange))?)?,
+                }
             }
         }
         let tokens = std::mem::take(&mut *shared.inbox());

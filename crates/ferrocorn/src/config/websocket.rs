@@ -11,20 +11,29 @@ use clap::Args;
 pub struct WebSocketSettings {
     /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes
     /// the connection with 1009. For the protocol the server speaks itself (ASGI's websocket
-    /// scope, not served yet: docs/websockets.md), not for WSGI apps on gunicorn.socket (their
-    /// library has its own).
+    /// scope: docs/websockets.md), not for WSGI apps on gunicorn.socket (their library has its
+    /// own).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     pub ws_max_size: u64,
 
     /// Seconds between the server's pings on an open WebSocket (0: none). For the protocol the
-    /// server speaks itself (ASGI's websocket scope, not served yet).
+    /// server speaks itself (ASGI's websocket scope).
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub ws_ping_interval: f64,
 
     /// Seconds a client gets to answer a ping before the connection is closed with 1011.
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub ws_ping_timeout: f64,
+
+    /// Take up permessage-deflate (RFC 7692) when a WebSocket client offers it, as Uvicorn's
+    /// option of the same name (false: every offer declined). The server asks for no context
+    /// takeover both ways, so an idle connection holds no compression state; a compressed
+    /// message counts against --ws-max-size as it inflates. For the protocol the server
+    /// speaks itself (ASGI's websocket scope, not served yet).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ws_per_message_deflate: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -46,6 +55,11 @@ impl WebSocketSettings {
             max_size: usize::try_from(self.ws_max_size).unwrap_or(usize::MAX),
             ping_interval: secs(self.ws_ping_interval),
             ping_timeout: secs(self.ws_ping_timeout).unwrap_or(Duration::from_secs(20)),
+            deflate: self.ws_per_message_deflate.then_some(
+                crate::websocket::deflate::DeflateConfig {
+                    context_takeover: false,
+                },
+            ),
         }
     }
 }
@@ -64,10 +78,41 @@ mod tests {
             ws_max_size: 10,
             ws_ping_interval: 0.0,
             ws_ping_timeout: 1.5,
+            ws_per_message_deflate: false,
         };
         let c = s.config();
         assert_eq!(c.max_size, 10);
         assert_eq!(c.ping_interval, None);
         assert_eq!(c.ping_timeout, Duration::from_millis(1500));
+        assert_eq!(c.deflate, None);
+    }
+
+    #[test]
+    fn per_message_deflate_takes_a_value_on_the_command_line_and_in_a_file() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            ws: WebSocketSettings,
+        }
+        let parse = |args: &[&str]| {
+            let flags = Flags::try_parse_from([&["ferrocorn"], args].concat()).expect("parses");
+            flags.ws.config().deflate
+        };
+        let on = Some(crate::websocket::deflate::DeflateConfig {
+            context_takeover: false,
+        });
+        assert_eq!(parse(&[]), on);
+        assert_eq!(parse(&["--ws-per-message-deflate", "true"]), on);
+        assert_eq!(parse(&["--ws-per-message-deflate=false"]), None);
+        assert_eq!(parse(&["--ws-per-message-deflate", "off"]), None);
+        assert!(Flags::try_parse_from(["ferrocorn", "--ws-per-message-deflate=maybe"]).is_err());
+        let (args, warnings) = super::super::file::file_args(vec![(
+            "ws_per_message_deflate".into(),
+            super::super::file::FileValue::Bool(false),
+        )]);
+        assert_eq!(args, ["--ws-per-message-deflate=false"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 }

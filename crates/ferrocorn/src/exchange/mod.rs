@@ -12,6 +12,7 @@
 //! [`run`] for each request head it reads.
 
 mod record;
+mod websocket;
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,6 +223,12 @@ async fn serve<W: Wire>(
         )
         .await;
     }
+    // A WebSocket for an app that speaks messages: the core speaks the protocol.
+    if let Some(remote) = &ctx.remote {
+        if crate::tunnel::asks_for_websocket(&head) && wire.byte_stream().is_some() {
+            return websocket::serve(wire, ctx, remote, head, (forwarded, extra), record).await;
+        }
+    }
     dispatch(wire, ctx, head, forwarded, extra, record).await
 }
 
@@ -235,15 +242,27 @@ async fn refuse<W: Wire>(
     record: Option<&mut Record>,
 ) -> Result<bool, ()> {
     let (head, body) = server_response(status, message);
+    answer(wire, head, body, record).await?;
+    // Where the connection goes on (HTTP/2's other streams), a small body still coming is
+    // taken and dropped, so the client sees its request end cleanly.
+    wire.wrap_up(request.expect_continue).await;
+    Ok(false)
+}
+
+/// A whole response the server makes (`head` and `body`) to a request without a body, after
+/// which the connection ends.
+async fn answer<W: Wire>(
+    wire: &mut W,
+    head: ResponseHead,
+    body: Bytes,
+    record: Option<&mut Record>,
+) -> Result<bool, ()> {
     if let Some(r) = record {
-        r.response(status, &head.headers);
+        r.response(head.status, &head.headers);
         r.bytes += body.len() as u64;
     }
     wire.close_after();
     wire.send_head(&head, body, true, false).await?;
-    // Where the connection goes on (HTTP/2's other streams), a small body still coming is
-    // taken and dropped, so the client sees its request end cleanly.
-    wire.wrap_up(request.expect_continue).await;
     Ok(false)
 }
 
@@ -380,6 +399,7 @@ async fn dispatch<W: Wire>(
             extra,
             tls: wire.tls().cloned(),
             socket,
+            websocket: None,
         },
         body: BodyStream {
             link,
@@ -529,6 +549,8 @@ async fn dispatch<W: Wire>(
                 wire.finish().await?;
                 break;
             }
+            // The WebSocket family belongs to `websocket::serve`; an HTTP exchange has none.
+            AppMsg::Ws(_) => {}
             AppMsg::Abort => {
                 // An app that wrote to its socket and returned at once: what it wrote goes
                 // out before the connection closes.

@@ -11,7 +11,7 @@ mod driver;
 mod h2c;
 mod head;
 pub(crate) mod limits;
-mod rewind;
+pub(crate) mod rewind;
 mod stream;
 pub(crate) mod upgrade;
 

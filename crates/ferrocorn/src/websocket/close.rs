@@ -31,6 +31,8 @@ pub fn for_error(e: &Error) -> Option<u16> {
             _ => Some(PROTOCOL_ERROR),
         },
         Error::AttackAttempt => Some(PROTOCOL_ERROR),
+        // A compressed message that inflates past the limit, or not at all.
+        Error::Io(io) => super::deflate::InflateError::in_io(io).map(|e| e.close_code()),
         _ => None,
     }
 }

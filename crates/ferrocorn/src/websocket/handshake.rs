@@ -4,6 +4,9 @@
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::deflate::negotiate::{self, Offer};
+use super::deflate::Deflate;
+use super::WsConfig;
 use crate::http1::request::{is_tchar, Framing, RequestHead, Version};
 
 /// The GUID every accept key is made with (RFC 6455 §1.3).
@@ -48,8 +51,12 @@ pub struct Handshake {
     accept: String,
     /// The subprotocols the client offered, in its order of preference.
     pub subprotocols: Vec<String>,
-    /// The extensions the client offered (by name; none is taken up: see `super`).
+    /// The extensions the client offered, by name.
     pub extensions: Vec<String>,
+    /// Its valid offers of permessage-deflate, in its order (invalid ones are declined).
+    deflate_offers: Vec<Offer>,
+    /// What [`Self::negotiate`] took up, answered by [`Self::accept`].
+    deflate: Option<Deflate>,
 }
 
 /// Every value of the fields named `name`, split at commas and trimmed.
@@ -119,11 +126,31 @@ impl Handshake {
             .filter_map(|t| t.split(|&b| b == b';').next())
             .map(|name| String::from_utf8_lossy(name.trim_ascii()).into_owned())
             .collect();
+        let deflate_offers = tokens(head, "sec-websocket-extensions")
+            .filter_map(Offer::parse)
+            .collect();
         Ok(Self {
             accept: accept_key(key),
             subprotocols,
             extensions,
+            deflate_offers,
+            deflate: None,
         })
+    }
+
+    /// Takes up the first permessage-deflate offer `config` allows (RFC 7692 §7.1), or none
+    /// when `config.deflate` is off; returns what was agreed, which [`Self::accept`] answers
+    /// and [`super::Session::new`] is given. Without this call no extension is taken up.
+    pub fn negotiate(&mut self, config: &WsConfig) -> Option<Deflate> {
+        self.deflate = config
+            .deflate
+            .and_then(|policy| negotiate::first_acceptable(&self.deflate_offers, &policy));
+        self.deflate
+    }
+
+    /// The permessage-deflate agreed on by [`Self::negotiate`], if any.
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.deflate
     }
 
     /// The `101 Switching Protocols` that accepts the handshake, with the app's choice of
@@ -147,6 +174,11 @@ impl Handshake {
         if let Some(p) = subprotocol {
             out.put_slice(b"Sec-WebSocket-Protocol: ");
             out.put_slice(p.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        if let Some(d) = &self.deflate {
+            out.put_slice(b"Sec-WebSocket-Extensions: ");
+            out.put_slice(d.response().as_bytes());
             out.put_slice(b"\r\n");
         }
         for (name, value) in extra {

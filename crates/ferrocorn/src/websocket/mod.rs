@@ -11,10 +11,17 @@
 //!   `--ws-ping-interval` that must be answered within `--ws-ping-timeout`, and bad input
 //!   closed with the code RFC 6455 names ([`close::for_error`]: 1002, 1007, 1009), each
 //!   counted in the metrics.
-//! - No extension is taken up: permessage-deflate (RFC 7692) is not in `tungstenite` 0.30, and
-//!   a server may decline every extension offered (§9.1), so clients send uncompressed frames.
+//! - [`deflate`]: permessage-deflate (RFC 7692), which `tungstenite` 0.30 lacks, around it:
+//!   [`Handshake::negotiate`] takes up the client's first acceptable offer (unless
+//!   `--ws-per-message-deflate false`), [`Handshake::accept`] answers it in the `101`, and
+//!   [`Handshake::deflate`] is what [`Session::new`] is given to inflate and deflate with.
+//!
+//! [`Handshake::negotiate`]: handshake::Handshake::negotiate
+//! [`Handshake::accept`]: handshake::Handshake::accept
+//! [`Handshake::deflate`]: handshake::Handshake::deflate
 
 pub mod close;
+pub mod deflate;
 pub mod handshake;
 
 use std::pin::Pin;
@@ -24,11 +31,14 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use self::deflate::compress::Deflater;
+use self::deflate::inflate::Inflating;
+use self::deflate::{Deflate, DeflateConfig};
 use crate::observe::metrics::{RequestMetrics, WsEvent};
 
 /// What every WebSocket connection of a worker shares (`--ws-*`).
@@ -40,6 +50,8 @@ pub struct WsConfig {
     pub ping_interval: Option<Duration>,
     /// How long a ping may go unanswered.
     pub ping_timeout: Duration,
+    /// permessage-deflate, if offers of it are taken up (`--ws-per-message-deflate`).
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for WsConfig {
@@ -48,6 +60,9 @@ impl Default for WsConfig {
             max_size: 16 * 1024 * 1024,
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
+            deflate: Some(DeflateConfig {
+                context_takeover: false,
+            }),
         }
     }
 }
@@ -83,7 +98,9 @@ const ABNORMAL: u16 = 1006;
 
 /// An open WebSocket connection over `S` (after the `101`).
 pub struct Session<S> {
-    ws: WebSocketStream<S>,
+    ws: WebSocketStream<Inflating<S>>,
+    /// Compresses what is sent, when permessage-deflate was agreed on.
+    deflater: Option<Box<Deflater>>,
     config: WsConfig,
     metrics: RequestMetrics,
     /// When the next ping goes out.
@@ -91,6 +108,10 @@ pub struct Session<S> {
     /// When the ping sent last must have been answered by.
     pong_due: Option<Instant>,
     closed: bool,
+    /// How the connection ended, kept until a `recv` returns it: a `recv` dropped while it
+    /// wrote the closing frames (its caller `select!`ed it against something else) still
+    /// reports the right code on the next call.
+    ending: Option<Received>,
 }
 
 /// What woke a [`Session::recv`].
@@ -100,18 +121,26 @@ enum Wake {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// Takes over `stream`, whose `101` has been written.
-    pub async fn new(stream: S, config: &WsConfig, metrics: RequestMetrics) -> Self {
+    /// Takes over `stream`, whose `101` has been written, with the permessage-deflate that
+    /// `101` agreed on (`Handshake::deflate`), if any.
+    pub async fn new(
+        stream: S,
+        config: &WsConfig,
+        metrics: RequestMetrics,
+        deflate: Option<Deflate>,
+    ) -> Self {
         let limits = WebSocketConfig::default()
             .max_message_size(Some(config.max_size))
             .max_frame_size(Some(config.max_size))
             // An idle connection should not pin 128 KiB; messages still arrive whole.
             .read_buffer_size(16 * 1024)
             .write_buffer_size(0);
+        let stream = Inflating::new(stream, deflate.as_ref(), config.max_size);
         let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(limits)).await;
         metrics.ws(WsEvent::Opened);
         Self {
             ws,
+            deflater: deflate.as_ref().map(|d| Box::new(Deflater::new(d))),
             ping: config
                 .ping_interval
                 .map(|every| Box::pin(tokio::time::sleep(every))),
@@ -119,6 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             metrics,
             pong_due: None,
             closed: false,
+            ending: None,
         }
     }
 
@@ -127,10 +157,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub async fn recv(&mut self) -> Received {
         loop {
             if self.closed {
-                return Received::Closed {
+                return self.ending.take().unwrap_or(Received::Closed {
                     code: ABNORMAL,
                     reason: String::new(),
-                };
+                });
             }
             let wake = {
                 let ws = &mut self.ws;
@@ -159,10 +189,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Wake::Frame(Some(Ok(Message::Ping(_) | Message::Frame(_)))) => {}
                 Wake::Frame(Some(Ok(Message::Pong(_)))) => self.pong_due = None,
                 Wake::Frame(Some(Ok(Message::Close(frame)))) => {
-                    // tungstenite queued the reply (with 1002 for a code not allowed).
-                    let _ = self.ws.flush().await;
                     self.closed = true;
-                    return match frame {
+                    self.ending = Some(match frame {
                         Some(f) => Received::Closed {
                             code: f.code.into(),
                             reason: f.reason.as_str().to_owned(),
@@ -171,7 +199,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             code: NO_STATUS,
                             reason: String::new(),
                         },
-                    };
+                    });
+                    // tungstenite queued the reply (with 1002 for a code not allowed).
+                    let _ = self.ws.flush().await;
+                    continue;
                 }
                 Wake::Frame(Some(Err(e))) => return self.fail(&e).await,
                 Wake::Frame(None) => {
@@ -192,15 +223,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.metrics.ws(WsEvent::PingTimeout);
             self.closed = true;
             let reason = "keepalive ping timeout";
+            self.ending = Some(Received::Closed {
+                code: close::INTERNAL_ERROR,
+                reason: reason.into(),
+            });
             let frame = CloseFrame {
                 code: CloseCode::from(close::INTERNAL_ERROR),
                 reason: reason.into(),
             };
             let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
-            return Some(Received::Closed {
-                code: close::INTERNAL_ERROR,
-                reason: reason.into(),
-            });
+            return self.ending.take();
         }
         let every = self.config.ping_interval?;
         if self.pong_due.is_none() {
@@ -246,25 +278,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             close::TOO_BIG => "message too big",
             _ => "protocol error",
         };
+        self.ending = Some(Received::Closed {
+            code,
+            reason: reason.into(),
+        });
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(Some(frame))).await;
-        Received::Closed {
+        self.ending.take().unwrap_or(Received::Closed {
             code,
             reason: reason.into(),
-        }
+        })
     }
 
     /// Sends a text message.
     pub async fn send_text(&mut self, text: &str) -> Result<(), SendError> {
-        self.send(Message::Text(text.into())).await
+        let msg = match &mut self.deflater {
+            Some(d) => Message::Frame(d.frame(text.as_bytes(), Data::Text)),
+            None => Message::Text(text.into()),
+        };
+        self.send(msg).await
     }
 
     /// Sends a binary message.
     pub async fn send_binary(&mut self, data: Bytes) -> Result<(), SendError> {
-        self.send(Message::Binary(data)).await
+        let msg = match &mut self.deflater {
+            Some(d) => Message::Frame(d.frame(&data, Data::Binary)),
+            None => Message::Binary(data),
+        };
+        self.send(msg).await
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), SendError> {

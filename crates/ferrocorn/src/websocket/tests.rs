@@ -18,26 +18,31 @@ fn config(max_size: usize, ping: Option<Duration>) -> WsConfig {
         max_size,
         ping_interval: ping,
         ping_timeout: Duration::from_millis(200),
+        deflate: None,
     }
 }
 
 async fn session(cfg: &WsConfig) -> (Session<DuplexStream>, DuplexStream) {
     let (server, client) = tokio::io::duplex(1 << 20);
     (
-        Session::new(server, cfg, RequestMetrics::default()).await,
+        Session::new(server, cfg, RequestMetrics::default(), None).await,
         client,
     )
 }
 
-/// A client frame: FIN, `opcode`, masked with a fixed key.
-fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+/// A client frame with first byte `first` (FIN, RSV bits, opcode), masked with a fixed key.
+pub(super) fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
     let mut f = vec![first];
     match payload.len() {
         n if n < 126 => f.push(0x80 | n as u8),
-        n => {
+        n if n <= 0xffff => {
             f.push(0x80 | 126);
             f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
     f.extend_from_slice(&key);

@@ -1,0 +1,323 @@
+//! A WebSocket the core speaks for an app side on an event loop (ASGI's websocket scope):
+//! the handshake checked here ([`Handshake::check`], a malformed one answered without the
+//! app), the exchange handed to the app with an [`Offer`], then the app's answer: its
+//! `websocket.accept` (the `101`, then a [`Session`] over the connection's byte stream) or a
+//! denial (an HTTP response, written as an app's answer is). After the `101` both directions
+//! run at once in [`relay`]:
+//!
+//! - **client to app**: the session's messages go to the [`Inbox`], and the client is read
+//!   only while the inbox has room, so a flood waits in the client's TCP window;
+//! - **app to client**: the app's `AppMsg::Ws` messages from the mailbox, each sent before the
+//!   next is taken, so an app ahead of a slow client is held back by the mailbox's bound on
+//!   bytes in flight (`Flow::Full`, as for an HTTP body); a send stalled past
+//!   `--write-timeout` ends the connection;
+//! - **the end**: the client's close (or its going away, or bad input closed by the session
+//!   with its code) reaches the app as the inbox's last message; the app's close starts the
+//!   close handshake, whose answer is awaited for [`CLOSE_GRACE`]; an app that returns
+//!   without closing closes with 1000 (1011 when it raised: its side sends that close); a
+//!   graceful stop closes with 1001 and tells the app so at once.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::{count, Record, Wire};
+use crate::app::{BodyStream, Exchange, Request, ResponseSink, Rx};
+use crate::connection::ctx::ConnCtx;
+use crate::http1::request::{RequestHead, Text};
+use crate::http1::response::{server_response, HeaderBlock};
+use crate::http2::rewind::Rewind;
+use crate::messages::{AppMsg, WsOut};
+use crate::proxy::Forwarded;
+use crate::remote::RemoteApp;
+use crate::websocket::handshake::{Handshake, HandshakeError};
+use crate::websocket::{close, Received, Session};
+use crate::ws_link::{Inbox, Offer};
+
+/// How long the other side's close frame is awaited once one side has sent its own (the
+/// app's close, a graceful stop) before the connection is just closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The connection went without a close frame (reported to the app, never sent).
+const ABNORMAL: u16 = 1006;
+
+fn gone() -> Received {
+    Received::Closed {
+        code: ABNORMAL,
+        reason: String::new(),
+    }
+}
+
+/// Serves a request that asks for a WebSocket (`crate::tunnel::asks_for_websocket`) on a
+/// wire with a byte stream, for a remote app. Returns as `exchange::run` does; the
+/// connection never carries another request after it.
+pub(super) async fn serve<W: Wire>(
+    wire: &mut W,
+    ctx: &Arc<ConnCtx>,
+    remote: &RemoteApp,
+    head: RequestHead,
+    (forwarded, extra): (Forwarded, Vec<(Text, Bytes)>),
+    mut record: Option<&mut Record>,
+) -> Result<bool, ()> {
+    let mut hs = match Handshake::check(&head) {
+        Ok(hs) => hs,
+        Err(e) => {
+            log::debug!("{}: refused WebSocket handshake: {e}", wire.peer());
+            return refuse(wire, &e, record).await;
+        }
+    };
+    let (tx, mut rx, mailbox) = Rx::remote(remote);
+    let inbox = Inbox::new(remote, mailbox.token());
+    let exchange = Exchange {
+        request: Request {
+            head,
+            peer: wire.peer().clone(),
+            local: wire.local().clone(),
+            forwarded,
+            extra,
+            tls: wire.tls().cloned(),
+            socket: None,
+            websocket: Some(Offer {
+                subprotocols: hs.subprotocols.clone(),
+                inbox: Arc::clone(&inbox),
+            }),
+        },
+        body: BodyStream::empty(),
+        response: ResponseSink { tx, started: None },
+    };
+    tokio::select! {
+        biased;
+        queued = ctx.to_app_threads(exchange) => queued?,
+        () = wire.abandoned() => return Err(()),
+    }
+    let served = ctx
+        .served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if served == ctx.max_requests {
+        ctx.retire.notify_one();
+    }
+
+    // The app's answer to `websocket.connect`.
+    let (subprotocol, headers) = loop {
+        let msg = tokio::select! {
+            biased;
+            msg = rx.recv() => msg,
+            () = wire.abandoned() => {
+                inbox.put(gone());
+                return Err(());
+            }
+        };
+        match msg {
+            Some(AppMsg::Ws(WsOut::Accept {
+                subprotocol,
+                headers,
+            })) => break (subprotocol, headers),
+            // The denial (`websocket.http.response.*`, or the 403 of a close before the
+            // accept, or the 500 of an app that failed): an HTTP response, and the end.
+            Some(AppMsg::Head {
+                head, body, last, ..
+            }) => {
+                if let Some(r) = record.as_deref_mut() {
+                    r.response(head.status, &head.headers);
+                }
+                wire.close_after();
+                let sent = wire.send_head(&head, body, last, false).await?;
+                count(&mut record, sent);
+                if last {
+                    return Ok(false);
+                }
+            }
+            Some(AppMsg::Data(data)) => {
+                let sent = wire.send_data(&mut [data]).await?;
+                count(&mut record, sent);
+            }
+            Some(AppMsg::End(_)) => {
+                wire.finish().await?;
+                return Ok(false);
+            }
+            // Checked on the app's side: nothing else comes before the accept.
+            Some(AppMsg::Ws(_) | AppMsg::ReadBody(_) | AppMsg::Hints(_) | AppMsg::File { .. }) => {}
+            Some(AppMsg::Abort) | None => {
+                wire.abort();
+                return Err(());
+            }
+        }
+    };
+
+    let fields: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+    // permessage-deflate (`--ws-per-message-deflate`): the first offer the policy allows.
+    let deflate = hs.negotiate(&ctx.config.websocket);
+    let switching = match hs.accept(subprotocol.as_deref(), &fields) {
+        Ok(resp) => resp,
+        Err(e) => {
+            log::error!("{}: the app's websocket.accept: {e}", wire.peer());
+            inbox.put(gone());
+            return refuse(wire, &e, record).await;
+        }
+    };
+    let peer = wire.peer().clone();
+    let write_timeout = ctx.config.write_timeout;
+    let Some((stream, read_ahead)) = wire.byte_stream() else {
+        return Err(());
+    };
+    let wrote = tokio::time::timeout(write_timeout, async {
+        stream.write_all(&switching).await?;
+        stream.flush().await
+    })
+    .await;
+    if !matches!(wrote, Ok(Ok(()))) {
+        log::debug!("{peer}: the 101 could not be written");
+        inbox.put(gone());
+        return Err(());
+    }
+    if let Some(r) = record.as_deref_mut() {
+        r.response(101, &HeaderBlock::default());
+    }
+    // A client may send its first frames right behind its handshake.
+    let io = Rewind::new(read_ahead.split().freeze(), stream);
+    let session = Session::new(
+        io,
+        &ctx.config.websocket,
+        ctx.config.metrics.clone(),
+        deflate,
+    )
+    .await;
+    let relayed = relay(session, &mut rx, &inbox, ctx, write_timeout).await;
+    log::debug!(
+        "{peer}: WebSocket closed ({}): {} bytes to the client",
+        relayed.ending,
+        relayed.to_client
+    );
+    count(&mut record, relayed.to_client);
+    Ok(false)
+}
+
+/// The handshake refused (a malformed one, or the app's choice of a subprotocol the client
+/// did not offer): `HandshakeError::status`, with the version this server speaks for a 426.
+async fn refuse<W: Wire>(
+    wire: &mut W,
+    e: &HandshakeError,
+    record: Option<&mut Record>,
+) -> Result<bool, ()> {
+    let status = e.status();
+    let (mut head, body) = server_response(status, &e.to_string());
+    if status == 426 {
+        // A fixed, valid field: adding it cannot fail.
+        let _ = head.add("Sec-WebSocket-Version", b"13");
+    }
+    super::answer(wire, head, body, record).await
+}
+
+/// How a relay ended.
+struct Relayed {
+    ending: &'static str,
+    to_client: u64,
+}
+
+/// Runs both directions of an open WebSocket until it closes (see the module's
+/// documentation).
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    mut session: Session<S>,
+    rx: &mut Rx,
+    inbox: &Inbox,
+    ctx: &ConnCtx,
+    write_timeout: Duration,
+) -> Relayed {
+    let mut to_client = 0u64;
+    let mut stop = pin!(ctx.stopping.wait());
+    let mut stopping = false;
+    // Set once this side has sent its close frame: the client's answer is awaited until then.
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    // The app has been told the connection ended (the graceful stop tells it at once).
+    let mut told = false;
+    let ending = loop {
+        tokio::select! {
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                if closing.is_none() {
+                    let reason = "server shutting down";
+                    let _ = tokio::time::timeout(
+                        write_timeout.min(CLOSE_GRACE),
+                        session.close(close::GOING_AWAY, reason),
+                    )
+                    .await;
+                    closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                    inbox.put(Received::Closed {
+                        code: close::GOING_AWAY,
+                        reason: reason.into(),
+                    });
+                    told = true;
+                }
+            }
+            msg = rx.recv(), if closing.is_none() => {
+                let sent = match msg {
+                    Some(AppMsg::Ws(WsOut::Text(text))) => {
+                        let n = text.len() as u64;
+                        timed(write_timeout, session.send_text(&text)).await.map(|()| n)
+                    }
+                    Some(AppMsg::Ws(WsOut::Binary(data))) => {
+                        let n = data.len() as u64;
+                        timed(write_timeout, session.send_binary(data)).await.map(|()| n)
+                    }
+                    Some(AppMsg::Ws(WsOut::Close { code, reason })) => {
+                        closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                        timed(write_timeout, session.close(code, &reason)).await.map(|()| 0)
+                    }
+                    // The app's call ended without closing (one that raised sent 1011 first).
+                    None => {
+                        closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+                        timed(write_timeout, session.close(close::NORMAL, "")).await.map(|()| 0)
+                    }
+                    // Checked on the app's side: nothing else comes after the accept.
+                    Some(_) => Ok(0),
+                };
+                match sent {
+                    Ok(n) => to_client += n,
+                    Err(why) => break why,
+                }
+            }
+            received = session.recv(), if closing.is_some() || inbox.has_room() => {
+                match received {
+                    Received::Closed { .. } => {
+                        if !told {
+                            inbox.put(received);
+                            told = true;
+                        }
+                        break "closed";
+                    }
+                    // Once closing, what the client still sends is not delivered.
+                    msg if closing.is_none() => inbox.put(msg),
+                    _ => {}
+                }
+            }
+            () = inbox.room(), if closing.is_none() && !inbox.has_room() => {}
+            () = async {
+                match closing.as_mut() {
+                    Some(t) => t.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => break "no close frame from the client in time",
+        }
+    };
+    if !told {
+        inbox.put(gone());
+    }
+    Relayed { ending, to_client }
+}
+
+/// A send to the client within `--write-timeout`; `Err` says why the connection ends.
+async fn timed<F>(limit: Duration, send: F) -> Result<(), &'static str>
+where
+    F: std::future::Future<Output = Result<(), crate::websocket::SendError>>,
+{
+    match tokio::time::timeout(limit, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(crate::websocket::SendError::BadCode(_))) => Ok(()),
+        Ok(Err(_)) => Err("the client went away"),
+        Err(_) => Err("a send stalled past --write-timeout"),
+    }
+}
