@@ -804,8 +804,8 @@ def ws_handshake(port: int, path: str) -> str:
 def ws_skip_note(spec: ServerSpec, w: WsWorkload, status: str) -> str:
     said = f"answered the handshake with {status!r}" if status else "did not answer the handshake"
     if spec.name.startswith("ferrocorn") and w.interface == "asgi":
-        return (f"skipped: {said}; this build does not serve ASGI's websocket scope "
-                "(issue 29, branch ws-asgi)")
+        return (f"skipped: {said}; this build of ferrocorn does not serve ASGI's websocket "
+                "scope (it predates issue 29's)")
     return f"skipped: {said}"
 
 
