@@ -1,4 +1,5 @@
-//! Idle connections: open N, report, hold them until standard input closes.
+//! Idle connections: open N, report, hold them until standard input closes (each line read
+//! from it meanwhile is answered with how many are still open).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 use crate::connect::{open, Target, Ws};
@@ -74,19 +75,21 @@ pub async fn run(args: IdleArgs) -> Result<(), Error> {
         first_error.unwrap_or_default()
     ))?;
 
-    // Held until bench/run.py closes our standard input (it has read the server's memory).
-    let mut stdin = tokio::io::stdin();
-    let mut sink = Vec::new();
-    let _ = tokio::time::timeout(
-        Duration::from_secs_f64(args.hold_max),
-        stdin.read_to_end(&mut sink),
-    )
-    .await;
-    report(format!(
-        "{{\"still_open\": {}, \"closed_by_server\": {}}}",
-        live.load(Ordering::Relaxed),
-        lost.load(Ordering::Relaxed)
-    ))
+    // Held until bench/run.py closes our standard input (it reads the server's memory
+    // meanwhile); each line it writes asks how many are still open.
+    let status = || {
+        format!(
+            "{{\"still_open\": {}, \"closed_by_server\": {}}}",
+            live.load(Ordering::Relaxed),
+            lost.load(Ordering::Relaxed)
+        )
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let hold_until = Instant::now() + Duration::from_secs_f64(args.hold_max);
+    while let Ok(Ok(Some(_))) = tokio::time::timeout_at(hold_until, lines.next_line()).await {
+        report(status())?;
+    }
+    report(status())
 }
 
 fn report(line: String) -> Result<(), Error> {
