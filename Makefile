@@ -166,15 +166,15 @@ $(BENCH_VENV)/.stamp: Makefile
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask django matplotlib whitenoise brotli h2
 	$(BENCH_VENV)/bin/pip install --quiet 'uvicorn[standard]' hypercorn fastapi
-	@# The WebSocket rows' peers: Uvicorn's websockets implementation (in [standard]), and
-	@# flask-sock on simple-websocket under Gunicorn gthread.
-	$(BENCH_VENV)/bin/pip install --quiet websockets flask-sock simple-websocket
 	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
 	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libev-dev || true; \
 	fi
 	$(BENCH_VENV)/bin/pip install --quiet bjoern || echo "bjoern did not build: the run goes on without it"
+	@# The WebSocket rows' peers: Uvicorn's websockets implementation (in [standard]), and
+	@# flask-sock on simple-websocket under Gunicorn gthread.
+	$(BENCH_VENV)/bin/pip install --quiet websockets flask-sock simple-websocket
 	@touch $@
 
 # The yardstick of the hello row: hyper alone, no Python (its own crate).
