@@ -172,6 +172,9 @@ $(BENCH_VENV)/.stamp: Makefile
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libev-dev || true; \
 	fi
 	$(BENCH_VENV)/bin/pip install --quiet bjoern || echo "bjoern did not build: the run goes on without it"
+	@# The WebSocket rows' peers: Uvicorn's websockets implementation (in [standard]), and
+	@# flask-sock on simple-websocket under Gunicorn gthread.
+	$(BENCH_VENV)/bin/pip install --quiet websockets flask-sock simple-websocket
 	@touch $@
 
 # The yardstick of the hello row: hyper alone, no Python (its own crate).
@@ -180,12 +183,18 @@ HYPER_HELLO := target/hyper/release/hyper_hello
 $(HYPER_HELLO): bench/hyper_hello/Cargo.toml bench/hyper_hello/Cargo.lock bench/hyper_hello/src/main.rs
 	cargo build --release --quiet --manifest-path bench/hyper_hello/Cargo.toml --target-dir target/hyper
 
+# The WebSocket rows' load generator (tokio-tungstenite; its own crate, its own target
+# directory like hyper_hello's, so `make test` does not build it).
+WS_LOAD := target/ws_load/release/ws_load
+$(WS_LOAD): bench/ws_load/Cargo.toml bench/ws_load/Cargo.lock $(wildcard bench/ws_load/src/*.rs)
+	cargo build --release --quiet --manifest-path bench/ws_load/Cargo.toml --target-dir target/ws_load
+
 # The apps' own dependencies in ferrocorn's venv too (it imports them).
 $(STAMP)-bench-deps: $(STAMP)-venv Makefile
 	$(PIP) install --quiet django fastapi
 	@touch $@
 
-bench: install test-deps $(BENCH_VENV)/.stamp $(STAMP)-bench-deps $(HYPER_HELLO)
+bench: install test-deps $(BENCH_VENV)/.stamp $(STAMP)-bench-deps $(HYPER_HELLO) $(WS_LOAD)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 # docs/settings.md and the README's options table are generated from the settings' declaration; a test fails when it is stale.

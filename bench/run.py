@@ -700,6 +700,333 @@ def chart(results: dict[str, dict[str, Result]], names: list[str], path: Path) -
     fig.savefig(path, dpi=110)
 
 
+# WebSockets (issue 29). The load comes from bench/ws_load (Rust, tokio-tungstenite, one
+# thread as wrk -t1 is), built by `make bench`: a Python client would be the bottleneck.
+WS_LOAD = ROOT / "target" / "ws_load" / "release" / "ws_load"
+#: Threads of the WSGI servers in the flask-sock row: each open WebSocket holds one (under
+#: Gunicorn gthread as under ferrocorn), and a worker may be handed most of the connections.
+WS_THREADS = 128
+#: Connections a worker may hold (ferrocorn's --worker-connections, Granian's
+#: --backpressure): room for the idle row's share on one worker with a margin.
+WS_CONNS_CAP = 25_000
+
+
+@dataclass
+class WsWorkload:
+    name: str
+    app: str
+    interface: str  # "asgi" or "wsgi": which servers run it (ServerSpec.serves)
+    #: echo: connections in all, one message in flight each (idle: --ws-idle per worker).
+    conns: int
+    idle: bool = False
+    path: str = "/echo"
+    size: int = 1024
+
+
+WS_ECHO = "ws echo 1 KiB"
+WS_IDLE = "ws idle"
+WS_FLASK = "flask-sock echo 1 KiB"
+WS_WORKLOADS = [
+    WsWorkload(WS_ECHO, "ws_asgi_echo:app", "asgi", 100),
+    WsWorkload(WS_IDLE, "ws_asgi_echo:app", "asgi", 0, idle=True),
+    WsWorkload(WS_FLASK, "ws_flask_echo:app", "wsgi", 100),
+]
+
+
+@dataclass
+class WsIdleResult(Result):
+    """The idle row: memory with `held` connections open (as it was read) beyond the
+    `baseline_mib` the server had after a warm-up echo, per connection; fewer than 99% of those
+    asked for open then: failed, left out of the ratios."""
+    held: int = 0
+    baseline_mib: float = 0.0
+    kib_per_conn: float = 0.0
+    open_seconds: float = 0.0
+    still_open: int = 0
+
+
+def ws_servers(builds: list[tuple[str, str]]) -> list[ServerSpec]:
+    """The WebSocket rows' servers, 2 workers each: ferrocorn (ASGI; WSGI with flask-sock on
+    gunicorn.socket), Uvicorn with its `websockets` implementation (httptools, uvloop),
+    Granian's ASGI interface, and Gunicorn gthread with flask-sock on simple-websocket.
+    `builds`: other ferrocorn executables (--ferrocorn-build), measured beside it."""
+    gunicorn = str(PEERS_BIN / "gunicorn")
+    granian = str(PEERS_BIN / "granian")
+    uvicorn = str(PEERS_BIN / "uvicorn")
+    ours = [
+        ServerSpec("ferrocorn", [FERROCORN, *FERROCORN_ARGS, "--worker-connections",
+                                 str(WS_CONNS_CAP), "--log-level", "warning",
+                                 "-b", "127.0.0.1:{port}", "--chdir", str(APPS), "{app}"],
+                   serves=("asgi",)),
+        ServerSpec("ferrocorn", [FERROCORN, "-w", "2", "--threads", str(WS_THREADS),
+                                 "--log-level", "warning", "-b", "127.0.0.1:{port}",
+                                 "--chdir", str(APPS), "{app}"]),
+    ]
+    specs = ours + [replace(s, name=f"ferrocorn {label}", argv=[path, *s.argv[1:]])
+                    for label, path in builds for s in ours]
+    specs += [
+        ServerSpec("uvicorn websockets", [uvicorn, "--workers", "2", "--loop", "uvloop",
+                                          "--http", "httptools", "--ws", "websockets",
+                                          "--host", "127.0.0.1", "--port", "{port}",
+                                          "--app-dir", str(APPS), "--log-level", "warning",
+                                          "--no-access-log", "{app}"], serves=("asgi",)),
+        ServerSpec("granian asgi", [granian, "--interface", "asgi", "--workers", "2",
+                                    "--backpressure", str(WS_CONNS_CAP),
+                                    "--host", "127.0.0.1", "--port", "{port}",
+                                    "--working-dir", str(APPS), "--log-level", "warning",
+                                    "{app}"], serves=("asgi",)),
+        ServerSpec("gunicorn gthread", [gunicorn, "-w", "2", "-k", "gthread", "--threads",
+                                        str(WS_THREADS), "-b", "127.0.0.1:{port}",
+                                        "--chdir", str(APPS), "--log-level", "warning",
+                                        "{app}"]),
+    ]
+    return [s for s in specs if Path(s.argv[0]).exists()]
+
+
+def ws_handshake(port: int, path: str) -> str:
+    """The status line a WebSocket opening handshake gets ('' if none came)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(request)
+            head = b""
+            while b"\r\n" not in head and len(head) < 4096:
+                piece = s.recv(4096)
+                if not piece:
+                    break
+                head += piece
+    except OSError:
+        return ""
+    return head.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+def ws_skip_note(spec: ServerSpec, w: WsWorkload, status: str) -> str:
+    said = f"answered the handshake with {status!r}" if status else "did not answer the handshake"
+    if spec.name.startswith("ferrocorn") and w.interface == "asgi":
+        return (f"skipped: {said}; this build of ferrocorn does not serve ASGI's websocket "
+                "scope (it predates issue 29's)")
+    return f"skipped: {said}"
+
+
+def ws_echo(port: int, w: WsWorkload, seconds: float, conns: int | None = None,
+            warmup: float = 1.0) -> dict[str, float]:
+    """One ws_load echo run: messages/s and round trips (ms) over `seconds` after `warmup`."""
+    cmd = [str(WS_LOAD), "echo", f"ws://127.0.0.1:{port}{w.path}", "--conns",
+           str(conns or w.conns), "--size", str(w.size), "--warmup", str(warmup),
+           "--duration", str(seconds)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=warmup + seconds + 60)
+    try:
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {"rps": 0.0, "p50": 0.0, "p99": 0.0, "errors": conns or w.conns,
+                "error": done.stderr.strip()[-300:]}
+    return {"rps": out["messages_per_s"], "p50": out["p50_ms"], "p99": out["p99_ms"],
+            "errors": out["errors"], "error": out["first_error"]}
+
+
+def measure_ws_echo(specs: list[ServerSpec], w: WsWorkload, seconds: float,
+                    reps: int) -> dict[str, Result]:
+    """As `measure`: the servers started together, probed with a handshake, then loaded in
+    turns (a 1 s warm-up inside each run is served but not counted)."""
+    results: dict[str, Result] = {}
+    running: dict[str, Running] = {}
+    try:
+        for spec in specs:
+            try:
+                server = Running(spec, w.app)
+            except RuntimeError as e:
+                results[spec.name] = Result(note=str(e))
+                continue
+            status = ws_handshake(server.port, w.path)
+            if " 101 " not in f"{status} ":
+                results[spec.name] = Result(note=ws_skip_note(spec, w, status))
+                server.stop()
+                continue
+            running[spec.name] = server
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in running}
+        for _ in range(reps):
+            for name, server in running.items():
+                cpu0, client0 = tree_cpu_seconds(server.proc.pid), children_cpu_seconds()
+                r = ws_echo(server.port, w, seconds)
+                served = r["rps"] * (seconds + 1)  # the warm-up second's messages too
+                if served:
+                    r["server_us"] = 1e6 * (tree_cpu_seconds(server.proc.pid) - cpu0) / served
+                    r["client_us"] = 1e6 * (children_cpu_seconds() - client0) / served
+                runs[name].append(r)
+        for name, server in running.items():
+            rs = runs[name]
+            med = lambda k, d=None, rs=rs: statistics.median(r.get(k, d) for r in rs)  # noqa: E731
+            errors = int(sum(r["errors"] for r in rs))
+            failed = errors > 0
+            first = next((r["error"] for r in rs if r.get("error")), "")
+            results[name] = Result(rps=med("rps"), p50_ms=med("p50"), p99_ms=med("p99"),
+                                   errors=errors, rss_mib=tree_rss_mib(server.proc.pid),
+                                   server_us_per_req=med("server_us", 0.0),
+                                   client_us_per_req=med("client_us", 0.0),
+                                   runs=[r["rps"] for r in rs], failed=failed,
+                                   note=f"failing ({first}): left out of the ratios"
+                                   if failed else "")
+    finally:
+        for server in running.values():
+            server.stop()
+    return {spec.name: results[spec.name] for spec in specs if spec.name in results}
+
+
+def measure_ws_idle(spec: ServerSpec, w: WsWorkload, per_worker: int,
+                    workers: int = 2) -> Result:
+    """RSS of the server's process tree with `per_worker` x `workers` idle WebSockets open,
+    beyond its RSS after a warm-up echo; meanwhile 10 connections echo for 2 s (latency)."""
+    try:
+        server = Running(spec, w.app)
+    except RuntimeError as e:
+        return Result(note=str(e))
+    clients: list[subprocess.Popen[str]] = []
+    try:
+        status = ws_handshake(server.port, w.path)
+        if " 101 " not in f"{status} ":
+            return Result(note=ws_skip_note(spec, w, status))
+        ws_echo(server.port, w, 1.0, conns=4, warmup=0.0)
+        baseline = tree_rss_mib(server.proc.pid)
+        total = per_worker * workers
+        # One client process per share that fits its descriptor limit (it inherits ours).
+        room = max(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64)
+        shares = [min(room, total - start) for start in range(0, total, room)]
+        url = f"ws://127.0.0.1:{server.port}{w.path}"
+        for share in shares:
+            clients.append(subprocess.Popen(
+                [str(WS_LOAD), "idle", url, "--conns", str(share), "--concurrency", "64",
+                 "--open-max", "240", "--hold-max", "300"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        opened_reports = [ws_report(c) for c in clients]
+        held = sum(int(r.get("opened", 0)) for r in opened_reports)
+        errors = sum(int(r.get("errors", 0)) for r in opened_reports)
+        open_seconds = max((float(r.get("open_seconds", 0.0)) for r in opened_reports),
+                           default=0.0)
+        first = next((str(r["first_error"]) for r in opened_reports if r.get("first_error")),
+                     "")
+        time.sleep(2)  # the servers' own timers (pings) run once over the held connections
+        rss = tree_rss_mib(server.proc.pid)
+        # The ones still open as the memory is read: a server may have closed some already.
+        live = 0
+        for c in clients:
+            if c.stdin:
+                c.stdin.write("status\n")
+                c.stdin.flush()
+            live += int(ws_report(c).get("still_open", 0))
+        probe = ws_echo(server.port, w, 2.0, conns=10, warmup=0.5)
+        for c in clients:
+            if c.stdin:
+                c.stdin.close()
+        closing = [ws_report(c) for c in clients]
+        still = sum(int(r.get("still_open", 0)) for r in closing)
+    finally:
+        for c in clients:
+            if c.poll() is None:
+                c.kill()
+            c.wait(10)
+        server.stop()
+    per_conn = (rss - baseline) * 1024 / live if live else 0.0
+    note = (f"{held:,} opened, {live:,} open as RSS was read ({still:,} at the end), "
+            f"{per_conn:.1f} KiB each beyond the {baseline:.1f} MiB baseline; opened in "
+            f"{open_seconds:.1f} s")
+    if errors:
+        note += f"; {errors} failed to open ({first})"
+    if probe["errors"]:
+        note += f"; the echo meanwhile: {probe['errors']} failed ({probe.get('error', '')})"
+    return WsIdleResult(p50_ms=probe["p50"], p99_ms=probe["p99"],
+                        errors=errors + int(probe["errors"]), rss_mib=rss, note=note,
+                        held=live, baseline_mib=baseline, kib_per_conn=per_conn,
+                        open_seconds=open_seconds, still_open=still,
+                        failed=live < 0.99 * total)
+
+
+def ws_report(client: subprocess.Popen[str]) -> dict[str, object]:
+    """The next JSON line a ws_load idle process prints ({} if it ended without one)."""
+    line = client.stdout.readline() if client.stdout else ""
+    try:
+        out = json.loads(line)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def ws_tables(results: dict[str, dict[str, Result]], names: list[str], per_worker: int) -> str:
+    """The WebSocket rows: each server's figures, then ferrocorn's ratios over each peer."""
+    lines = ["| workload | server | messages/s | p50 ms | p99 ms | errors | RSS MiB | "
+             "server CPU us/msg | client CPU us/msg | note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for w in WS_WORKLOADS:
+        if w.idle:
+            continue
+        for name in names:
+            r = results.get(w.name, {}).get(name)
+            if r is not None:
+                lines.append(f"| {w.name} | {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | "
+                             f"{r.p99_ms:.2f} | {r.errors} | {r.rss_mib:.1f} | "
+                             f"{r.server_us_per_req:,.1f} | {r.client_us_per_req:,.1f} | "
+                             f"{r.note} |")
+    idle = results.get(WS_IDLE, {})
+    if idle:
+        lines += ["", f"### {WS_IDLE}: {per_worker:,} connections per worker "
+                  "(2 workers), RSS of the whole process tree", "",
+                  "| server | held | baseline MiB | RSS held MiB | KiB per connection | "
+                  "echo p50 ms meanwhile | p99 ms | opened in s | note |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for name in names:
+            r = idle.get(name)
+            if isinstance(r, WsIdleResult):
+                lines.append(f"| {name} | {r.held:,} | {r.baseline_mib:.1f} | "
+                             f"{r.rss_mib:.1f} | {r.kib_per_conn:.1f} | {r.p50_ms:.2f} | "
+                             f"{r.p99_ms:.2f} | {r.open_seconds:.1f} | {r.note} |")
+            elif r is not None:
+                lines.append(f"| {name} | - | - | - | - | - | - | - | {r.note} |")
+    lines += ["", "### ferrocorn over each peer", "",
+              "| workload | ferrocorn | peer | ferrocorn over it | p99 ferrocorn / peer |",
+              "| --- | ---: | --- | ---: | ---: |"]
+    for w in WS_WORKLOADS:
+        by = results.get(w.name, {})
+        # ferrocorn and any other build of it (--ferrocorn-build) that ran the row.
+        ours_all = {n: r for n, r in by.items()
+                    if n.startswith("ferrocorn") and not r.failed and (r.rps or w.idle)}
+        peers = {n: r for n, r in by.items() if not n.startswith("ferrocorn") and not r.failed}
+        for ours_name, ours in ours_all.items():
+            for name, r in peers.items():
+                if w.idle and isinstance(ours, WsIdleResult) and isinstance(r, WsIdleResult) \
+                        and r.kib_per_conn:
+                    lines.append(f"| {w.name}, KiB per connection | {ours_name}: "
+                                 f"{ours.kib_per_conn:.1f} | {name}: {r.kib_per_conn:.1f} | "
+                                 f"{ours.kib_per_conn / r.kib_per_conn:.2f}x as much | - |")
+                elif not w.idle and r.rps:
+                    p99 = f"{ours.p99_ms / r.p99_ms:.2f}x" if r.p99_ms else "-"
+                    lines.append(f"| {w.name}, messages/s | {ours_name}: {ours.rps:,.0f} | "
+                                 f"{name}: {r.rps:,.0f} | {ours.rps / r.rps:.2f}x | {p99} |")
+    return "\n".join(lines)
+
+
+def run_ws(workloads: list[WsWorkload], builds: list[tuple[str, str]], wanted: set[str] | None,
+           seconds: float, reps: int, idle_per_worker: int
+           ) -> tuple[dict[str, dict[str, Result]], list[str]]:
+    """Every chosen WebSocket workload, printed as it is measured."""
+    specs = ws_servers(builds)
+    if wanted:
+        specs = [s for s in specs if s.name in wanted]
+    names = list(dict.fromkeys(s.name for s in specs))
+    results: dict[str, dict[str, Result]] = {}
+    for w in workloads:
+        chosen = [s for s in specs if w.interface in s.serves]
+        if w.idle:
+            results[w.name] = {s.name: measure_ws_idle(s, w, idle_per_worker) for s in chosen}
+        else:
+            results[w.name] = measure_ws_echo(chosen, w, seconds, reps)
+        for name, r in results[w.name].items():
+            print(f"{w.name:>22} | {name:<18} {r.rps:>9,.0f} msg/s  p50 {r.p50_ms:6.2f} ms  "
+                  f"p99 {r.p99_ms:7.2f} ms  errors {r.errors:<5} RSS {r.rss_mib:7.1f} MiB "
+                  f"{r.note}", flush=True)
+    return results, names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -716,6 +1043,8 @@ def main() -> None:
                         help="another ferrocorn executable, measured as the server 'ferrocorn "
                         "LABEL' with the same arguments (another build's wheel, say: one-pass "
                         "against profile-guided)")
+    parser.add_argument("--ws-idle", type=int, default=10_000, metavar="N",
+                        help="idle WebSockets per worker in the 'ws idle' row (default 10,000)")
     args = parser.parse_args()
     if args.ferrocorn:
         global FERROCORN
@@ -793,6 +1122,18 @@ def main() -> None:
             print(f"{IDLE:>18} | {spec.name:<16} p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms  "
                   f"errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB  {r.note}", flush=True)
 
+    ws_results, ws_names = {}, []
+    only = args.only.split(",") if args.only else []
+    chosen_ws = [w for w in WS_WORKLOADS if not only or w.name in only or "ws" in only]
+    if chosen_ws and not WS_LOAD.exists():
+        print(f"{WS_LOAD} is not built (make bench builds it): no WebSocket rows", flush=True)
+    elif chosen_ws:
+        builds = [tuple(b.split("=", 1)) for b in args.ferrocorn_build]
+        ws_results, ws_names = run_ws(chosen_ws, [(label, str(Path(path).absolute()))
+                                                  for label, path in builds],
+                                      wanted if args.servers else None, args.duration,
+                                      args.reps, args.ws_idle)
+
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     header = (f"# Benchmark {stamp}\n\n`make bench` (wrk -t1, {args.duration:g} s x {args.reps}, "
               f"medians); ferrocorn `{' '.join(FERROCORN_ARGS)}`; {os.cpu_count()} CPUs.\n\n")
@@ -802,6 +1143,9 @@ def main() -> None:
         text += "\n## Static files: ferrocorn's req/s over each peer's\n\n" + \
             static_ratios(results) + "\n"
     text += "\n## Each shape\n\n" + per_shape(results, names) + "\n"
+    if ws_results:
+        text += ("\n## WebSockets (ws_load: one thread, one 1 KiB text message in flight per "
+                 "connection)\n\n" + ws_tables(ws_results, ws_names, args.ws_idle) + "\n")
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stamp}.md").write_text(text)
@@ -810,6 +1154,7 @@ def main() -> None:
         return
     (RESULTS / "latest.md").write_text(text)
     data = {w: {s: asdict(r) for s, r in by.items()} for w, by in results.items()}
+    data.update({w: {s: asdict(r) for s, r in by.items()} for w, by in ws_results.items()})
     (RESULTS / "latest.json").write_text(json.dumps({"when": stamp, "results": data}, indent=1))
     try:
         chart(results, names, RESULTS / "latest.png")
