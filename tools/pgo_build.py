@@ -7,14 +7,18 @@
 4. The release wheel is built with ``-Cprofile-use``: LLVM lays the hot path out together and
    moves cold code (errors, rare branches) out of it.
 
-On hello this cut the instructions per request by 9.5% and the instruction-cache misses by 63%
-(callgrind), for 7% more requests per second (docs/benchmarks.md). Where ``llvm-profdata`` cannot
-be had (no rustup to add the ``llvm-tools`` component), the plain release wheel is built and a
-warning says so.
+When it came in this cut the instructions per hello request by 11% and the instruction-cache
+misses by 69% (callgrind), for 7% more requests per second (docs/benchmarks.md). At the head of
+2026-12-07 it cuts them by 14% but for one 3,200-byte ``memset`` per request that the profile's
+inlining brings in and callgrind counts a byte at a time (docs/install.md, "What the profile
+buys a wheel"). The build fails when the profile lacks the core crate's request path among its
+hottest functions (``check_profile``). Where ``llvm-profdata`` cannot be had (no rustup to add
+the ``llvm-tools`` component), the plain release wheel is built and a warning says so.
 
 ``pip install .`` runs the same build through the in-tree build backend
-(``tools/ferrocorn_build.py``); ``make install`` runs this script, and so does ``make wheels``
-for the release wheels: there the build is for a Rust target (``--target``), linked with zig
+(``tools/ferrocorn_build.py``); ``make install`` runs this script for the manylinux2014 wheel of
+``.venv``'s interpreter, and so does ``make wheels`` for all the release wheels: there the build
+is for a Rust target (``--target``), linked with zig
 (``--zig``, maturin's means of building for an old glibc or for musl from this machine) and
 tagged and checked by maturin for a platform (``--compatibility manylinux2014`` or
 ``musllinux_1_2``); one training run, then one final build per interpreter (``--interpreter``)
