@@ -1,19 +1,21 @@
-"""The release wheels and the sdist that `make wheels` leaves in wheelhouse/ (issue 30,
-docs/install.md), installed the way a user installs them.
+"""The release wheels, installed the way a user installs them (issue 30, docs/install.md).
 
-- Each manylinux2014 wheel whose interpreter is on this machine goes into a fresh venv, with no
-  `cargo` or `rustc` on PATH, and serves a request; `ferrocorn --version` says it is the
-  profile-guided build and names the wheel's tag. Its glibc symbol versions are at most 2.17.
-- The musllinux_1_2 wheels cannot run here (no musl Python): their tag, the libraries they link
+In `make test` (the wheel `make install` built into dist/: the manylinux2014 wheel for this
+interpreter, linked with zig, profile-guided as every release wheel):
+- it goes into a fresh venv, with no `cargo` or `rustc` on PATH, and serves a request;
+  `ferrocorn --version` there says what it says in .venv and names the wheel's tag. Its glibc
+  symbol versions are at most 2.17, and pypa's auditwheel (independent of maturin's check at
+  build time) finds it consistent with its tag;
+- the sdist (`maturin sdist`, seconds) holds the build backend, tools/ and the training apps.
+
+Opt-in (`-m wheels`, `make test-wheels`, which first runs `make wheels`), over wheelhouse/:
+- each manylinux2014 wheel whose interpreter is on this machine, as above;
+- the musllinux_1_2 wheels cannot run here (no musl Python): their tag, the libraries they link
   (the musl C library alone) and the absence of any glibc symbol are checked, and the tag the
-  build recorded for `--version`.
-- pypa's auditwheel, independent of maturin's own check at build time, finds every wheel
-  consistent with its tag.
-- The sdist holds the build backend, tools/ and the training apps; `pip install` of it from a
-  clean directory builds the profile-guided binary, which serves a request.
-
-Opt-in (`-m wheels`): `make test-wheels` builds the wheels, then runs these. The sdist build
-compiles everything twice (instrumented, then profile-guided): several minutes on two cores.
+  build recorded for `--version`;
+- `pip install` of the sdist from a clean directory builds the profile-guided binary, which
+  serves a request. It compiles everything twice (instrumented, then profile-guided): several
+  minutes on two cores, which is why it is not in `make test`.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = ROOT / "wheelhouse"
+#: Where `make install` leaves the wheel it installs into .venv.
+DIST = ROOT / "dist"
 sys.path.insert(0, str(ROOT / "tools"))
 
 import pgo_build  # noqa: E402
-
-pytestmark = pytest.mark.wheels
 
 MANYLINUX = "manylinux2014_x86_64.manylinux_2_17_x86_64"
 MUSLLINUX = "musllinux_1_2_x86_64"
@@ -157,11 +159,38 @@ def wheel_ids(platform: str) -> list[Path]:
     return sorted(WHEELHOUSE.glob(f"ferrocorn-*-{platform}.whl")) or [Path("missing")]
 
 
-@pytest.mark.parametrize("wheel", wheel_ids(MANYLINUX), ids=lambda p: p.name)
-def test_manylinux_wheel_serves_without_a_rust_toolchain(wheel: Path, tmp_path: Path) -> None:
-    if not wheel.exists():
+def made_by_install() -> Path:
+    """The manylinux2014 wheel `make install` built for this interpreter (and installed in
+    .venv, whose `ferrocorn` runs the test suite)."""
+    tag = pgo_build.interpreter_tag(sys.executable)
+    found = sorted(DIST.glob(f"ferrocorn-*-{tag}-{MANYLINUX}.whl"))
+    if not found:
+        pytest.fail(f"no ferrocorn-*-{tag}-{MANYLINUX}.whl in {DIST}: `make install` builds it")
+    return found[-1]
+
+
+#: The tests over manylinux wheels take `make install`'s (always) and `make wheels`' (opt-in).
+INSTALLED = Path("made-by-make-install")
+
+
+def manylinux_wheels() -> list[object]:
+    wheelhouse = [pytest.param(w, marks=pytest.mark.wheels, id=w.name)
+                  for w in wheel_ids(MANYLINUX)]
+    return [pytest.param(INSTALLED, id="make-install"), *wheelhouse]
+
+
+def manylinux_wheel(param: Path) -> Path:
+    if param == INSTALLED:
+        return made_by_install()
+    if not param.exists():
         wheels(MANYLINUX)
-    python = interpreter_for(wheel)
+    return param
+
+
+@pytest.mark.parametrize("param", manylinux_wheels())
+def test_manylinux_wheel_serves_without_a_rust_toolchain(param: Path, tmp_path: Path) -> None:
+    wheel = manylinux_wheel(param)
+    python = sys.executable if param == INSTALLED else interpreter_for(wheel)
     if python is None:
         pytest.skip(f"no interpreter for {wheel.name} on this machine")
     venv = fresh_venv(python, tmp_path)
@@ -171,18 +200,22 @@ def test_manylinux_wheel_serves_without_a_rust_toolchain(wheel: Path, tmp_path: 
                    env=env, cwd=tmp_path, check=True, timeout=300)
     version = version_text(venv, env)
     tag = wheel.name.split("-", 2)[2].removesuffix(".whl")
-    assert "build: profile-guided" in version, version
+    if param == INSTALLED:
+        # The very build the suite runs (.venv's), profile-guided or not as `make install` made it.
+        ours = subprocess.run([str(Path(sys.executable).parent / "ferrocorn"), "--version"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+        assert version == ours, (version, ours)
+    else:
+        assert "build: profile-guided" in version, version
     assert f"wheel: {tag}\n" in version, version
     assert "TLS: rustls" in version and "ring" in version, version
     assert "target: x86_64-unknown-linux-gnu" in version, version
     assert serve_one_request(venv, env, tmp_path).startswith("hello from ferrocorn")
 
 
-@pytest.mark.parametrize("wheel", wheel_ids(MANYLINUX), ids=lambda p: p.name)
-def test_manylinux_wheel_needs_glibc_2_17_at_most(wheel: Path, tmp_path: Path) -> None:
-    if not wheel.exists():
-        wheels(MANYLINUX)
-    so = extension(wheel, tmp_path)
+@pytest.mark.parametrize("param", manylinux_wheels())
+def test_manylinux_wheel_needs_glibc_2_17_at_most(param: Path, tmp_path: Path) -> None:
+    so = extension(manylinux_wheel(param), tmp_path)
     versions = glibc_versions(so)
     assert versions, "no glibc symbol versions: not a glibc build?"
     assert max(versions) <= (2, 17), sorted(versions)
@@ -191,6 +224,7 @@ def test_manylinux_wheel_needs_glibc_2_17_at_most(wheel: Path, tmp_path: Path) -
     assert set(needed(so)) <= allowed, needed(so)
 
 
+@pytest.mark.wheels
 @pytest.mark.parametrize("wheel", wheel_ids(MUSLLINUX), ids=lambda p: p.name)
 def test_musllinux_wheel_links_musl_alone(wheel: Path, tmp_path: Path) -> None:
     """No musl Python here to run it: what it links and the tag it recorded are checked."""
@@ -211,16 +245,15 @@ def test_musllinux_wheel_links_musl_alone(wheel: Path, tmp_path: Path) -> None:
     assert b"x86_64-unknown-linux-musl" in binary
 
 
-@pytest.mark.parametrize("wheel", wheel_ids(MANYLINUX), ids=lambda p: p.name)
-def test_auditwheel_agrees_with_the_tag(wheel: Path) -> None:
+@pytest.mark.parametrize("param", manylinux_wheels())
+def test_auditwheel_agrees_with_the_tag(param: Path) -> None:
     """pypa's auditwheel (not maturin's check, which ran at build time) reads each manylinux
     wheel. (It judges a musllinux wheel by the C library of the machine it runs on, glibc here:
     the musllinux test above checks what it would.)"""
-    if not wheel.exists():
-        wheels(MANYLINUX)
+    wheel = manylinux_wheel(param)
     auditwheel = Path(sys.executable).parent / "auditwheel"
     if not auditwheel.exists():
-        pytest.skip("auditwheel is not installed (make test-wheels installs it)")
+        pytest.fail("auditwheel is not installed (make install and make test-wheels install it)")
     shown = subprocess.run([str(auditwheel), "show", str(wheel)], capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -240,8 +273,13 @@ def sdist() -> Path:
     return found[-1]
 
 
-def test_sdist_holds_the_backend_and_the_training_apps() -> None:
-    with tarfile.open(sdist()) as tar:
+def test_sdist_holds_the_backend_and_the_training_apps(tmp_path: Path) -> None:
+    """`maturin sdist`, as `make wheels` runs it: everything `pip install` of it builds from."""
+    maturin = Path(sys.executable).parent / "maturin"
+    subprocess.run([str(maturin), "sdist", "--out", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    [built] = tmp_path.glob("ferrocorn-*.tar.gz")
+    with tarfile.open(built) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for required in ("pyproject.toml", "Cargo.toml", "Cargo.lock", "tools/ferrocorn_build.py",
                      "tools/pgo_build.py", "bench/run.py", "bench/instructions.py",
@@ -250,6 +288,7 @@ def test_sdist_holds_the_backend_and_the_training_apps() -> None:
         assert required in names, required
 
 
+@pytest.mark.wheels
 def test_sdist_installs_the_profile_guided_build(tmp_path: Path) -> None:
     """`pip install ferrocorn-X.tar.gz` from a clean directory: the in-tree backend builds it
     profile-guided (this compiles everything twice)."""

@@ -7,14 +7,18 @@
 4. The release wheel is built with ``-Cprofile-use``: LLVM lays the hot path out together and
    moves cold code (errors, rare branches) out of it.
 
-On hello this cut the instructions per request by 9.5% and the instruction-cache misses by 63%
-(callgrind), for 7% more requests per second (docs/benchmarks.md). Where ``llvm-profdata`` cannot
-be had (no rustup to add the ``llvm-tools`` component), the plain release wheel is built and a
-warning says so.
+When it came in this cut the instructions per hello request by 11% and the instruction-cache
+misses by 69% (callgrind), for 7% more requests per second (docs/benchmarks.md). At the head of
+2026-12-07 it cuts them by 14% but for one 3,200-byte ``memset`` per request that the profile's
+inlining brings in and callgrind counts a byte at a time (docs/install.md, "What the profile
+buys a wheel"). The build fails when the profile lacks the core crate's request path among its
+hottest functions (``check_profile``). Where ``llvm-profdata`` cannot be had (no rustup to add
+the ``llvm-tools`` component), the plain release wheel is built and a warning says so.
 
 ``pip install .`` runs the same build through the in-tree build backend
-(``tools/ferrocorn_build.py``); ``make install`` runs this script, and so does ``make wheels``
-for the release wheels: there the build is for a Rust target (``--target``), linked with zig
+(``tools/ferrocorn_build.py``); ``make install`` runs this script for the manylinux2014 wheel of
+``.venv``'s interpreter, and so does ``make wheels`` for all the release wheels: there the build
+is for a Rust target (``--target``), linked with zig
 (``--zig``, maturin's means of building for an old glibc or for musl from this machine) and
 tagged and checked by maturin for a platform (``--compatibility manylinux2014`` or
 ``musllinux_1_2``); one training run, then one final build per interpreter (``--interpreter``)
@@ -327,6 +331,29 @@ def train(python: str, package: Path) -> None:
               f"({lesson.clients} x {lesson.requests} requests)", flush=True)
 
 
+#: The core crate's symbols (legacy mangling: ``_ZN9ferrocorn...``); the request path is there.
+CORE_SYMBOL = "_ZN9ferrocorn"
+
+
+def check_profile(profdata: Path, merged: Path) -> None:
+    """Fails the build unless the training's counts cover the core crate's request path: its
+    hottest functions must be the core's (a worker that wrote nothing on exit, or training
+    that reached no app, leaves the profile without them, and the "profile-guided" build
+    would be a one-pass build in all but name)."""
+    shown = subprocess.run([str(profdata), "show", "--topn=20", str(merged)],
+                           capture_output=True, text=True, check=True).stdout
+    top = [line.strip() for line in shown.splitlines() if "max count" in line]
+    core = [line for line in top if CORE_SYMBOL in line]
+    total = next((line.split(":")[1].strip() for line in shown.splitlines()
+                  if line.startswith("Total functions:")), "?")
+    if not core:
+        raise SystemExit(f"pgo: the profile ({total} functions) has none of the core crate's "
+                         f"among its 20 hottest: the training did not reach the request path\n"
+                         + "\n".join(top))
+    print(f"pgo: profile of {total} functions, {len(core)} of the 20 hottest in the core crate "
+          f"(hottest: {core[0]})", flush=True)
+
+
 def one_pass(interpreters: list[str], out: Path, platform: Platform, why: str) -> list[Path]:
     """The one-pass wheels, with a warning that says why."""
     print(f"warning: building without PGO: {why}", file=sys.stderr, flush=True)
@@ -368,6 +395,10 @@ def build_wheels(train_python: str, out: Path, platform: Platform = HOST,
                     f"-Cprofile-generate={raw}", trained_on, "instrumented",
                     ZIG_HOST_CONFIG if platform.zig else None)
     instrumented = time.monotonic()
+    # Without --target, RUSTFLAGS instrument the build scripts and proc macros too, which
+    # wrote their own counts while the build ran: the profile is the training's alone.
+    shutil.rmtree(raw)
+    raw.mkdir()
     with tempfile.TemporaryDirectory() as package:
         with zipfile.ZipFile(wheel) as z:
             z.extractall(package)
@@ -376,6 +407,7 @@ def build_wheels(train_python: str, out: Path, platform: Platform = HOST,
 
     merged = pgo_dir / "merged.profdata"
     subprocess.run([str(profdata), "merge", "-o", str(merged), str(raw)], check=True)
+    check_profile(profdata, merged)
     wheels = []
     for py in interpreters:
         began = time.monotonic()
