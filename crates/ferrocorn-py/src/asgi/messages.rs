@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
@@ -70,7 +71,7 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
         .cast::<PyDict>()
         .map_err(|_| MessageError::NotADict(type_name(message)))?;
     let kind = dict
-        .get_item("type")
+        .get_item(intern!(dict.py(), "type"))
         .ok()
         .flatten()
         .and_then(|t| t.cast_into::<PyString>().ok())
@@ -79,7 +80,7 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
     match kind {
         "http.response.start" => start(dict).map(|h| Outgoing::Start(Box::new(h))),
         "http.response.body" => {
-            let body = match dict.get_item("body").ok().flatten() {
+            let body = match dict.get_item(intern!(dict.py(), "body")).ok().flatten() {
                 None => Bytes::new(),
                 Some(b) => {
                     let b = b.cast_into::<PyBytes>().map_err(|_| MessageError::Field {
@@ -89,12 +90,12 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
                     crate::wsgi::body_bytes(&b)
                 }
             };
-            let more = flag(dict, "more_body")?;
+            let more = more_body(dict)?;
             Ok(Outgoing::Body { body, more })
         }
         "http.response.pathsend" => {
             let path = dict
-                .get_item("path")
+                .get_item(intern!(dict.py(), "path"))
                 .ok()
                 .flatten()
                 .and_then(|p| p.extract::<PathBuf>().ok())
@@ -109,12 +110,16 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
     }
 }
 
-/// An optional bool field (False when absent).
-fn flag(dict: &Bound<'_, PyDict>, field: &'static str) -> Result<bool, MessageError> {
-    match dict.get_item(field).ok().flatten() {
+/// The optional bool `more_body` (False when absent).
+fn more_body(dict: &Bound<'_, PyDict>) -> Result<bool, MessageError> {
+    match dict
+        .get_item(intern!(dict.py(), "more_body"))
+        .ok()
+        .flatten()
+    {
         None => Ok(false),
         Some(v) => v.extract::<bool>().map_err(|_| MessageError::Field {
-            field,
+            field: "more_body",
             expected: "a bool",
         }),
     }
@@ -127,9 +132,22 @@ fn hop_by_hop(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// `"200 OK"` for 200: the three digits of a code from 100 to 599 and its reason, written
+/// without the formatting machinery (one per response).
+fn status_line(code: u16) -> String {
+    let reason = reason(code);
+    let mut line = String::with_capacity(4 + reason.len());
+    for digit in [code / 100, code / 10 % 10, code % 10] {
+        line.push(char::from(b'0' + (digit % 10) as u8));
+    }
+    line.push(' ');
+    line.push_str(reason);
+    line
+}
+
 fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
     let status = dict
-        .get_item("status")
+        .get_item(intern!(dict.py(), "status"))
         .ok()
         .flatten()
         .ok_or_else(|| MessageError::Status("nothing".into()))?;
@@ -140,9 +158,9 @@ fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
         .ok_or_else(|| {
             MessageError::Status(status.repr().map_or_else(|_| "?".into(), |r| r.to_string()))
         })?;
-    let mut head = ResponseHead::start(&format!("{code} {}", reason(code)))
-        .map_err(|e| MessageError::Header(e.to_string()))?;
-    if let Some(headers) = dict.get_item("headers").ok().flatten() {
+    let mut head =
+        ResponseHead::start(&status_line(code)).map_err(|e| MessageError::Header(e.to_string()))?;
+    if let Some(headers) = dict.get_item(intern!(dict.py(), "headers")).ok().flatten() {
         let bad = || MessageError::Field {
             field: "headers",
             expected: "an iterable of [name, value] byte-string pairs",
@@ -164,4 +182,17 @@ fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
         }
     }
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_line;
+    use ferrocorn::http1::response::reason;
+
+    #[test]
+    fn status_lines_read_as_formatted() {
+        for code in [100, 200, 204, 301, 404, 418, 500, 599] {
+            assert_eq!(status_line(code), format!("{code} {}", reason(code)));
+        }
+    }
 }
