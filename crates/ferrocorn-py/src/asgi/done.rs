@@ -58,8 +58,13 @@ impl Done {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
-        Err(self.stop(py))
+    /// The first step stops. Without a value, by returning nothing (no exception is made:
+    /// the iterator protocol's cheap end, which `await` takes as None).
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<()>> {
+        match self.value {
+            None => Ok(None),
+            Some(_) => Err(self.stop(py)),
+        }
     }
 
     /// A coroutine's `send`: the first step already stops.
