@@ -636,8 +636,10 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
     for w in WORKLOADS:
         by = results.get(w.name, {})
         ours = by.get("ferrocorn")
+        # Another build of ferrocorn (--ferrocorn-build) is not a peer.
         peers = {n: r for n, r in by.items()
-                 if n not in ("ferrocorn", HYPER, BJOERN) and not r.failed}
+                 if not n.startswith("ferrocorn") and n not in (HYPER, BJOERN)
+                 and not r.failed}
         if not ours or not peers:
             continue
         best = max(peers, key=lambda n: peers[n].rps)
