@@ -86,7 +86,7 @@ impl Call {
         }
     }
 
-    /// The call, waiting (when it must) through `waits` (see [`Call::waits`]).
+    /// The call, waiting (when it must) through the loop's side `waits`.
     pub(crate) fn waiting_on(mut self, waits: Py<PyAny>) -> Self {
         self.waits = Some(waits);
         self

@@ -28,7 +28,28 @@ pub(crate) struct ScopeShared {
     /// The `server` tuples made so far, by address and port: a worker has a few listeners, so
     /// each request's is one of a few (immutable) tuples, made once.
     servers: Mutex<Vec<(SocketAddr, Py<PyTuple>)>>,
+    /// Every key of a scope, in order, with None: each scope starts as a copy of it, so that
+    /// filling it in replaces values instead of growing the dict (three resizes otherwise).
+    template: Py<PyDict>,
 }
+
+/// A scope's keys, in the order they are filled in.
+const KEYS: [&str; 14] = [
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "root_path",
+    "headers",
+    "client",
+    "server",
+    "state",
+    "extensions",
+];
 
 /// The most `server` tuples kept (a proxy's `X-Forwarded-Port` can vary the port).
 const SERVERS_KEPT: usize = 16;
@@ -38,10 +59,15 @@ impl ScopeShared {
         let asgi = PyDict::new(py);
         asgi.set_item("version", ASGI_VERSION)?;
         asgi.set_item("spec_version", HTTP_SPEC_VERSION)?;
+        let template = PyDict::new(py);
+        for key in KEYS {
+            template.set_item(PyString::intern(py, key), py.None())?;
+        }
         Ok(Self {
             root_path,
             asgi: asgi.unbind(),
             servers: Mutex::new(Vec::new()),
+            template: template.unbind(),
         })
     }
 
@@ -91,7 +117,7 @@ pub(crate) fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let fwd = &req.forwarded;
-    let scope = PyDict::new(py);
+    let scope = shared.template.bind(py).copy()?;
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     // A copy: an app that changes its scope's `asgi` dict changes no other request's.
     scope.set_item(intern!(py, "asgi"), shared.asgi.bind(py).copy()?)?;
@@ -169,8 +195,9 @@ pub(crate) fn build<'py>(
             (path.display().to_string(), py.None()),
         )?,
     }
-    if let Some(state) = state {
-        scope.set_item(intern!(py, "state"), state.copy()?)?;
+    match state {
+        Some(state) => scope.set_item(intern!(py, "state"), state.copy()?)?,
+        None => scope.del_item(intern!(py, "state"))?,
     }
     scope.set_item(intern!(py, "extensions"), extensions(py, req)?)?;
     Ok(scope)
