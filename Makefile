@@ -172,6 +172,8 @@ $(BENCH_VENV)/.stamp: Makefile
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/pip install --quiet gunicorn granian flask django matplotlib whitenoise brotli h2
 	$(BENCH_VENV)/bin/pip install --quiet 'uvicorn[standard]' hypercorn fastapi
+	@# py-spy: where an app's Python time goes on the ASGI loop thread (docs/benchmarks.md).
+	$(BENCH_VENV)/bin/pip install --quiet py-spy
 	@# bjoern needs libev's headers; it is left out (and the run says so) where it does not build.
 	@if [ ! -e /usr/include/ev.h ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \

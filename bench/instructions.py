@@ -95,13 +95,15 @@ def send(port: int, count: int, request: bytes = REQUEST) -> None:
 
 def command(server: str, app: str, port: int) -> list[str]:
     if server == "ferrocorn":
+        # A long --timeout: under valgrind an app like FastAPI takes minutes to import.
         return [str(VENV / "python"), str(VENV / "ferrocorn"), "-w", "1", "--threads", "64",
+                "--timeout", "900",
                 "--log-level", "warning", "-b", f"127.0.0.1:{port}", app]
     return [sys.executable, str(BENCH / "bjoern_serve.py"), app, str(port)]
 
 
 def profile(server: str, app: str, requests: int, out: Path,
-            request: bytes = REQUEST) -> Path:
+            request: bytes = REQUEST, start_timeout: float = 120) -> Path:
     """Runs the server under callgrind for `requests` requests; returns the serving process's
     profile (a ferrocorn worker's, not its master's)."""
     port = free_port()
@@ -113,7 +115,7 @@ def profile(server: str, app: str, requests: int, out: Path,
     proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        wait_ready(port, proc, time.monotonic() + 120)
+        wait_ready(port, proc, time.monotonic() + start_timeout)
         send(port, requests, request)
     finally:
         proc.send_signal(signal.SIGINT if server == "bjoern" else signal.SIGTERM)
@@ -153,6 +155,11 @@ def main() -> None:
     parser.add_argument("--path", default="/", help="the request's path")
     parser.add_argument("--body", type=int, default=0,
                         help="POST a body of this many bytes (text lines) instead of a GET")
+    parser.add_argument("--start-timeout", type=float, default=120,
+                        help="seconds the server may take to start under valgrind (an app "
+                        "importing FastAPI takes minutes on a busy machine)")
+    parser.add_argument("--keep", type=Path, help="copy the larger run's profile here (for "
+                        "callgrind_annotate --inclusive=yes, or kcachegrind)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -160,9 +167,11 @@ def main() -> None:
     many = few + args.requests // CONNECTIONS * CONNECTIONS
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         request = post(args.path, args.body)
-        small = profile(args.server, args.app, few, Path(a), request)
-        large = profile(args.server, args.app, many, Path(b), request)
+        small = profile(args.server, args.app, few, Path(a), request, args.start_timeout)
+        large = profile(args.server, args.app, many, Path(b), request, args.start_timeout)
         n = many - few
+        if args.keep:
+            shutil.copy(large, args.keep)
         print(f"{args.server} {args.app}: {(total(large) - total(small)) / n:,.0f} "
               f"instructions per request (user space; {few} and {many} requests)")
         if args.top:

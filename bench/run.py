@@ -208,6 +208,10 @@ WORKLOADS = [
     Workload("h2 ASGI hello", "asgi_hello:app", 16, h2=True, asgi=True),
 ]
 IDLE = "2,000 idle conns"
+#: Issue 28's memory goal: 10,000 idle keep-alive connections per worker (two workers) to an
+#: ASGI app, in less memory than Granian's ASGI interface.
+IDLE_ASGI_PER_WORKER = 10_000
+IDLE_ASGI = "ASGI 10,000 idle conns per worker"
 
 #: Static files (issue 18): the same directory (made by `static_dir`) served by ferrocorn
 #: (--static-map), WhiteNoise under Gunicorn gthread, Granian's static mount and nginx.
@@ -532,25 +536,52 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
     return {spec.name: results[spec.name] for spec in specs if spec.name in results}
 
 
-def measure_idle(spec: ServerSpec, count: int, samples: int) -> Result:
-    """RSS with `count` idle keep-alive connections open, and latency of requests meanwhile."""
-    server = Running(spec, "hello:app")
-    socks: list[socket.socket] = []
-    errors = 0
-    deadline = time.monotonic() + 30  # a server that cannot hold them gets no longer
+#: Opens idle keep-alive connections (argv: port, count, seconds allowed), prints how many it
+#: holds and the errors, then holds them until its stdin closes. The connections are held in
+#: such child processes, at most IDLE_PER_HOLDER each: one process may not have the file
+#: descriptors for 20,000 (the hard limit here is 20,000, and not everyone may raise it).
+IDLE_HOLDER = """
+import socket, sys, time
+port, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+socks, errors, deadline = [], 0, time.monotonic() + seconds
+for _ in range(count):
+    if time.monotonic() > deadline:
+        break
     try:
-        for _ in range(count):
-            if time.monotonic() > deadline:
-                break
-            try:
-                s = socket.create_connection(("127.0.0.1", server.port), timeout=2)
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                s.recv(4096)
-                socks.append(s)
-            except OSError:
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        s.recv(4096)
+        socks.append(s)
+    except OSError:
+        errors += 1
+        if errors > 20:
+            break
+print(len(socks), errors, flush=True)
+sys.stdin.read()
+"""
+IDLE_PER_HOLDER = 8000
+
+
+def measure_idle(spec: ServerSpec, count: int, samples: int, app: str = "hello:app") -> Result:
+    """RSS with `count` idle keep-alive connections open, and latency of requests meanwhile."""
+    server = Running(spec, app)
+    holders: list[subprocess.Popen[str]] = []
+    held = errors = 0
+    # A server that cannot hold them gets no longer (opening one takes well under 5 ms).
+    seconds = max(30, count / 200)
+    try:
+        for start in range(0, count, IDLE_PER_HOLDER):
+            n = min(IDLE_PER_HOLDER, count - start)
+            holders.append(subprocess.Popen(
+                [sys.executable, "-c", IDLE_HOLDER, str(server.port), str(n), str(seconds)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for h in holders:
+            assert h.stdout is not None
+            line = h.stdout.readline().split()
+            if len(line) == 2:
+                held, errors = held + int(line[0]), errors + int(line[1])
+            else:
                 errors += 1
-                if errors > 20:
-                    break
         latencies = []
         deadline = time.monotonic() + 30
         for _ in range(samples):
@@ -569,15 +600,15 @@ def measure_idle(spec: ServerSpec, count: int, samples: int) -> Result:
                     break
         rss = tree_rss_mib(server.proc.pid)
     finally:
-        for s in socks:
-            s.close()
+        for h in holders:
+            h.communicate(timeout=30)  # closes its stdin: it lets go of its connections
         server.stop()
     latencies.sort()
     if not latencies:
-        return Result(errors=errors, rss_mib=rss, note=f"{len(socks)} connections held")
+        return Result(errors=errors, rss_mib=rss, note=f"{held} connections held")
     return Result(rps=0.0, p50_ms=statistics.median(latencies),
                   p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-                  errors=errors, rss_mib=rss, note=f"{len(socks)} connections held")
+                  errors=errors, rss_mib=rss, note=f"{held} connections held")
 
 
 def table(results: dict[str, dict[str, Result]], names: list[str]) -> str:
@@ -589,7 +620,7 @@ def table(results: dict[str, dict[str, Result]], names: list[str]) -> str:
             r = by_server.get(name)
             if r is None:
                 continue
-            rps = "-" if wname == IDLE else f"{r.rps:,.0f}"
+            rps = "-" if wname in (IDLE, IDLE_ASGI) else f"{r.rps:,.0f}"
             lines.append(f"| {wname} | {name} | {rps} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                          f"{r.errors} | {r.rss_mib:.1f} | {r.server_us_per_req:,.0f} | "
                          f"{r.client_us_per_req:,.0f} |")
@@ -605,8 +636,10 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
     for w in WORKLOADS:
         by = results.get(w.name, {})
         ours = by.get("ferrocorn")
+        # Another build of ferrocorn (--ferrocorn-build) is not a peer.
         peers = {n: r for n, r in by.items()
-                 if n not in ("ferrocorn", HYPER, BJOERN) and not r.failed}
+                 if not n.startswith("ferrocorn") and n not in (HYPER, BJOERN)
+                 and not r.failed}
         if not ours or not peers:
             continue
         best = max(peers, key=lambda n: peers[n].rps)
@@ -619,11 +652,12 @@ def ratios(results: dict[str, dict[str, Result]]) -> str:
         p99 = (f"{ours.p99_ms / peers[best].p99_ms:.2f}x" if peers[best].p99_ms else "-")
         lines.append(f"| {w.name} | {ours.rps:,.0f} | {best} | {peers[best].rps:,.0f} | "
                      f"{ratio:.2f}x{extra} | {vs_bjoern} | {p99} |")
-    idle = results.get(IDLE, {})
-    if "ferrocorn" in idle and "granian" in idle and idle["granian"].rss_mib:
-        lines.append(f"| RSS, {IDLE} | {idle['ferrocorn'].rss_mib:.1f} MiB | granian | "
-                     f"{idle['granian'].rss_mib:.1f} MiB | "
-                     f"{idle['ferrocorn'].rss_mib / idle['granian'].rss_mib:.2f}x |")
+    for wname, peer in ((IDLE, "granian"), (IDLE_ASGI, "granian asgi")):
+        idle = results.get(wname, {})
+        if "ferrocorn" in idle and peer in idle and idle[peer].rss_mib:
+            lines.append(f"| RSS, {wname} | {idle['ferrocorn'].rss_mib:.1f} MiB | {peer} | "
+                         f"{idle[peer].rss_mib:.1f} MiB | "
+                         f"{idle['ferrocorn'].rss_mib / idle[peer].rss_mib:.2f}x |")
     return "\n".join(lines)
 
 
@@ -632,7 +666,7 @@ def per_shape(results: dict[str, dict[str, Result]], names: list[str]) -> str:
     out = []
     for wname, by in results.items():
         ours = by.get("ferrocorn")
-        if wname == IDLE or not ours:
+        if wname in (IDLE, IDLE_ASGI) or not ours:
             continue
         lines = [f"### {wname}", "", "| server | req/s | ferrocorn over it | p50 ms | p99 ms | "
                  "RSS MiB |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -1033,8 +1067,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="wrk runs per server and workload")
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition")
     parser.add_argument("--only", help="comma-separated workload names to run ('idle' for the "
-                        "idle connections; a partial run "
-                        "leaves bench/results/latest.* alone)")
+                        "idle connections, WSGI and ASGI; 'asgi idle' for the ASGI ones alone; a "
+                        "partial run leaves bench/results/latest.* alone)")
     parser.add_argument("--servers", help="comma-separated server names to run (ferrocorn is "
                         "always included)")
     parser.add_argument("--ferrocorn", help="the ferrocorn executable measured as 'ferrocorn' "
@@ -1057,7 +1091,12 @@ def main() -> None:
         print("h2load (nghttp2-client) is not installed: no HTTP/2 workloads", flush=True)
         WORKLOADS[:] = [w for w in WORKLOADS if not w.h2]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+    # The ASGI idle row holds 20,000 connections: as root the hard limit can go up too.
+    want = 2 * IDLE_ASGI_PER_WORKER + 4096
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, want)), hard))
 
     specs = servers()
     ours = next((s for s in specs if s.name == "ferrocorn"), None)
@@ -1121,6 +1160,26 @@ def main() -> None:
             results[IDLE][spec.name] = r
             print(f"{IDLE:>18} | {spec.name:<16} p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms  "
                   f"errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB  {r.note}", flush=True)
+    if not args.only or {"idle", "asgi idle"} & set(args.only.split(",")):
+        results[IDLE_ASGI] = {}
+        count = 2 * IDLE_ASGI_PER_WORKER
+        for spec in specs:
+            if spec.reference_for or "asgi" not in spec.serves:
+                continue
+            # The per-worker connection caps are raised past the count: ferrocorn's
+            # --worker-connections (Gunicorn's 1,000 by default; over it, idle connections are
+            # reclaimed) and Granian's --backpressure (backlog / workers, 512: over it, new
+            # connections wait unaccepted).
+            cap = str(IDLE_ASGI_PER_WORKER + IDLE_ASGI_PER_WORKER // 5)
+            flag = {"granian asgi": "--backpressure"}.get(
+                spec.name, "--worker-connections" if spec.name.startswith("ferrocorn") else "")
+            if flag:
+                spec = replace(spec, argv=[spec.argv[0], flag, cap, *spec.argv[1:]])
+            r = measure_idle(spec, count, 200, app="asgi_hello:app")
+            results[IDLE_ASGI][spec.name] = r
+            print(f"{'ASGI idle':>18} | {spec.name:<16} p50 {r.p50_ms:.2f} ms p99 "
+                  f"{r.p99_ms:.2f} ms  errors {r.errors:<5} RSS {r.rss_mib:6.1f} MiB  {r.note}",
+                  flush=True)
 
     ws_results, ws_names = {}, []
     only = args.only.split(",") if args.only else []

@@ -145,6 +145,16 @@ def test_a_large_upload_streams_in_pieces(server: Server) -> None:
     assert int(reply.header("x-messages")) >= 16  # at most 64 KiB per http.request
 
 
+def test_receive_and_send_run_as_tasks(server: Server) -> None:
+    # What receive() and send() return is awaited here through asyncio.create_task and
+    # ensure_future, as an app may hand them over (they need not be `async def` coroutines,
+    # but must pass for one); the 1 MiB body also makes receive() wait for its pieces.
+    body = bytes(range(256)) * 4096
+    reply = server.request("POST", "/as-tasks", body=body)
+    assert (reply.status, reply.header("x-awaited")) == (200, "tasks")
+    assert reply.body == body
+
+
 def test_a_chunked_upload(server: Server) -> None:
     with server.connect() as conn:
         conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

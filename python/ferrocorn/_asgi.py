@@ -4,10 +4,12 @@ The Rust core queues each request as an exchange; :class:`LoopWorker`'s drain ta
 batches from the native runtime (``AsgiRuntime.take``) and runs each as a task calling the app.
 The runtime wakes the loop through an eventfd watched with ``loop.add_reader``, and only when
 the loop said it sleeps: a drain that found work schedules the next one with ``call_soon``, so
-a busy loop looks again at every turn without being written to. ``receive()`` and ``send()``
-never block the loop: the native ``AsgiCall`` either answers at once or says to wait until its
-token comes back through the same drain (a body piece arrived, the client read enough of the
-response, or the connection ended). See docs/asgi.md and docs/design.md.
+a busy loop looks again at every turn without being written to. The app's ``receive`` and
+``send`` are the native ``AsgiCall``'s own: they never block the loop, and answer at once with
+an awaitable that is already done, or with :meth:`LoopWorker.receive_later` /
+:meth:`LoopWorker.room_later`, coroutines that wait until the call's token comes back through
+the same drain (a body piece arrived, the client read enough of the response, or the
+connection ended). See docs/asgi.md and docs/design.md.
 """
 
 from __future__ import annotations
@@ -35,46 +37,6 @@ def _formatted(exc: BaseException) -> str:
     import traceback
 
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-
-
-class _Request:
-    """One request's ``receive`` and ``send``, over its native ``AsgiCall``."""
-
-    __slots__ = ("call", "loop", "waiters")
-
-    def __init__(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self.call = call
-        self.loop = loop
-        self.waiters: list[asyncio.Future[None]] = []
-
-    def _wait(self) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = self.loop.create_future()
-        self.waiters.append(fut)
-        return fut
-
-    def wake(self) -> None:
-        waiters = self.waiters
-        if waiters:
-            self.waiters = []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def receive(self) -> Message:
-        call = self.call
-        while True:
-            message = call.receive()
-            if message is not None:
-                return message
-            await self._wait()
-
-    async def send(self, message: Message) -> None:
-        call = self.call
-        if call.send(message):
-            return
-        # Over the bytes-in-flight bound: the client has not taken enough yet.
-        while not call.has_room():
-            await self._wait()
 
 
 class _Lifespan:
@@ -171,13 +133,15 @@ class LoopWorker:
         self._lifespan_mode = lifespan
         self._tick_period = tick
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._calls: dict[int, _Request] = {}
+        #: The futures of the calls waiting for their token, by token.
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._state: dict[str, Any] = {}
         self._lifespan: _Lifespan | None = None
         self._ready = threading.Event()
         self._startup_error: str | None = None
         self._boot_error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        runtime.set_waits(self)
 
     # The calling (main) thread.
 
@@ -262,25 +226,55 @@ class LoopWorker:
         calls, tokens, again = self._rt.take()
         loop = self._loop
         assert loop is not None
+        # The requests under way hear their news before the new ones start (fairness: a
+        # batch of new requests does not run ahead of the ones waiting for a body piece or
+        # for room).
+        if tokens:
+            for token in tokens:
+                self._wake(token)
         for call in calls:
             loop.create_task(self._serve(call))
-        if tokens:
-            requests = self._calls
-            for token in tokens:
-                request = requests.get(token)
-                if request is not None:
-                    request.wake()
         if again:
             loop.call_soon(self._drain)
 
-    async def _serve(self, call: Any) -> None:
+    def _wake(self, token: int) -> None:
+        waiters = self._waiters.pop(token, None)
+        if waiters is not None:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _wait(self, token: int) -> asyncio.Future[None]:
         assert self._loop is not None
-        request = _Request(call, self._loop)
+        fut: asyncio.Future[None] = self._loop.create_future()
+        waiters = self._waiters.get(token)
+        if waiters is None:
+            self._waiters[token] = [fut]
+        else:
+            waiters.append(fut)
+        return fut
+
+    # Called by an AsgiCall whose receive() or send() must wait for its token.
+
+    async def receive_later(self, call: Any) -> Message:
+        """The call's next message, once its token says there is news."""
         token = call.token
-        self._calls[token] = request
+        while True:
+            message = call.poll_receive()
+            if message is not None:
+                return message  # type: ignore[no-any-return]
+            await self._wait(token)
+
+    async def room_later(self, call: Any) -> None:
+        """Returns once the client has taken enough of the response (or is gone)."""
+        token = call.token
+        while not call.has_room():
+            await self._wait(token)
+
+    async def _serve(self, call: Any) -> None:
         try:
             scope = call.scope(self._rt, self._state)
-            await self._app(scope, request.receive, request.send)
+            await self._app(scope, call.receive, call.send)
         except ClientDisconnected:
             call.finish(None)
         except BaseException as exc:  # logged with its traceback; the worker serves on
@@ -288,6 +282,5 @@ class LoopWorker:
         else:
             call.finish(None)
         finally:
-            del self._calls[token]
-            request.wake()
-
+            # Whatever the app left waiting (a task of its own) looks again: the call is over.
+            self._wake(call.token)

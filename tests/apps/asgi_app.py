@@ -104,6 +104,19 @@ async def echo(scope, receive, send, query) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def as_tasks(scope, receive, send, query) -> None:
+    """receive() and send() handed to asyncio as coroutines (create_task, ensure_future)."""
+    body = b""
+    while True:
+        message = await asyncio.create_task(receive())
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    await asyncio.ensure_future(send({"type": "http.response.start", "status": 200,
+                                      "headers": [(b"x-awaited", b"tasks")]}))
+    await asyncio.create_task(send({"type": "http.response.body", "body": body}))
+
+
 async def stream(scope, receive, send, query) -> None:
     n, size = int(query.get("n", "5")), int(query.get("size", "10"))
     await send({"type": "http.response.start", "status": 200,
@@ -260,6 +273,7 @@ async def returns_midway(scope, receive, send, query) -> None:
 
 ROUTES = {
     "/scope": scope_route, "scope": scope_route, "/echo": echo, "/stream": stream,
+    "/as-tasks": as_tasks,
     "/empty-first": empty_first,
     "/big": big, "/progress": progress, "/hold": hold, "/release": release,
     "/wait-disconnect": wait_disconnect, "/stream-forever": stream_forever,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
@@ -72,7 +73,7 @@ pub(crate) fn typed<'a, 'py>(
         .cast::<PyDict>()
         .map_err(|_| MessageError::NotADict(type_name(message)))?;
     let kind = dict
-        .get_item("type")
+        .get_item(intern!(dict.py(), "type"))
         .ok()
         .flatten()
         .and_then(|t| t.cast_into::<PyString>().ok())
@@ -87,7 +88,7 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
     match kind {
         "http.response.start" => start(dict).map(|h| Outgoing::Start(Box::new(h))),
         "http.response.body" => {
-            let body = match dict.get_item("body").ok().flatten() {
+            let body = match dict.get_item(intern!(dict.py(), "body")).ok().flatten() {
                 None => Bytes::new(),
                 Some(b) => {
                     let b = b.cast_into::<PyBytes>().map_err(|_| MessageError::Field {
@@ -97,12 +98,12 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
                     crate::wsgi::body_bytes(&b)
                 }
             };
-            let more = flag(dict, "more_body")?;
+            let more = more_body(dict)?;
             Ok(Outgoing::Body { body, more })
         }
         "http.response.pathsend" => {
             let path = dict
-                .get_item("path")
+                .get_item(intern!(dict.py(), "path"))
                 .ok()
                 .flatten()
                 .and_then(|p| p.extract::<PathBuf>().ok())
@@ -119,7 +120,20 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
 
 /// An optional bool field (False when absent).
 pub(crate) fn flag(dict: &Bound<'_, PyDict>, field: &'static str) -> Result<bool, MessageError> {
-    match dict.get_item(field).ok().flatten() {
+    bool_field(dict.get_item(field).ok().flatten(), field)
+}
+
+/// The optional bool `more_body` (False when absent), looked up by its interned name.
+fn more_body(dict: &Bound<'_, PyDict>) -> Result<bool, MessageError> {
+    let value = dict
+        .get_item(intern!(dict.py(), "more_body"))
+        .ok()
+        .flatten();
+    bool_field(value, "more_body")
+}
+
+fn bool_field(value: Option<Bound<'_, PyAny>>, field: &'static str) -> Result<bool, MessageError> {
+    match value {
         None => Ok(false),
         Some(v) => v.extract::<bool>().map_err(|_| MessageError::Field {
             field,
@@ -135,11 +149,24 @@ fn hop_by_hop(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// `"200 OK"` for 200: the three digits of a code from 100 to 599 and its reason, written
+/// without the formatting machinery (one per response).
+fn status_line(code: u16) -> String {
+    let reason = reason(code);
+    let mut line = String::with_capacity(4 + reason.len());
+    for digit in [code / 100, code / 10 % 10, code % 10] {
+        line.push(char::from(b'0' + (digit % 10) as u8));
+    }
+    line.push(' ');
+    line.push_str(reason);
+    line
+}
+
 /// The status and headers of `http.response.start` (and of the WebSocket denial's
 /// `websocket.http.response.start`).
 pub(crate) fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageError> {
     let status = dict
-        .get_item("status")
+        .get_item(intern!(dict.py(), "status"))
         .ok()
         .flatten()
         .ok_or_else(|| MessageError::Status("nothing".into()))?;
@@ -150,8 +177,8 @@ pub(crate) fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageErr
         .ok_or_else(|| {
             MessageError::Status(status.repr().map_or_else(|_| "?".into(), |r| r.to_string()))
         })?;
-    let mut head = ResponseHead::start(&format!("{code} {}", reason(code)))
-        .map_err(|e| MessageError::Header(e.to_string()))?;
+    let mut head =
+        ResponseHead::start(&status_line(code)).map_err(|e| MessageError::Header(e.to_string()))?;
     for_each_header(dict, |name, value| {
         if hop_by_hop(name) {
             log::debug!("ASGI app's {name} header dropped: the server frames responses");
@@ -169,7 +196,7 @@ pub(crate) fn for_each_header(
     dict: &Bound<'_, PyDict>,
     mut each: impl FnMut(&str, &[u8]) -> Result<(), MessageError>,
 ) -> Result<(), MessageError> {
-    let Some(headers) = dict.get_item("headers").ok().flatten() else {
+    let Some(headers) = dict.get_item(intern!(dict.py(), "headers")).ok().flatten() else {
         return Ok(());
     };
     let bad = || MessageError::Field {
@@ -187,4 +214,17 @@ pub(crate) fn for_each_header(
         each(name, value.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_line;
+    use ferrocorn::http1::response::reason;
+
+    #[test]
+    fn status_lines_read_as_formatted() {
+        for code in [100, 200, 204, 301, 404, 418, 500, 599] {
+            assert_eq!(status_line(code), format!("{code} {}", reason(code)));
+        }
+    }
 }

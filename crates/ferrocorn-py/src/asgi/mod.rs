@@ -7,9 +7,12 @@
 //! - `messages`: the checked messages an app sends.
 //! - `websocket`: the websocket scope's events (`AsgiWebSocket`), over the WebSocket the
 //!   core speaks.
+//! - `done`: the awaitable `receive()` and `send()` answer with when they need not wait.
 //! - this module: [`Call`], one exchange as the loop's coroutine (`ferrocorn._asgi`) drives it,
-//!   without ever blocking the loop: `receive()` and `send()` say "wait for my token" instead.
+//!   without ever blocking the loop: its `receive` and `send` are the app's own callables,
+//!   answered at once in Rust, or (to wait for the exchange's token) by the loop's coroutines.
 
+pub(crate) mod done;
 pub(crate) mod messages;
 pub(crate) mod runtime;
 pub(crate) mod scope;
@@ -21,12 +24,13 @@ use bytes::Bytes;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use ferrocorn::app::{BodyStream, Exchange, Request, ResponseSink};
 use ferrocorn::http1::response::{server_response, ResponseHead};
 use ferrocorn::remote::Flow;
 
+use self::done::Done;
 use self::messages::Outgoing;
 
 pyo3::create_exception!(
@@ -61,6 +65,9 @@ pub(crate) struct Call {
     phase: Phase,
     /// The last `http.request` (more_body False) was given to the app.
     request_done: bool,
+    /// The loop's side (`ferrocorn._asgi.LoopWorker`): its `receive_later(call)` and
+    /// `room_later(call)` coroutines wait for this call's token.
+    waits: Option<Py<PyAny>>,
 }
 
 impl Call {
@@ -78,7 +85,67 @@ impl Call {
             response: Some(response),
             phase: Phase::Idle,
             request_done: false,
+            waits: None,
         }
+    }
+
+    /// The call, waiting (when it must) through the loop's side `waits`.
+    pub(crate) fn waiting_on(mut self, waits: Py<PyAny>) -> Self {
+        self.waits = Some(waits);
+        self
+    }
+
+    /// The coroutine of the loop's side named `method`, which waits for `call`'s token.
+    fn later<'py>(
+        call: &Bound<'py, Self>,
+        method: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let waits = call.borrow().waits.as_ref().map(|w| w.clone_ref(call.py()));
+        wait_on_loop(waits, call.as_any(), method)
+    }
+
+    /// The next message for the app, or None: wait for this call's token.
+    fn next_message<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        // After the response, whatever is left of the body: the request is over (as Uvicorn).
+        if matches!(self.phase, Phase::Done) {
+            return Self::disconnect(py).map(Some);
+        }
+        if self.request_done {
+            if self.closed() {
+                return Self::disconnect(py).map(Some);
+            }
+            return Ok(None);
+        }
+        let Some(body) = self.body.as_mut() else {
+            return Self::disconnect(py).map(Some);
+        };
+        match body.poll_read(RECEIVE_MAX) {
+            Ok(Some(bytes)) => {
+                let more = !body.is_done();
+                self.request_done = !more;
+                let msg = PyDict::new(py);
+                msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
+                msg.set_item(intern!(py, "body"), PyBytes::new(py, &bytes))?;
+                msg.set_item(intern!(py, "more_body"), more)?;
+                Ok(Some(msg))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                log::debug!("{}: request body: {e}", self.label());
+                self.request_done = true;
+                Self::disconnect(py).map(Some)
+            }
+        }
+    }
+
+    /// Posts one of the app's messages: true when the app may go on, false when it waits for
+    /// room. Raises `ClientDisconnected` once the client is gone.
+    fn send_now(&mut self, message: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let msg = messages::parse(message)?;
+        if self.closed() {
+            return Err(ClientDisconnected::new_err("the client disconnected"));
+        }
+        Ok(self.post(msg)? == Flow::Ready)
     }
 
     fn closed(&self) -> bool {
@@ -184,48 +251,36 @@ impl Call {
         scope::build(py, &shared.0.scope, &self.request, state.as_ref())
     }
 
-    /// The next message for the app's `receive()`, or None: wait for this call's token.
-    fn receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        // After the response, whatever is left of the body: the request is over (as Uvicorn).
-        if matches!(self.phase, Phase::Done) {
-            return Self::disconnect(py).map(Some);
-        }
-        if self.request_done {
-            if matches!(self.phase, Phase::Done) || self.closed() {
-                return Self::disconnect(py).map(Some);
-            }
-            return Ok(None);
-        }
-        let Some(body) = self.body.as_mut() else {
-            return Self::disconnect(py).map(Some);
-        };
-        match body.poll_read(RECEIVE_MAX) {
-            Ok(Some(bytes)) => {
-                let more = !body.is_done();
-                self.request_done = !more;
-                let msg = PyDict::new(py);
-                msg.set_item(intern!(py, "type"), intern!(py, "http.request"))?;
-                msg.set_item(intern!(py, "body"), PyBytes::new(py, &bytes))?;
-                msg.set_item(intern!(py, "more_body"), more)?;
-                Ok(Some(msg))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                log::debug!("{}: request body: {e}", self.label());
-                self.request_done = true;
-                Self::disconnect(py).map(Some)
-            }
+    /// The app's `receive()`: the next message, at once or (waiting for the token) from the
+    /// loop's `receive_later(call)`.
+    fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let message = slf.borrow_mut().next_message(py)?;
+        match message {
+            Some(message) => Done::with(message.into_any()),
+            None => Self::later(slf, intern!(py, "receive_later")),
         }
     }
 
-    /// Sends one of the app's messages. True: go on; False: wait for this call's token until
-    /// `has_room()`. Raises `ClientDisconnected` once the client is gone.
-    fn send(&mut self, message: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let msg = messages::parse(message)?;
-        if self.closed() {
-            return Err(ClientDisconnected::new_err("the client disconnected"));
+    /// The next message, or None (`receive_later` waits for the token and asks again).
+    fn poll_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.next_message(py)
+    }
+
+    /// The app's `send(message)`: done at once, or (over the bytes-in-flight bound) the loop's
+    /// `room_later(call)`, which waits until `has_room()`. Raises `ClientDisconnected` once the
+    /// client is gone, and the message's error for a wrong one.
+    fn send<'py>(
+        slf: &Bound<'py, Self>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let ready = slf.borrow_mut().send_now(message)?;
+        if ready {
+            Done::ready(py)
+        } else {
+            Self::later(slf, intern!(py, "room_later"))
         }
-        Ok(self.post(msg)? == Flow::Ready)
     }
 
     /// True when a send may go on (or the client is gone, which the next send raises).
@@ -315,6 +370,19 @@ pub(crate) enum StartFailure {
     App(String),
     /// The loop itself could not start (`--loop uvloop` without uvloop, ...).
     Boot(String),
+}
+
+/// The coroutine of the loop's side `waits` (`ferrocorn._asgi.LoopWorker`) named `method`
+/// (`receive_later`, `room_later`), which waits for `call`'s token: what an HTTP or WebSocket
+/// call's `receive()`/`send()` answer when they must wait.
+pub(crate) fn wait_on_loop<'py>(
+    waits: Option<Py<PyAny>>,
+    call: &Bound<'py, PyAny>,
+    method: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let waits =
+        waits.ok_or_else(|| PyRuntimeError::new_err("this ASGI call is not on an event loop"))?;
+    waits.bind(call.py()).call_method1(method, (call,))
 }
 
 /// Starts the worker's event loop thread (`ferrocorn._asgi.LoopWorker`) and runs the

@@ -41,6 +41,8 @@ pub(crate) struct LoopShared {
     bell: OwnedFd,
     courier: Arc<Courier>,
     pub(crate) scope: ScopeShared,
+    /// The loop's side, whose coroutines wait for a call's token (`Runtime::set_waits`).
+    waits: OnceLock<Py<PyAny>>,
 }
 
 impl LoopShared {
@@ -59,6 +61,7 @@ impl LoopShared {
             bell: unsafe { OwnedFd::from_raw_fd(fd) },
             courier: Arc::default(),
             scope,
+            waits: OnceLock::new(),
         }))
     }
 
@@ -147,23 +150,36 @@ impl Runtime {
         };
     }
 
+    /// The loop's side: `receive_later(call)` and `room_later(call)` return the coroutines a
+    /// call's `receive()` and `send()` answer with when they must wait for its token.
+    fn set_waits(&self, waits: Py<PyAny>) -> PyResult<()> {
+        self.0
+            .waits
+            .set(waits)
+            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("the loop's side is set"))
+    }
+
     /// New exchanges (as `AsgiCall`s) and the tokens with news, and whether to look again at
     /// the next turn of the loop (something was found); with nothing found, the loop counts
     /// as asleep until rung.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, Vec<u64>, bool)> {
         let shared = &self.0;
         let calls = PyList::empty(py);
-        if let Some(jobs) = shared.jobs.get() {
+        if let (Some(jobs), Some(waits)) = (shared.jobs.get(), shared.waits.get()) {
             for _ in 0..BATCH {
                 let Some(mut exchange) = jobs.try_next() else {
                     break;
                 };
                 match exchange.request.websocket.take() {
                     Some(offer) => {
-                        let ws = super::websocket::WsCall::new(exchange, offer);
+                        let ws = super::websocket::WsCall::new(exchange, offer)
+                            .waiting_on(waits.clone_ref(py));
                         calls.append(Bound::new(py, ws)?)?;
                     }
-                    None => calls.append(Bound::new(py, Call::new(exchange))?)?,
+                    None => {
+                        let call = Call::new(exchange).waiting_on(waits.clone_ref(py));
+                        calls.append(Bound::new(py, call)?)?;
+                    }
                 }
             }
         }

@@ -2,6 +2,9 @@
 //! `Request` the WSGI environ is made from: the same trusted-proxy facts, the same root path
 //! rule (`--root-path`, or a trusted `X-Forwarded-Prefix`), the same TLS facts.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -22,18 +25,87 @@ pub(crate) struct ScopeShared {
     pub root_path: String,
     /// `{"version": "3.0", "spec_version": "2.4"}`.
     asgi: Py<PyDict>,
+    /// The `server` tuples made so far, by address and port: a worker has a few listeners, so
+    /// each request's is one of a few (immutable) tuples, made once.
+    servers: Mutex<Vec<(SocketAddr, Py<PyTuple>)>>,
+    /// Every key of a scope, in order, with None: each scope starts as a copy of it, so that
+    /// filling it in replaces values instead of growing the dict (three resizes otherwise).
+    template: Py<PyDict>,
 }
+
+/// A scope's keys, in the order they are filled in.
+const KEYS: [&str; 14] = [
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "root_path",
+    "headers",
+    "client",
+    "server",
+    "state",
+    "extensions",
+];
+
+/// The most `server` tuples kept (a proxy's `X-Forwarded-Port` can vary the port).
+const SERVERS_KEPT: usize = 16;
 
 impl ScopeShared {
     pub fn new(py: Python<'_>, root_path: String) -> PyResult<Self> {
         let asgi = PyDict::new(py);
         asgi.set_item("version", ASGI_VERSION)?;
         asgi.set_item("spec_version", HTTP_SPEC_VERSION)?;
+        let template = PyDict::new(py);
+        for key in KEYS {
+            template.set_item(PyString::intern(py, key), py.None())?;
+        }
         Ok(Self {
             root_path,
             asgi: asgi.unbind(),
+            servers: Mutex::new(Vec::new()),
+            template: template.unbind(),
         })
     }
+
+    /// The `(host, port)` tuple of a TCP listener's address as the scope's `server`.
+    fn server<'py>(&self, py: Python<'py>, addr: SocketAddr) -> PyResult<Bound<'py, PyTuple>> {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, tuple)) = servers.iter().find(|(a, _)| *a == addr) {
+            return Ok(tuple.bind(py).clone());
+        }
+        let tuple = (ip_text(addr.ip()), addr.port()).into_pyobject(py)?;
+        if servers.len() >= SERVERS_KEPT {
+            servers.remove(0);
+        }
+        servers.push((addr, tuple.clone().unbind()));
+        Ok(tuple)
+    }
+}
+
+/// An address as `IpAddr`'s `Display` writes it, an IPv4 one without the formatting
+/// machinery (the client's address is made into text for every request).
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 /// The scope of `req`. `state` is the lifespan's state, shallow-copied into the scope.
@@ -45,7 +117,7 @@ pub(crate) fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let fwd = &req.forwarded;
-    let scope = PyDict::new(py);
+    let scope = shared.template.bind(py).copy()?;
     scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     // A copy: an app that changes its scope's `asgi` dict changes no other request's.
     scope.set_item(intern!(py, "asgi"), shared.asgi.bind(py).copy()?)?;
@@ -88,22 +160,25 @@ pub(crate) fn build<'py>(
     // Fields as received, names lower-cased; a trusted proxy's host (when applied) replaces
     // the client's, as it does HTTP_HOST.
     let headers = PyList::empty(py);
+    // One buffer for every name lower-cased, not an allocation each.
+    let mut name = Vec::with_capacity(32);
     for h in &head.headers {
-        let name = h.name.to_ascii_lowercase();
-        let value: &[u8] = match (&fwd.host, name.as_str()) {
-            (Some(host), "host") => host.as_bytes(),
+        name.clear();
+        name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        let value: &[u8] = match &fwd.host {
+            Some(host) if name == b"host" => host.as_bytes(),
             _ => &h.value,
         };
         headers.append(PyTuple::new(
             py,
-            [PyBytes::new(py, name.as_bytes()), PyBytes::new(py, value)],
+            [PyBytes::new(py, &name), PyBytes::new(py, value)],
         )?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
 
     let client = match (&fwd.client, &req.peer) {
-        (Some(ip), _) => Some((ip.to_string(), fwd.client_port.unwrap_or(0))),
-        (None, Peer::Tcp(addr)) => Some((addr.ip().to_string(), addr.port())),
+        (Some(ip), _) => Some((ip_text(*ip), fwd.client_port.unwrap_or(0))),
+        (None, Peer::Tcp(addr)) => Some((ip_text(addr.ip()), addr.port())),
         (None, Peer::Unix) => None,
     };
     match client {
@@ -111,17 +186,18 @@ pub(crate) fn build<'py>(
         None => scope.set_item(intern!(py, "client"), py.None())?,
     }
     match &req.local {
-        Local::Tcp(addr) => scope.set_item(
-            intern!(py, "server"),
-            (addr.ip().to_string(), fwd.port.unwrap_or(addr.port())),
-        )?,
+        Local::Tcp(addr) => {
+            let addr = SocketAddr::new(addr.ip(), fwd.port.unwrap_or(addr.port()));
+            scope.set_item(intern!(py, "server"), shared.server(py, addr)?)?;
+        }
         Local::Unix(path) => scope.set_item(
             intern!(py, "server"),
             (path.display().to_string(), py.None()),
         )?,
     }
-    if let Some(state) = state {
-        scope.set_item(intern!(py, "state"), state.copy()?)?;
+    match state {
+        Some(state) => scope.set_item(intern!(py, "state"), state.copy()?)?,
+        None => scope.del_item(intern!(py, "state"))?,
     }
     scope.set_item(intern!(py, "extensions"), extensions(py, req)?)?;
     Ok(scope)
@@ -151,4 +227,24 @@ fn extensions<'py>(py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyDict
         ext.set_item(intern!(py, "tls"), t)?;
     }
     Ok(ext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn addresses_read_as_display_writes_them() {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 99, 100, 255)),
+            IpAddr::V4(Ipv4Addr::new(9, 10, 199, 200)),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
+        ] {
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 }

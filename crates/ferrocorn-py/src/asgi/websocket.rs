@@ -26,6 +26,7 @@ use ferrocorn::remote::Flow;
 use ferrocorn::websocket::{close, Received};
 use ferrocorn::ws_link::{Inbox, Offer};
 
+use super::done::Done;
 use super::messages::{self, MessageError};
 use super::ClientDisconnected;
 
@@ -241,6 +242,8 @@ pub(crate) struct WsCall {
     connect_given: bool,
     /// The disconnect the app was given: later `receive()`s get it again.
     ended: Option<(u16, String)>,
+    /// The loop's side, whose coroutines wait for this call's token.
+    waits: Option<Py<PyAny>>,
 }
 
 impl WsCall {
@@ -258,7 +261,22 @@ impl WsCall {
             phase: Phase::Connecting,
             connect_given: false,
             ended: None,
+            waits: None,
         }
+    }
+
+    /// The call, waiting (when it must) through the loop's side `waits`.
+    pub(crate) fn waiting_on(mut self, waits: Py<PyAny>) -> Self {
+        self.waits = Some(waits);
+        self
+    }
+
+    fn later<'py>(
+        call: &Bound<'py, Self>,
+        method: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let waits = call.borrow().waits.as_ref().map(|w| w.clone_ref(call.py()));
+        super::wait_on_loop(waits, call.as_any(), method)
     }
 
     fn closed(&self) -> bool {
@@ -372,6 +390,44 @@ impl WsCall {
     }
 }
 
+impl WsCall {
+    /// The next event for the app, or None: wait for this call's token.
+    fn next_event<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if !self.connect_given {
+            self.connect_given = true;
+            return Self::event(py, intern!(py, "websocket.connect")).map(Some);
+        }
+        if let Some((code, reason)) = self.ended.clone() {
+            return self.disconnect(py, code, reason).map(Some);
+        }
+        match self.inbox.take() {
+            Some(Received::Text(text)) => {
+                let msg = Self::event(py, intern!(py, "websocket.receive"))?;
+                msg.set_item(intern!(py, "text"), text)?;
+                Ok(Some(msg))
+            }
+            Some(Received::Binary(data)) => {
+                let msg = Self::event(py, intern!(py, "websocket.receive"))?;
+                msg.set_item(intern!(py, "bytes"), PyBytes::new(py, &data))?;
+                Ok(Some(msg))
+            }
+            Some(Received::Closed { code, reason }) => self.disconnect(py, code, reason).map(Some),
+            None if self.closed() => self.disconnect(py, ABNORMAL, String::new()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends one of the app's messages. True: go on; False: wait for this call's token until
+    /// `has_room()`. Raises `ClientDisconnected` once the client is gone.
+    fn send_now(&mut self, message: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let msg = parse(message)?;
+        if self.closed() {
+            return Err(ClientDisconnected::new_err("the client disconnected"));
+        }
+        Ok(self.post(msg)? == Flow::Ready)
+    }
+}
+
 #[pymethods]
 impl WsCall {
     #[getter]
@@ -415,40 +471,35 @@ impl WsCall {
         Ok(scope)
     }
 
-    /// The next event for the app's `receive()`, or None: wait for this call's token.
-    fn receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        if !self.connect_given {
-            self.connect_given = true;
-            return Self::event(py, intern!(py, "websocket.connect")).map(Some);
-        }
-        if let Some((code, reason)) = self.ended.clone() {
-            return self.disconnect(py, code, reason).map(Some);
-        }
-        match self.inbox.take() {
-            Some(Received::Text(text)) => {
-                let msg = Self::event(py, intern!(py, "websocket.receive"))?;
-                msg.set_item(intern!(py, "text"), text)?;
-                Ok(Some(msg))
-            }
-            Some(Received::Binary(data)) => {
-                let msg = Self::event(py, intern!(py, "websocket.receive"))?;
-                msg.set_item(intern!(py, "bytes"), PyBytes::new(py, &data))?;
-                Ok(Some(msg))
-            }
-            Some(Received::Closed { code, reason }) => self.disconnect(py, code, reason).map(Some),
-            None if self.closed() => self.disconnect(py, ABNORMAL, String::new()).map(Some),
-            None => Ok(None),
+    /// The app's `receive()`: the next event, at once or (waiting for the token) from the
+    /// loop's `receive_later(call)`.
+    fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let event = slf.borrow_mut().next_event(py)?;
+        match event {
+            Some(event) => Done::with(event.into_any()),
+            None => Self::later(slf, intern!(py, "receive_later")),
         }
     }
 
-    /// Sends one of the app's messages. True: go on; False: wait for this call's token until
-    /// `has_room()`. Raises `ClientDisconnected` once the client is gone.
-    fn send(&mut self, message: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let msg = parse(message)?;
-        if self.closed() {
-            return Err(ClientDisconnected::new_err("the client disconnected"));
+    /// The next event, or None (`receive_later` waits for the token and asks again).
+    fn poll_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.next_event(py)
+    }
+
+    /// The app's `send(message)`: done at once, or (over the bytes-in-flight bound) the loop's
+    /// `room_later(call)`. Raises `ClientDisconnected` once the client is gone.
+    fn send<'py>(
+        slf: &Bound<'py, Self>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let ready = slf.borrow_mut().send_now(message)?;
+        if ready {
+            Done::ready(py)
+        } else {
+            Self::later(slf, intern!(py, "room_later"))
         }
-        Ok(self.post(msg)? == Flow::Ready)
     }
 
     /// True when a send may go on (or the client is gone, which the next send raises).
