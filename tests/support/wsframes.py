@@ -124,7 +124,8 @@ class WsClient:
         self.sock.sendall(data)
 
     def send_frame(self, opcode: int, payload: bytes = b"", **kw: bool | int) -> None:
-        self.sock.sendall(frame(opcode, payload, **kw))  # type: ignore[arg-type]
+        # Through send_raw: over HTTP/2 the frame goes in the stream's DATA.
+        self.send_raw(frame(opcode, payload, **kw))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ frames
     def recv_frame(self) -> Frame | None:
@@ -349,7 +350,10 @@ class H2WsClient(WsClient):
                 if not self._pump():
                     raise BrokenPipeError("the connection ended")
                 continue
-            self.h2.send_data(self.sid, bytes(view[:room]))
+            try:
+                self.h2.send_data(self.sid, bytes(view[:room]))
+            except h2.exceptions.StreamClosedError:
+                raise BrokenPipeError("the stream is closed") from None
             view = view[room:]
             self._flush()
 

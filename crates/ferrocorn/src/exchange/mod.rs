@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
@@ -36,6 +37,7 @@ use crate::observe::metrics::RequestMetrics;
 use crate::proxy::Forwarded;
 use crate::static_files::{Answer as StaticAnswer, Body as StaticBody};
 use crate::transport::tls::TlsInfo;
+use crate::websocket::handshake::{Handshake, HandshakeError};
 
 pub(crate) use record::Record;
 
@@ -120,7 +122,33 @@ pub(crate) trait Wire {
     fn byte_stream(&mut self) -> Option<(&mut Stream, &mut BytesMut)> {
         None
     }
+
+    /// The WebSocket handshake `head` asks for, checked, where this wire can carry one
+    /// (HTTP/1.1's upgrade, HTTP/2's extended CONNECT); None for any other request.
+    fn websocket_handshake(&self, head: &RequestHead) -> Option<Result<Handshake, HandshakeError>>;
+    /// Accepts the handshake with the app's `subprotocol` (checked already) and `fields`, and
+    /// gives the stream the session runs over, with the status the access log records.
+    async fn open_websocket(
+        &mut self,
+        hs: &Handshake,
+        subprotocol: Option<&str>,
+        fields: &[(&str, &[u8])],
+    ) -> Result<(WsIo<'_>, u16), ()>;
+    /// The WebSocket opened by [`Wire::open_websocket`] is over (its stream dropped): what
+    /// the client still sends on its way out is taken where the connection goes on (an HTTP/2
+    /// stream: the rest of a frame, its close reply); HTTP/1.1 just closes.
+    async fn websocket_done(&mut self) {}
 }
+
+/// The byte stream a WebSocket the core speaks runs over (`websocket`): boxed, since a
+/// driver's own type (with the connection's lifetime) in the exchange's future trips rustc's
+/// `Send` check of the connection task.
+pub(crate) type WsIo<'a> = Box<dyn WsStream + 'a>;
+
+/// What [`WsIo`] can be.
+pub(crate) trait WsStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> WsStream for T {}
 
 /// Who says where the request came from.
 pub(crate) enum Source {
@@ -225,8 +253,9 @@ async fn serve<W: Wire>(
     }
     // A WebSocket for an app that speaks messages: the core speaks the protocol.
     if let Some(remote) = &ctx.remote {
-        if crate::tunnel::asks_for_websocket(&head) && wire.byte_stream().is_some() {
-            return websocket::serve(wire, ctx, remote, head, (forwarded, extra), record).await;
+        if let Some(checked) = wire.websocket_handshake(&head) {
+            let offer = (checked, forwarded, extra);
+            return websocket::serve(wire, ctx, remote, head, offer, record).await;
         }
     }
     dispatch(wire, ctx, head, forwarded, extra, record).await

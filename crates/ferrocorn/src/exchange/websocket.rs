@@ -1,8 +1,10 @@
 //! A WebSocket the core speaks for an app side on an event loop (ASGI's websocket scope):
-//! the handshake checked here ([`Handshake::check`], a malformed one answered without the
-//! app), the exchange handed to the app with an [`Offer`], then the app's answer: its
-//! `websocket.accept` (the `101`, then a [`Session`] over the connection's byte stream) or a
-//! denial (an HTTP response, written as an app's answer is). After the `101` both directions
+//! the handshake as the wire checked it (`Wire::websocket_handshake`: HTTP/1.1's upgrade,
+//! HTTP/2's extended CONNECT; a malformed one answered here without the app), the exchange
+//! handed to the app with an [`Offer`], then the app's answer: its `websocket.accept` (the
+//! wire's acceptance, `Wire::open_websocket`: a `101` and the connection's byte stream, or a
+//! `200` and the stream's DATA frames, then a [`Session`] over it) or a denial (an HTTP
+//! response, written as an app's answer is). After the `101` both directions
 //! run at once in [`relay`]:
 //!
 //! - **client to app**: the session's messages go to the [`Inbox`], and the client is read
@@ -22,14 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{count, Record, Wire};
 use crate::app::{BodyStream, Exchange, Request, ResponseSink, Rx};
 use crate::connection::ctx::ConnCtx;
 use crate::http1::request::{RequestHead, Text};
 use crate::http1::response::{server_response, HeaderBlock};
-use crate::http2::rewind::Rewind;
 use crate::messages::{AppMsg, WsOut};
 use crate::proxy::Forwarded;
 use crate::remote::RemoteApp;
@@ -51,6 +52,13 @@ fn gone() -> Received {
     }
 }
 
+/// A handshake as the wire checked it, and what admission found out about the request.
+type Checked = (
+    Result<Handshake, HandshakeError>,
+    Forwarded,
+    Vec<(Text, Bytes)>,
+);
+
 /// Serves a request that asks for a WebSocket (`crate::tunnel::asks_for_websocket`) on a
 /// wire with a byte stream, for a remote app. Returns as `exchange::run` does; the
 /// connection never carries another request after it.
@@ -59,10 +67,10 @@ pub(super) async fn serve<W: Wire>(
     ctx: &Arc<ConnCtx>,
     remote: &RemoteApp,
     head: RequestHead,
-    (forwarded, extra): (Forwarded, Vec<(Text, Bytes)>),
+    (checked, forwarded, extra): Checked,
     mut record: Option<&mut Record>,
 ) -> Result<bool, ()> {
-    let mut hs = match Handshake::check(&head) {
+    let mut hs = match checked {
         Ok(hs) => hs,
         Err(e) => {
             log::debug!("{}: refused WebSocket handshake: {e}", wire.peer());
@@ -148,37 +156,30 @@ pub(super) async fn serve<W: Wire>(
         }
     };
 
+    if let Err(e) = hs.subprotocol(subprotocol.as_deref()) {
+        log::error!("{}: the app's websocket.accept: {e}", wire.peer());
+        inbox.put(gone());
+        return refuse(wire, &e, record).await;
+    }
     let fields: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
     // permessage-deflate (`--ws-per-message-deflate`): the first offer the policy allows.
     let deflate = hs.negotiate(&ctx.config.websocket);
-    let switching = match hs.accept(subprotocol.as_deref(), &fields) {
-        Ok(resp) => resp,
-        Err(e) => {
-            log::error!("{}: the app's websocket.accept: {e}", wire.peer());
-            inbox.put(gone());
-            return refuse(wire, &e, record).await;
-        }
-    };
     let peer = wire.peer().clone();
     let write_timeout = ctx.config.write_timeout;
-    let Some((stream, read_ahead)) = wire.byte_stream() else {
-        return Err(());
+    let (io, status) = match wire
+        .open_websocket(&hs, subprotocol.as_deref(), &fields)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(()) => {
+            log::debug!("{peer}: the WebSocket's acceptance could not be sent");
+            inbox.put(gone());
+            return Err(());
+        }
     };
-    let wrote = tokio::time::timeout(write_timeout, async {
-        stream.write_all(&switching).await?;
-        stream.flush().await
-    })
-    .await;
-    if !matches!(wrote, Ok(Ok(()))) {
-        log::debug!("{peer}: the 101 could not be written");
-        inbox.put(gone());
-        return Err(());
-    }
     if let Some(r) = record.as_deref_mut() {
-        r.response(101, &HeaderBlock::default());
+        r.response(status, &HeaderBlock::default());
     }
-    // A client may send its first frames right behind its handshake.
-    let io = Rewind::new(read_ahead.split().freeze(), stream);
     let session = Session::new(
         io,
         &ctx.config.websocket,
@@ -187,6 +188,7 @@ pub(super) async fn serve<W: Wire>(
     )
     .await;
     let relayed = relay(session, &mut rx, &inbox, ctx, write_timeout).await;
+    wire.websocket_done().await;
     log::debug!(
         "{peer}: WebSocket closed ({}): {} bytes to the client",
         relayed.ending,

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
 
 use crate::net::Stream;
 
@@ -20,7 +21,9 @@ use super::writer::Writer;
 use crate::addr::{Local, Peer};
 use crate::connection::ctx::ConnCtx;
 use crate::exchange::{self, Source, Wire};
+use crate::http2::Rewind;
 use crate::transport::tls::TlsInfo;
+use crate::websocket::handshake::{Handshake, HandshakeError};
 
 /// A response body up to this size is copied after the head and sent with it in one write.
 const SMALL_BODY: usize = 2048;
@@ -258,6 +261,32 @@ impl Wire for H1Wire<'_> {
         }
         let conn = &mut *self.conn;
         Some((&mut conn.io, &mut conn.buf))
+    }
+
+    fn websocket_handshake(&self, head: &RequestHead) -> Option<Result<Handshake, HandshakeError>> {
+        (!self.uwsgi && crate::tunnel::asks_for_websocket(head)).then(|| Handshake::check(head))
+    }
+
+    async fn open_websocket(
+        &mut self,
+        hs: &Handshake,
+        subprotocol: Option<&str>,
+        fields: &[(&str, &[u8])],
+    ) -> Result<(exchange::WsIo<'_>, u16), ()> {
+        let switching = hs.accept(subprotocol, fields).map_err(drop)?;
+        let timeout = self.conn.ctx.config.write_timeout;
+        let conn = &mut *self.conn;
+        let wrote = tokio::time::timeout(timeout, async {
+            conn.io.write_all(&switching).await?;
+            conn.io.flush().await
+        })
+        .await;
+        if !matches!(wrote, Ok(Ok(()))) {
+            return Err(());
+        }
+        // A client may send its first frames right behind its handshake.
+        let ahead = conn.buf.split().freeze();
+        Ok((Box::new(Rewind::new(ahead, &mut conn.io)), 101))
     }
 
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {

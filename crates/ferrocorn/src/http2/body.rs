@@ -32,6 +32,12 @@ impl H2Body {
         }
     }
 
+    /// The stream itself, for a WebSocket over it (`super::connect`; nothing of it read as a
+    /// body before).
+    pub(crate) fn stream(&mut self) -> &mut RecvStream {
+        &mut self.recv
+    }
+
     /// True when the whole body has been handed out.
     pub(crate) fn is_done(&self) -> bool {
         self.held.is_empty() && self.ended

@@ -48,7 +48,12 @@ pub(crate) async fn serve<T>(
 {
     let peer_text = peer.to_string();
     let config = ctx.config.http2;
-    let handshake = limits::builder(&config).handshake::<T, Bytes>(io);
+    let mut builder = limits::builder(&config);
+    if ctx.remote.is_some() {
+        // WebSockets over HTTP/2 (RFC 8441), for an app whose WebSockets the core speaks.
+        builder.enable_connect_protocol();
+    }
+    let handshake = builder.handshake::<T, Bytes>(io);
     // The preface and the client's SETTINGS are its request head: same time allowed.
     let mut conn = match tokio::time::timeout(ctx.config.head_timeout, handshake).await {
         Ok(Ok(conn)) => conn,

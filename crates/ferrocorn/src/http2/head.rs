@@ -24,6 +24,16 @@ impl HeadError {
     }
 }
 
+/// True for an extended CONNECT that asks for a WebSocket (RFC 8441 §4: `:protocol
+/// websocket`; `h2` takes `:protocol` only where the driver enabled it).
+pub(crate) fn is_websocket(parts: &http::request::Parts) -> bool {
+    parts.method == http::Method::CONNECT
+        && parts
+            .extensions
+            .get::<h2::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
 /// The head of `parts`; `end_stream` when the request has no body (HEADERS carried
 /// END_STREAM).
 pub(crate) fn request_head(
@@ -31,8 +41,9 @@ pub(crate) fn request_head(
     end_stream: bool,
     limits: &Limits,
 ) -> Result<RequestHead, HeadError> {
-    if parts.method == http::Method::CONNECT {
-        // Tunnels (RFC 9113 §8.5) have no WSGI meaning.
+    if parts.method == http::Method::CONNECT && !is_websocket(parts) {
+        // Tunnels (RFC 9113 §8.5) have no WSGI meaning; a WebSocket's extended CONNECT
+        // (RFC 8441, offered to ASGI apps only) is the exchange's to check.
         return Err(HeadError::Method(parts.method.to_string()));
     }
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -170,6 +181,45 @@ mod tests {
             .expect("valid");
         let e = request_head(&parts(connect), true, &limits).expect_err("no tunnels");
         assert_eq!(e.status(), 501);
+    }
+
+    #[test]
+    fn a_websocket_extended_connect_goes_to_the_exchange() {
+        use crate::websocket::handshake::{Handshake, HandshakeError};
+        let connect = |fields: &[(&str, &str)]| {
+            let mut b = http::Request::builder()
+                .method("CONNECT")
+                .uri("https://h/chat?room=1")
+                .extension(h2::ext::Protocol::from("websocket"));
+            for (name, value) in fields {
+                b = b.header(*name, *value);
+            }
+            parts(b.body(()).expect("valid"))
+        };
+        let p = connect(&[
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat, v2"),
+        ]);
+        assert!(is_websocket(&p));
+        let head = request_head(&p, false, &Limits::default()).expect("taken");
+        assert_eq!((&*head.method, &*head.target), ("CONNECT", "/chat?room=1"));
+        let hs = Handshake::check_extended_connect(&head).expect("valid");
+        assert_eq!(hs.subprotocols, ["chat", "v2"]);
+        assert_eq!(hs.subprotocol(Some("v2")), Ok(Some("v2")));
+        assert_eq!(
+            hs.subprotocol(Some("mqtt")),
+            Err(HandshakeError::NotOffered("mqtt".into()))
+        );
+        let old = request_head(
+            &connect(&[("sec-websocket-version", "8")]),
+            false,
+            &Limits::default(),
+        )
+        .expect("taken");
+        assert_eq!(
+            Handshake::check_extended_connect(&old),
+            Err(HandshakeError::BadVersion)
+        );
     }
 
     #[test]

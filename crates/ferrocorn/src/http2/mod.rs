@@ -7,11 +7,12 @@
 //! switch with `Upgrade: h2c` (`--http2-cleartext upgrade`, see [`upgrade`]).
 
 mod body;
+mod connect;
 mod driver;
 mod h2c;
 mod head;
 pub(crate) mod limits;
-pub(crate) mod rewind;
+mod rewind;
 mod stream;
 pub(crate) mod upgrade;
 

@@ -13,16 +13,19 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 
 use super::body::H2Body;
+use super::connect::ConnectIo;
 use super::head::request_head;
 use crate::addr::{Local, Peer};
 use crate::connection::ctx::ConnCtx;
 use crate::exchange::{self, Source, Wire};
 use crate::http1::error::BodyError;
+use crate::http1::request::RequestHead;
 use crate::http1::response::{
     server_response, with_date, EarlyHints, HeaderBlock, ResponseHead, SERVER,
 };
 use crate::observe::metrics::H2Event;
 use crate::transport::tls::TlsInfo;
+use crate::websocket::handshake::{Handshake, HandshakeError};
 
 /// How long the rest of a refused request's body is read and dropped, at most.
 const REFUSED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -198,6 +201,48 @@ impl Wire for H2Wire<'_> {
     async fn abandoned(&mut self) {
         let reason = reset_by_peer(&mut self.out).await;
         client_reset(self.shared, reason);
+    }
+
+    fn websocket_handshake(&self, head: &RequestHead) -> Option<Result<Handshake, HandshakeError>> {
+        // `request_head` let a CONNECT through only with `:protocol websocket`.
+        (&*head.method == "CONNECT").then(|| Handshake::check_extended_connect(head))
+    }
+
+    async fn open_websocket(
+        &mut self,
+        hs: &Handshake,
+        subprotocol: Option<&str>,
+        fields: &[(&str, &[u8])],
+    ) -> Result<(exchange::WsIo<'_>, u16), ()> {
+        // RFC 8441 §5: a 2xx opens it; the stream stays open both ways.
+        let mut head = ResponseHead::start("200 OK").map_err(drop)?;
+        if let Some(p) = hs.subprotocol(subprotocol).map_err(drop)? {
+            head.add("Sec-WebSocket-Protocol", p.as_bytes())
+                .map_err(drop)?;
+        }
+        if let Some(d) = hs.deflate() {
+            head.add("Sec-WebSocket-Extensions", d.response().as_bytes())
+                .map_err(drop)?;
+        }
+        for (name, value) in fields {
+            head.add(name, value).map_err(drop)?;
+        }
+        let Out::Waiting(mut respond) = std::mem::replace(&mut self.out, Out::Body(None)) else {
+            return Err(());
+        };
+        let parts = response_parts(&head, None).map_err(drop)?;
+        let send = respond.send_response(parts, false).map_err(drop)?;
+        Ok((Box::new(ConnectIo::new(send, self.body.stream())), 200))
+    }
+
+    async fn websocket_done(&mut self) {
+        // Its END_STREAM went out as the stream's handle was dropped. The client may still be
+        // sending (a message the server refused, its close reply): taken and dropped for a
+        // moment, as after a refusal, so it sees the end rather than a window that never opens.
+        let linger = self
+            .body
+            .drain(u64::MAX, self.shared.ctx.config.body_timeout);
+        let _ = tokio::time::timeout(REFUSED_LINGER, linger).await;
     }
 
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {

@@ -106,6 +106,24 @@ impl Handshake {
         if decoded.len() != 16 {
             return Err(HandshakeError::BadKey);
         }
+        Self::offered(head, accept_key(key))
+    }
+
+    /// Checks an HTTP/2 extended CONNECT (RFC 8441 §4: `:method CONNECT` with `:protocol
+    /// websocket`, which the HTTP/2 driver has seen; `Sec-WebSocket-Version: 13`, and no
+    /// `Sec-WebSocket-Key`: the stream is the connection, nothing to prove). Its answer is a
+    /// `200` with the app's subprotocol ([`Self::subprotocol`]) and [`Self::deflate`]'s
+    /// response, not [`Self::accept`]'s `101`.
+    pub fn check_extended_connect(head: &RequestHead) -> Result<Self, HandshakeError> {
+        if head.version != Version::Http2 || &*head.method != "CONNECT" {
+            return Err(HandshakeError::NotGet);
+        }
+        Self::offered(head, String::new())
+    }
+
+    /// The rest of a handshake's check, for both: version 13, and the subprotocols and
+    /// extensions offered.
+    fn offered(head: &RequestHead, accept: String) -> Result<Self, HandshakeError> {
         let mut versions = head
             .headers
             .iter()
@@ -130,12 +148,25 @@ impl Handshake {
             .filter_map(Offer::parse)
             .collect();
         Ok(Self {
-            accept: accept_key(key),
+            accept,
             subprotocols,
             extensions,
             deflate_offers,
             deflate: None,
         })
+    }
+
+    /// The app's choice of subprotocol, checked: one the client offered.
+    pub fn subprotocol<'a>(
+        &self,
+        chosen: Option<&'a str>,
+    ) -> Result<Option<&'a str>, HandshakeError> {
+        match chosen {
+            Some(p) if !self.subprotocols.iter().any(|o| o == p) => {
+                Err(HandshakeError::NotOffered(p.to_owned()))
+            }
+            _ => Ok(chosen),
+        }
     }
 
     /// Takes up the first permessage-deflate offer `config` allows (RFC 7692 §7.1), or none
@@ -162,11 +193,7 @@ impl Handshake {
         subprotocol: Option<&str>,
         extra: &[(&str, &[u8])],
     ) -> Result<Bytes, HandshakeError> {
-        if let Some(p) = subprotocol {
-            if !self.subprotocols.iter().any(|o| o == p) {
-                return Err(HandshakeError::NotOffered(p.to_owned()));
-            }
-        }
+        let subprotocol = self.subprotocol(subprotocol)?;
         let mut out = BytesMut::with_capacity(160);
         out.put_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");
         out.put_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
