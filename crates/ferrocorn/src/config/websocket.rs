@@ -30,7 +30,7 @@ pub struct WebSocketSettings {
     /// option of the same name (false: every offer declined). The server asks for no context
     /// takeover both ways, so an idle connection holds no compression state; a compressed
     /// message counts against --ws-max-size as it inflates. For the protocol the server
-    /// speaks itself (ASGI's websocket scope, not served yet).
+    /// speaks itself (ASGI's websocket scope; WSGI apps speak their own on gunicorn.socket).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub ws_per_message_deflate: bool,
