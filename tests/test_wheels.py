@@ -266,20 +266,20 @@ def test_auditwheel_agrees_with_the_tag(param: Path) -> None:
     assert policy == "manylinux" and version <= (2, 17), text
 
 
-def sdist() -> Path:
-    found = sorted(WHEELHOUSE.glob("ferrocorn-*.tar.gz"))
-    if not found:
-        pytest.fail(f"no sdist in {WHEELHOUSE}: `make test-wheels` builds it")
-    return found[-1]
-
-
-def test_sdist_holds_the_backend_and_the_training_apps(tmp_path: Path) -> None:
-    """`maturin sdist`, as `make wheels` runs it: everything `pip install` of it builds from."""
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`maturin sdist` of this tree, as `make wheels` runs it."""
+    out = tmp_path_factory.mktemp("sdist")
     maturin = Path(sys.executable).parent / "maturin"
-    subprocess.run([str(maturin), "sdist", "--out", str(tmp_path)], cwd=ROOT, check=True,
+    subprocess.run([str(maturin), "sdist", "--out", str(out)], cwd=ROOT, check=True,
                    capture_output=True, timeout=300)
-    [built] = tmp_path.glob("ferrocorn-*.tar.gz")
-    with tarfile.open(built) as tar:
+    [built] = out.glob("ferrocorn-*.tar.gz")
+    return built
+
+
+def test_sdist_holds_the_backend_and_the_training_apps(sdist: Path) -> None:
+    """Everything `pip install` of the sdist builds from."""
+    with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for required in ("pyproject.toml", "Cargo.toml", "Cargo.lock", "tools/ferrocorn_build.py",
                      "tools/pgo_build.py", "bench/run.py", "bench/instructions.py",
@@ -288,10 +288,10 @@ def test_sdist_holds_the_backend_and_the_training_apps(tmp_path: Path) -> None:
         assert required in names, required
 
 
-@pytest.mark.wheels
-def test_sdist_installs_the_profile_guided_build(tmp_path: Path) -> None:
-    """`pip install ferrocorn-X.tar.gz` from a clean directory: the in-tree backend builds it
-    profile-guided (this compiles everything twice)."""
+def test_sdist_installs_the_profile_guided_build(sdist: Path, tmp_path: Path) -> None:
+    """`pip install ferrocorn-X.tar.gz` from a clean directory, with no target directory to
+    reuse: the in-tree backend builds it profile-guided (this compiles everything twice, some
+    minutes on two cores), and it serves."""
     if shutil.which("cargo") is None:
         pytest.skip("cargo is not installed: an sdist needs a Rust toolchain")
     work = tmp_path / "clean"
@@ -300,7 +300,7 @@ def test_sdist_installs_the_profile_guided_build(tmp_path: Path) -> None:
     env = clean_env(os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")]))
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     built = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-v",
-                            str(sdist())], env=env, cwd=work, capture_output=True, text=True,
+                            str(sdist)], env=env, cwd=work, capture_output=True, text=True,
                            timeout=3600)
     log = built.stdout + built.stderr
     (ROOT / "target").mkdir(exist_ok=True)
