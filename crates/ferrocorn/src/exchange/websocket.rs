@@ -66,7 +66,7 @@ pub(super) async fn serve<W: Wire>(
     wire: &mut W,
     ctx: &Arc<ConnCtx>,
     remote: &RemoteApp,
-    head: RequestHead,
+    mut head: RequestHead,
     (checked, forwarded, extra): Checked,
     mut record: Option<&mut Record>,
 ) -> Result<bool, ()> {
@@ -77,6 +77,8 @@ pub(super) async fn serve<W: Wire>(
             return refuse(wire, &e, record).await;
         }
     };
+    // The app keeps the head for the session: in its own bytes, not the connection's buffer.
+    head.detach();
     let (tx, mut rx, mailbox) = Rx::remote(remote);
     let inbox = Inbox::new(remote, mailbox.token());
     let exchange = Exchange {
