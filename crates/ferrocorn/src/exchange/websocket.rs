@@ -77,7 +77,8 @@ pub(super) async fn serve<W: Wire>(
             return refuse(wire, &e, record).await;
         }
     };
-    // The app keeps the head for the session: in its own bytes, not the connection's buffer.
+    // The app side holds the head until it has made the scope: in bytes of its own, so that
+    // the connection's read buffer can go back to the thread's stack (`open_websocket`).
     head.detach();
     let (tx, mut rx, mailbox) = Rx::remote(remote);
     let inbox = Inbox::new(remote, mailbox.token());
