@@ -233,7 +233,11 @@ enum Phase {
 /// One WebSocket on the event loop (see the module's documentation).
 #[pyclass(module = "ferrocorn._ferrocorn", name = "AsgiWebSocket")]
 pub(crate) struct WsCall {
-    request: Request,
+    /// The request, until `scope()` has made the app's scope of it: not kept for the session
+    /// (its fields would be held by every open WebSocket).
+    request: Option<Box<Request>>,
+    /// The request target, for log lines.
+    target: Box<str>,
     subprotocols: Vec<String>,
     inbox: Arc<Inbox>,
     response: Option<ResponseSink>,
@@ -254,7 +258,8 @@ impl WsCall {
         } = exchange;
         Self {
             token: response.token().unwrap_or_default(),
-            request,
+            target: Box::from(&*request.head.target),
+            request: Some(Box::new(request)),
             subprotocols: offer.subprotocols,
             inbox: offer.inbox,
             response: Some(response),
@@ -284,7 +289,7 @@ impl WsCall {
     }
 
     fn label(&self) -> String {
-        format!("WebSocket {}", self.request.head.target)
+        format!("WebSocket {}", self.target)
     }
 
     fn event<'py>(py: Python<'py>, kind: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyDict>> {
@@ -436,15 +441,20 @@ impl WsCall {
     }
 
     /// The websocket scope: the HTTP scope's keys less `method`, with `scheme` ws or wss,
-    /// the client's `subprotocols`, and the denial extension.
+    /// the client's `subprotocols`, and the denial extension. Made once: the request goes with it.
     #[pyo3(signature = (shared, state=None))]
     fn scope<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         shared: PyRef<'py, super::runtime::Runtime>,
         state: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let scope = super::scope::build(py, &shared.0.scope, &self.request, state.as_ref())?;
+        let Some(request) = self.request.take() else {
+            return Err(PyRuntimeError::new_err(
+                "the websocket scope was made already",
+            ));
+        };
+        let scope = super::scope::build(py, &shared.0.scope, &request, state.as_ref())?;
         scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
         scope.del_item(intern!(py, "method"))?;
         let scheme = scope

@@ -66,7 +66,7 @@ pub(super) async fn serve<W: Wire>(
     wire: &mut W,
     ctx: &Arc<ConnCtx>,
     remote: &RemoteApp,
-    head: RequestHead,
+    mut head: RequestHead,
     (checked, forwarded, extra): Checked,
     mut record: Option<&mut Record>,
 ) -> Result<bool, ()> {
@@ -77,6 +77,9 @@ pub(super) async fn serve<W: Wire>(
             return refuse(wire, &e, record).await;
         }
     };
+    // The app side holds the head until it has made the scope: in bytes of its own, so that
+    // the connection's read buffer can go back to the thread's stack (`open_websocket`).
+    head.detach();
     let (tx, mut rx, mailbox) = Rx::remote(remote);
     let inbox = Inbox::new(remote, mailbox.token());
     let exchange = Exchange {

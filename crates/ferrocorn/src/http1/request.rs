@@ -161,6 +161,31 @@ impl RequestHead {
         }
     }
 
+    /// Moves the head's bytes out of the connection's read buffer (which its fields slice)
+    /// into one allocation sized to them: for a head kept while the connection goes on
+    /// without that buffer (a WebSocket's, held for the session), which would otherwise pin
+    /// the buffer's whole 8 KiB.
+    pub fn detach(&mut self) {
+        let size = self.method.0.len()
+            + self.target.0.len()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.name.0.len() + h.value.len())
+                .sum::<usize>();
+        let mut own = BytesMut::with_capacity(size);
+        let mut moved = |b: &mut Bytes| {
+            own.extend_from_slice(b);
+            *b = own.split().freeze();
+        };
+        moved(&mut self.method.0);
+        moved(&mut self.target.0);
+        for h in &mut self.headers {
+            moved(&mut h.name.0);
+            moved(&mut h.value);
+        }
+    }
+
     /// The target's path, without the query, for origin-form and absolute-form targets.
     pub fn path(&self) -> &str {
         target_path(&self.target)
@@ -638,6 +663,21 @@ mod tests {
         assert_eq!(h.version, Version::Http11);
         assert_eq!(h.framing, Framing::None);
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn a_detached_head_keeps_its_fields_but_not_the_read_buffer() {
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        buf.extend_from_slice(
+            b"GET /chat?room=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+        );
+        let (mut h, _) = take_head(&mut buf, &Limits::default()).unwrap().unwrap();
+        let before = format!("{h:?}");
+        h.detach();
+        assert_eq!(format!("{h:?}"), before);
+        assert_eq!(h.query(), "room=1");
+        // The read buffer's allocation is no longer shared: it can be taken back whole.
+        assert!(buf.try_reclaim(8 * 1024));
     }
 
     #[test]

@@ -284,8 +284,11 @@ impl Wire for H1Wire<'_> {
         if !matches!(wrote, Ok(Ok(()))) {
             return Err(());
         }
-        // A client may send its first frames right behind its handshake.
-        let ahead = conn.buf.split().freeze();
+        // A client may send its first frames right behind its handshake: copied out, so that
+        // the read buffer goes back to the thread's stack (the session reads through its own;
+        // an idle WebSocket would otherwise hold both).
+        let ahead = Bytes::copy_from_slice(&conn.buf);
+        super::buffers::give(std::mem::take(&mut conn.buf));
         Ok((Box::new(Rewind::new(ahead, &mut conn.io)), 101))
     }
 

@@ -16,13 +16,60 @@
 //!   `--ws-per-message-deflate false`), [`Handshake::accept`] answers it in the `101`, and
 //!   [`Handshake::deflate`] is what [`Session::new`] is given to inflate and deflate with.
 //!
+//! - `pooled`: the byte stream under the session, read through one of the worker thread's
+//!   reusable buffers held only while bytes wait in it, so that `tungstenite`'s own read
+//!   buffer (resident on every connection) can stay at 2 KiB.
+//!
 //! [`Handshake::negotiate`]: handshake::Handshake::negotiate
 //! [`Handshake::accept`]: handshake::Handshake::accept
 //! [`Handshake::deflate`]: handshake::Handshake::deflate
 
+/// `AsyncWrite` for a filter on the read side, `$filter<S>`: writes go to its field `$inner`
+/// as they are.
+macro_rules! writes_through {
+    ($filter:ident, $inner:ident) => {
+        impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $filter<S> {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.get_mut().$inner).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.get_mut().$inner).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.$inner.is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.get_mut().$inner).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(&mut self.get_mut().$inner).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 pub mod close;
 pub mod deflate;
 pub mod handshake;
+mod pooled;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -39,6 +86,7 @@ use tokio_tungstenite::WebSocketStream;
 use self::deflate::compress::Deflater;
 use self::deflate::inflate::Inflating;
 use self::deflate::{Deflate, DeflateConfig};
+use self::pooled::Pooled;
 use crate::observe::metrics::{RequestMetrics, WsEvent};
 
 /// What every WebSocket connection of a worker shares (`--ws-*`).
@@ -96,9 +144,12 @@ const NO_STATUS: u16 = 1005;
 /// The connection ended without a close frame (reported, never sent).
 const ABNORMAL: u16 = 1006;
 
+/// `tungstenite`'s read buffer per connection: a 1 KiB message and its frame head in one read.
+const READ_BUFFER: usize = 2 * 1024;
+
 /// An open WebSocket connection over `S` (after the `101`).
 pub struct Session<S> {
-    ws: WebSocketStream<Inflating<S>>,
+    ws: WebSocketStream<Inflating<Pooled<S>>>,
     /// Compresses what is sent, when permessage-deflate was agreed on.
     deflater: Option<Box<Deflater>>,
     config: WsConfig,
@@ -132,10 +183,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let limits = WebSocketConfig::default()
             .max_message_size(Some(config.max_size))
             .max_frame_size(Some(config.max_size))
-            // An idle connection should not pin 128 KiB; messages still arrive whole.
-            .read_buffer_size(16 * 1024)
+            // Resident on every connection, idle or not (zero-filled before each read): small,
+            // with the socket read through a pooled buffer (`pooled`); messages arrive whole.
+            .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0);
-        let stream = Inflating::new(stream, deflate.as_ref(), config.max_size);
+        let stream = Inflating::new(Pooled::new(stream), deflate.as_ref(), config.max_size);
         let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(limits)).await;
         metrics.ws(WsEvent::Opened);
         Self {

@@ -223,3 +223,30 @@ async fn an_answered_ping_keeps_the_connection() {
         "{got:?}"
     );
 }
+
+/// The size of the future `f` returns: the bytes a task running it holds while it waits.
+fn future_size<A, F: FnOnce(A) -> Fut, Fut>(_: F) -> usize {
+    std::mem::size_of::<Fut>()
+}
+
+/// An open WebSocket waits inside its connection's task: the task's future (the HTTP/1.1
+/// connection, the exchange, the relay and the session, all inline) is held whole for as long
+/// as the connection lives, so it is part of what an idle connection costs.
+#[test]
+fn an_idle_connection_task_stays_small() {
+    use crate::addr::{Local, Peer};
+    use crate::connection::ctx::ConnCtx;
+    use crate::net::Stream;
+    use std::sync::Arc;
+    let task = future_size(
+        |(io, peer, local, ctx): (Stream, Peer, Local, Arc<ConnCtx>)| {
+            crate::connection::serve(io, peer, local, ctx)
+        },
+    );
+    let session = std::mem::size_of::<Session<crate::http2::Rewind<Stream>>>();
+    eprintln!("connection task future: {task} bytes; session: {session} bytes");
+    assert!(
+        task <= 8 * 1024,
+        "the connection task's future is {task} bytes"
+    );
+}
