@@ -12,9 +12,10 @@ misses by 69% (callgrind), for 7% more requests per second (docs/benchmarks.md).
 2026-12-07 it hid its gain behind one 3,200-byte ``memset`` per request that the profile's
 inlining brought in (callgrind counts it a byte at a time); with that array left uninitialised
 it counts 18,405 instructions per hello against 21,034 one-pass, 12.5% fewer (docs/install.md,
-"What the profile buys a wheel"). The build fails when the profile lacks the core crate's request path among its
-hottest functions (``check_profile``). Where ``llvm-profdata`` cannot be had (no rustup to add
-the ``llvm-tools`` component), the plain release wheel is built and a warning says so.
+"What the profile buys a wheel"). The build fails when the profile lacks the core crate's
+request path among its hottest functions (``check_profile``). Where ``llvm-profdata`` cannot be
+had (no rustup to add the ``llvm-tools`` component), the plain release wheel is built and a
+warning says so.
 
 ``pip install .`` runs the same build through the in-tree build backend
 (``tools/ferrocorn_build.py``); ``make install`` runs this script for the manylinux2014 wheel of
