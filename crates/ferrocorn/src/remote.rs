@@ -348,22 +348,24 @@ impl RemoteApp {
     }
 }
 
+/// A `Notify` for tests: counts the tokens it is given.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Count(pub(crate) std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl Notify for Count {
+    fn notify(&self, _token: u64) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn ring(&self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use std::sync::atomic::AtomicUsize;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Notify for Count {
-        fn notify(&self, _token: u64) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn ring(&self) {}
-    }
 
     #[tokio::test]
     async fn sends_past_the_bound_wait_for_the_relay_to_write() {

@@ -130,18 +130,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Notify for Count {
-        fn notify(&self, _token: u64) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn ring(&self) {}
-    }
+    use crate::remote::Count;
 
     #[tokio::test]
     async fn a_full_inbox_stops_reading_until_the_app_takes_messages() {

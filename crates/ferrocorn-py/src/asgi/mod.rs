@@ -95,13 +95,9 @@ impl Call {
         self
     }
 
-    /// The coroutine of the loop's side named `method`, which waits for `call`'s token.
-    fn later<'py>(
-        call: &Bound<'py, Self>,
-        method: &Bound<'py, PyString>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let waits = call.borrow().waits.as_ref().map(|w| w.clone_ref(call.py()));
-        wait_on_loop(waits, call.as_any(), method)
+    /// The loop's side, for a `receive()` or `send()` that must wait.
+    fn waits(call: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        call.borrow().waits.as_ref().map(|w| w.clone_ref(call.py()))
     }
 
     /// The next message for the app, or None: wait for this call's token.
@@ -254,12 +250,8 @@ impl Call {
     /// The app's `receive()`: the next message, at once or (waiting for the token) from the
     /// loop's `receive_later(call)`.
     fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let message = slf.borrow_mut().next_message(py)?;
-        match message {
-            Some(message) => Done::with(message.into_any()),
-            None => Self::later(slf, intern!(py, "receive_later")),
-        }
+        let message = slf.borrow_mut().next_message(slf.py())?;
+        receive_answer(slf.as_any(), message, || Self::waits(slf))
     }
 
     /// The next message, or None (`receive_later` waits for the token and asks again).
@@ -274,13 +266,8 @@ impl Call {
         slf: &Bound<'py, Self>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
         let ready = slf.borrow_mut().send_now(message)?;
-        if ready {
-            Done::ready(py)
-        } else {
-            Self::later(slf, intern!(py, "room_later"))
-        }
+        send_answer(slf.as_any(), ready, || Self::waits(slf))
     }
 
     /// True when a send may go on (or the client is gone, which the next send raises).
@@ -373,9 +360,8 @@ pub(crate) enum StartFailure {
 }
 
 /// The coroutine of the loop's side `waits` (`ferrocorn._asgi.LoopWorker`) named `method`
-/// (`receive_later`, `room_later`), which waits for `call`'s token: what an HTTP or WebSocket
-/// call's `receive()`/`send()` answer when they must wait.
-pub(crate) fn wait_on_loop<'py>(
+/// (`receive_later`, `room_later`), which waits for `call`'s token.
+fn wait_on_loop<'py>(
     waits: Option<Py<PyAny>>,
     call: &Bound<'py, PyAny>,
     method: &Bound<'py, PyString>,
@@ -383,6 +369,33 @@ pub(crate) fn wait_on_loop<'py>(
     let waits =
         waits.ok_or_else(|| PyRuntimeError::new_err("this ASGI call is not on an event loop"))?;
     waits.bind(call.py()).call_method1(method, (call,))
+}
+
+/// What an HTTP or WebSocket call's `receive()` answers: `message` as an awaitable already
+/// done, or (none yet) the loop's `receive_later(call)`; `waits` is only asked for then.
+pub(crate) fn receive_answer<'py>(
+    call: &Bound<'py, PyAny>,
+    message: Option<Bound<'py, PyDict>>,
+    waits: impl FnOnce() -> Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match message {
+        Some(message) => Done::with(message.into_any()),
+        None => wait_on_loop(waits(), call, intern!(call.py(), "receive_later")),
+    }
+}
+
+/// What an HTTP or WebSocket call's `send()` answers: done (`ready`), or the loop's
+/// `room_later(call)`, which waits until `has_room()`.
+pub(crate) fn send_answer<'py>(
+    call: &Bound<'py, PyAny>,
+    ready: bool,
+    waits: impl FnOnce() -> Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if ready {
+        Done::ready(call.py())
+    } else {
+        wait_on_loop(waits(), call, intern!(call.py(), "room_later"))
+    }
 }
 
 /// Starts the worker's event loop thread (`ferrocorn._asgi.LoopWorker`) and runs the

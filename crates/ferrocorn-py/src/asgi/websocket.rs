@@ -26,7 +26,6 @@ use ferrocorn::remote::Flow;
 use ferrocorn::websocket::{close, Received};
 use ferrocorn::ws_link::{Inbox, Offer};
 
-use super::done::Done;
 use super::messages::{self, MessageError};
 use super::ClientDisconnected;
 
@@ -276,12 +275,9 @@ impl WsCall {
         self
     }
 
-    fn later<'py>(
-        call: &Bound<'py, Self>,
-        method: &Bound<'py, PyString>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let waits = call.borrow().waits.as_ref().map(|w| w.clone_ref(call.py()));
-        super::wait_on_loop(waits, call.as_any(), method)
+    /// The loop's side, for a `receive()` or `send()` that must wait.
+    fn waits(call: &Bound<'_, Self>) -> Option<Py<PyAny>> {
+        call.borrow().waits.as_ref().map(|w| w.clone_ref(call.py()))
     }
 
     fn closed(&self) -> bool {
@@ -484,12 +480,8 @@ impl WsCall {
     /// The app's `receive()`: the next event, at once or (waiting for the token) from the
     /// loop's `receive_later(call)`.
     fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let event = slf.borrow_mut().next_event(py)?;
-        match event {
-            Some(event) => Done::with(event.into_any()),
-            None => Self::later(slf, intern!(py, "receive_later")),
-        }
+        let event = slf.borrow_mut().next_event(slf.py())?;
+        super::receive_answer(slf.as_any(), event, || Self::waits(slf))
     }
 
     /// The next event, or None (`receive_later` waits for the token and asks again).
@@ -503,13 +495,8 @@ impl WsCall {
         slf: &Bound<'py, Self>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
         let ready = slf.borrow_mut().send_now(message)?;
-        if ready {
-            Done::ready(py)
-        } else {
-            Self::later(slf, intern!(py, "room_later"))
-        }
+        super::send_answer(slf.as_any(), ready, || Self::waits(slf))
     }
 
     /// True when a send may go on (or the client is gone, which the next send raises).

@@ -346,6 +346,25 @@ async fn send_file_pieces<W: Wire>(
     Ok(())
 }
 
+/// The request `head` makes on `wire`, with what the forwarded headers or the front end said
+/// of it; no socket offered and no WebSocket (the callers that offer one say so).
+fn request_on<W: Wire>(
+    wire: &W,
+    head: RequestHead,
+    (forwarded, extra): (Forwarded, Vec<(Text, Bytes)>),
+) -> Request {
+    Request {
+        head,
+        peer: wire.peer().clone(),
+        local: wire.local().clone(),
+        forwarded,
+        extra,
+        tls: wire.tls().cloned(),
+        socket: None,
+        websocket: None,
+    }
+}
+
 fn count(record: &mut Option<&mut Record>, bytes: u64) {
     if let Some(r) = record.as_deref_mut() {
         r.bytes += bytes;
@@ -421,14 +440,8 @@ async fn dispatch<W: Wire>(
     let expect_continue = head.expect_continue && !wire.body_done();
     let exchange = Exchange {
         request: Request {
-            head,
-            peer: wire.peer().clone(),
-            local: wire.local().clone(),
-            forwarded,
-            extra,
-            tls: wire.tls().cloned(),
             socket,
-            websocket: None,
+            ..request_on(wire, head, (forwarded, extra))
         },
         body: BodyStream {
             link,

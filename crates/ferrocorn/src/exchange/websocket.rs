@@ -84,17 +84,11 @@ pub(super) async fn serve<W: Wire>(
     let inbox = Inbox::new(remote, mailbox.token());
     let exchange = Exchange {
         request: Request {
-            head,
-            peer: wire.peer().clone(),
-            local: wire.local().clone(),
-            forwarded,
-            extra,
-            tls: wire.tls().cloned(),
-            socket: None,
             websocket: Some(Offer {
                 subprotocols: hs.subprotocols.clone(),
                 inbox: Arc::clone(&inbox),
             }),
+            ..super::request_on(wire, head, (forwarded, extra))
         },
         body: BodyStream::empty(),
         response: ResponseSink { tx, started: None },
