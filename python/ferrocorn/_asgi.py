@@ -15,6 +15,7 @@ connection ended). See docs/asgi.md and docs/design.md.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 from ferrocorn import _ferrocorn
@@ -22,7 +23,7 @@ from ferrocorn._ferrocorn import ClientDisconnected
 
 TYPE_CHECKING = False  # annotations only: imports cost every server process memory
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
     from typing import Any
 
     Message = MutableMapping[str, Any]
@@ -31,6 +32,20 @@ if TYPE_CHECKING:
     ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 __all__ = ["ClientDisconnected", "LoopWorker"]
+
+
+if sys.version_info >= (3, 12):
+
+    def _start(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> None:
+        """Runs a request's task eagerly: its first step now, in the drain, so a request
+        whose app never has to wait (it answers at once) costs no scheduling at all."""
+        asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def _start(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> None:
+        """A request's task, first stepped at the loop's next turn."""
+        loop.create_task(coro)
 
 
 def _formatted(exc: BaseException) -> str:
@@ -233,7 +248,7 @@ class LoopWorker:
             for token in tokens:
                 self._wake(token)
         for call in calls:
-            loop.create_task(self._serve(call))
+            _start(self._serve(call), loop)
         if again:
             loop.call_soon(self._drain)
 
