@@ -155,6 +155,18 @@ def test_receive_and_send_run_as_tasks(server: Server) -> None:
     assert reply.body == body
 
 
+@pytest.mark.parametrize("wait", ["0", "1"])
+def test_each_request_is_a_task_with_a_context_of_its_own(server: Server, wait: str) -> None:
+    # On Python 3.12+ the task starts eagerly (in the loop's drain); the app must not tell:
+    # current_task() is its task before and after it waits, and what it sets in a context
+    # variable is gone for the next request.
+    for mark in ("first", "second"):
+        reply = server.request("GET", f"/task-context?wait={wait}&mark={mark}")
+        assert reply.status == 200
+        assert json.loads(reply.body) == {"a_task": True, "same_task": True,
+                                          "seen_before": None, "mark_now": mark}
+
+
 def test_a_chunked_upload(server: Server) -> None:
     with server.connect() as conn:
         conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

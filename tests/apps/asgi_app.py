@@ -5,6 +5,7 @@ ASGI wrong. Events the tests wait for are appended to the file named by $ASGI_EV
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import threading
@@ -115,6 +116,26 @@ async def as_tasks(scope, receive, send, query) -> None:
     await asyncio.ensure_future(send({"type": "http.response.start", "status": 200,
                                       "headers": [(b"x-awaited", b"tasks")]}))
     await asyncio.create_task(send({"type": "http.response.body", "body": body}))
+
+
+#: Set by /task-context in its request's context: no later request may see it.
+REQUEST_MARK: contextvars.ContextVar[str | None] = contextvars.ContextVar("mark", default=None)
+
+
+async def task_context(scope, receive, send, query) -> None:
+    """What asyncio says of the request's task and context, before and after it waits."""
+    seen = REQUEST_MARK.get()
+    REQUEST_MARK.set(query.get("mark", "set"))
+    task = asyncio.current_task()
+    if query.get("wait") == "1":
+        await asyncio.sleep(0)  # the task is suspended and scheduled again
+    data = json.dumps({
+        "a_task": task is not None,
+        "same_task": asyncio.current_task() is task,
+        "seen_before": seen,
+        "mark_now": REQUEST_MARK.get(),
+    }).encode()
+    await respond(send, 200, data, [(b"content-type", b"application/json")])
 
 
 async def stream(scope, receive, send, query) -> None:
@@ -273,7 +294,7 @@ async def returns_midway(scope, receive, send, query) -> None:
 
 ROUTES = {
     "/scope": scope_route, "scope": scope_route, "/echo": echo, "/stream": stream,
-    "/as-tasks": as_tasks,
+    "/as-tasks": as_tasks, "/task-context": task_context,
     "/empty-first": empty_first,
     "/big": big, "/progress": progress, "/hold": hold, "/release": release,
     "/wait-disconnect": wait_disconnect, "/stream-forever": stream_forever,
