@@ -3,9 +3,9 @@
     make bench                       # or: .bench-venv/bin/python bench/run.py [--quick]
 
 For every workload, the servers (2 worker processes each) are started together and loaded in
-turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds (the HTTP/2 workloads with
-h2load over prior-knowledge h2c, 16 connections x 64 streams, against the peers whose h2c
-works); medians are reported with p50/p99 latency,
+turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds, each round in another order
+(`rotations`); the HTTP/2 workloads with h2load over prior-knowledge h2c, 16 connections x 64
+streams, against the peers whose h2c works. Medians are reported with p50/p99 latency,
 errors and the RSS of the server's whole process tree, plus ferrocorn's ratio to the best peer.
 The machine is shared and noisy: only ratios from one run mean anything.
 """
