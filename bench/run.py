@@ -397,11 +397,53 @@ def certificate() -> tuple[str, str]:
     return str(cert), str(key)
 
 
+#: How many times a server is started again on a new port after another process took the free
+#: port it was given (between `free_port` choosing it and the server binding it).
+BIND_ATTEMPTS = 5
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports `pid` and its descendants listen on: a port another process listens on
+    answers a connection too, and must not pass for the server's."""
+    inodes = set()
+    for p in tree(pid):
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            pass
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 class Running:
     def __init__(self, spec: ServerSpec, app: str, h2: bool = False,
                  tls: tuple[str, str] | None = None) -> None:
-        self.port = free_port()
         self.tls = tls is not None
+        #: The server's stderr, appended to (read while it runs, and quoted when it fails).
+        self.stderr = tempfile.TemporaryFile("a+b")
+        for _ in range(BIND_ATTEMPTS):
+            self.port = free_port()
+            if self._start(spec, app, h2, tls):
+                return
+        self.stderr.close()
+        raise RuntimeError(f"{spec.name} lost its port to another process {BIND_ATTEMPTS} "
+                           "times")
+
+    def _errors(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def _start(self, spec: ServerSpec, app: str, h2: bool,
+               tls: tuple[str, str] | None) -> bool:
+        """Started and answering on `self.port`: True; it could not bind the port: False."""
         command = spec.command(self.port, app, h2, tls)
         if spec.name == NGINX:
             # nginx reads its port from its config file.
@@ -409,20 +451,29 @@ class Running:
             text = conf.read_text()
             conf.write_text(re.sub(r"listen 127\.0\.0\.1:\S+;",
                                    f"listen 127.0.0.1:{self.port};", text))
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True,
-                                     cwd=APPS)
+        self.stderr.truncate(0)
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     start_new_session=True, cwd=APPS)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if "address already in use" in self._errors().lower():
+                self._halt()
+                return False
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}")
+                # Its last words, on one line (the note goes into a table's cell).
+                tail = " / ".join(self._errors().strip().splitlines()[-3:])[-300:]
+                self.stop()
+                raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}: {tail}")
+            if self.port not in listening_ports(self.proc.pid):
+                time.sleep(0.05)  # polling for readiness
+                continue
             if h2:
                 ok = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version}",
                                      "--http2-prior-knowledge", "--max-time", "2",
                                      f"http://127.0.0.1:{self.port}/"],
                                     capture_output=True, text=True).stdout == "2"
                 if ok:
-                    return
+                    return True
                 time.sleep(0.05)  # polling for readiness
                 continue
             try:
@@ -430,13 +481,13 @@ class Running:
                     s = UNVERIFIED.wrap_socket(raw) if self.tls else raw
                     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     if s.recv(16).startswith(b"HTTP/1."):
-                        return
+                        return True
             except OSError:
                 time.sleep(0.05)  # polling for readiness
         self.stop()
         raise RuntimeError(f"{spec.name} did not answer within 30 s")
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
         if self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -445,6 +496,10 @@ class Running:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+    def stop(self) -> None:
+        self._halt()
+        self.stderr.close()
 
 
 def h2load(port: int, w: Workload, seconds: float) -> dict[str, float]:
