@@ -404,7 +404,9 @@ BIND_ATTEMPTS = 5
 
 def listening_ports(pid: int) -> set[int]:
     """The TCP ports `pid` and its descendants listen on: a port another process listens on
-    answers a connection too, and must not pass for the server's."""
+    answers a connection too, and must not pass for the server's. (Not tests/support's
+    procfs.listening_ports, as `free_port`: the sdist's build imports this file without
+    tests/.)"""
     inodes = set()
     for p in tree(pid):
         try:
