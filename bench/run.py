@@ -3,9 +3,9 @@
     make bench                       # or: .bench-venv/bin/python bench/run.py [--quick]
 
 For every workload, the servers (2 worker processes each) are started together and loaded in
-turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds (the HTTP/2 workloads with
-h2load over prior-knowledge h2c, 16 connections x 64 streams, against the peers whose h2c
-works); medians are reported with p50/p99 latency,
+turns with wrk (-t1) on 127.0.0.1 after a warm-up, several rounds, each round in another order
+(`rotations`); the HTTP/2 workloads with h2load over prior-knowledge h2c, 16 connections x 64
+streams, against the peers whose h2c works. Medians are reported with p50/p99 latency,
 errors and the RSS of the server's whole process tree, plus ferrocorn's ratio to the best peer.
 The machine is shared and noisy: only ratios from one run mean anything.
 """
@@ -126,7 +126,10 @@ def servers() -> list[ServerSpec]:
                    tls_args=GRANIAN_TLS),
     ]
     # ASGI peers (issue 28): Uvicorn as its docs deploy it (httptools + uvloop), Granian's
-    # ASGI interface, Hypercorn (which also speaks h2c); two workers each, as ferrocorn.
+    # ASGI interface, Hypercorn (which also speaks h2c: it takes a connection that opens with
+    # HTTP/2's preface as prior-knowledge h2c, no flag needed; over h2c with a config file
+    # that lifts its per-connection request limit, see bench/hypercorn_h2c.toml); two workers
+    # each, as ferrocorn.
     uvicorn = str(PEERS_BIN / "uvicorn")
     hypercorn = str(PEERS_BIN / "hypercorn")
     specs += [
@@ -141,7 +144,8 @@ def servers() -> list[ServerSpec]:
                    h2_args=("--http", "2"), serves=("asgi",)),
         ServerSpec("hypercorn", [hypercorn, "-w", "2", "-b", "127.0.0.1:{port}",
                                  "--log-level", "warning", "{app}"],
-                   h2_args=(), serves=("asgi",)),
+                   h2_args=("--config", str(BENCH / "hypercorn_h2c.toml")),
+                   serves=("asgi",)),
     ]
     specs = [s for s in specs if Path(s.argv[0]).exists()]
     if subprocess.run([sys.executable, "-c", "import bjoern"], capture_output=True).returncode == 0:
@@ -393,11 +397,55 @@ def certificate() -> tuple[str, str]:
     return str(cert), str(key)
 
 
+#: How many times a server is started again on a new port after another process took the free
+#: port it was given (between `free_port` choosing it and the server binding it).
+BIND_ATTEMPTS = 5
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports `pid` and its descendants listen on: a port another process listens on
+    answers a connection too, and must not pass for the server's. (Not tests/support's
+    procfs.listening_ports, as `free_port`: the sdist's build imports this file without
+    tests/.)"""
+    inodes = set()
+    for p in tree(pid):
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            pass
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 class Running:
     def __init__(self, spec: ServerSpec, app: str, h2: bool = False,
                  tls: tuple[str, str] | None = None) -> None:
-        self.port = free_port()
         self.tls = tls is not None
+        #: The server's stderr, appended to (read while it runs, and quoted when it fails).
+        self.stderr = tempfile.TemporaryFile("a+b")
+        for _ in range(BIND_ATTEMPTS):
+            self.port = free_port()
+            if self._start(spec, app, h2, tls):
+                return
+        self.stderr.close()
+        raise RuntimeError(f"{spec.name} lost its port to another process {BIND_ATTEMPTS} "
+                           "times")
+
+    def _errors(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def _start(self, spec: ServerSpec, app: str, h2: bool,
+               tls: tuple[str, str] | None) -> bool:
+        """Started and answering on `self.port`: True; it could not bind the port: False."""
         command = spec.command(self.port, app, h2, tls)
         if spec.name == NGINX:
             # nginx reads its port from its config file.
@@ -405,20 +453,29 @@ class Running:
             text = conf.read_text()
             conf.write_text(re.sub(r"listen 127\.0\.0\.1:\S+;",
                                    f"listen 127.0.0.1:{self.port};", text))
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True,
-                                     cwd=APPS)
+        self.stderr.truncate(0)
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                                     start_new_session=True, cwd=APPS)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
+            if "address already in use" in self._errors().lower():
+                self._halt()
+                return False
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}")
+                # Its last words, on one line (the note goes into a table's cell).
+                tail = " / ".join(self._errors().strip().splitlines()[-3:])[-300:]
+                self.stop()
+                raise RuntimeError(f"{spec.name} exited with {self.proc.returncode}: {tail}")
+            if self.port not in listening_ports(self.proc.pid):
+                time.sleep(0.05)  # polling for readiness
+                continue
             if h2:
                 ok = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version}",
                                      "--http2-prior-knowledge", "--max-time", "2",
                                      f"http://127.0.0.1:{self.port}/"],
                                     capture_output=True, text=True).stdout == "2"
                 if ok:
-                    return
+                    return True
                 time.sleep(0.05)  # polling for readiness
                 continue
             try:
@@ -426,13 +483,13 @@ class Running:
                     s = UNVERIFIED.wrap_socket(raw) if self.tls else raw
                     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     if s.recv(16).startswith(b"HTTP/1."):
-                        return
+                        return True
             except OSError:
                 time.sleep(0.05)  # polling for readiness
         self.stop()
         raise RuntimeError(f"{spec.name} did not answer within 30 s")
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
         if self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -441,6 +498,10 @@ class Running:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+    def stop(self) -> None:
+        self._halt()
+        self.stderr.close()
 
 
 def h2load(port: int, w: Workload, seconds: float) -> dict[str, float]:
@@ -490,12 +551,25 @@ def wrk(port: int, w: Workload, seconds: float) -> dict[str, float]:
             "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
 
 
+def rotations(names: list[str], reps: int) -> list[list[str]]:
+    """The order the servers are loaded in, one per round: the list rotated to start at server
+    ``r * n // reps`` in round ``r``, so the starts are spread evenly over the list. With
+    ``reps`` a multiple of the ``n`` servers every server is loaded in every position equally
+    often; with fewer rounds each takes ``reps`` different positions spread over the round
+    (an order effect of about 15% was seen when the order was the same in every round)."""
+    n = len(names)
+    if not n:
+        return [[] for _ in range(reps)]
+    return [names[r * n // reps % n:] + names[:r * n // reps % n] for r in range(reps)]
+
+
 def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
             tls: tuple[str, str] | None = None) -> dict[str, Result]:
     """Every server of the workload, started together and measured in turns: the first run of
-    each, then the second of each, and so on. Only the one under load does any work; spreading
-    each server's runs over the whole span means a slow minute of this shared machine weighs
-    on every server alike, not on whichever happened to run in it."""
+    each, then the second of each, and so on, each round in another order (`rotations`). Only
+    the one under load does any work; spreading each server's runs over the whole span means a
+    slow minute of this shared machine weighs on every server alike, not on whichever happened
+    to run in it, and no server always runs first or last in a round."""
     results: dict[str, Result] = {}
     running: dict[str, Running] = {}
     try:
@@ -507,8 +581,9 @@ def measure(specs: list[ServerSpec], w: Workload, seconds: float, reps: int,
         for server in running.values():
             load(server.port, w, 1)  # warm-up
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in running}
-        for _ in range(reps):
-            for name, server in running.items():
+        for order in rotations(list(running), reps):
+            for name in order:
+                server = running[name]
                 cpu0, client0 = tree_cpu_seconds(server.proc.pid), children_cpu_seconds()
                 r = load(server.port, w, seconds)
                 # h2load's warm-up second (--warm-up-time=1) is served but left out of its rate.
@@ -863,7 +938,8 @@ def ws_echo(port: int, w: WsWorkload, seconds: float, conns: int | None = None,
 def measure_ws_echo(specs: list[ServerSpec], w: WsWorkload, seconds: float,
                     reps: int) -> dict[str, Result]:
     """As `measure`: the servers started together, probed with a handshake, then loaded in
-    turns (a 1 s warm-up inside each run is served but not counted)."""
+    turns, each round in another order (a 1 s warm-up inside each run is served but not
+    counted)."""
     results: dict[str, Result] = {}
     running: dict[str, Running] = {}
     try:
@@ -880,8 +956,9 @@ def measure_ws_echo(specs: list[ServerSpec], w: WsWorkload, seconds: float,
                 continue
             running[spec.name] = server
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in running}
-        for _ in range(reps):
-            for name, server in running.items():
+        for order in rotations(list(running), reps):
+            for name in order:
+                server = running[name]
                 cpu0, client0 = tree_cpu_seconds(server.proc.pid), children_cpu_seconds()
                 r = ws_echo(server.port, w, seconds)
                 served = r["rps"] * (seconds + 1)  # the warm-up second's messages too

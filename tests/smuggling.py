@@ -635,8 +635,7 @@ class Nginx(support.nginx.Nginx):
         self.access = folder / "logs" / "access.log"
         self.access.touch()
         self.offset = 0
-        port = free_port()
-        super().__init__(folder, f"""
+        super().__init__(folder, lambda port: f"""
             log_format smuggle escape=json '{{"id":"$request_id","m":"$request_method",'
                 '"u":"$request_uri","s":"$status","up":"$upstream_addr",'
                 '"us":"$upstream_status","body":"$request_body"}}';
@@ -667,7 +666,7 @@ class Nginx(support.nginx.Nginx):
                     proxy_read_timeout 3s;
                 }}
             }}
-        """, port)
+        """)
 
     def read_log(self) -> list[dict[str, Any]]:
         with self.access.open("rb") as f:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from support import RawConn, Server, free_port, http_request
+from support import RawConn, Server, http_request
 from support.nginx import Nginx, proxy_pass
 from support.skips import needs_tool
 
@@ -132,12 +132,11 @@ def test_curl_shows_the_hint(start_server) -> None:
 def test_nginx_proxy_pass_relays_the_hint(start_server, tmp_path) -> None:
     """docs/early-hints.md says nginx's proxy_pass hands the 103 on to the client."""
     server = start_server(APP)
-    port = free_port()
-    with Nginx(tmp_path / "nginx", f"""
+    with Nginx(tmp_path / "nginx", lambda port: f"""
             server {{
                 listen 127.0.0.1:{port};
                 location / {{ {proxy_pass(f"127.0.0.1:{server.port}")} }}
-            }}""", port) as nginx, RawConn.tcp("127.0.0.1", nginx.port) as conn:
+            }}""") as nginx, RawConn.tcp("127.0.0.1", nginx.port) as conn:
         conn.send(http_request("/", host="app.example"))
         hint = conn.response(skip_interim=False)
         final = conn.response(skip_interim=False)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import support.nginx
-from support import RawConn, Server, free_port, http_request, ipv6_available, wait_for
+from support import RawConn, Server, http_request, ipv6_available, wait_for
 from support.nginx import proxy_pass
 from support.skips import needs_tool
 
@@ -330,8 +330,7 @@ class Nginx(support.nginx.Nginx):
     def __init__(self, tmp: Path, servers: str, unix: bool = False, extra: str = "") -> None:
         # nginx talks to a TCP upstream from the proxy's own address; a unix socket has none.
         bind = "" if unix else f"proxy_bind {PROXY_IP};"
-        port = free_port()
-        super().__init__(tmp / "nginx", f"""
+        super().__init__(tmp / "nginx", lambda port: f"""
             access_log off;
             {servers}
             server {{
@@ -344,7 +343,7 @@ class Nginx(support.nginx.Nginx):
                     proxy_connect_timeout 2s;
                 }}
             }}
-        """, port)
+        """)
 
     def get(self, path: str = "/p", headers: list[tuple[str, str]] | None = None,
             source: str = CLIENT_IP) -> tuple[int, bytes]:

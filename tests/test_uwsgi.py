@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import pytest
 
 import support.nginx
-from support import RawConn, Server, free_port, http_request, parse_responses
+from support import RawConn, Server, http_request, parse_responses
 from support.nginx import proxy_pass
 from support.skips import needs_tool
 
@@ -275,37 +275,41 @@ class Nginx(support.nginx.Nginx):
     comparing what the app sees."""
 
     def __init__(self, tmp: Path, uwsgi_upstream: str, http_upstream: str | None) -> None:
-        self.uwsgi_port = free_port()
-        self.http_port = free_port()
         bind = "" if uwsgi_upstream.startswith("unix:") else f"uwsgi_bind {PROXY_IP};"
-        http_server = "" if http_upstream is None else f"""
-            server {{
-                listen {CLIENT_IP}:{self.http_port};
-                location / {{
-                    {proxy_pass(http_upstream)}
-                    proxy_bind {PROXY_IP};
+
+        def http(uwsgi_port: int, http_port: int = 0) -> str:
+            http_server = "" if http_upstream is None else f"""
+                server {{
+                    listen {CLIENT_IP}:{http_port};
+                    location / {{
+                        {proxy_pass(http_upstream)}
+                        proxy_bind {PROXY_IP};
+                    }}
+                }}"""
+            return f"""
+                access_log off;
+                client_max_body_size 64m;
+                server {{
+                    listen {CLIENT_IP}:{uwsgi_port};
+                    location / {{
+                        {UWSGI_PARAMS}
+                        uwsgi_pass {uwsgi_upstream};
+                        {bind}
+                    }}
+                    location /mounted/ {{
+                        {UWSGI_PARAMS}
+                        uwsgi_param SCRIPT_NAME /mounted;
+                        uwsgi_modifier1 30;
+                        uwsgi_pass {uwsgi_upstream};
+                        {bind}
+                    }}
                 }}
-            }}"""
-        super().__init__(tmp / "nginx", f"""
-            access_log off;
-            client_max_body_size 64m;
-            server {{
-                listen {CLIENT_IP}:{self.uwsgi_port};
-                location / {{
-                    {UWSGI_PARAMS}
-                    uwsgi_pass {uwsgi_upstream};
-                    {bind}
-                }}
-                location /mounted/ {{
-                    {UWSGI_PARAMS}
-                    uwsgi_param SCRIPT_NAME /mounted;
-                    uwsgi_modifier1 30;
-                    uwsgi_pass {uwsgi_upstream};
-                    {bind}
-                }}
-            }}
-            {http_server}
-        """, self.uwsgi_port, listen_host=CLIENT_IP)
+                {http_server}"""
+
+        super().__init__(tmp / "nginx", http, ports=1 if http_upstream is None else 2)
+        #: nginx's uwsgi_pass front door, and its proxy_pass one (0: none).
+        self.uwsgi_port = self.ports[0]
+        self.http_port = self.ports[1] if http_upstream is not None else 0
 
     def request(self, port: int, path: str, method: str = "GET", body: bytes = b"",
                 headers: list[tuple[str, str]] | None = None) -> Any:

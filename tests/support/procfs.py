@@ -93,6 +93,14 @@ def socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports ``pid`` itself listens on (IPv4 and IPv6): not another process's listener
+    on the same port, which a connection attempt cannot tell apart."""
+    inodes = socket_inodes(pid)
+    return {s.local_port for s in tcp_sockets(("/proc/net/tcp", "/proc/net/tcp6"))
+            if s.state == "0A" and s.inode in inodes}  # 0A = LISTEN
+
+
 def established(pid: int) -> bool:
     """``pid`` holds an established TCP connection (a client being served)."""
     inodes = socket_inodes(pid)
