@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from support import (
     running_server,
     wait_for,
 )
+from support.skips import needs_tool
 
 APP = "asgi_app:app"
 
@@ -273,6 +275,108 @@ def test_pathsend_serves_a_file(server: Server, tmp_path: Path) -> None:
     assert (reply.status, reply.body) == (200, data)
 
 
+def test_zerocopysend_mixed_with_body_messages(server: Server, events: Events,
+                                               tmp_path: Path) -> None:
+    """http.response.zerocopysend from an offset for a count, then from where the file
+    stands, between two body messages; the app closed its file as soon as send() returned."""
+    f = tmp_path / "zc.bin"
+    data = bytes(range(256)) * 4096  # 1 MiB
+    f.write_bytes(data)
+    reply = server.get(f"/zerocopy?file={f}&offset=1000&count=300000")
+    assert reply.status == 200, reply.body[:200]
+    assert reply.header("transfer-encoding") == "chunked"
+    assert reply.body == b"<" + data[1000:301000] + data[301000:] + b">"
+    events.wait("zerocopy file closed")
+    # A count past the end stops at the end.
+    reply = server.get(f"/zerocopy?file={f}&offset={len(data) - 10}&count=1000000")
+    assert reply.body == b"<" + data[-10:] + b">"
+
+
+def test_zerocopysend_alone_over_http2(server: Server, tmp_path: Path) -> None:
+    from test_http2 import Client
+
+    f = tmp_path / "zc2.bin"
+    data = bytes(range(251)) * 2000
+    f.write_bytes(data)
+    reply = server.get(f"/zerocopy-only?file={f}")
+    assert (reply.status, reply.header("content-length"), reply.body) == (
+        200, str(len(data)), data)
+    client = Client(server)
+    try:
+        sid = client.request(f"/zerocopy?file={f}&offset=7&count=70000")
+        assert _h2_body(client, sid) == b"<" + data[7:70007] + data[70007:] + b">"
+    finally:
+        client.sock.close()
+
+
+def test_zerocopysend_refuses_bad_fields(server: Server, tmp_path: Path) -> None:
+    f = tmp_path / "zc3.bin"
+    f.write_bytes(b"z" * 100)
+    reply = server.get(f"/zerocopy-bad?file={f}")
+    assert reply.status == 200
+    errors = json.loads(reply.body)
+    kinds = {name: (err or "taken").split(":")[0] for name, err in errors.items()}
+    assert kinds == {
+        "no_file": "TypeError", "not_a_file": "TypeError", "closed": "ValueError",
+        "not_open": "ValueError", "pipe": "ValueError", "offset_str": "TypeError",
+        "offset_negative": "ValueError", "count_float": "TypeError",
+        "more_body_str": "TypeError"}, errors
+    assert "closed file" in errors["closed"], errors
+    assert "regular file" in errors["pipe"], errors
+
+
+def hint_exchange(server: Server, path: str, version: str = "HTTP/1.1") -> list[Any]:
+    """The responses to one request on a raw socket, interim ones included, in order."""
+    with server.connect() as conn:
+        conn.send(http_request(path, version=version))
+        out = [conn.response(skip_interim=False)]
+        for _ in range(10):
+            if out[-1].status >= 200:
+                break
+            out.append(conn.response(skip_interim=False))
+        return out
+
+
+def test_early_hints_go_out_before_the_response(server: Server) -> None:
+    first, second, final = hint_exchange(server, "/hints")
+    assert first.raw.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert first.headers == [("Link", "</style.css>; rel=preload; as=style")]
+    # One Link field per item, in order, surrounding whitespace trimmed.
+    assert second.headers == [("Link", "</a.js>; rel=preload; as=script"),
+                              ("Link", "</b.js>; rel=preload")]
+    assert (final.status, final.body) == (200, b"hinted")
+    # An HTTP/1.0 client gets no interim response (RFC 9110 §15.2).
+    (final,) = hint_exchange(server, "/hints", version="HTTP/1.0")
+    assert (final.status, final.body) == (200, b"hinted")
+
+
+def test_early_hints_over_http2(server: Server) -> None:
+    from test_http2 import Client
+
+    client = Client(server)
+    try:
+        sid = client.request("/hints")
+        assert _h2_body(client, sid) == b"hinted"
+        hints = client.informational[sid]
+        assert [h[":status"] for h in hints] == ["103", "103"], hints
+    finally:
+        client.sock.close()
+
+
+def test_a_late_early_hint_raises_and_bad_links_are_refused(server: Server,
+                                                             events: Events) -> None:
+    (final,) = hint_exchange(server, "/hints-late")
+    assert (final.status, final.body) == (200, b"ab")
+    events.wait("late hint raised RuntimeError: Unexpected ASGI message "
+                "'http.response.early_hint': the response's body has started (a 103 goes "
+                "before it)")
+    reply = server.get("/hints-bad")
+    errors = json.loads(reply.body)
+    kinds = {name: (err or "taken").split(":")[0] for name, err in errors.items()}
+    assert kinds == {"no_links": "TypeError", "not_iterable": "TypeError",
+                     "str_links": "TypeError", "crlf": "ValueError", "nul": "ValueError"}, errors
+
+
 def test_sync_code_runs_on_the_default_executor(server: Server) -> None:
     worker_thread, loop_thread = server.get("/sync").body.decode().split("|")
     assert loop_thread == "ferrocorn-asgi-loop"
@@ -346,8 +450,14 @@ def _h2_body(client: Any, sid: int) -> bytes:
     return bytes(client.body[sid])
 
 
-def test_tls_scope_and_client_certificate(tmp_path_factory: pytest.TempPathFactory) -> None:
+@needs_tool("curl")
+def test_tls_scope_and_certificates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The tls extension over HTTP/1.1 (http.client) and HTTP/2 (curl): the server's
+    certificate, and the client's with the intermediate it sent after it."""
+    import http.client
     import ssl
+
+    from cryptography import x509
 
     from test_tls import issue
 
@@ -355,25 +465,41 @@ def test_tls_scope_and_client_certificate(tmp_path_factory: pytest.TempPathFacto
     ca = issue(d, "ca", cn="Ferrocorn Test CA", ca=True)
     server_cert = issue(d, "server", cn="localhost", issuer=ca, serial=1001)
     client_ca = issue(d, "client-ca", cn="Ferrocorn Client CA", ca=True)
-    client = issue(d, "client", cn="alice", issuer=client_ca, client=True)
+    middle = issue(d, "client-int", cn="Ferrocorn Client Intermediate", issuer=client_ca,
+                   ca=True)
+    client = issue(d, "client", cn="alice", issuer=middle, client=True)
+    chain = d / "client-chain.pem"
+    chain.write_bytes(client.cert_path.read_bytes() + middle.cert_path.read_bytes())
     with running_server(APP, "--certfile", str(server_cert.cert_path), "--keyfile",
                         str(server_cert.key_path), "--ca-certs", str(client_ca.cert_path),
                         "--cert-reqs", "1") as s:
         ctx = ssl.create_default_context(cafile=str(ca.cert_path))
-        ctx.load_cert_chain(str(client.cert_path), str(client.key_path))
+        ctx.load_cert_chain(str(chain), str(client.key_path))
         ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-        import http.client
         conn = http.client.HTTPSConnection("localhost", s.port, context=ctx, timeout=10)
         conn.request("GET", "/scope")
         scope = json.loads(conn.getresponse().read())["scope"]
         conn.close()
+        # HTTP/2 (ALPN h2), without a client certificate.
+        out = subprocess.run(
+            ["curl", "-sS", "--http2", "--cacert", str(ca.cert_path),
+             "-w", "\n%{http_version}", f"https://localhost:{s.port}/scope"],
+            capture_output=True, text=True, timeout=20, check=True).stdout
+        body, version = out.rsplit("\n", 1)
+        scope2 = json.loads(body)["scope"]
     assert scope["scheme"] == "https"
     tls = scope["extensions"]["tls"]
     assert tls["client_cert_name"].startswith("CN=alice")
-    assert tls["client_cert_chain"][0].startswith("-----BEGIN CERTIFICATE-----")
+    certs = [x509.load_pem_x509_certificate(pem.encode()) for pem in tls["client_cert_chain"]]
+    assert certs == [client.cert, middle.cert]
+    assert x509.load_pem_x509_certificate(tls["server_cert"].encode()) == server_cert.cert
     assert tls["tls_version"] == 0x0304
     assert isinstance(tls["cipher_suite"], int) and tls["cipher_suite"] > 0
     assert tls["client_cert_error"] is None
+    assert (version, scope2["http_version"]) == ("2", "2")
+    tls2 = scope2["extensions"]["tls"]
+    assert tls2["server_cert"] == tls["server_cert"]
+    assert (tls2["client_cert_chain"], tls2["client_cert_name"]) == ([], None)
 
 
 def test_uwsgi_transport(start_server: Any) -> None:

@@ -199,6 +199,126 @@ async def pathsend(scope, receive, send, query) -> None:
     await send({"type": "http.response.pathsend", "path": name})
 
 
+async def zerocopy(scope, receive, send, query) -> None:
+    """``http.response.zerocopysend`` mixed with body messages: a prefix, the file from an
+    offset for a count, the rest of it from where the file stands, a suffix. The file is
+    closed as soon as the sends returned."""
+    assert "http.response.zerocopysend" in scope["extensions"]
+    offset, count = int(query.get("offset", "0")), int(query.get("count", "0"))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    await send({"type": "http.response.body", "body": b"<", "more_body": True})
+    with open(query["file"], "rb") as f:
+        await send({"type": "http.response.zerocopysend", "file": f, "offset": offset,
+                    "count": count, "more_body": True})
+        f.seek(offset + count)  # no offset below: from where the file stands
+        await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
+    record("zerocopy file closed")
+    await send({"type": "http.response.body", "body": b">"})
+
+
+async def zerocopy_only(scope, receive, send, query) -> None:
+    """One ``http.response.zerocopysend`` of a whole file, no other body message (the head
+    waits for the file's first bytes)."""
+    with open(query["file"], "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(size).encode())]})
+        await send({"type": "http.response.zerocopysend", "file": f})
+
+
+class NoSuchDescriptor:
+    """A file object whose descriptor is not open."""
+
+    def fileno(self) -> int:
+        return 999_999
+
+
+BAD_ZEROCOPY: dict[str, dict[str, Any]] = {
+    "no_file": {"file": None},
+    "not_a_file": {"file": b"data"},
+    "closed": {"file": "closed"},
+    "not_open": {"file": NoSuchDescriptor()},
+    "pipe": {"file": "pipe"},
+    "offset_str": {"offset": "1"},
+    "offset_negative": {"offset": -1},
+    "count_float": {"count": 1.5},
+    "more_body_str": {"more_body": "yes"},
+}
+
+
+async def zerocopy_bad(scope, receive, send, query) -> None:
+    """Each of BAD_ZEROCOPY's messages, reported as JSON with the exception each raised;
+    then the answer itself, which the bad sends left untouched."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    errors = {}
+    read_end, write_end = os.pipe()
+    with open(query["file"], "rb") as f, open(read_end, "rb") as pipe, open(write_end, "wb"):
+        closed = open(query["file"], "rb")
+        closed.close()
+        stand_ins = {"closed": closed, "pipe": pipe}
+        for name, fields in BAD_ZEROCOPY.items():
+            message = {"type": "http.response.zerocopysend", "file": f, "more_body": True,
+                       **fields}
+            if isinstance(message["file"], str):
+                message["file"] = stand_ins[message["file"]]
+            if message["file"] is None:
+                del message["file"]
+            try:
+                await send(message)
+                errors[name] = None
+            except (TypeError, ValueError) as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+    await send({"type": "http.response.body", "body": json.dumps(errors).encode()})
+
+
+async def hints(scope, receive, send, query) -> None:
+    """Two ``http.response.early_hint`` messages, then the page."""
+    assert "http.response.early_hint" in scope["extensions"]
+    await send({"type": "http.response.early_hint",
+                "links": [b"</style.css>; rel=preload; as=style"]})
+    await send({"type": "http.response.early_hint",
+                "links": (link for link in [b"</a.js>; rel=preload; as=script",
+                                            b"  </b.js>; rel=preload  "])})
+    await respond(send, 200, b"hinted")
+
+
+async def hints_late(scope, receive, send, query) -> None:
+    """An early hint once the body started: send() raises, the app goes on."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"a", "more_body": True})
+    try:
+        await send({"type": "http.response.early_hint", "links": [b"</x.css>"]})
+        record("late hint taken")
+    except RuntimeError as exc:
+        record(f"late hint raised RuntimeError: {exc}")
+    await send({"type": "http.response.body", "body": b"b"})
+
+
+BAD_HINTS: dict[str, Any] = {
+    "no_links": None,
+    "not_iterable": 5,
+    "str_links": ["</a.css>"],
+    "crlf": [b"</a.css>\r\nSet-Cookie: evil=1"],
+    "nul": [b"</a.css>\x00"],
+}
+
+
+async def hints_bad(scope, receive, send, query) -> None:
+    errors = {}
+    for name, links in BAD_HINTS.items():
+        message: dict[str, Any] = {"type": "http.response.early_hint"}
+        if links is not None:
+            message["links"] = links
+        try:
+            await send(message)
+            errors[name] = None
+        except (TypeError, ValueError) as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    await respond(send, 200, json.dumps(errors).encode())
+
+
 async def sync_work(scope, receive, send, query) -> None:
     loop = asyncio.get_running_loop()
 
@@ -283,6 +403,8 @@ ROUTES = {
     "/bad/status": bad_status, "/bad/body": bad_body, "/bad/headers": bad_headers,
     "/bad/no-response": no_response, "/bad/raises": raises,
     "/bad/raises-midway": raises_midway, "/bad/returns-midway": returns_midway,
+    "/zerocopy": zerocopy, "/zerocopy-only": zerocopy_only, "/zerocopy-bad": zerocopy_bad,
+    "/hints": hints, "/hints-late": hints_late, "/hints-bad": hints_bad,
 }
 
 

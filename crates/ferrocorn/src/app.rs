@@ -612,6 +612,11 @@ impl ResponseSink {
         self.tx.post(AppMsg::Ws(msg))
     }
 
+    /// [`ResponseSink::send_early_hints`], likewise (ASGI's `http.response.early_hint`).
+    pub fn post_early_hints(&self, hints: EarlyHints) -> Result<Flow, Disconnected> {
+        self.tx.post(AppMsg::Hints(Box::new(hints)))
+    }
+
     /// [`ResponseSink::send_file`], likewise.
     pub fn post_file(&self, file: File, offset: u64, len: u64) -> Result<Flow, Disconnected> {
         self.tx.post(AppMsg::File { file, offset, len })

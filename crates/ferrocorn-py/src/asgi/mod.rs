@@ -166,6 +166,24 @@ impl Call {
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         let (phase, flow) = match (phase, msg) {
             (_, Outgoing::Trailers) => return Ok(Flow::Ready),
+            // A 103 goes before the head, which is held back until the first body bytes:
+            // accepted until then (asgiref: after the start, before the body), sent where
+            // the protocol and the client allow interim responses (not HTTP/1.0, not uwsgi).
+            (phase @ (Phase::Idle | Phase::Started(_)), Outgoing::EarlyHint(hints)) => {
+                let flow = if hints.is_empty() {
+                    Flow::Ready
+                } else {
+                    response.post_early_hints(hints).map_err(gone)?
+                };
+                (phase, flow)
+            }
+            (Phase::Streaming, Outgoing::EarlyHint(_)) => {
+                self.phase = Phase::Streaming;
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.early_hint': the response's body \
+                     has started (a 103 goes before it)",
+                ));
+            }
             (Phase::Idle, Outgoing::Start(head)) => (Phase::Started(head), Flow::Ready),
             (Phase::Idle, _) => {
                 self.phase = Phase::Idle;
@@ -195,6 +213,41 @@ impl Call {
                     response.finish().map_err(gone)?;
                 }
                 (Phase::Done, flow)
+            }
+            // Like a body message whose bytes come from the file: nothing yet (no bytes,
+            // more to come) keeps the head back.
+            (Phase::Started(head), Outgoing::ZeroCopy { len: 0, more, .. }) => {
+                if more {
+                    (Phase::Started(head), Flow::Ready)
+                } else {
+                    let flow = response
+                        .post_head(*head, Bytes::new(), true)
+                        .map_err(gone)?;
+                    (Phase::Done, flow)
+                }
+            }
+            (
+                phase @ (Phase::Started(_) | Phase::Streaming),
+                Outgoing::ZeroCopy {
+                    file,
+                    offset,
+                    len,
+                    more,
+                },
+            ) => {
+                if let Phase::Started(head) = phase {
+                    response
+                        .post_head(*head, Bytes::new(), false)
+                        .map_err(gone)?;
+                }
+                let mut flow = Flow::Ready;
+                if len > 0 {
+                    flow = response.post_file(file, offset, len).map_err(gone)?;
+                }
+                if !more {
+                    response.finish().map_err(gone)?;
+                }
+                (if more { Phase::Streaming } else { Phase::Done }, flow)
             }
             (Phase::Streaming, Outgoing::Body { body, more }) => {
                 let mut flow = Flow::Ready;
