@@ -5,6 +5,7 @@ static map and the limits unchanged. Real `ferrocorn` processes, real clients
 
 from __future__ import annotations
 
+import hashlib
 import json
 import select
 import socket
@@ -377,6 +378,157 @@ def test_a_late_early_hint_raises_and_bad_links_are_refused(server: Server,
                      "str_links": "TypeError", "crlf": "ValueError", "nul": "ValueError"}, errors
 
 
+TRAILER_BODY = b"alpha-beta"
+TRAILERS = [("x-checksum", hashlib.sha256(TRAILER_BODY).hexdigest()),
+            ("x-status", "ok")]
+
+
+def chunked_exchange(sock: socket.socket, path: str, te: bool = True,
+                     version: str = "HTTP/1.1") -> tuple[bytes, dict[str, str], bytes,
+                                                         list[tuple[str, str]]]:
+    """One request on ``sock``; the response's head, fields, body and trailer fields,
+    decoded from the chunked framing by hand (http.client drops trailers)."""
+    extra = [("TE", "trailers")] if te else []
+    sock.sendall(http_request(path, headers=extra, version=version))
+    data = b""
+    deadline = time.monotonic() + 10
+
+    def more() -> None:
+        nonlocal data
+        assert time.monotonic() < deadline, data
+        piece = sock.recv(65536)
+        assert piece, f"closed early: {data!r}"
+        data += piece
+    while b"\r\n\r\n" not in data:
+        more()
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    if "content-length" in fields:
+        data = rest
+        while len(data) < int(fields["content-length"]):
+            more()
+        return lines[0].encode(), fields, data, []
+    assert fields.get("transfer-encoding") == "chunked", fields
+    data, body = rest, b""
+    for _ in range(1000):
+        while b"\r\n" not in data:
+            more()
+        size_line, data = data.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        while len(data) < size + 2:
+            more()
+        body, data = body + data[:size], data[size + 2:]
+    while not (data.startswith(b"\r\n") or b"\r\n\r\n" in data):
+        more()
+    section = data.split(b"\r\n\r\n", 1)[0] if not data.startswith(b"\r\n") else b""
+    trailers = [(k.strip().lower(), v.strip()) for k, v in
+                (line.split(":", 1) for line in section.decode("latin-1").split("\r\n")
+                 if line)]
+    return lines[0].encode(), fields, body, trailers
+
+
+def test_trailers_over_http11(server: Server, events: Events) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        status, fields, body, trailers = chunked_exchange(sock, "/trailers")
+        assert (status, body, trailers) == (b"HTTP/1.1 200 OK", TRAILER_BODY, TRAILERS)
+        assert fields["trailer"] == "x-checksum, x-status"
+        # The connection goes on after the trailer section.
+        status, _, body, trailers = chunked_exchange(sock, "/trailers", te=False)
+        assert (status, body, trailers) == (b"HTTP/1.1 200 OK", TRAILER_BODY, [])
+        # A body with its length has no place for trailers: the body alone.
+        _, fields, body, trailers = chunked_exchange(sock, "/trailers?cl=1")
+        assert (fields["content-length"], body, trailers) == ("10", TRAILER_BODY, [])
+        status, _, body, trailers = chunked_exchange(sock, "/trailers")
+        assert (body, trailers) == (TRAILER_BODY, TRAILERS)
+    events.wait("trailers sent")
+
+
+def test_trailers_over_h2c(server: Server) -> None:
+    from test_http2 import Client
+
+    client = Client(server)
+    try:
+        sid = client.request("/trailers", headers=[("te", "trailers")])
+        assert _h2_body(client, sid) == TRAILER_BODY
+        assert list(client.trailers[sid].items()) == TRAILERS
+        sid = client.request("/trailers")  # no TE: trailers
+        assert _h2_body(client, sid) == TRAILER_BODY
+        assert sid not in client.trailers
+    finally:
+        client.sock.close()
+
+
+def test_bad_trailers_raise_into_send(server: Server) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        _, _, body, trailers = chunked_exchange(sock, "/trailers-bad")
+    assert body == b"body"
+    assert [k for k, _ in trailers] == ["x-errors"], trailers
+    assert json.loads(trailers[0][1]) == {
+        "too_early": "RuntimeError", "content_length": "ValueError", "crlf": "ValueError",
+        "body_again": "RuntimeError", "more_str": "TypeError"}
+
+
+def test_trailers_over_tls_and_uwsgi(tmp_path_factory: pytest.TempPathFactory,
+                                     start_server: Any) -> None:
+    """HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2) carry them; uwsgi, whose responses
+    are never chunked, sends the body alone."""
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    from test_uwsgi import packet, request_vars, send_packet
+
+    from support.certs import issue
+
+    d = tmp_path_factory.mktemp("trailers-pki")
+    ca = issue(d, "ca", cn="Ferrocorn Test CA", ca=True)
+    cert = issue(d, "server", cn="localhost", issuer=ca)
+    s = start_server(APP, "--certfile", str(cert.cert_path), "--keyfile", str(cert.key_path))
+    ctx = ssl.create_default_context(cafile=str(ca.cert_path))
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=10),
+                         server_hostname="localhost") as tls:
+        _, _, body, trailers = chunked_exchange(tls, "/trailers")
+    assert (body, trailers) == (TRAILER_BODY, TRAILERS)
+
+    ctx.set_alpn_protocols(["h2"])
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=10),
+                         server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/trailers"), (":scheme", "https"),
+                              (":authority", "localhost"), ("te", "trailers")],
+                          end_stream=True)
+        tls.sendall(conn.data_to_send())
+        got, h2_trailers, ended = b"", None, False
+        for _ in range(100):
+            if ended:
+                break
+            data = tls.recv(65536)
+            assert data, "closed before the stream ended"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    got += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    h2_trailers = list(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            tls.sendall(conn.data_to_send())
+    assert (got, h2_trailers) == (TRAILER_BODY, TRAILERS)
+
+    u = start_server(APP, "--protocol", "uwsgi")
+    raw = send_packet(u, packet(request_vars("/trailers", extra=[("HTTP_TE", "trailers")])))
+    (resp,) = parse_responses(raw)
+    assert resp.status == 200 and resp.body == TRAILER_BODY, raw
+    assert raw.endswith(b"\r\n\r\n" + TRAILER_BODY), raw  # the body, nothing after it
+
+
 def test_sync_code_runs_on_the_default_executor(server: Server) -> None:
     worker_thread, loop_thread = server.get("/sync").body.decode().split("|")
     assert loop_thread == "ferrocorn-asgi-loop"
@@ -458,7 +610,6 @@ def test_tls_scope_and_certificates(tmp_path_factory: pytest.TempPathFactory) ->
     import ssl
 
     from cryptography import x509
-
     from test_tls import issue
 
     d = tmp_path_factory.mktemp("asgi-pki")
@@ -560,6 +711,24 @@ def test_a_started_response_is_cut(server: Server, route: str, logged: str) -> N
     assert b"partial" in data
     assert not data.endswith(b"0\r\n\r\n")  # never completed
     server.wait_log(logged, since=mark)
+    server.assert_serving("/scope")
+
+
+@pytest.mark.app_errors
+def test_an_app_that_stops_before_its_last_trailers(server: Server) -> None:
+    """Returning: the response ends with the trailers it sent, and a log line; raising: the
+    response is cut, so no client takes it for whole."""
+    mark = server.mark()
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        _, _, body, trailers = chunked_exchange(sock, "/trailers-unfinished")
+    assert (body, trailers) == (b"partial", [("x-a", "1")])
+    server.wait_log("ASGI app returned without its last trailers", since=mark)
+    with server.connect() as conn:
+        conn.send(http_request("/trailers-unfinished?raise=1", headers=[("TE", "trailers")]))
+        data = conn.read_until_close()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"partial" in data
+    assert not data.endswith(b"\r\n\r\n")  # no last chunk
+    server.wait_log("ValueError: boom before the last trailers", since=mark)
     server.assert_serving("/scope")
 
 

@@ -319,6 +319,65 @@ async def hints_bad(scope, receive, send, query) -> None:
     await respond(send, 200, json.dumps(errors).encode())
 
 
+TRAILER_BODY = [b"alpha-", b"beta"]
+
+
+async def trailers(scope, receive, send, query) -> None:
+    """``http.response.trailers``: a body in two messages (with its length when ``cl``),
+    then its SHA-256 and a status as trailers, in two messages."""
+    import hashlib
+
+    assert "http.response.trailers" in scope["extensions"]
+    body = b"".join(TRAILER_BODY)
+    headers = [(b"content-type", b"text/plain"), (b"trailer", b"x-checksum, x-status")]
+    if query.get("cl"):
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers,
+                "trailers": True})
+    await send({"type": "http.response.body", "body": TRAILER_BODY[0], "more_body": True})
+    await send({"type": "http.response.body", "body": TRAILER_BODY[1]})
+    await send({"type": "http.response.trailers", "more_trailers": True,
+                "headers": [(b"x-checksum", hashlib.sha256(body).hexdigest().encode())]})
+    await send({"type": "http.response.trailers", "headers": [(b"x-status", b"ok")]})
+    record("trailers sent")
+
+
+async def trailers_bad(scope, receive, send, query) -> None:
+    """Trailers too early, a field a trailer may not carry, and a body message where the
+    trailers are due: each raises into send(), reported as JSON in the trailer x-errors."""
+    errors = {}
+
+    async def attempt(name: str, message: dict[str, Any]) -> None:
+        try:
+            await send(message)
+            errors[name] = None
+        except (TypeError, ValueError, RuntimeError) as exc:
+            errors[name] = type(exc).__name__
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await attempt("too_early", {"type": "http.response.trailers", "headers": []})
+    await send({"type": "http.response.body", "body": b"body"})
+    await attempt("content_length", {"type": "http.response.trailers",
+                                     "headers": [(b"content-length", b"4")]})
+    await attempt("crlf", {"type": "http.response.trailers",
+                           "headers": [(b"x-a", b"1\r\nx-b: 2")]})
+    await attempt("body_again", {"type": "http.response.body", "body": b"more"})
+    await attempt("more_str", {"type": "http.response.trailers", "headers": [],
+                               "more_trailers": "no"})
+    await send({"type": "http.response.trailers",
+                "headers": [(b"x-errors", json.dumps(errors, sort_keys=True).encode())]})
+
+
+async def trailers_unfinished(scope, receive, send, query) -> None:
+    """The body and a first trailers message with more to come; then the app returns (or,
+    with ``raise``, raises)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await send({"type": "http.response.body", "body": b"partial"})
+    await send({"type": "http.response.trailers", "headers": [(b"x-a", b"1")],
+                "more_trailers": True})
+    if query.get("raise"):
+        raise ValueError("boom before the last trailers")
+
+
 async def sync_work(scope, receive, send, query) -> None:
     loop = asyncio.get_running_loop()
 
@@ -405,6 +464,8 @@ ROUTES = {
     "/bad/raises-midway": raises_midway, "/bad/returns-midway": returns_midway,
     "/zerocopy": zerocopy, "/zerocopy-only": zerocopy_only, "/zerocopy-bad": zerocopy_bad,
     "/hints": hints, "/hints-late": hints_late, "/hints-bad": hints_bad,
+    "/trailers": trailers, "/trailers-bad": trailers_bad,
+    "/trailers-unfinished": trailers_unfinished,
 }
 
 

@@ -10,11 +10,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use ferrocorn::http1::response::{reason, EarlyHints, ResponseHead};
+use ferrocorn::http1::response::{reason, EarlyHints, ResponseHead, Trailers};
 
 /// What `send()` was given, checked.
 pub(crate) enum Outgoing {
-    Start(Box<ResponseHead>),
+    /// `http.response.start`; `trailers`: `http.response.trailers` will follow the body.
+    Start {
+        head: Box<ResponseHead>,
+        trailers: bool,
+    },
     Body {
         body: Bytes,
         more: bool,
@@ -30,9 +34,11 @@ pub(crate) enum Outgoing {
     },
     /// `http.response.early_hint`: the `Link` fields of a 103.
     EarlyHint(EarlyHints),
-    /// `http.response.trailers`: not advertised, so ignored (asgiref: a server without the
-    /// extension ignores them).
-    Trailers,
+    /// `http.response.trailers`: fields, and whether more trailer messages follow.
+    Trailers {
+        fields: Trailers,
+        more: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +105,10 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
     let (dict, kind) = typed(message)?;
     let kind = kind.to_str().map_err(|_| MessageError::NoType)?;
     match kind {
-        "http.response.start" => start(dict).map(|h| Outgoing::Start(Box::new(h))),
+        "http.response.start" => Ok(Outgoing::Start {
+            head: Box::new(start(dict)?),
+            trailers: flag(dict, "trailers")?,
+        }),
         "http.response.body" => {
             let body = match dict.get_item(intern!(dict.py(), "body")).ok().flatten() {
                 None => Bytes::new(),
@@ -128,7 +137,18 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
         }
         "http.response.zerocopysend" => zero_copy(dict),
         "http.response.early_hint" => early_hint(dict).map(Outgoing::EarlyHint),
-        "http.response.trailers" => Ok(Outgoing::Trailers),
+        "http.response.trailers" => {
+            let mut fields = Trailers::default();
+            for_each_header(dict, |name, value| {
+                fields
+                    .add(name, value)
+                    .map_err(|e| MessageError::Header(e.to_string()))
+            })?;
+            Ok(Outgoing::Trailers {
+                fields,
+                more: flag(dict, "more_trailers")?,
+            })
+        }
         other => Err(MessageError::UnknownType(other.to_owned())),
     }
 }
@@ -308,8 +328,12 @@ pub(crate) fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageErr
             log::debug!("ASGI app's {name} header dropped: the server frames responses");
             return Ok(());
         }
-        head.add(name, value)
-            .map_err(|e| MessageError::Header(e.to_string()))
+        let added = if name.eq_ignore_ascii_case("trailer") {
+            head.add_trailer_names(value)
+        } else {
+            head.add(name, value)
+        };
+        added.map_err(|e| MessageError::Header(e.to_string()))
     })?;
     Ok(head)
 }

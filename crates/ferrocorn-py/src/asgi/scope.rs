@@ -203,8 +203,9 @@ pub(crate) fn build<'py>(
     Ok(scope)
 }
 
-/// `http.response.pathsend`, `http.response.zerocopysend` and `http.response.early_hint`
-/// always (a 103 goes out where the protocol and the client allow one, see `Call::post`);
+/// `http.response.pathsend`, `http.response.zerocopysend`, `http.response.early_hint` and
+/// `http.response.trailers` always (a 103 and trailers go out where the protocol and the
+/// client allow them, see `Call::post`);
 /// `tls` on TLS connections (asgiref's TLS extension: the certificates in PEM, the client's
 /// as the WSGI environ's SSL_CLIENT_* give it).
 fn extensions<'py>(py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyDict>> {
@@ -212,6 +213,7 @@ fn extensions<'py>(py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyDict
     ext.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
     ext.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
     ext.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+    ext.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
     if let Some(tls) = &req.tls {
         let t = PyDict::new(py);
         t.set_item("server_cert", tls.server_cert.as_deref())?;
