@@ -5,9 +5,11 @@ static map and the limits unchanged. Real `ferrocorn` processes, real clients
 
 from __future__ import annotations
 
+import hashlib
 import json
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from support import (
     running_server,
     wait_for,
 )
+from support.skips import needs_tool
 
 APP = "asgi_app:app"
 
@@ -285,6 +288,259 @@ def test_pathsend_serves_a_file(server: Server, tmp_path: Path) -> None:
     assert (reply.status, reply.body) == (200, data)
 
 
+def test_zerocopysend_mixed_with_body_messages(server: Server, events: Events,
+                                               tmp_path: Path) -> None:
+    """http.response.zerocopysend from an offset for a count, then from where the file
+    stands, between two body messages; the app closed its file as soon as send() returned."""
+    f = tmp_path / "zc.bin"
+    data = bytes(range(256)) * 4096  # 1 MiB
+    f.write_bytes(data)
+    reply = server.get(f"/zerocopy?file={f}&offset=1000&count=300000")
+    assert reply.status == 200, reply.body[:200]
+    assert reply.header("transfer-encoding") == "chunked"
+    assert reply.body == b"<" + data[1000:301000] + data[301000:] + b">"
+    events.wait("zerocopy file closed")
+    # A count past the end stops at the end.
+    reply = server.get(f"/zerocopy?file={f}&offset={len(data) - 10}&count=1000000")
+    assert reply.body == b"<" + data[-10:] + b">"
+
+
+def test_zerocopysend_alone_over_http2(server: Server, tmp_path: Path) -> None:
+    from test_http2 import Client
+
+    f = tmp_path / "zc2.bin"
+    data = bytes(range(251)) * 2000
+    f.write_bytes(data)
+    reply = server.get(f"/zerocopy-only?file={f}")
+    assert (reply.status, reply.header("content-length"), reply.body) == (
+        200, str(len(data)), data)
+    client = Client(server)
+    try:
+        sid = client.request(f"/zerocopy?file={f}&offset=7&count=70000")
+        assert _h2_body(client, sid) == b"<" + data[7:70007] + data[70007:] + b">"
+    finally:
+        client.sock.close()
+
+
+def test_zerocopysend_refuses_bad_fields(server: Server, tmp_path: Path) -> None:
+    f = tmp_path / "zc3.bin"
+    f.write_bytes(b"z" * 100)
+    reply = server.get(f"/zerocopy-bad?file={f}")
+    assert reply.status == 200
+    errors = json.loads(reply.body)
+    kinds = {name: (err or "taken").split(":")[0] for name, err in errors.items()}
+    assert kinds == {
+        "no_file": "TypeError", "not_a_file": "TypeError", "closed": "ValueError",
+        "not_open": "ValueError", "pipe": "ValueError", "offset_str": "TypeError",
+        "offset_negative": "ValueError", "count_float": "TypeError",
+        "more_body_str": "TypeError"}, errors
+    assert "closed file" in errors["closed"], errors
+    assert "regular file" in errors["pipe"], errors
+
+
+def hint_exchange(server: Server, path: str, version: str = "HTTP/1.1") -> list[Any]:
+    """The responses to one request on a raw socket, interim ones included, in order."""
+    with server.connect() as conn:
+        conn.send(http_request(path, version=version))
+        out = [conn.response(skip_interim=False)]
+        for _ in range(10):
+            if out[-1].status >= 200:
+                break
+            out.append(conn.response(skip_interim=False))
+        return out
+
+
+def test_early_hints_go_out_before_the_response(server: Server) -> None:
+    first, second, final = hint_exchange(server, "/hints")
+    assert first.raw.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert first.headers == [("Link", "</style.css>; rel=preload; as=style")]
+    # One Link field per item, in order, surrounding whitespace trimmed.
+    assert second.headers == [("Link", "</a.js>; rel=preload; as=script"),
+                              ("Link", "</b.js>; rel=preload")]
+    assert (final.status, final.body) == (200, b"hinted")
+    # An HTTP/1.0 client gets no interim response (RFC 9110 §15.2).
+    (final,) = hint_exchange(server, "/hints", version="HTTP/1.0")
+    assert (final.status, final.body) == (200, b"hinted")
+
+
+def test_early_hints_over_http2(server: Server) -> None:
+    from test_http2 import Client
+
+    client = Client(server)
+    try:
+        sid = client.request("/hints")
+        assert _h2_body(client, sid) == b"hinted"
+        hints = client.informational[sid]
+        assert [h[":status"] for h in hints] == ["103", "103"], hints
+    finally:
+        client.sock.close()
+
+
+def test_a_late_early_hint_raises_and_bad_links_are_refused(server: Server,
+                                                             events: Events) -> None:
+    (final,) = hint_exchange(server, "/hints-late")
+    assert (final.status, final.body) == (200, b"ab")
+    events.wait("late hint raised RuntimeError: Unexpected ASGI message "
+                "'http.response.early_hint': the response's body has started (a 103 goes "
+                "before it)")
+    reply = server.get("/hints-bad")
+    errors = json.loads(reply.body)
+    kinds = {name: (err or "taken").split(":")[0] for name, err in errors.items()}
+    assert kinds == {"no_links": "TypeError", "not_iterable": "TypeError",
+                     "str_links": "TypeError", "crlf": "ValueError", "nul": "ValueError"}, errors
+
+
+TRAILER_BODY = b"alpha-beta"
+TRAILERS = [("x-checksum", hashlib.sha256(TRAILER_BODY).hexdigest()),
+            ("x-status", "ok")]
+
+
+def chunked_exchange(sock: socket.socket, path: str, te: bool = True,
+                     version: str = "HTTP/1.1") -> tuple[bytes, dict[str, str], bytes,
+                                                         list[tuple[str, str]]]:
+    """One request on ``sock``; the response's head, fields, body and trailer fields,
+    decoded from the chunked framing by hand (http.client drops trailers)."""
+    extra = [("TE", "trailers")] if te else []
+    sock.sendall(http_request(path, headers=extra, version=version))
+    data = b""
+    deadline = time.monotonic() + 10
+
+    def more() -> None:
+        nonlocal data
+        assert time.monotonic() < deadline, data
+        piece = sock.recv(65536)
+        assert piece, f"closed early: {data!r}"
+        data += piece
+    while b"\r\n\r\n" not in data:
+        more()
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    if "content-length" in fields:
+        data = rest
+        while len(data) < int(fields["content-length"]):
+            more()
+        return lines[0].encode(), fields, data, []
+    assert fields.get("transfer-encoding") == "chunked", fields
+    data, body = rest, b""
+    for _ in range(1000):
+        while b"\r\n" not in data:
+            more()
+        size_line, data = data.split(b"\r\n", 1)
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        while len(data) < size + 2:
+            more()
+        body, data = body + data[:size], data[size + 2:]
+    while not (data.startswith(b"\r\n") or b"\r\n\r\n" in data):
+        more()
+    section = data.split(b"\r\n\r\n", 1)[0] if not data.startswith(b"\r\n") else b""
+    trailers = [(k.strip().lower(), v.strip()) for k, v in
+                (line.split(":", 1) for line in section.decode("latin-1").split("\r\n")
+                 if line)]
+    return lines[0].encode(), fields, body, trailers
+
+
+def test_trailers_over_http11(server: Server, events: Events) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        status, fields, body, trailers = chunked_exchange(sock, "/trailers")
+        assert (status, body, trailers) == (b"HTTP/1.1 200 OK", TRAILER_BODY, TRAILERS)
+        assert fields["trailer"] == "x-checksum, x-status"
+        # The connection goes on after the trailer section.
+        status, _, body, trailers = chunked_exchange(sock, "/trailers", te=False)
+        assert (status, body, trailers) == (b"HTTP/1.1 200 OK", TRAILER_BODY, [])
+        # A body with its length has no place for trailers: the body alone.
+        _, fields, body, trailers = chunked_exchange(sock, "/trailers?cl=1")
+        assert (fields["content-length"], body, trailers) == ("10", TRAILER_BODY, [])
+        status, _, body, trailers = chunked_exchange(sock, "/trailers")
+        assert (body, trailers) == (TRAILER_BODY, TRAILERS)
+    events.wait("trailers sent")
+
+
+def test_trailers_over_h2c(server: Server) -> None:
+    from test_http2 import Client
+
+    client = Client(server)
+    try:
+        sid = client.request("/trailers", headers=[("te", "trailers")])
+        assert _h2_body(client, sid) == TRAILER_BODY
+        assert list(client.trailers[sid].items()) == TRAILERS
+        sid = client.request("/trailers")  # no TE: trailers
+        assert _h2_body(client, sid) == TRAILER_BODY
+        assert sid not in client.trailers
+    finally:
+        client.sock.close()
+
+
+def test_bad_trailers_raise_into_send(server: Server) -> None:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        _, _, body, trailers = chunked_exchange(sock, "/trailers-bad")
+    assert body == b"body"
+    assert [k for k, _ in trailers] == ["x-errors"], trailers
+    assert json.loads(trailers[0][1]) == {
+        "too_early": "RuntimeError", "content_length": "ValueError", "crlf": "ValueError",
+        "body_again": "RuntimeError", "more_str": "TypeError"}
+
+
+def test_trailers_over_tls_and_uwsgi(tmp_path_factory: pytest.TempPathFactory,
+                                     start_server: Any) -> None:
+    """HTTP/1.1 over TLS and HTTP/2 over TLS (ALPN h2) carry them; uwsgi, whose responses
+    are never chunked, sends the body alone."""
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    from test_uwsgi import packet, request_vars, send_packet
+
+    from support.certs import issue
+
+    d = tmp_path_factory.mktemp("trailers-pki")
+    ca = issue(d, "ca", cn="Ferrocorn Test CA", ca=True)
+    cert = issue(d, "server", cn="localhost", issuer=ca)
+    s = start_server(APP, "--certfile", str(cert.cert_path), "--keyfile", str(cert.key_path))
+    ctx = ssl.create_default_context(cafile=str(ca.cert_path))
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=10),
+                         server_hostname="localhost") as tls:
+        _, _, body, trailers = chunked_exchange(tls, "/trailers")
+    assert (body, trailers) == (TRAILER_BODY, TRAILERS)
+
+    ctx.set_alpn_protocols(["h2"])
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.port), timeout=10),
+                         server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/trailers"), (":scheme", "https"),
+                              (":authority", "localhost"), ("te", "trailers")],
+                          end_stream=True)
+        tls.sendall(conn.data_to_send())
+        got, h2_trailers, ended = b"", None, False
+        for _ in range(100):
+            if ended:
+                break
+            data = tls.recv(65536)
+            assert data, "closed before the stream ended"
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    got += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    h2_trailers = list(event.headers)
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            tls.sendall(conn.data_to_send())
+    assert (got, h2_trailers) == (TRAILER_BODY, TRAILERS)
+
+    u = start_server(APP, "--protocol", "uwsgi")
+    raw = send_packet(u, packet(request_vars("/trailers", extra=[("HTTP_TE", "trailers")])))
+    (resp,) = parse_responses(raw)
+    assert resp.status == 200 and resp.body == TRAILER_BODY, raw
+    assert raw.endswith(b"\r\n\r\n" + TRAILER_BODY), raw  # the body, nothing after it
+
+
 def test_sync_code_runs_on_the_default_executor(server: Server) -> None:
     worker_thread, loop_thread = server.get("/sync").body.decode().split("|")
     assert loop_thread == "ferrocorn-asgi-loop"
@@ -358,34 +614,55 @@ def _h2_body(client: Any, sid: int) -> bytes:
     return bytes(client.body[sid])
 
 
-def test_tls_scope_and_client_certificate(tmp_path_factory: pytest.TempPathFactory) -> None:
+@needs_tool("curl")
+def test_tls_scope_and_certificates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The tls extension over HTTP/1.1 (http.client) and HTTP/2 (curl): the server's
+    certificate, and the client's with the intermediate it sent after it."""
+    import http.client
     import ssl
 
+    from cryptography import x509
     from test_tls import issue
 
     d = tmp_path_factory.mktemp("asgi-pki")
     ca = issue(d, "ca", cn="Ferrocorn Test CA", ca=True)
     server_cert = issue(d, "server", cn="localhost", issuer=ca, serial=1001)
     client_ca = issue(d, "client-ca", cn="Ferrocorn Client CA", ca=True)
-    client = issue(d, "client", cn="alice", issuer=client_ca, client=True)
+    middle = issue(d, "client-int", cn="Ferrocorn Client Intermediate", issuer=client_ca,
+                   ca=True)
+    client = issue(d, "client", cn="alice", issuer=middle, client=True)
+    chain = d / "client-chain.pem"
+    chain.write_bytes(client.cert_path.read_bytes() + middle.cert_path.read_bytes())
     with running_server(APP, "--certfile", str(server_cert.cert_path), "--keyfile",
                         str(server_cert.key_path), "--ca-certs", str(client_ca.cert_path),
                         "--cert-reqs", "1") as s:
         ctx = ssl.create_default_context(cafile=str(ca.cert_path))
-        ctx.load_cert_chain(str(client.cert_path), str(client.key_path))
+        ctx.load_cert_chain(str(chain), str(client.key_path))
         ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-        import http.client
         conn = http.client.HTTPSConnection("localhost", s.port, context=ctx, timeout=10)
         conn.request("GET", "/scope")
         scope = json.loads(conn.getresponse().read())["scope"]
         conn.close()
+        # HTTP/2 (ALPN h2), without a client certificate.
+        out = subprocess.run(
+            ["curl", "-sS", "--http2", "--cacert", str(ca.cert_path),
+             "-w", "\n%{http_version}", f"https://localhost:{s.port}/scope"],
+            capture_output=True, text=True, timeout=20, check=True).stdout
+        body, version = out.rsplit("\n", 1)
+        scope2 = json.loads(body)["scope"]
     assert scope["scheme"] == "https"
     tls = scope["extensions"]["tls"]
     assert tls["client_cert_name"].startswith("CN=alice")
-    assert tls["client_cert_chain"][0].startswith("-----BEGIN CERTIFICATE-----")
+    certs = [x509.load_pem_x509_certificate(pem.encode()) for pem in tls["client_cert_chain"]]
+    assert certs == [client.cert, middle.cert]
+    assert x509.load_pem_x509_certificate(tls["server_cert"].encode()) == server_cert.cert
     assert tls["tls_version"] == 0x0304
     assert isinstance(tls["cipher_suite"], int) and tls["cipher_suite"] > 0
     assert tls["client_cert_error"] is None
+    assert (version, scope2["http_version"]) == ("2", "2")
+    tls2 = scope2["extensions"]["tls"]
+    assert tls2["server_cert"] == tls["server_cert"]
+    assert (tls2["client_cert_chain"], tls2["client_cert_name"]) == ([], None)
 
 
 def test_uwsgi_transport(start_server: Any) -> None:
@@ -446,6 +723,24 @@ def test_a_started_response_is_cut(server: Server, route: str, logged: str) -> N
     assert b"partial" in data
     assert not data.endswith(b"0\r\n\r\n")  # never completed
     server.wait_log(logged, since=mark)
+    server.assert_serving("/scope")
+
+
+@pytest.mark.app_errors
+def test_an_app_that_stops_before_its_last_trailers(server: Server) -> None:
+    """Returning: the response ends with the trailers it sent, and a log line; raising: the
+    response is cut, so no client takes it for whole."""
+    mark = server.mark()
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        _, _, body, trailers = chunked_exchange(sock, "/trailers-unfinished")
+    assert (body, trailers) == (b"partial", [("x-a", "1")])
+    server.wait_log("ASGI app returned without its last trailers", since=mark)
+    with server.connect() as conn:
+        conn.send(http_request("/trailers-unfinished?raise=1", headers=[("TE", "trailers")]))
+        data = conn.read_until_close()
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"partial" in data
+    assert not data.endswith(b"\r\n\r\n")  # no last chunk
+    server.wait_log("ValueError: boom before the last trailers", since=mark)
     server.assert_serving("/scope")
 
 

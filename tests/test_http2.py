@@ -73,6 +73,7 @@ class Client:
         self.body: dict[int, bytearray] = {}
         self.ended: set[int] = set()
         self.informational: dict[int, list[dict[str, str]]] = {}
+        self.trailers: dict[int, dict[str, str]] = {}
         self.reset: dict[int, int] = {}
         self.goaway: int | None = None
         self.closed = False
@@ -137,6 +138,8 @@ class Client:
                 if self.auto_ack:
                     self.conn.acknowledge_received_data(event.flow_controlled_length,
                                                         event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                self.trailers[event.stream_id] = dict(event.headers)
             elif isinstance(event, h2.events.StreamEnded):
                 self.ended.add(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):

@@ -169,7 +169,6 @@ def test_file_response(site: Served, workdir: Path, data_file: Path) -> None:
     wait_record(rec, FILE_DONE[site.interface])
 
 
-@behaviour("file-offset")
 def test_file_wrapper_from_an_offset(site: Served, workdir: Path, data_file: Path) -> None:
     rec = workdir / f"file-offset-{site.tag}"
     reply = site.client.request("GET", f"/r/file?path={data_file}&record={rec}&offset=1000")
@@ -335,7 +334,6 @@ def test_early_hints_given_as_bytes(site: Served) -> None:
         (103, ["</b.css>; rel=preload"])], reply
 
 
-@behaviour("late-hints")
 def test_early_hints_once_the_response_started_are_dropped(site: Served) -> None:
     reply = site.client.request("GET", "/hints/late")
     assert (reply.status, reply.body, reply.interim) == (200, b"first second", []), reply

@@ -220,6 +220,185 @@ async def pathsend(scope, receive, send, query) -> None:
     await send({"type": "http.response.pathsend", "path": name})
 
 
+async def zerocopy(scope, receive, send, query) -> None:
+    """``http.response.zerocopysend`` mixed with body messages: a prefix, the file from an
+    offset for a count, the rest of it from where the file stands, a suffix. The file is
+    closed as soon as the sends returned."""
+    assert "http.response.zerocopysend" in scope["extensions"]
+    offset, count = int(query.get("offset", "0")), int(query.get("count", "0"))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    await send({"type": "http.response.body", "body": b"<", "more_body": True})
+    with open(query["file"], "rb") as f:
+        await send({"type": "http.response.zerocopysend", "file": f, "offset": offset,
+                    "count": count, "more_body": True})
+        f.seek(offset + count)  # no offset below: from where the file stands
+        await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
+    record("zerocopy file closed")
+    await send({"type": "http.response.body", "body": b">"})
+
+
+async def zerocopy_only(scope, receive, send, query) -> None:
+    """One ``http.response.zerocopysend`` of a whole file, no other body message (the head
+    waits for the file's first bytes)."""
+    with open(query["file"], "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(size).encode())]})
+        await send({"type": "http.response.zerocopysend", "file": f})
+
+
+class NoSuchDescriptor:
+    """A file object whose descriptor is not open."""
+
+    def fileno(self) -> int:
+        return 999_999
+
+
+BAD_ZEROCOPY: dict[str, dict[str, Any]] = {
+    "no_file": {"file": None},
+    "not_a_file": {"file": b"data"},
+    "closed": {"file": "closed"},
+    "not_open": {"file": NoSuchDescriptor()},
+    "pipe": {"file": "pipe"},
+    "offset_str": {"offset": "1"},
+    "offset_negative": {"offset": -1},
+    "count_float": {"count": 1.5},
+    "more_body_str": {"more_body": "yes"},
+}
+
+
+async def zerocopy_bad(scope, receive, send, query) -> None:
+    """Each of BAD_ZEROCOPY's messages, reported as JSON with the exception each raised;
+    then the answer itself, which the bad sends left untouched."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    errors = {}
+    read_end, write_end = os.pipe()
+    with open(query["file"], "rb") as f, open(read_end, "rb") as pipe, open(write_end, "wb"):
+        closed = open(query["file"], "rb")
+        closed.close()
+        stand_ins = {"closed": closed, "pipe": pipe}
+        for name, fields in BAD_ZEROCOPY.items():
+            message = {"type": "http.response.zerocopysend", "file": f, "more_body": True,
+                       **fields}
+            if isinstance(message["file"], str):
+                message["file"] = stand_ins[message["file"]]
+            if message["file"] is None:
+                del message["file"]
+            try:
+                await send(message)
+                errors[name] = None
+            except (TypeError, ValueError) as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+    await send({"type": "http.response.body", "body": json.dumps(errors).encode()})
+
+
+async def hints(scope, receive, send, query) -> None:
+    """Two ``http.response.early_hint`` messages, then the page."""
+    assert "http.response.early_hint" in scope["extensions"]
+    await send({"type": "http.response.early_hint",
+                "links": [b"</style.css>; rel=preload; as=style"]})
+    await send({"type": "http.response.early_hint",
+                "links": (link for link in [b"</a.js>; rel=preload; as=script",
+                                            b"  </b.js>; rel=preload  "])})
+    await respond(send, 200, b"hinted")
+
+
+async def hints_late(scope, receive, send, query) -> None:
+    """An early hint once the body started: send() raises, the app goes on."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"a", "more_body": True})
+    try:
+        await send({"type": "http.response.early_hint", "links": [b"</x.css>"]})
+        record("late hint taken")
+    except RuntimeError as exc:
+        record(f"late hint raised RuntimeError: {exc}")
+    await send({"type": "http.response.body", "body": b"b"})
+
+
+BAD_HINTS: dict[str, Any] = {
+    "no_links": None,
+    "not_iterable": 5,
+    "str_links": ["</a.css>"],
+    "crlf": [b"</a.css>\r\nSet-Cookie: evil=1"],
+    "nul": [b"</a.css>\x00"],
+}
+
+
+async def hints_bad(scope, receive, send, query) -> None:
+    errors = {}
+    for name, links in BAD_HINTS.items():
+        message: dict[str, Any] = {"type": "http.response.early_hint"}
+        if links is not None:
+            message["links"] = links
+        try:
+            await send(message)
+            errors[name] = None
+        except (TypeError, ValueError) as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    await respond(send, 200, json.dumps(errors).encode())
+
+
+TRAILER_BODY = [b"alpha-", b"beta"]
+
+
+async def trailers(scope, receive, send, query) -> None:
+    """``http.response.trailers``: a body in two messages (with its length when ``cl``),
+    then its SHA-256 and a status as trailers, in two messages."""
+    import hashlib
+
+    assert "http.response.trailers" in scope["extensions"]
+    body = b"".join(TRAILER_BODY)
+    headers = [(b"content-type", b"text/plain"), (b"trailer", b"x-checksum, x-status")]
+    if query.get("cl"):
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers,
+                "trailers": True})
+    await send({"type": "http.response.body", "body": TRAILER_BODY[0], "more_body": True})
+    await send({"type": "http.response.body", "body": TRAILER_BODY[1]})
+    await send({"type": "http.response.trailers", "more_trailers": True,
+                "headers": [(b"x-checksum", hashlib.sha256(body).hexdigest().encode())]})
+    await send({"type": "http.response.trailers", "headers": [(b"x-status", b"ok")]})
+    record("trailers sent")
+
+
+async def trailers_bad(scope, receive, send, query) -> None:
+    """Trailers too early, a field a trailer may not carry, and a body message where the
+    trailers are due: each raises into send(), reported as JSON in the trailer x-errors."""
+    errors = {}
+
+    async def attempt(name: str, message: dict[str, Any]) -> None:
+        try:
+            await send(message)
+            errors[name] = None
+        except (TypeError, ValueError, RuntimeError) as exc:
+            errors[name] = type(exc).__name__
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await attempt("too_early", {"type": "http.response.trailers", "headers": []})
+    await send({"type": "http.response.body", "body": b"body"})
+    await attempt("content_length", {"type": "http.response.trailers",
+                                     "headers": [(b"content-length", b"4")]})
+    await attempt("crlf", {"type": "http.response.trailers",
+                           "headers": [(b"x-a", b"1\r\nx-b: 2")]})
+    await attempt("body_again", {"type": "http.response.body", "body": b"more"})
+    await attempt("more_str", {"type": "http.response.trailers", "headers": [],
+                               "more_trailers": "no"})
+    await send({"type": "http.response.trailers",
+                "headers": [(b"x-errors", json.dumps(errors, sort_keys=True).encode())]})
+
+
+async def trailers_unfinished(scope, receive, send, query) -> None:
+    """The body and a first trailers message with more to come; then the app returns (or,
+    with ``raise``, raises)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await send({"type": "http.response.body", "body": b"partial"})
+    await send({"type": "http.response.trailers", "headers": [(b"x-a", b"1")],
+                "more_trailers": True})
+    if query.get("raise"):
+        raise ValueError("boom before the last trailers")
+
+
 async def sync_work(scope, receive, send, query) -> None:
     loop = asyncio.get_running_loop()
 
@@ -304,6 +483,10 @@ ROUTES = {
     "/bad/status": bad_status, "/bad/body": bad_body, "/bad/headers": bad_headers,
     "/bad/no-response": no_response, "/bad/raises": raises,
     "/bad/raises-midway": raises_midway, "/bad/returns-midway": returns_midway,
+    "/zerocopy": zerocopy, "/zerocopy-only": zerocopy_only, "/zerocopy-bad": zerocopy_bad,
+    "/hints": hints, "/hints-late": hints_late, "/hints-bad": hints_bad,
+    "/trailers": trailers, "/trailers-bad": trailers_bad,
+    "/trailers-unfinished": trailers_unfinished,
 }
 
 

@@ -12,6 +12,13 @@ AssertionError, which the suite's autouse check finds in the server's log).
 /r/204                          204 with no fields
 /r/file?path=P[&record=R]       ``http.response.pathsend`` of P (WSGI: wsgi.file_wrapper);
                                 ``pathsend done`` appended to R once send() returned
+/r/file?path=P&offset=O[&record=R]
+                                ``http.response.zerocopysend`` of the open file from O, which
+                                is closed once send() returned (``file closed`` in R)
+/hints/two|bytes|after-start|late|empty
+                                ``http.response.early_hint`` as hints_app.py sends
+                                wsgi.early_hints (``late``: once the body started, send()
+                                raises and the app goes on)
 /r/raise/before|after_start|first_iter|mid_body?marker=M[&cl=1]
                                 ``RuntimeError("boom-<route>-M")`` before anything, after
                                 http.response.start, after an empty more_body piece, or
@@ -191,6 +198,9 @@ async def not_modified(scope: Scope, receive: Receive, send: Send,
 
 
 async def file_route(scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    if "offset" in query:
+        await file_from(scope, send, query)
+        return
     assert "http.response.pathsend" in scope["extensions"], scope["extensions"]
     path = query["path"]
     await send({"type": "http.response.start", "status": 200,
@@ -198,6 +208,60 @@ async def file_route(scope: Scope, receive: Receive, send: Send, query: dict[str
                             (b"content-length", str(os.path.getsize(path)).encode())]})
     await send({"type": "http.response.pathsend", "path": path})
     record(query.get("record"), "pathsend done")
+
+
+async def file_from(scope: Scope, send: Send, query: dict[str, str]) -> None:
+    """The file from an offset, with ``http.response.zerocopysend``; the app closes its file
+    as soon as send() returns (the server sends from its own descriptor)."""
+    assert "http.response.zerocopysend" in scope["extensions"], scope["extensions"]
+    path, offset = query["path"], int(query["offset"])
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"content-length", str(size - offset).encode())]})
+        await send({"type": "http.response.zerocopysend", "file": f, "offset": offset})
+    record(query.get("record"), "file closed")
+
+
+STYLE = b"</style.css>; rel=preload; as=style"
+
+
+async def hints(scope: Scope, receive: Receive, send: Send, query: dict[str, str]) -> None:
+    """hints_app.py's routes, with ``http.response.early_hint``."""
+    assert "http.response.early_hint" in scope["extensions"], scope["extensions"]
+    which = scope["path"].rsplit("/", 1)[-1]
+
+    async def hint(*links: bytes) -> None:
+        await send({"type": "http.response.early_hint", "links": list(links)})
+    if which == "two":
+        await hint(STYLE)
+        await hint(b"</app.js>; rel=preload; as=script",
+                   b"</font.woff2>; rel=preload; as=font; crossorigin")
+    elif which == "bytes":
+        await hint(b"</b.css>; rel=preload")
+    elif which == "after-start":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [TEXT, (b"content-length", b"2")]})
+        await hint(STYLE)  # the head waits for the body: still sent
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    elif which == "late":
+        await send({"type": "http.response.start", "status": 200, "headers": [TEXT]})
+        await send({"type": "http.response.body", "body": b"first ", "more_body": True})
+        try:
+            await hint(STYLE)
+        except RuntimeError as exc:  # the head has gone: refused
+            assert "early_hint" in str(exc), exc
+        else:
+            raise AssertionError("a late early_hint was taken")
+        await send({"type": "http.response.body", "body": b"second"})
+        return
+    elif which == "empty":
+        await hint()
+    else:
+        await hint(STYLE)
+    await whole(send, 200, b"ferrocorn-asgi-loop")
 
 
 async def raise_before(scope: Scope, receive: Receive, send: Send,
@@ -297,6 +361,7 @@ ROUTES: dict[str, Route] = {path: checked(route) for path, route in {
     "/env": env,
     "/not-modified": not_modified,
     "/hold": hold,
+    **{f"/hints/{which}": hints for which in ("two", "bytes", "after-start", "late", "empty")},
 }.items()}
 
 

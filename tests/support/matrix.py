@@ -61,12 +61,6 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         "a body without Content-Length is delimited by the connection's close over uwsgi, "
         "so a response cut short cannot be told from a whole one (as with uWSGI)",
     # The interfaces: what PEP 3333 has and ASGI 3 has not (or ferrocorn does not do yet).
-    ("interim", "asgi"):
-        "103 Early Hints are sent through wsgi.early_hints; ASGI's http.response.early_hint "
-        "extension is not implemented (docs/asgi.md, what the spec allows that is not done)",
-    ("late-hints", "asgi"):
-        "wsgi.early_hints called once the body started is dropped; ASGI apps have no early "
-        "hints to call (http.response.early_hint is not implemented, docs/asgi.md)",
     ("readline", "asgi"):
         "wsgi.input's readline() and its reads after the end are PEP 3333's; an ASGI app "
         "receives http.request messages (the echo and hash tests read those)",
@@ -81,10 +75,8 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         "(test_asgi.py)",
     ("file-like", "asgi"):
         "wsgi.file_wrapper of an object without fileno() is PEP 3333's; ASGI sends a file by "
-        "its path (http.response.pathsend, the file test)",
-    ("file-offset", "asgi"):
-        "wsgi.file_wrapper sends an open file from where it is positioned; "
-        "http.response.pathsend names a whole file by its path, with no offset",
+        "its path (http.response.pathsend, the file test) or its descriptor "
+        "(http.response.zerocopysend, the file-from-an-offset test)",
 }
 
 F = TypeVar("F", bound=Callable[..., object])

@@ -14,9 +14,9 @@ use crate::addr::{Local, Peer};
 use crate::clock::monotonic_ms;
 use crate::http1::error::BodyError;
 use crate::http1::request::{RequestHead, Text};
-use crate::http1::response::{EarlyHints, ResponseHead};
+use crate::http1::response::{EarlyHints, ResponseHead, Trailers};
 pub use crate::messages::WsOut;
-use crate::messages::{AppMsg, BodyPiece};
+use crate::messages::{AppMsg, BodyPiece, Ending};
 use crate::proxy::Forwarded;
 use crate::remote::{Flow, Mailbox, RemoteApp, RemoteRx, RemoteTx};
 
@@ -550,7 +550,14 @@ impl ResponseSink {
 
     /// The response is complete.
     pub fn finish(&self) -> Result<(), Disconnected> {
-        self.send(AppMsg::End(self.took()))
+        self.send(self.end(None))
+    }
+
+    fn end(&self, trailers: Option<Box<Trailers>>) -> AppMsg {
+        AppMsg::End(Ending {
+            took: self.took(),
+            trailers,
+        })
     }
 
     /// The response cannot be completed: the connection is closed.
@@ -610,6 +617,17 @@ impl ResponseSink {
     /// wait for its token, as for a response's body.
     pub fn post_ws(&self, msg: WsOut) -> Result<Flow, Disconnected> {
         self.tx.post(AppMsg::Ws(msg))
+    }
+
+    /// [`ResponseSink::send_early_hints`], likewise (ASGI's `http.response.early_hint`).
+    pub fn post_early_hints(&self, hints: EarlyHints) -> Result<Flow, Disconnected> {
+        self.tx.post(AppMsg::Hints(Box::new(hints)))
+    }
+
+    /// The response is complete, with its trailer fields (sent where the framing carries
+    /// them: HTTP/1.1 chunked, HTTP/2), without blocking.
+    pub fn post_trailers(&self, trailers: Trailers) -> Result<Flow, Disconnected> {
+        self.tx.post(self.end(Some(Box::new(trailers))))
     }
 
     /// [`ResponseSink::send_file`], likewise.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::http1::error::BodyError;
-use crate::http1::response::{EarlyHints, ResponseHead};
+use crate::http1::response::{EarlyHints, ResponseHead, Trailers};
 
 /// Messages from the app side to the connection task.
 #[derive(Debug)]
@@ -34,13 +34,21 @@ pub(crate) enum AppMsg {
         offset: u64,
         len: u64,
     },
-    /// The response is complete, after the app worked on it this long.
-    End(Duration),
+    /// The response is complete.
+    End(Ending),
     /// The app failed after the head was sent: close the connection without completing it.
     Abort,
     /// A WebSocket message family's event (an app that speaks messages: ASGI's websocket
     /// scope); its denial responses use `Head`, `Data` and `End` above.
     Ws(WsOut),
+}
+
+/// How a response ends: after the app worked on it `took`, with the trailer fields it sent
+/// (ASGI's `http.response.trailers`), which go out where the framing carries them.
+#[derive(Debug)]
+pub(crate) struct Ending {
+    pub(crate) took: Duration,
+    pub(crate) trailers: Option<Box<Trailers>>,
 }
 
 /// What an app sends on a WebSocket the core speaks (`crate::exchange::websocket`).

@@ -398,7 +398,12 @@ mod tests {
         drop(rx);
         assert!(mb.is_closed());
         assert_eq!(notes.0.load(Ordering::SeqCst), 1);
-        assert!(mb.send(AppMsg::End(std::time::Duration::ZERO)).is_err());
+        assert!(mb
+            .send(AppMsg::End(crate::messages::Ending {
+                took: std::time::Duration::ZERO,
+                trailers: None,
+            }))
+            .is_err());
     }
 
     impl Mailbox {

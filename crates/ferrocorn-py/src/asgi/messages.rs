@@ -1,6 +1,7 @@
 //! The messages an ASGI app sends for an HTTP request, checked and turned into typed values:
 //! a wrong type or field is a [`MessageError`] raised into the app's `await send(...)`.
 
+use std::fs::File;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -9,19 +10,35 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use ferrocorn::http1::response::{reason, ResponseHead};
+use ferrocorn::http1::response::{reason, EarlyHints, ResponseHead, Trailers};
 
 /// What `send()` was given, checked.
 pub(crate) enum Outgoing {
-    Start(Box<ResponseHead>),
+    /// `http.response.start`; `trailers`: `http.response.trailers` will follow the body.
+    Start {
+        head: Box<ResponseHead>,
+        trailers: bool,
+    },
     Body {
         body: Bytes,
         more: bool,
     },
     PathSend(PathBuf),
-    /// `http.response.trailers`: not advertised, so ignored (asgiref: a server without the
-    /// extension ignores them).
-    Trailers,
+    /// `http.response.zerocopysend`: `len` bytes of `file` (the app's descriptor, duplicated)
+    /// from `offset`.
+    ZeroCopy {
+        file: File,
+        offset: u64,
+        len: u64,
+        more: bool,
+    },
+    /// `http.response.early_hint`: the `Link` fields of a 103.
+    EarlyHint(EarlyHints),
+    /// `http.response.trailers`: fields, and whether more trailer messages follow.
+    Trailers {
+        fields: Trailers,
+        more: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +58,8 @@ pub(crate) enum MessageError {
     Status(String),
     #[error("invalid response header: {0}")]
     Header(String),
+    #[error("http.response.zerocopysend: {0}")]
+    File(String),
 }
 
 impl From<MessageError> for PyErr {
@@ -49,7 +68,7 @@ impl From<MessageError> for PyErr {
             MessageError::NotADict(_) | MessageError::Field { .. } => {
                 PyTypeError::new_err(e.to_string())
             }
-            MessageError::Status(_) | MessageError::Header(_) => {
+            MessageError::Status(_) | MessageError::Header(_) | MessageError::File(_) => {
                 PyValueError::new_err(e.to_string())
             }
             MessageError::NoType | MessageError::UnknownType(_) => {
@@ -86,7 +105,10 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
     let (dict, kind) = typed(message)?;
     let kind = kind.to_str().map_err(|_| MessageError::NoType)?;
     match kind {
-        "http.response.start" => start(dict).map(|h| Outgoing::Start(Box::new(h))),
+        "http.response.start" => Ok(Outgoing::Start {
+            head: Box::new(start(dict)?),
+            trailers: flag(dict, "trailers")?,
+        }),
         "http.response.body" => {
             let body = match dict.get_item(intern!(dict.py(), "body")).ok().flatten() {
                 None => Bytes::new(),
@@ -113,8 +135,130 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
                 })?;
             Ok(Outgoing::PathSend(path))
         }
-        "http.response.trailers" => Ok(Outgoing::Trailers),
+        "http.response.zerocopysend" => zero_copy(dict),
+        "http.response.early_hint" => early_hint(dict).map(Outgoing::EarlyHint),
+        "http.response.trailers" => {
+            let mut fields = Trailers::default();
+            for_each_header(dict, |name, value| {
+                fields
+                    .add(name, value)
+                    .map_err(|e| MessageError::Header(e.to_string()))
+            })?;
+            Ok(Outgoing::Trailers {
+                fields,
+                more: flag(dict, "more_trailers")?,
+            })
+        }
         other => Err(MessageError::UnknownType(other.to_owned())),
+    }
+}
+
+/// `http.response.early_hint`'s `links`, an iterable of byte strings, as `Link` fields.
+fn early_hint(dict: &Bound<'_, PyDict>) -> Result<EarlyHints, MessageError> {
+    let bad = || MessageError::Field {
+        field: "links",
+        expected: "an iterable of byte strings",
+    };
+    let links = dict.get_item("links").ok().flatten().ok_or_else(bad)?;
+    let mut hints = EarlyHints::default();
+    for link in links.try_iter().map_err(|_| bad())? {
+        let link = link.map_err(|_| bad())?;
+        let link = link.cast_into::<PyBytes>().map_err(|_| bad())?;
+        hints
+            .add("Link", link.as_bytes())
+            .map_err(|e| MessageError::Header(e.to_string()))?;
+    }
+    Ok(hints)
+}
+
+/// `http.response.zerocopysend`: the file's descriptor is duplicated here (the app may close
+/// its file once `send()` returns, as asgiref says it should), and the part to send settled:
+/// from `offset` (else the file's current position) for `count` bytes (else to its end), no
+/// further than its end.
+fn zero_copy(dict: &Bound<'_, PyDict>) -> Result<Outgoing, MessageError> {
+    let py = dict.py();
+    let bad_file = || MessageError::Field {
+        field: "file",
+        expected: "a file object with fileno()",
+    };
+    let obj = dict.get_item("file").ok().flatten().ok_or_else(bad_file)?;
+    let fileno = obj.getattr(intern!(py, "fileno")).map_err(|_| bad_file())?;
+    // A closed file's fileno() raises ValueError: its message says so.
+    let fd = fileno
+        .call0()
+        .map_err(|e| MessageError::File(format!("fileno(): {}", e.value(py))))?
+        .extract::<i32>()
+        .map_err(|_| bad_file())?;
+    let file =
+        duplicate(fd).map_err(|e| MessageError::File(format!("file descriptor {fd}: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| MessageError::File(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(MessageError::File(
+            "the file must be a regular file (sendfile's source)".into(),
+        ));
+    }
+    let offset = match count_field(dict, "offset")? {
+        Some(offset) => offset,
+        None => position(&obj, &file)?,
+    };
+    let left = meta.len().saturating_sub(offset);
+    let len = count_field(dict, "count")?.map_or(left, |count| count.min(left));
+    Ok(Outgoing::ZeroCopy {
+        file,
+        offset,
+        len,
+        more: more_body(dict)?,
+    })
+}
+
+/// A duplicate of the descriptor `fd`, the server's own to close.
+fn duplicate(fd: i32) -> std::io::Result<File> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the descriptor is only duplicated (fcntl F_DUPFD_CLOEXEC), never closed or used
+    // through the borrow; a number that is not open fails with EBADF. The app's file object,
+    // which reported it, is alive (the message holds it) and the GIL is held.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().map(File::from)
+}
+
+/// Where the app's file stands: its `tell()` (a buffered reader's position, not its
+/// descriptor's, which is ahead by what it has buffered), else the descriptor's.
+fn position(obj: &Bound<'_, PyAny>, file: &File) -> Result<u64, MessageError> {
+    if let Ok(at) = obj
+        .call_method0(intern!(obj.py(), "tell"))
+        .and_then(|t| t.extract::<u64>())
+    {
+        return Ok(at);
+    }
+    use std::io::Seek;
+    let mut file = file;
+    file.stream_position()
+        .map_err(|e| MessageError::File(format!("the file's position: {e}")))
+}
+
+/// An optional count of bytes (`offset`, `count`): a non-negative int, or absent (or None).
+fn count_field(dict: &Bound<'_, PyDict>, field: &'static str) -> Result<Option<u64>, MessageError> {
+    match dict.get_item(field).ok().flatten() {
+        None => Ok(None),
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => Err(MessageError::Field {
+            field,
+            expected: "an int",
+        }),
+        Some(v) => match v.extract::<i64>() {
+            Ok(n) => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| MessageError::File(format!("{field} must not be negative, not {n}"))),
+            Err(_) => Err(MessageError::Field {
+                field,
+                expected: "an int",
+            }),
+        },
     }
 }
 
@@ -184,8 +328,12 @@ pub(crate) fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageErr
             log::debug!("ASGI app's {name} header dropped: the server frames responses");
             return Ok(());
         }
-        head.add(name, value)
-            .map_err(|e| MessageError::Header(e.to_string()))
+        let added = if name.eq_ignore_ascii_case("trailer") {
+            head.add_trailer_names(value)
+        } else {
+            head.add(name, value)
+        };
+        added.map_err(|e| MessageError::Header(e.to_string()))
     })?;
     Ok(head)
 }

@@ -27,7 +27,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use ferrocorn::app::{BodyStream, Exchange, Request, ResponseSink};
-use ferrocorn::http1::response::{server_response, ResponseHead};
+use ferrocorn::http1::response::{server_response, ResponseHead, Trailers};
 use ferrocorn::remote::Flow;
 
 use self::done::Done;
@@ -51,6 +51,8 @@ enum Phase {
     Started(Box<ResponseHead>),
     /// Head sent, more body to come.
     Streaming,
+    /// The body is complete; the `http.response.trailers` gathered so far.
+    Trailers(Trailers),
     /// The response is complete (or was cut off).
     Done,
 }
@@ -65,6 +67,9 @@ pub(crate) struct Call {
     phase: Phase,
     /// The last `http.request` (more_body False) was given to the app.
     request_done: bool,
+    /// `http.response.start` said `trailers`: the body's last message leaves the response
+    /// open for `http.response.trailers`.
+    trailers: bool,
     /// The loop's side (`ferrocorn._asgi.LoopWorker`): its `receive_later(call)` and
     /// `room_later(call)` coroutines wait for this call's token.
     waits: Option<Py<PyAny>>,
@@ -85,6 +90,7 @@ impl Call {
             response: Some(response),
             phase: Phase::Idle,
             request_done: false,
+            trailers: false,
             waits: None,
         }
     }
@@ -163,10 +169,76 @@ impl Call {
             return Err(ClientDisconnected::new_err("the response is over"));
         };
         let gone = |_| ClientDisconnected::new_err("the client disconnected");
+        // With `trailers` declared, the body's last message does not end the response: the
+        // trailers do.
+        let declared = self.trailers;
+        let after_body = |more: bool| {
+            if more {
+                Phase::Streaming
+            } else if declared {
+                Phase::Trailers(Trailers::default())
+            } else {
+                Phase::Done
+            }
+        };
+        let end = |more: bool| -> PyResult<()> {
+            if !more && !declared {
+                response.finish().map_err(gone)?;
+            }
+            Ok(())
+        };
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         let (phase, flow) = match (phase, msg) {
-            (_, Outgoing::Trailers) => return Ok(Flow::Ready),
-            (Phase::Idle, Outgoing::Start(head)) => (Phase::Started(head), Flow::Ready),
+            // Without `trailers` in the start, trailer messages are ignored.
+            (phase, Outgoing::Trailers { .. }) if !declared => (phase, Flow::Ready),
+            (Phase::Trailers(mut gathered), Outgoing::Trailers { fields, more }) => {
+                for (name, value) in fields.fields.iter() {
+                    gathered.fields.push(name, value);
+                }
+                if more {
+                    (Phase::Trailers(gathered), Flow::Ready)
+                } else {
+                    (Phase::Done, self.end_with(gathered)?)
+                }
+            }
+            (phase @ Phase::Trailers(_), _) => {
+                self.phase = phase;
+                return Err(PyRuntimeError::new_err(
+                    "Expected ASGI message 'http.response.trailers' after the body",
+                ));
+            }
+            (
+                phase @ (Phase::Idle | Phase::Started(_) | Phase::Streaming),
+                Outgoing::Trailers { .. },
+            ) => {
+                self.phase = phase;
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.trailers' before the body's last \
+                     message",
+                ));
+            }
+            // A 103 goes before the head, which is held back until the first body bytes:
+            // accepted until then (asgiref: after the start, before the body), sent where
+            // the protocol and the client allow interim responses (not HTTP/1.0, not uwsgi).
+            (phase @ (Phase::Idle | Phase::Started(_)), Outgoing::EarlyHint(hints)) => {
+                let flow = if hints.is_empty() {
+                    Flow::Ready
+                } else {
+                    response.post_early_hints(hints).map_err(gone)?
+                };
+                (phase, flow)
+            }
+            (Phase::Streaming, Outgoing::EarlyHint(_)) => {
+                self.phase = Phase::Streaming;
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.early_hint': the response's body \
+                     has started (a 103 goes before it)",
+                ));
+            }
+            (Phase::Idle, Outgoing::Start { head, trailers }) => {
+                self.trailers = trailers;
+                (Phase::Started(head), Flow::Ready)
+            }
             (Phase::Idle, _) => {
                 self.phase = Phase::Idle;
                 return Err(PyRuntimeError::new_err(
@@ -180,33 +252,66 @@ impl Call {
                 (Phase::Started(head), Flow::Ready)
             }
             (Phase::Started(head), Outgoing::Body { body, more }) => {
-                let flow = response.post_head(*head, body, !more).map_err(gone)?;
-                (if more { Phase::Streaming } else { Phase::Done }, flow)
+                let flow = response
+                    .post_head(*head, body, !more && !declared)
+                    .map_err(gone)?;
+                (after_body(more), flow)
             }
             (Phase::Started(head), Outgoing::PathSend(path)) => {
                 let file = File::open(&path)?;
                 let len = file.metadata()?.len();
                 response
-                    .post_head(*head, Bytes::new(), len == 0)
+                    .post_head(*head, Bytes::new(), len == 0 && !declared)
                     .map_err(gone)?;
                 let mut flow = Flow::Ready;
                 if len > 0 {
                     flow = response.post_file(file, 0, len).map_err(gone)?;
-                    response.finish().map_err(gone)?;
+                    end(false)?;
                 }
-                (Phase::Done, flow)
+                (after_body(false), flow)
+            }
+            // Like a body message whose bytes come from the file: nothing yet (no bytes,
+            // more to come) keeps the head back.
+            (Phase::Started(head), Outgoing::ZeroCopy { len: 0, more, .. }) => {
+                if more {
+                    (Phase::Started(head), Flow::Ready)
+                } else {
+                    let flow = response
+                        .post_head(*head, Bytes::new(), !declared)
+                        .map_err(gone)?;
+                    (after_body(false), flow)
+                }
+            }
+            (
+                phase @ (Phase::Started(_) | Phase::Streaming),
+                Outgoing::ZeroCopy {
+                    file,
+                    offset,
+                    len,
+                    more,
+                },
+            ) => {
+                if let Phase::Started(head) = phase {
+                    response
+                        .post_head(*head, Bytes::new(), false)
+                        .map_err(gone)?;
+                }
+                let mut flow = Flow::Ready;
+                if len > 0 {
+                    flow = response.post_file(file, offset, len).map_err(gone)?;
+                }
+                end(more)?;
+                (after_body(more), flow)
             }
             (Phase::Streaming, Outgoing::Body { body, more }) => {
                 let mut flow = Flow::Ready;
                 if !body.is_empty() {
                     flow = response.post_data(body).map_err(gone)?;
                 }
-                if !more {
-                    response.finish().map_err(gone)?;
-                }
-                (if more { Phase::Streaming } else { Phase::Done }, flow)
+                end(more)?;
+                (after_body(more), flow)
             }
-            (phase @ (Phase::Started(_) | Phase::Streaming), Outgoing::Start(_)) => {
+            (phase @ (Phase::Started(_) | Phase::Streaming), Outgoing::Start { .. }) => {
                 self.phase = phase;
                 return Err(PyRuntimeError::new_err(
                     "Unexpected ASGI message 'http.response.start': the response has started",
@@ -226,6 +331,15 @@ impl Call {
         };
         self.phase = phase;
         Ok(flow)
+    }
+
+    /// Ends the response with the `trailers` gathered (see [`end_with`]).
+    fn end_with(&self, trailers: Trailers) -> PyResult<Flow> {
+        let Some(response) = self.response.as_ref() else {
+            return Err(ClientDisconnected::new_err("the response is over"));
+        };
+        end_with(response, &self.request, trailers)
+            .map_err(|_| ClientDisconnected::new_err("the client disconnected"))
     }
 }
 
@@ -311,10 +425,33 @@ impl Call {
                     }
                     response.abort();
                 }
+                // The body is whole but its trailers (a checksum, a status) are not: cut on an
+                // exception, ended with what was sent otherwise.
+                Phase::Trailers(_) if error.is_some() => response.abort(),
+                Phase::Trailers(gathered) => {
+                    log::error!("ASGI app returned without its last trailers ({label})");
+                    let ended = end_with(&response, &self.request, gathered);
+                    if ended.is_err() {
+                        log::debug!("{label}: the client left before the trailers");
+                    }
+                }
             }
         }
         self.body = None;
     }
+}
+
+/// Ends `response` with `trailers`: sent when the client said it takes them (`TE: trailers`,
+/// as asgiref asks) and there are any; else the body just ends.
+fn end_with(
+    response: &ResponseSink,
+    request: &Request,
+    trailers: Trailers,
+) -> Result<Flow, ferrocorn::app::Disconnected> {
+    if trailers.fields.is_empty() || !request.head.takes_trailers() {
+        return response.finish().map(|()| Flow::Ready);
+    }
+    response.post_trailers(trailers)
 }
 
 /// True when the app may send on (or the client is gone, which its next send raises).

@@ -203,18 +203,27 @@ pub(crate) fn build<'py>(
     Ok(scope)
 }
 
-/// `http.response.pathsend` always; `tls` on TLS connections (asgiref's TLS extension: the
-/// client certificate as the WSGI environ's SSL_CLIENT_* give it).
+/// `http.response.pathsend`, `http.response.zerocopysend`, `http.response.early_hint` and
+/// `http.response.trailers` always (a 103 and trailers go out where the protocol and the
+/// client allow them, see `Call::post`);
+/// `tls` on TLS connections (asgiref's TLS extension: the certificates in PEM, the client's
+/// as the WSGI environ's SSL_CLIENT_* give it).
 fn extensions<'py>(py: Python<'py>, req: &Request) -> PyResult<Bound<'py, PyDict>> {
     let ext = PyDict::new(py);
     ext.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    ext.set_item(intern!(py, "http.response.zerocopysend"), PyDict::new(py))?;
+    ext.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+    ext.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
     if let Some(tls) = &req.tls {
         let t = PyDict::new(py);
-        t.set_item("server_cert", py.None())?;
+        t.set_item("server_cert", tls.server_cert.as_deref())?;
         let chain = PyList::empty(py);
         match &tls.client {
             Some(client) => {
                 chain.append(PyString::new(py, &client.pem))?;
+                for pem in &client.chain {
+                    chain.append(PyString::new(py, pem))?;
+                }
                 t.set_item("client_cert_name", client.subject.as_str())?;
             }
             None => t.set_item("client_cert_name", py.None())?,

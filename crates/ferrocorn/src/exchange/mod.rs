@@ -29,7 +29,7 @@ use crate::batch;
 use crate::connection::ctx::ConnCtx;
 use crate::http1::error::{BodyError, RequestError};
 use crate::http1::request::{Framing, RequestHead, Text};
-use crate::http1::response::{server_response, EarlyHints, HeaderBlock, ResponseHead};
+use crate::http1::response::{server_response, EarlyHints, HeaderBlock, ResponseHead, Trailers};
 use crate::messages::{AppMsg, BodyPiece};
 use crate::net::Stream;
 use crate::observe::accesslog::AccessLog;
@@ -100,6 +100,9 @@ pub(crate) trait Wire {
     async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> Result<u64, ()>;
     /// The response is complete.
     async fn finish(&mut self) -> Result<(), ()>;
+    /// The response is complete, with trailer fields after the body where its framing
+    /// carries them (else as [`Wire::finish`]).
+    async fn finish_with(&mut self, trailers: &Trailers) -> Result<(), ()>;
     /// True where small responses made in one run of ready work go out best together at its
     /// end (`crate::batch`): a connection that writes its own responses (HTTP/1.1). An HTTP/2
     /// stream's frames are written by its connection's task, which batches them already.
@@ -586,9 +589,12 @@ async fn dispatch<W: Wire>(
             AppMsg::File { file, offset, len } => {
                 send_file_pieces(wire, &file, offset, len, &mut record).await?;
             }
-            AppMsg::End(took) => {
-                ctx.inline.record(route, took, alone);
-                wire.finish().await?;
+            AppMsg::End(ending) => {
+                ctx.inline.record(route, ending.took, alone);
+                match ending.trailers {
+                    Some(trailers) => wire.finish_with(&trailers).await?,
+                    None => wire.finish().await?,
+                }
                 break;
             }
             // The WebSocket family belongs to `websocket::serve`; an HTTP exchange has none.

@@ -129,4 +129,8 @@ pub enum ResponseError {
     ContentLength(String),
     #[error("header {0:?} is not allowed in a 103 Early Hints response")]
     HintField(String),
+    #[error(
+        "header {0:?} is not allowed in trailers (it frames, routes or describes the content)"
+    )]
+    TrailerField(String),
 }

@@ -210,6 +210,19 @@ impl RequestHead {
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| &*h.value)
     }
+
+    /// The client takes trailer fields: `trailers` among its `TE` field's members (RFC 9110
+    /// §10.1.4).
+    pub fn takes_trailers(&self) -> bool {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("te"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .any(|member| {
+                let token = member.split(|&b| b == b';').next().unwrap_or_default();
+                trim_ows(token).eq_ignore_ascii_case(b"trailers")
+            })
+    }
 }
 
 /// Parses the head at the start of `buf`. `Ok(None)` means more bytes are needed; on success the
@@ -650,6 +663,18 @@ mod tests {
                 String::from_utf8_lossy(raw)
             ),
         }
+    }
+
+    #[test]
+    fn te_trailers_is_a_member_of_the_te_field() {
+        let takes = |te: &str| {
+            RequestHead::for_test("GET", "/", Version::Http11, &[("TE", te)]).takes_trailers()
+        };
+        assert!(takes("trailers"));
+        assert!(takes("gzip;q=0.5, Trailers"));
+        assert!(!takes("gzip"));
+        assert!(!takes("trailersx"));
+        assert!(!RequestHead::for_test("GET", "/", Version::Http11, &[]).takes_trailers());
     }
 
     #[test]

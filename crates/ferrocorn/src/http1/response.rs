@@ -66,6 +66,16 @@ impl ResponseHead {
     }
 
     /// Validates one field from the app and adds it.
+    /// The `Trailer` field (RFC 9110 §6.6.2), which names the trailer fields to come: an
+    /// ASGI app that sends `http.response.trailers` announces them with it (PEP 3333 has no
+    /// trailers, and [`ResponseHead::add`] refuses it as RFC 2616 listed it hop-by-hop).
+    pub fn add_trailer_names(&mut self, value: &[u8]) -> Result<(), ResponseError> {
+        let value = trim_ows(value);
+        check_field("x", value).map_err(|_| ResponseError::HeaderValue("Trailer".into()))?;
+        self.headers.push("Trailer", value);
+        Ok(())
+    }
+
     pub fn add(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
         // A field value has no leading or trailing whitespace (RFC 9110 §5.5): an app's
         // `"Set-Cookie", " a=b"` would otherwise go out with two spaces after the colon.
@@ -160,6 +170,47 @@ impl EarlyHints {
     pub fn is_empty(&self) -> bool {
         self.headers.is_empty()
     }
+}
+
+/// Trailer fields (RFC 9110 §6.5), sent after the body where the response's framing carries
+/// them: after HTTP/1.1's last chunk ([`encode_last_chunk`]), or as HTTP/2's trailing HEADERS
+/// frame. Validated as the head's fields are, and none of those a recipient must not take from
+/// a trailer (§6.5.1: framing, routing, the content's type and coding).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trailers {
+    pub fields: HeaderBlock,
+}
+
+/// Fields never sent as trailers.
+const NOT_TRAILERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "trailer",
+    "te",
+    "host",
+    "content-type",
+    "content-encoding",
+    "content-range",
+];
+
+impl Trailers {
+    /// Validates one field and adds it.
+    pub fn add(&mut self, name: &str, value: &[u8]) -> Result<(), ResponseError> {
+        check_field(name, value)?;
+        if NOT_TRAILERS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+            return Err(ResponseError::TrailerField(name.to_owned()));
+        }
+        self.fields.push(name, trim_ows(value));
+        Ok(())
+    }
+}
+
+/// HTTP/1.1's last chunk with the trailer section (RFC 9112 §7.1.2), which ends a chunked body.
+pub fn encode_last_chunk(trailers: &Trailers, out: &mut BytesMut) {
+    out.reserve(7 + trailers.fields.as_bytes().len());
+    out.put_slice(b"0\r\n");
+    out.put_slice(trailers.fields.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// An HTTP/1.1 `103 Early Hints` interim response (RFC 8297 §2): the status line and the
@@ -417,6 +468,31 @@ pub fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailers_are_checked_and_end_a_chunked_body() {
+        let mut t = Trailers::default();
+        t.add("x-checksum", b" abc ").unwrap();
+        t.add("grpc-status", b"0").unwrap();
+        for name in ["Content-Length", "content-type", "Host"] {
+            assert!(matches!(
+                t.add(name, b"1"),
+                Err(ResponseError::TrailerField(_))
+            ));
+        }
+        // Hop-by-hop as in a head.
+        for name in ["transfer-encoding", "Trailer", "TE"] {
+            assert!(t.add(name, b"1").is_err());
+        }
+        assert!(t.add("x-a", b"1\r\nx-b: 2").is_err());
+        let mut out = BytesMut::new();
+        encode_last_chunk(&t, &mut out);
+        assert_eq!(&out[..], b"0\r\nx-checksum: abc\r\ngrpc-status: 0\r\n\r\n");
+        let mut head = ResponseHead::start("200 OK").unwrap();
+        head.add_trailer_names(b"x-checksum, grpc-status").unwrap();
+        assert!(head.add_trailer_names(b"x\r\ny").is_err());
+        assert!(head.add("Trailer", b"x").is_err());
+    }
 
     fn head(status: &str, headers: &[(&str, &[u8])]) -> Result<ResponseHead, ResponseError> {
         ResponseHead::new(

@@ -16,7 +16,7 @@ use super::body::BodyReader;
 use super::conn::Conn;
 use super::error::BodyError;
 use super::request::RequestHead;
-use super::response::{encode_early_hints, ResponseHead};
+use super::response::{encode_early_hints, encode_last_chunk, ResponseHead, Trailers};
 use super::writer::Writer;
 use crate::addr::{Local, Peer};
 use crate::connection::ctx::ConnCtx;
@@ -229,6 +229,17 @@ impl Wire for H1Wire<'_> {
             return Ok(());
         }
         self.conn.write(&[tail]).await
+    }
+
+    async fn finish_with(&mut self, trailers: &Trailers) -> Result<(), ()> {
+        // Only a chunked body has a place for them (not one with a length, not over uwsgi).
+        if !self.writer.chunked() || self.writer.finished {
+            return self.finish().await;
+        }
+        self.writer.finished = true;
+        let mut out = BytesMut::new();
+        encode_last_chunk(trailers, &mut out);
+        self.conn.write(&[&out]).await
     }
 
     fn batches(&self) -> bool {

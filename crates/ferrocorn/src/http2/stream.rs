@@ -21,7 +21,7 @@ use crate::exchange::{self, Source, Wire};
 use crate::http1::error::BodyError;
 use crate::http1::request::RequestHead;
 use crate::http1::response::{
-    server_response, with_date, EarlyHints, HeaderBlock, ResponseHead, SERVER,
+    server_response, with_date, EarlyHints, HeaderBlock, ResponseHead, Trailers, SERVER,
 };
 use crate::observe::metrics::H2Event;
 use crate::transport::tls::TlsInfo;
@@ -187,6 +187,34 @@ impl Wire for H2Wire<'_> {
             return Ok(());
         }
         send_body(&mut self.out, Bytes::new(), true, &self.shared.ctx).await
+    }
+
+    async fn finish_with(&mut self, trailers: &Trailers) -> Result<(), ()> {
+        let Out::Body(Some(send)) = &mut self.out else {
+            return Ok(());
+        };
+        let mut fields = http::HeaderMap::new();
+        for (name, value) in trailers.fields.iter() {
+            if connection_specific(name) {
+                continue;
+            }
+            match (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    fields.append(name, value);
+                }
+                _ => log::debug!("HTTP/2: trailer field {name:?} dropped"),
+            }
+        }
+        if fields.is_empty() {
+            return self.finish().await;
+        }
+        // A HEADERS frame that ends the stream (RFC 9113 §8.1).
+        let sent = send.send_trailers(fields).map_err(|_| ());
+        self.out = Out::Body(None);
+        sent
     }
 
     fn abort(&mut self) {

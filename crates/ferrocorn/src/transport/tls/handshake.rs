@@ -71,7 +71,10 @@ pub(crate) async fn accept(
             tls.get_mut()
                 .1
                 .set_buffer_limit(Some(crate::net::TLS_WRITE_CHUNK));
-            let info = Arc::new(TlsInfo::new(tls.get_ref().1));
+            let info = Arc::new(TlsInfo::new(
+                tls.get_ref().1,
+                Some(Arc::clone(&server.server_cert)),
+            ));
             Some(Handshake {
                 stream: Stream::Tls(Box::new(tls)),
                 info,

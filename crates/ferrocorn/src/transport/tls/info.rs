@@ -1,6 +1,8 @@
 //! What a finished handshake tells the app: protocol, cipher, and the client's certificate
 //! in the forms nginx and Apache put in their CGI variables (`SSL_CLIENT_*`).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use rustls::pki_types::CertificateDer;
 
@@ -19,6 +21,9 @@ pub struct TlsInfo {
     /// as ASGI's `tls` extension gives them.
     pub version: u16,
     pub suite: u16,
+    /// The certificate this server presented, in PEM (ASGI's `server_cert`): made once per
+    /// configuration and shared by every connection.
+    pub server_cert: Option<Arc<str>>,
 }
 
 /// A verified client certificate.
@@ -30,10 +35,15 @@ pub struct ClientCert {
     pub issuer: String,
     /// The certificate in PEM.
     pub pem: String,
+    /// The intermediates the client sent after it, each in PEM, in the order sent (each
+    /// signing the one before): ASGI's `client_cert_chain` after the first.
+    pub chain: Vec<String>,
 }
 
 impl TlsInfo {
-    pub(crate) fn new(conn: &rustls::ServerConnection) -> Self {
+    /// The facts of `conn`'s finished handshake; `server_cert` is the PEM of the certificate
+    /// the server presented.
+    pub(crate) fn new(conn: &rustls::ServerConnection, server_cert: Option<Arc<str>>) -> Self {
         let protocol = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -44,10 +54,7 @@ impl TlsInfo {
             .and_then(|s| s.suite().as_str())
             .unwrap_or_default()
             .to_owned();
-        let client = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(ClientCert::new);
+        let client = conn.peer_certificates().and_then(ClientCert::new);
         Self {
             protocol,
             cipher,
@@ -57,6 +64,7 @@ impl TlsInfo {
             suite: conn
                 .negotiated_cipher_suite()
                 .map_or(0, |s| u16::from(s.suite())),
+            server_cert,
         }
     }
 
@@ -78,8 +86,11 @@ impl TlsInfo {
 }
 
 impl ClientCert {
-    fn new(der: &CertificateDer<'_>) -> Self {
+    /// The client's certificate (the first of `chain`) with the intermediates after it;
+    /// None for an empty chain.
+    fn new(chain: &[CertificateDer<'_>]) -> Option<Self> {
         use x509_cert::der::Decode;
+        let (der, intermediates) = chain.split_first()?;
         let (subject, issuer) = match x509_cert::Certificate::from_der(der) {
             Ok(c) => (
                 c.tbs_certificate.subject.to_string(),
@@ -88,16 +99,17 @@ impl ClientCert {
             // Verified by webpki, so this cannot really happen; leave the names empty.
             Err(_) => (String::new(), String::new()),
         };
-        Self {
+        Some(Self {
             subject,
             issuer,
             pem: to_pem(der),
-        }
+            chain: intermediates.iter().map(|c| to_pem(c)).collect(),
+        })
     }
 }
 
 /// PEM with 64-column lines (RFC 7468 §2).
-fn to_pem(der: &[u8]) -> String {
+pub(crate) fn to_pem(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
     out.push_str("-----BEGIN CERTIFICATE-----\n");

@@ -72,6 +72,8 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct TlsServer {
     acceptor: tokio_rustls::TlsAcceptor,
+    /// The PEM of the certificate presented (the first of --certfile), for the app.
+    server_cert: Arc<str>,
 }
 
 impl std::fmt::Debug for TlsServer {
@@ -97,6 +99,7 @@ impl TlsServer {
         let provider = Arc::new(provider(settings));
         let certs = load_certs(cert_path)?;
         warn_if_expired(cert_path, &certs[0]);
+        let server_cert: Arc<str> = info::to_pem(&certs[0]).into();
         let key = load_key(key_path)?;
         let signing_key =
             provider
@@ -180,6 +183,7 @@ impl TlsServer {
             .map_err(|e| TlsError::Config(format!("session tickets: {e}")))?;
         Ok(Some(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            server_cert,
         }))
     }
 }
