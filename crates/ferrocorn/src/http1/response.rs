@@ -148,8 +148,8 @@ fn check_field(name: &str, value: &[u8]) -> Result<(), ResponseError> {
 /// The fields of a `103 Early Hints` response (RFC 8297), validated as the final response's
 /// are. The connection decides whether it goes out (not to an HTTP/1.0 client, not once the
 /// final response has started) and how: a status line and these fields on HTTP/1.1
-/// ([`encode_early_hints`]); an HTTP/2 driver would send them as a HEADERS frame with
-/// `:status 103` (RFC 9113 §8.1).
+/// ([`encode_early_hints`]); on HTTP/2 a HEADERS frame with `:status 103` (RFC 9113 §8.1,
+/// `http2/stream.rs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EarlyHints {
     pub headers: HeaderBlock,
