@@ -547,7 +547,15 @@ fn spawn_conn(
         hb.connections(1);
     }
     tokio::spawn(async move {
-        serve(stream, peer, local, ctx).await;
+        // The connection's future is boxed, so that a WebSocket it opened can run on without
+        // it: an HTTP exchange's states make most of its size, which an open WebSocket would
+        // otherwise hold for its whole session (`Conn::into_websocket`).
+        let mut conn = Box::pin(serve(stream, peer, local, ctx));
+        let parked = conn.as_mut().await;
+        drop(conn);
+        if let Some(websocket) = parked {
+            websocket.await;
+        }
         if let Some(hb) = counted {
             hb.connections(-1);
         }

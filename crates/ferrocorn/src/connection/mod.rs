@@ -9,31 +9,36 @@ use std::sync::Arc;
 
 use crate::addr::{Local, Peer};
 use crate::config::Protocol;
-use crate::http1::conn::Conn;
+use crate::http1::conn::{Conn, Parked};
 use crate::net::Stream;
 use crate::transport::tls;
 use ctx::{ConnConfig, ConnCtx};
 
-/// Serves one connection to its end.
-pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<ConnCtx>) {
+/// Serves one connection to its end; or until an exchange opened a WebSocket the connection
+/// runs from then on: `Some` with what is left to run (see `Conn::into_websocket`), which
+/// the caller runs once this future is dropped.
+pub(crate) async fn serve(
+    io: Stream,
+    mut peer: Peer,
+    local: Local,
+    ctx: Arc<ConnCtx>,
+) -> Option<Parked> {
     // TLS: the handshake (after a PROXY preamble), then the protocol driver below.
-    let Some((io, tls)) = secure(io, &mut peer, &ctx.config).await else {
-        return;
-    };
+    let (io, tls) = secure(io, &mut peer, &ctx.config).await?;
     if let Some(info) = tls.as_ref().filter(|t| t.is_h2()) {
         // ALPN chose HTTP/2 (RFC 9113 §3.2).
         let info = Some(Arc::clone(info));
         let fd = io.raw_fd();
         crate::http2::serve(io, fd, peer, local, ctx, info).await;
-        return;
+        return None;
     }
     let mut conn = Conn::new(io, tls, peer, local, ctx);
     if conn.ctx.config.proxy_protocol && conn.tls.is_none() && !conn.read_preamble().await {
-        return;
+        return None;
     }
     if conn.ctx.config.protocol == Protocol::Uwsgi {
         crate::uwsgi::serve(&mut conn).await;
-        return;
+        return None;
     }
     // THE h2c HAND-OFF POINTS: with `--http2-cleartext prior-knowledge`, a trusted peer whose
     // first bytes are HTTP/2's client preface (RFC 9113 §3.3) is served by the HTTP/2 driver,
@@ -47,7 +52,7 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
         && crate::http2::sniff_preface(&mut conn).await
     {
         crate::http2::serve_h2c(conn).await;
-        return;
+        return None;
     }
     let upgrade = (h2c_allowed && conn.ctx.config.http2.upgrade)
         .then_some(crate::http2::upgrade::requested as fn(&_) -> _);
@@ -56,7 +61,9 @@ pub(crate) async fn serve(io: Stream, mut peer: Peer, local: Local, ctx: Arc<Con
         if crate::http2::switch_h2c(&mut conn, stream_one).await {
             crate::http2::serve_h2c(conn).await;
         }
+        return None;
     }
+    conn.into_websocket()
 }
 
 /// The step between accept and the HTTP driver: a TCP connection on a TLS server is

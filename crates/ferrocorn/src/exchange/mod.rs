@@ -32,14 +32,13 @@ use crate::http1::request::{Framing, RequestHead, Text};
 use crate::http1::response::{server_response, EarlyHints, HeaderBlock, ResponseHead, Trailers};
 use crate::messages::{AppMsg, BodyPiece};
 use crate::net::Stream;
-use crate::observe::accesslog::AccessLog;
-use crate::observe::metrics::RequestMetrics;
 use crate::proxy::Forwarded;
 use crate::static_files::{Answer as StaticAnswer, Body as StaticBody};
 use crate::transport::tls::TlsInfo;
 use crate::websocket::handshake::{Handshake, HandshakeError};
 
 pub(crate) use record::Record;
+pub(crate) use websocket::Opened;
 
 /// A file's bytes (static files, `wsgi.file_wrapper`) go to the driver in pieces of at most
 /// this size, each of which must leave within `--write-timeout`: a client must take this much
@@ -129,14 +128,26 @@ pub(crate) trait Wire {
     /// The WebSocket handshake `head` asks for, checked, where this wire can carry one
     /// (HTTP/1.1's upgrade, HTTP/2's extended CONNECT); None for any other request.
     fn websocket_handshake(&self, head: &RequestHead) -> Option<Result<Handshake, HandshakeError>>;
-    /// Accepts the handshake with the app's `subprotocol` (checked already) and `fields`, and
-    /// gives the stream the session runs over, with the status the access log records.
+    /// Accepts the handshake with the app's `subprotocol` (checked already) and `fields`;
+    /// returns the status the access log records. The session then runs over
+    /// [`Wire::websocket_io`], here or, where the wire parks it, after the exchange.
     async fn open_websocket(
         &mut self,
         hs: &Handshake,
         subprotocol: Option<&str>,
         fields: &[(&str, &[u8])],
-    ) -> Result<(WsIo<'_>, u16), ()>;
+    ) -> Result<u16, ()>;
+    /// The byte stream of the WebSocket [`Wire::open_websocket`] opened (None when it was
+    /// not opened, or was taken already).
+    fn websocket_io(&mut self) -> Option<WsIo<'_>>;
+    /// Keeps the open WebSocket for the connection to run once the exchange is over, where
+    /// the connection has nothing else to do (HTTP/1.1: its task lets go of the exchange's
+    /// future, the largest part of what it holds, for the whole session; see
+    /// `crate::http1::conn`). `Some` gives it back: it runs within the exchange (an HTTP/2
+    /// stream, whose connection goes on).
+    fn park_websocket(&mut self, ws: Opened) -> Option<Opened> {
+        Some(ws)
+    }
     /// The WebSocket opened by [`Wire::open_websocket`] is over (its stream dropped): what
     /// the client still sends on its way out is taken where the connection goes on (an HTTP/2
     /// stream: the rest of a frame, its close reply); HTTP/1.1 just closes.
@@ -170,37 +181,38 @@ pub(crate) async fn run<W: Wire>(
     source: Source,
 ) -> Result<bool, ()> {
     let ctx = Arc::clone(wire.ctx());
-    let log = ctx.config.access_log.as_ref();
-    let metrics = &ctx.config.metrics;
-    if log.is_none() && !metrics.is_on() {
+    let for_log = ctx.config.access_log.is_some();
+    if !for_log && !ctx.config.metrics.is_on() {
         return serve(wire, &ctx, head, source, None).await;
     }
-    let record = Record::new(&head, wire.peer(), wire.tls().is_some(), log.is_some());
-    metrics.begin();
+    let record = Record::new(&head, wire.peer(), wire.tls().is_some(), for_log);
+    ctx.config.metrics.begin();
     // Logged and counted when dropped: also when the exchange is cancelled (an HTTP/2
     // connection that ended under its streams), so no request stays in flight for ever.
-    let mut done = Done {
-        record,
-        log,
-        metrics,
-    };
-    serve(wire, &ctx, head, source, Some(&mut done.record)).await
+    let mut done = Done { record, ctx };
+    serve(wire, &done.ctx, head, source, Some(&mut done.record)).await
 }
 
-/// An exchange's record, logged and counted once the exchange is over or dropped.
-struct Done<'a> {
+/// An exchange's record, logged and counted once the exchange is over or dropped (unless
+/// an open WebSocket took it over: `Record::hand_over`).
+struct Done {
     record: Record,
-    log: Option<&'a AccessLog>,
-    metrics: &'a RequestMetrics,
+    ctx: Arc<ConnCtx>,
 }
 
-impl Drop for Done<'_> {
+impl Drop for Done {
     fn drop(&mut self) {
-        if let Some(log) = self.log {
-            self.record.finish(log);
-        }
         let r = &self.record;
-        self.metrics.end(r.status, r.started.elapsed(), r.bytes);
+        if r.handed_over {
+            return;
+        }
+        if let Some(log) = self.ctx.config.access_log.as_ref() {
+            r.finish(log);
+        }
+        self.ctx
+            .config
+            .metrics
+            .end(r.status, r.started.elapsed(), r.bytes);
     }
 }
 

@@ -21,6 +21,8 @@ pub(crate) struct Record {
     pub(crate) status: Option<u16>,
     response_headers: HeaderBlock,
     pub(crate) bytes: u64,
+    /// Moved out by [`Record::hand_over`]: what is left is neither logged nor counted.
+    pub(crate) handed_over: bool,
 }
 
 impl Record {
@@ -40,6 +42,7 @@ impl Record {
             status: None,
             response_headers: HeaderBlock::default(),
             bytes: 0,
+            handed_over: false,
         };
         if for_log {
             record.started_unix = crate::clock::unix_now();
@@ -72,6 +75,26 @@ impl Record {
     pub(crate) fn response(&mut self, status: u16, headers: &HeaderBlock) {
         self.status = Some(status);
         self.response_headers.clone_from(headers);
+    }
+
+    /// The record, moved out to whoever finishes the exchange now (an open WebSocket that
+    /// outlives the exchange's future: `super::Opened`); this one is left handed over.
+    pub(crate) fn hand_over(&mut self) -> Record {
+        let left = Record {
+            started: self.started,
+            started_unix: 0,
+            remote: String::new(),
+            method: Text::default(),
+            target: Text::default(),
+            protocol: "",
+            scheme: "",
+            request_headers: Vec::new(),
+            status: None,
+            response_headers: HeaderBlock::default(),
+            bytes: 0,
+            handed_over: true,
+        };
+        std::mem::replace(self, left)
     }
 
     /// Logs the exchange, if a response was started.

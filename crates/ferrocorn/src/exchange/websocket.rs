@@ -26,7 +26,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{count, Record, Wire};
+use super::{count, Done, Record, Wire};
+use crate::addr::Peer;
 use crate::app::{BodyStream, Exchange, Request, ResponseSink, Rx};
 use crate::connection::ctx::ConnCtx;
 use crate::http1::request::{RequestHead, Text};
@@ -34,6 +35,7 @@ use crate::http1::response::{server_response, HeaderBlock};
 use crate::messages::{AppMsg, WsOut};
 use crate::proxy::Forwarded;
 use crate::remote::RemoteApp;
+use crate::websocket::deflate::Deflate;
 use crate::websocket::handshake::{Handshake, HandshakeError};
 use crate::websocket::{close, Received, Session};
 use crate::ws_link::{Inbox, Offer};
@@ -161,38 +163,90 @@ pub(super) async fn serve<W: Wire>(
     let fields: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
     // permessage-deflate (`--ws-per-message-deflate`): the first offer the policy allows.
     let deflate = hs.negotiate(&ctx.config.websocket);
-    let peer = wire.peer().clone();
-    let write_timeout = ctx.config.write_timeout;
-    let (io, status) = match wire
+    let status = match wire
         .open_websocket(&hs, subprotocol.as_deref(), &fields)
         .await
     {
-        Ok(opened) => opened,
+        Ok(status) => status,
         Err(()) => {
-            log::debug!("{peer}: the WebSocket's acceptance could not be sent");
+            log::debug!(
+                "{}: the WebSocket's acceptance could not be sent",
+                wire.peer()
+            );
             inbox.put(gone());
             return Err(());
         }
     };
-    if let Some(r) = record.as_deref_mut() {
+    let done = record.map(|r| {
         r.response(status, &HeaderBlock::default());
-    }
-    let session = Session::new(
-        io,
-        &ctx.config.websocket,
-        ctx.config.metrics.clone(),
+        Box::new(Done {
+            record: r.hand_over(),
+            ctx: Arc::clone(ctx),
+        })
+    });
+    let opened = Opened {
+        rx,
+        inbox,
+        ctx: Arc::clone(ctx),
         deflate,
-    )
-    .await;
-    let relayed = relay(session, &mut rx, &inbox, ctx, write_timeout).await;
+        peer: wire.peer().clone(),
+        done,
+    };
+    // HTTP/1.1: the session runs after this exchange, on the connection (`park_websocket`).
+    let Some(opened) = wire.park_websocket(opened) else {
+        return Ok(false);
+    };
+    match wire.websocket_io() {
+        Some(io) => opened.run(io).await,
+        None => opened.inbox.put(gone()),
+    }
     wire.websocket_done().await;
-    log::debug!(
-        "{peer}: WebSocket closed ({}): {} bytes to the client",
-        relayed.ending,
-        relayed.to_client
-    );
-    count(&mut record, relayed.to_client);
     Ok(false)
+}
+
+/// An open WebSocket, its answer sent, with what its session needs: run by the exchange
+/// that opened it or, on HTTP/1.1, by the connection once that exchange's future is gone
+/// (`Wire::park_websocket`), which holds the exchange's access-log record until it ends.
+pub(crate) struct Opened {
+    rx: Rx,
+    inbox: Arc<Inbox>,
+    ctx: Arc<ConnCtx>,
+    deflate: Option<Deflate>,
+    peer: Peer,
+    /// The exchange's record, logged and counted when the session is over (boxed: held for
+    /// the whole session, and only where there is an access log or metrics).
+    done: Option<Box<Done>>,
+}
+
+impl Opened {
+    /// Runs the session over `io` (the wire's stream after the answer) until it closes.
+    pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, io: S) {
+        let ctx = &*self.ctx;
+        let session = Session::new(
+            io,
+            &ctx.config.websocket,
+            ctx.config.metrics.clone(),
+            self.deflate.take(),
+        )
+        .await;
+        let relayed = relay(
+            session,
+            &mut self.rx,
+            &self.inbox,
+            ctx,
+            ctx.config.write_timeout,
+        )
+        .await;
+        log::debug!(
+            "{}: WebSocket closed ({}): {} bytes to the client",
+            self.peer,
+            relayed.ending,
+            relayed.to_client
+        );
+        if let Some(done) = self.done.as_mut() {
+            done.record.bytes += relayed.to_client;
+        }
+    }
 }
 
 /// The handshake refused (a malformed one, or the app's choice of a subprotocol the client

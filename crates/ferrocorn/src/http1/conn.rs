@@ -21,10 +21,15 @@ use super::request::{take_head, RequestHead};
 use super::response::request_error_response;
 use crate::addr::{Local, Peer};
 use crate::connection::ctx::ConnCtx;
-use crate::exchange::{self, Source};
+use crate::exchange::{self, Opened, Source};
+use crate::http2::Rewind;
 use crate::net::Stream;
 use crate::reclaim::{Phase, Registration};
 use crate::stopping::StandingWait;
+
+/// What is left to run of a connection whose exchange opened a WebSocket (see
+/// [`Conn::into_websocket`]).
+pub(crate) type Parked = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Request bodies up to this size are taken with the head when they are already on the socket.
 const PRELOAD_MAX: u64 = 64 * 1024;
@@ -49,6 +54,8 @@ pub(crate) struct Conn {
     idle_timer: Option<Pin<Box<Sleep>>>,
     /// The wake-up for the worker's stop while waiting idle, made at the first such wait.
     stop_wait: Option<StandingWait>,
+    /// A WebSocket opened by the last exchange, for [`Conn::into_websocket`] to run.
+    pub(super) parked: Option<Box<Opened>>,
 }
 
 /// How a wait for the next bytes of a request head ended.
@@ -91,6 +98,7 @@ impl Conn {
             ctx,
             idle_timer: None,
             stop_wait: None,
+            parked: None,
         }
     }
 
@@ -127,8 +135,33 @@ impl Conn {
                 Ok(false) | Err(()) => break,
             }
         }
+        if self.parked.is_some() {
+            return None; // the WebSocket goes on: `into_websocket`
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
         None
+    }
+
+    /// The WebSocket the last exchange opened and parked here (`Wire::park_websocket`), as
+    /// what is left of the connection to run: the connection's task drops the future it
+    /// served HTTP in (the exchange's states make most of it) and runs this one instead, for
+    /// as long as the WebSocket is open. None when there is none.
+    pub(crate) fn into_websocket(mut self) -> Option<Parked> {
+        let ws = self.parked.take()?;
+        Some(Box::pin(self.serve_websocket(ws)))
+    }
+
+    /// Runs a parked WebSocket's session to its end, then closes the connection as
+    /// [`Conn::run`] does.
+    pub(crate) async fn serve_websocket(mut self, ws: Box<Opened>) {
+        ws.run(self.websocket_stream()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+    }
+
+    /// The stream an open WebSocket runs over: the connection's, with the bytes read past
+    /// the handshake (`H1Wire::open_websocket` left them alone in `buf`) in front.
+    pub(super) fn websocket_stream(&mut self) -> Rewind<&mut Stream> {
+        Rewind::new(std::mem::take(&mut self.buf).freeze(), &mut self.io)
     }
 
     /// Gives the read and write buffers back to the thread's stack for other connections.

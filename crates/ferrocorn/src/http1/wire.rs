@@ -21,7 +21,6 @@ use super::writer::Writer;
 use crate::addr::{Local, Peer};
 use crate::connection::ctx::ConnCtx;
 use crate::exchange::{self, Source, Wire};
-use crate::http2::Rewind;
 use crate::transport::tls::TlsInfo;
 use crate::websocket::handshake::{Handshake, HandshakeError};
 
@@ -283,7 +282,7 @@ impl Wire for H1Wire<'_> {
         hs: &Handshake,
         subprotocol: Option<&str>,
         fields: &[(&str, &[u8])],
-    ) -> Result<(exchange::WsIo<'_>, u16), ()> {
+    ) -> Result<u16, ()> {
         let switching = hs.accept(subprotocol, fields).map_err(drop)?;
         let timeout = self.conn.ctx.config.write_timeout;
         let conn = &mut *self.conn;
@@ -298,9 +297,18 @@ impl Wire for H1Wire<'_> {
         // A client may send its first frames right behind its handshake: copied out, so that
         // the read buffer goes back to the thread's stack (the session reads through its own;
         // an idle WebSocket would otherwise hold both).
-        let ahead = Bytes::copy_from_slice(&conn.buf);
-        super::buffers::give(std::mem::take(&mut conn.buf));
-        Ok((Box::new(Rewind::new(ahead, &mut conn.io)), 101))
+        let ahead = BytesMut::from(&conn.buf[..]);
+        super::buffers::give(std::mem::replace(&mut conn.buf, ahead));
+        Ok(101)
+    }
+
+    fn websocket_io(&mut self) -> Option<exchange::WsIo<'_>> {
+        Some(Box::new(self.conn.websocket_stream()))
+    }
+
+    fn park_websocket(&mut self, ws: exchange::Opened) -> Option<exchange::Opened> {
+        self.conn.parked = Some(Box::new(ws));
+        None
     }
 
     async fn wrap_up(&mut self, unanswered_continue: bool) -> bool {

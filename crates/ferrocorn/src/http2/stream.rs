@@ -241,7 +241,7 @@ impl Wire for H2Wire<'_> {
         hs: &Handshake,
         subprotocol: Option<&str>,
         fields: &[(&str, &[u8])],
-    ) -> Result<(exchange::WsIo<'_>, u16), ()> {
+    ) -> Result<u16, ()> {
         // RFC 8441 §5: a 2xx opens it; the stream stays open both ways.
         let mut head = ResponseHead::start("200 OK").map_err(drop)?;
         if let Some(p) = hs.subprotocol(subprotocol).map_err(drop)? {
@@ -260,7 +260,15 @@ impl Wire for H2Wire<'_> {
         };
         let parts = response_parts(&head, None).map_err(drop)?;
         let send = respond.send_response(parts, false).map_err(drop)?;
-        Ok((Box::new(ConnectIo::new(send, self.body.stream())), 200))
+        self.out = Out::Body(Some(send));
+        Ok(200)
+    }
+
+    fn websocket_io(&mut self) -> Option<exchange::WsIo<'_>> {
+        let Out::Body(Some(send)) = std::mem::replace(&mut self.out, Out::Body(None)) else {
+            return None;
+        };
+        Some(Box::new(ConnectIo::new(send, self.body.stream())))
     }
 
     async fn websocket_done(&mut self) {
