@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from run import free_port  # bench/run.py, beside this script
@@ -71,6 +72,16 @@ def post(path: str, size: int) -> bytes:
             f"Content-Type: text/plain\r\nContent-Length: {size}\r\n\r\n").encode() + body
 
 
+def over_connections(one_connection: Callable[[int], None], count: int) -> None:
+    """Runs `one_connection(count // CONNECTIONS)` on CONNECTIONS threads at once."""
+    threads = [threading.Thread(target=one_connection, args=(count // CONNECTIONS,))
+               for _ in range(CONNECTIONS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def send(port: int, count: int, request: bytes = REQUEST) -> None:
     """`count` requests over CONNECTIONS keep-alive connections, each read to its end."""
 
@@ -92,12 +103,7 @@ def send(port: int, count: int, request: bytes = REQUEST) -> None:
                         raise SystemExit("the server closed a connection mid-run")
                     buf += chunk
 
-    threads = [threading.Thread(target=one_connection, args=(count // CONNECTIONS,))
-               for _ in range(CONNECTIONS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    over_connections(one_connection, count)
 
 
 def ws_frame(size: int) -> bytes:
@@ -154,12 +160,7 @@ def ws_echo(port: int, count: int, path: str, size: int) -> None:
             s.sendall(close)
             read_exactly(s, buf, 2)
 
-    threads = [threading.Thread(target=one_connection, args=(count // CONNECTIONS,))
-               for _ in range(CONNECTIONS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    over_connections(one_connection, count)
 
 
 def command(server: str, app: str, port: int) -> list[str]:
