@@ -93,19 +93,26 @@ impl From<WsMessageError> for PyErr {
     }
 }
 
-/// An optional field that is None when absent: `Ok(None)` then.
-fn field<'py>(dict: &Bound<'py, PyDict>, name: &str) -> Option<Bound<'py, PyAny>> {
-    dict.get_item(name).ok().flatten().filter(|v| !v.is_none())
+/// A message's field, looked up by its interned key (a `&str` key would make and hash a new
+/// Python str for every message): `None` when absent or None.
+fn field<'py>(dict: &Bound<'py, PyDict>, key: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
+    dict.get_item(key).ok().flatten().filter(|v| !v.is_none())
 }
 
-fn optional_str(
-    dict: &Bound<'_, PyDict>,
+/// A str field's text: its UTF-8 copied as it is (a str with lone surrogates, which has no
+/// UTF-8, gets them replaced).
+fn optional_str<'py>(
+    dict: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyString>,
     name: &'static str,
 ) -> Result<Option<String>, WsMessageError> {
-    field(dict, name)
+    field(dict, key)
         .map(|v| {
             v.cast_into::<PyString>()
-                .map(|s| s.to_string())
+                .map(|s| match s.to_str() {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => s.to_string_lossy().into_owned(),
+                })
                 .map_err(|_| WsMessageError::Field {
                     field: name,
                     expected: "a str or None",
@@ -114,11 +121,12 @@ fn optional_str(
         .transpose()
 }
 
-fn optional_bytes(
-    dict: &Bound<'_, PyDict>,
+fn optional_bytes<'py>(
+    dict: &Bound<'py, PyDict>,
+    key: &Bound<'py, PyString>,
     name: &'static str,
 ) -> Result<Option<Bytes>, WsMessageError> {
-    field(dict, name)
+    field(dict, key)
         .map(|v| {
             v.cast_into::<PyBytes>()
                 .map(|b| crate::wsgi::body_bytes(&b))
@@ -146,11 +154,12 @@ fn server_field(name: &str) -> bool {
 }
 
 fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, WsMessageError> {
+    let py = message.py();
     let (dict, kind) = messages::typed(message)?;
     let kind = kind.to_str().map_err(|_| MessageError::NoType)?;
     match kind {
         "websocket.accept" => {
-            let subprotocol = optional_str(dict, "subprotocol")?;
+            let subprotocol = optional_str(dict, intern!(py, "subprotocol"), "subprotocol")?;
             // Checked as a response head's fields are (no CR/LF, valid names).
             let mut check = ResponseHead::plain(101, "Switching Protocols");
             let mut headers = Vec::new();
@@ -173,8 +182,8 @@ fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, WsMessageError> {
             })
         }
         "websocket.send" => {
-            let text = optional_str(dict, "text")?;
-            let bytes = optional_bytes(dict, "bytes")?;
+            let text = optional_str(dict, intern!(py, "text"), "text")?;
+            let bytes = optional_bytes(dict, intern!(py, "bytes"), "bytes")?;
             match (text, bytes) {
                 (Some(t), None) => Ok(Outgoing::Send(WsOut::Text(t))),
                 (None, Some(b)) => Ok(Outgoing::Send(WsOut::Binary(b))),
@@ -182,7 +191,7 @@ fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, WsMessageError> {
             }
         }
         "websocket.close" => {
-            let code = match field(dict, "code") {
+            let code = match field(dict, intern!(py, "code")) {
                 None => i64::from(close::NORMAL),
                 Some(c) if c.is_instance_of::<pyo3::types::PyBool>() => {
                     return Err(WsMessageError::Field {
@@ -199,14 +208,14 @@ fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, WsMessageError> {
                 .ok()
                 .filter(|c| close::may_send(*c))
                 .ok_or(WsMessageError::CloseCode(code))?;
-            let reason = optional_str(dict, "reason")?.unwrap_or_default();
+            let reason = optional_str(dict, intern!(py, "reason"), "reason")?.unwrap_or_default();
             Ok(Outgoing::Close { code, reason })
         }
         "websocket.http.response.start" => {
             Ok(Outgoing::DenyStart(Box::new(messages::start(dict)?)))
         }
         "websocket.http.response.body" => Ok(Outgoing::DenyBody {
-            body: optional_bytes(dict, "body")?.unwrap_or_default(),
+            body: optional_bytes(dict, intern!(py, "body"), "body")?.unwrap_or_default(),
             more: messages::flag(dict, "more_body")?,
         }),
         other => Err(WsMessageError::UnknownType(other.to_owned())),

@@ -19,8 +19,10 @@
 //!   without closing closes with 1000 (1011 when it raised: its side sends that close); a
 //!   graceful stop closes with 1001 and tells the app so at once.
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +37,7 @@ use crate::http1::response::{server_response, HeaderBlock};
 use crate::messages::{AppMsg, WsOut};
 use crate::proxy::Forwarded;
 use crate::remote::RemoteApp;
+use crate::stopping::Stopping;
 use crate::websocket::deflate::Deflate;
 use crate::websocket::handshake::{Handshake, HandshakeError};
 use crate::websocket::{close, Received, Session};
@@ -281,15 +284,19 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     write_timeout: Duration,
 ) -> Relayed {
     let mut to_client = 0u64;
-    let mut stop = pin!(ctx.stopping.wait());
+    let wait = pin!(ctx.stopping.wait());
+    let mut stop = StopWatch::new(&ctx.stopping, wait);
     let mut stopping = false;
     // Set once this side has sent its close frame: the client's answer is awaited until then.
     let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     // The app has been told the connection ended (the graceful stop tells it at once).
     let mut told = false;
     let ending = loop {
+        // Read once a turn (a lock): whether the client may be read, or the inbox's room is
+        // awaited.
+        let room = inbox.has_room();
         tokio::select! {
-            () = &mut stop, if !stopping => {
+            () = std::future::poll_fn(|cx| stop.poll(cx)), if !stopping => {
                 stopping = true;
                 if closing.is_none() {
                     let reason = "server shutting down";
@@ -310,7 +317,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 let sent = match msg {
                     Some(AppMsg::Ws(WsOut::Text(text))) => {
                         let n = text.len() as u64;
-                        timed(write_timeout, session.send_text(&text)).await.map(|()| n)
+                        timed(write_timeout, session.send_text(text)).await.map(|()| n)
                     }
                     Some(AppMsg::Ws(WsOut::Binary(data))) => {
                         let n = data.len() as u64;
@@ -333,7 +340,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                     Err(why) => break why,
                 }
             }
-            received = session.recv(), if closing.is_some() || inbox.has_room() => {
+            received = session.recv(), if closing.is_some() || room => {
                 match received {
                     Received::Closed { .. } => {
                         if !told {
@@ -347,7 +354,7 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => {}
                 }
             }
-            () = inbox.room(), if closing.is_none() && !inbox.has_room() => {}
+            () = inbox.room(), if closing.is_none() && !room => {}
             () = async {
                 match closing.as_mut() {
                     Some(t) => t.as_mut().await,
@@ -362,6 +369,46 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     Relayed { ending, to_client }
 }
 
+/// The worker's stop as the relay looks at it on every turn (twice a message): the wait is
+/// registered once, and while the task's waker is the one registered only the flag is read
+/// (polling tokio's `Notified` again takes its `Notify`'s lock, shared by the worker's
+/// connections, every time).
+/// `wait` is `Stopping::wait`'s future, pinned where the relay runs (not boxed: an open
+/// WebSocket holds no more than it did).
+struct StopWatch<'a, F> {
+    stopping: &'a Stopping,
+    wait: Pin<&'a mut F>,
+    registered: Option<Waker>,
+}
+
+impl<'a, F: Future<Output = ()>> StopWatch<'a, F> {
+    fn new(stopping: &'a Stopping, wait: Pin<&'a mut F>) -> Self {
+        Self {
+            stopping,
+            wait,
+            registered: None,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stopping.is_set() {
+            return Poll::Ready(());
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        let polled = self.wait.as_mut().poll(cx);
+        if polled.is_pending() {
+            self.registered = Some(cx.waker().clone());
+        }
+        polled
+    }
+}
+
 /// A send to the client within `--write-timeout`; `Err` says why the connection ends.
 async fn timed<F>(limit: Duration, send: F) -> Result<(), &'static str>
 where
@@ -372,5 +419,49 @@ where
         Ok(Err(crate::websocket::SendError::BadCode(_))) => Ok(()),
         Ok(Err(_)) => Err("the client went away"),
         Err(_) => Err("a send stalled past --write-timeout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_stop_watch_wakes_its_task_once_the_stop_begins() {
+        let stopping = Arc::new(Stopping::default());
+        let (polled_tx, polled_rx) = tokio::sync::oneshot::channel();
+        let watcher = tokio::spawn({
+            let stopping = Arc::clone(&stopping);
+            async move {
+                let wait = pin!(stopping.wait());
+                let mut watch = StopWatch::new(&stopping, wait);
+                let mut polls = 0u32;
+                let mut tell = Some(polled_tx);
+                std::future::poll_fn(|cx| {
+                    polls += 1;
+                    let polled = watch.poll(cx);
+                    // Polled twice before the stop: registered once, then the flag alone.
+                    if polls == 2 {
+                        if let Some(tx) = tell.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    if polled.is_pending() && polls == 1 {
+                        cx.waker().wake_by_ref();
+                    }
+                    polled
+                })
+                .await;
+                polls
+            }
+        });
+        polled_rx.await.expect("polled twice");
+        assert!(!watcher.is_finished());
+        stopping.begin();
+        let polls = tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("woken by the stop")
+            .expect("ran");
+        assert_eq!(polls, 3);
     }
 }

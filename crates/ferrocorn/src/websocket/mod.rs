@@ -80,7 +80,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use self::deflate::compress::Deflater;
@@ -217,14 +217,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let wake = {
                 let ws = &mut self.ws;
                 let ping = &mut self.ping;
+                // In this order, without drawing a random one each time: the timer is ready
+                // only once it is due, and then it goes first.
                 tokio::select! {
-                    frame = ws.next() => Wake::Frame(frame),
+                    biased;
                     () = async {
                         match ping {
                             Some(t) => t.as_mut().await,
                             None => std::future::pending().await,
                         }
                     } => Wake::Ping,
+                    frame = ws.next() => Wake::Frame(frame),
                 }
             };
             match wake {
@@ -345,11 +348,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         })
     }
 
-    /// Sends a text message.
-    pub async fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+    /// Sends a text message (a `String` is framed without a copy of its bytes).
+    pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        let text = text.into();
         let msg = match &mut self.deflater {
             Some(d) => Message::Frame(d.frame(text.as_bytes(), Data::Text)),
-            None => Message::Text(text.into()),
+            None => Message::Text(text),
         };
         self.send(msg).await
     }
