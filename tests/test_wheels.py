@@ -21,9 +21,11 @@ Opt-in (`-m wheels`, `make test-wheels`, which first runs `make wheels`), over w
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -54,6 +56,30 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
     return [body]
+'''
+
+#: An ASGI app that says what asyncio tells it of its request's task and context (Python 3.12+
+#: starts each request's task eagerly, `_asgi._start`; the app must not be able to tell).
+TASK_CONTEXT = '''
+import asyncio
+import contextvars
+import json
+
+MARK = contextvars.ContextVar("mark", default=None)
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    seen = MARK.get()
+    MARK.set(scope["path"])
+    task = asyncio.current_task()
+    if scope["path"].startswith("/wait"):
+        await asyncio.sleep(0)
+    body = json.dumps({"a_task": task is not None, "same_task": asyncio.current_task() is task,
+                       "seen_before": seen}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
 '''
 
 
@@ -97,30 +123,43 @@ def fresh_venv(python: str, where: Path) -> Path:
 
 def serve_one_request(venv: Path, env: dict[str, str], workdir: Path) -> str:
     """Starts the venv's `ferrocorn` on a hello app; returns the body of one GET."""
-    (workdir / "hello_app.py").write_text(HELLO)
+    [body] = serve(venv, env, workdir, HELLO, ["/"])
+    return body
+
+
+def serve(venv: Path, env: dict[str, str], workdir: Path, source: str,
+          paths: list[str]) -> list[str]:
+    """Starts the venv's `ferrocorn` on the app `source` defines; the bodies of a GET of each
+    path, in turn."""
+    (workdir / "wheel_app.py").write_text(source)
     port = pgo_build.free_port()
     log = workdir / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(venv / "bin" / "ferrocorn"), "-w", "1", "-b", f"127.0.0.1:{port}",
-             "--chdir", str(workdir), "hello_app:app"],
+             "--chdir", str(workdir), "wheel_app:app"],
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, f"ferrocorn exited: {log.read_text()}"
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read().decode()
-                conn.close()
-                assert resp.status == 200, (resp.status, body)
-                return body
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
             except OSError:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"no answer within 30 s: {log.read_text()}") from None
-                time.sleep(0.2)
+                time.sleep(0.2)  # polling for the server to listen
+        bodies = []
+        for path in paths:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            conn.close()
+            assert resp.status == 200, (resp.status, body)
+            bodies.append(body)
+        return bodies
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -296,7 +335,10 @@ def test_sdist_installs_the_profile_guided_build(sdist: Path, tmp_path: Path) ->
         pytest.skip("cargo is not installed: an sdist needs a Rust toolchain")
     work = tmp_path / "clean"
     work.mkdir()
-    venv = fresh_venv(sys.executable, tmp_path)
+    # The newest interpreter here, so that a Python other than the tests' own builds and
+    # serves too (here 3.13 where there is one; 3.12+ also runs the eager task start).
+    python = (pgo_build.find_interpreters() or [sys.executable])[-1]
+    venv = fresh_venv(python, tmp_path)
     env = clean_env(os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", "")]))
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     built = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-v",
@@ -311,3 +353,7 @@ def test_sdist_installs_the_profile_guided_build(sdist: Path, tmp_path: Path) ->
     assert "build: profile-guided" in version, version
     assert "wheel: cp" in version and "linux_x86_64" in version, version
     assert serve_one_request(venv, env, work).startswith("hello from ferrocorn")
+    # An ASGI app on that interpreter: each request a task of its own, before and after it
+    # waits, in a context of its own.
+    for body in serve(venv, env, work, TASK_CONTEXT, ["/now", "/wait", "/now", "/wait"]):
+        assert json.loads(body) == {"a_task": True, "same_task": True, "seen_before": None}
