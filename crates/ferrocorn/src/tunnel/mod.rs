@@ -268,6 +268,9 @@ struct Relay<'a, C, D> {
     stop: crate::stopping::StandingWait,
     stopping: bool,
     app_write_shut: bool,
+    /// The app's call returned with its end still open: what a thread of the app still
+    /// writes there goes out until it closes the end, within `LINGER`.
+    done_waiting: bool,
     /// Runs while bytes wait for the client; moved on at each write that makes progress.
     stall: Pin<Box<Sleep>>,
     write_timeout: Duration,
@@ -326,7 +329,7 @@ where
             let mut app_quiet = self.down.eof;
             if !self.down.eof && limit > 0 && self.down.room() > 0 {
                 let was_empty = self.down.is_empty();
-                let filled = if self.done {
+                let filled = if self.done && !self.done_waiting {
                     // Once the app's call is over, what it sent is all there: read it
                     // without waiting (a read by readiness could miss bytes whose event
                     // the I/O driver has not reported yet).
@@ -370,8 +373,13 @@ where
                 if self.down.eof {
                     return Poll::Ready(Ending::AppClosed);
                 }
-                if self.done && app_quiet {
-                    return Poll::Ready(Ending::AppDone);
+                if self.done && app_quiet && !self.done_waiting {
+                    // simple-websocket's reader thread answers the client's close frame
+                    // after it wakes the app, which then returns: wait for the app's end
+                    // to close (or be quiet for LINGER) so that answer is not lost.
+                    self.done_waiting = true;
+                    self.start_grace(LINGER);
+                    continue;
                 }
                 if self.stopping && limit == 0 {
                     return Poll::Ready(Ending::Stopped {
@@ -398,6 +406,8 @@ where
                 if grace.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(if self.stopping {
                         Ending::Stopped { at_boundary: false }
+                    } else if self.done {
+                        Ending::AppDone
                     } else {
                         Ending::ClientClosed
                     });
@@ -443,6 +453,7 @@ where
         stall: Box::pin(tokio::time::sleep(write_timeout)),
         write_timeout,
         grace: None,
+        done_waiting: false,
     };
     if relay.stopping {
         relay.start_grace(STOP_GRACE);
