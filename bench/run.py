@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -425,6 +426,29 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
+#: Each server in a session of its own (`--own-session`). Off by default: with the kernel's
+#: autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled`, on in most
+#: distributions) a new session is a scheduling group of its own, which the CPU is shared
+#: with fairly, group against group, not thread against thread. The load generator (wrk,
+#: h2load, ws_load: in the harness's group) then gets half of the core it runs on whenever the
+#: server's threads want both cores, and a server that needs less than the rest of the
+#: machine is measured at the client's ceiling: about 0.5 / (client CPU seconds per request)
+#: requests a second, 45,000-50,000 here (docs/benchmarks.md, "The load generator's share of
+#: the CPU"). In the harness's session every thread, the client's and the servers', is
+#: scheduled as an equal, as on a machine with no grouping.
+OWN_SESSION = False
+
+
+def session_args() -> dict[str, Any]:
+    """Popen's arguments for a server: a new session (see OWN_SESSION) or only a new process
+    group; either way `os.killpg(pid)` stops the server and its workers."""
+    if OWN_SESSION:
+        return {"start_new_session": True}
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}
+
+
 class Running:
     def __init__(self, spec: ServerSpec, app: str, h2: bool = False,
                  tls: tuple[str, str] | None = None) -> None:
@@ -454,8 +478,10 @@ class Running:
             conf.write_text(re.sub(r"listen 127\.0\.0\.1:\S+;",
                                    f"listen 127.0.0.1:{self.port};", text))
         self.stderr.truncate(0)
+        # A process group of its own (so a stop reaches the workers), in the harness's session:
+        # see OWN_SESSION.
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                     start_new_session=True, cwd=APPS)
+                                     cwd=APPS, **session_args())
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if "address already in use" in self._errors().lower():
@@ -1156,7 +1182,14 @@ def main() -> None:
                         "against profile-guided)")
     parser.add_argument("--ws-idle", type=int, default=10_000, metavar="N",
                         help="idle WebSockets per worker in the 'ws idle' row (default 10,000)")
+    parser.add_argument("--own-session", action="store_true",
+                        help="start each server in a session of its own, as before 2026-12-07 "
+                        "(with autogroup scheduling this caps the load generator at half a core: "
+                        "see OWN_SESSION)")
     args = parser.parse_args()
+    if args.own_session:
+        global OWN_SESSION
+        OWN_SESSION = True
     if args.ferrocorn:
         global FERROCORN
         FERROCORN = str(Path(args.ferrocorn).absolute())
