@@ -79,17 +79,54 @@ def on_say(data: dict[str, str]) -> None:
     emit("said", data, broadcast=True)
 
 
-def raw_sink(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """A WebSocket handshake written by hand on Gunicorn's socket, then nothing read until
-    /release: what the client sends meanwhile must not pile up in the server."""
-    if environ["PATH_INFO"] != "/raw-sink":
-        return flask_app(environ, start_response)
+def handshake(environ: dict[str, Any]) -> Any:
+    """Answers the WebSocket handshake by hand on Gunicorn's socket, which it returns."""
     conn = environ["gunicorn.socket"]
     key = environ["HTTP_SEC_WEBSOCKET_KEY"].encode()
     accept = base64.b64encode(
         hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    return conn
+
+
+class Finished:
+    """Put into the environ: when the server lets the environ go, the app's call is over."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __del__(self) -> None:
+        self.event.set()
+
+
+def late_word(environ: dict[str, Any]) -> None:
+    """What simple-websocket does when the client closes: a thread of the app's writes the
+    last frame after the app's call has returned. Here the thread waits until the server has
+    dropped the environ, then sends the text frame "late" and closes the socket."""
+    conn = handshake(environ)
+    finished = Finished()
+    environ["test.finished"] = finished
+    event = finished.event
+
+    def last_word() -> None:
+        if event.wait(30):
+            conn.sendall(b"\x81\x04late")
+        conn.close()
+
+    threading.Thread(target=last_word, daemon=True).start()
+    del finished
+    raise StopIteration()  # Gunicorn's convention: the app took the socket
+
+
+def raw_sink(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """A WebSocket handshake written by hand on Gunicorn's socket, then nothing read until
+    /release: what the client sends meanwhile must not pile up in the server."""
+    if environ["PATH_INFO"] == "/late-word":
+        late_word(environ)
+    if environ["PATH_INFO"] != "/raw-sink":
+        return flask_app(environ, start_response)
+    handshake(environ)
     release.wait(30)
     release.clear()
     # Gunicorn's convention for "the app used the socket": the server closes the connection.
