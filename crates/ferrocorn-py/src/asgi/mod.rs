@@ -253,7 +253,7 @@ impl Call {
             }
             (Phase::Started(head), Outgoing::Body { body, more }) => {
                 let flow = response
-                    .post_head(*head, body, !more && !declared)
+                    .post_head(head, body, !more && !declared)
                     .map_err(gone)?;
                 (after_body(more), flow)
             }
@@ -261,7 +261,7 @@ impl Call {
                 let file = File::open(&path)?;
                 let len = file.metadata()?.len();
                 response
-                    .post_head(*head, Bytes::new(), len == 0 && !declared)
+                    .post_head(head, Bytes::new(), len == 0 && !declared)
                     .map_err(gone)?;
                 let mut flow = Flow::Ready;
                 if len > 0 {
@@ -277,7 +277,7 @@ impl Call {
                     (Phase::Started(head), Flow::Ready)
                 } else {
                     let flow = response
-                        .post_head(*head, Bytes::new(), !declared)
+                        .post_head(head, Bytes::new(), !declared)
                         .map_err(gone)?;
                     (after_body(false), flow)
                 }
@@ -293,7 +293,7 @@ impl Call {
             ) => {
                 if let Phase::Started(head) = phase {
                     response
-                        .post_head(*head, Bytes::new(), false)
+                        .post_head(head, Bytes::new(), false)
                         .map_err(gone)?;
                 }
                 let mut flow = Flow::Ready;
