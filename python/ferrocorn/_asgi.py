@@ -236,7 +236,9 @@ class LoopWorker:
         # The requests under way hear their news before the new ones start (fairness: a
         # batch of new requests does not run ahead of the ones waiting for a body piece or
         # for room).
-        if tokens:
+        # Most tokens are exchanges' ends that nothing waits for: with no call waiting at
+        # all, there is nobody to wake.
+        if tokens and self._waiters:
             for token in tokens:
                 self._wake(token)
         if calls:
