@@ -16,8 +16,8 @@
 //!   busy I/O thread takes any number of responses without a syscall for each.
 //! - **Towards the app** ([`Notify`]): a body piece the app asked for, room to send again, or
 //!   the end of the exchange on the connection's side (the client went away, or the response
-//!   is done) are each a token handed to the app side's `Notify`, which queues it for its
-//!   loop. New exchanges and tokens only mark the courier; it rings the app (which wakes its
+//!   is done; only while the app side still holds the exchange) are each a token handed to
+//!   the app side's `Notify`, which queues it for its loop. New exchanges and tokens only mark the courier; it rings the app (which wakes its
 //!   loop only if that sleeps) once per round of the I/O thread's ready work, however many
 //!   exchanges that round queued.
 
