@@ -10,6 +10,7 @@ import json
 import select
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -742,6 +743,17 @@ def test_an_app_that_stops_before_its_last_trailers(server: Server) -> None:
     assert not data.endswith(b"\r\n\r\n")  # no last chunk
     server.wait_log("ValueError: boom before the last trailers", since=mark)
     server.assert_serving("/scope")
+
+
+def test_a_task_factory_the_app_sets_makes_the_tasks_on_3_11(start_server: Any) -> None:
+    # The drain makes each request's task itself; where a factory is set (3.11, which starts
+    # no task eagerly) it goes through create_task, which uses it. The server runs this
+    # interpreter.
+    s = start_server("asgi_app:with_task_factory")
+    for _ in range(2):
+        reply = s.get("/")
+        assert reply.status == 200
+        assert json.loads(reply.body) == {"factory": sys.version_info < (3, 12)}
 
 
 # ----------------------------------------------------------------------------- lifespan

@@ -59,7 +59,8 @@ def app(environ, start_response):
 '''
 
 #: An ASGI app that says what asyncio tells it of its request's task and context (Python 3.12+
-#: starts each request's task eagerly, `_asgi._start`; the app must not be able to tell).
+#: starts each request's task eagerly, in `_asgi.LoopWorker._drain`; the app must not be able
+#: to tell).
 TASK_CONTEXT = '''
 import asyncio
 import contextvars

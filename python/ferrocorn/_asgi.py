@@ -23,7 +23,7 @@ from ferrocorn._ferrocorn import ClientDisconnected
 
 TYPE_CHECKING = False  # annotations only: imports cost every server process memory
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+    from collections.abc import Awaitable, Callable, MutableMapping
     from typing import Any
 
     Message = MutableMapping[str, Any]
@@ -34,18 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["ClientDisconnected", "LoopWorker"]
 
 
-if sys.version_info >= (3, 12):
-
-    def _start(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> None:
-        """Runs a request's task eagerly: its first step now, in the drain, so a request
-        whose app never has to wait (it answers at once) costs no scheduling at all."""
-        asyncio.Task(coro, loop=loop, eager_start=True)
-
-else:
-
-    def _start(coro: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> None:
-        """A request's task, first stepped at the loop's next turn."""
-        loop.create_task(coro)
+#: Python 3.12+ starts a request's task eagerly: its first step runs in the drain, so a
+#: request whose app never has to wait (it answers at once) costs no scheduling at all.
+_EAGER = sys.version_info >= (3, 12)
+_Task = asyncio.Task
 
 
 def _formatted(exc: BaseException) -> str:
@@ -244,11 +236,26 @@ class LoopWorker:
         # The requests under way hear their news before the new ones start (fairness: a
         # batch of new requests does not run ahead of the ones waiting for a body piece or
         # for room).
-        if tokens:
+        # Most tokens are exchanges' ends that nothing waits for: with no call waiting at
+        # all, there is nobody to wake.
+        if tokens and self._waiters:
             for token in tokens:
                 self._wake(token)
-        for call in calls:
-            _start(self._serve(call), loop)
+        if calls:
+            # Each request a task of its own, made here without a function call per request
+            # (see docs/design.md): on 3.11, `Task(...)` is what the loop's `create_task`
+            # makes when no task factory is set, without its wrapper's cost; a task factory
+            # the app set is used through `create_task`.
+            serve = self._serve
+            if _EAGER:
+                for call in calls:
+                    _Task(serve(call), loop=loop, eager_start=True)  # type: ignore[call-arg]
+            elif loop.get_task_factory() is None:
+                for call in calls:
+                    _Task(serve(call), loop=loop)
+            else:
+                for call in calls:
+                    loop.create_task(serve(call))
         if again:
             loop.call_soon(self._drain)
 
@@ -288,8 +295,7 @@ class LoopWorker:
 
     async def _serve(self, call: Any) -> None:
         try:
-            scope = call.scope(self._rt, self._state)
-            await self._app(scope, call.receive, call.send)
+            await self._app(call.scope(self._rt, self._state), call.receive, call.send)
         except ClientDisconnected:
             call.finish(None)
         except BaseException as exc:  # logged with its traceback; the worker serves on
@@ -298,4 +304,6 @@ class LoopWorker:
             call.finish(None)
         finally:
             # Whatever the app left waiting (a task of its own) looks again: the call is over.
-            self._wake(call.token)
+            # Nothing waits on most requests' ends (no call waits at all), then nothing to do.
+            if self._waiters:
+                self._wake(call.token)

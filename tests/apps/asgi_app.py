@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -532,3 +533,29 @@ async def raising_startup(scope: Scope, receive, send) -> None:
         await receive()
         raise RuntimeError("startup exploded")
     await respond(send, 200, b"never")
+
+
+#: The tasks the task factory `with_task_factory` sets on the loop has made.
+FACTORY_TASKS: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def _factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    task = asyncio.Task(coro, loop=loop, **kwargs)
+    FACTORY_TASKS.add(task)
+    return task
+
+
+async def with_task_factory(scope: Scope, receive, send) -> None:
+    """Sets a task factory on the loop at startup; answers whether it made the request's
+    task (Python 3.11: yes, as `create_task` would use it; 3.12+: the task starts eagerly)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                asyncio.get_running_loop().set_task_factory(_factory)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    data = json.dumps({"factory": asyncio.current_task() in FACTORY_TASKS}).encode()
+    await respond(send, 200, data, [(b"content-type", b"application/json")])

@@ -593,15 +593,16 @@ impl ResponseSink {
     }
 
     /// [`ResponseSink::send_head`] without blocking where the channel allows (a remote app
-    /// side): [`Flow::Full`] asks the app to wait for its token before sending more.
+    /// side): [`Flow::Full`] asks the app to wait for its token before sending more. A head
+    /// the caller holds boxed already is sent in its box.
     pub fn post_head(
         &self,
-        head: ResponseHead,
+        head: impl Into<Box<ResponseHead>>,
         body: Bytes,
         last: bool,
     ) -> Result<Flow, Disconnected> {
         self.tx.post(AppMsg::Head {
-            head: Box::new(head),
+            head: head.into(),
             body,
             last,
             took: self.took(),

@@ -16,8 +16,8 @@
 //!   busy I/O thread takes any number of responses without a syscall for each.
 //! - **Towards the app** ([`Notify`]): a body piece the app asked for, room to send again, or
 //!   the end of the exchange on the connection's side (the client went away, or the response
-//!   is done) are each a token handed to the app side's `Notify`, which queues it for its
-//!   loop. New exchanges and tokens only mark the courier; it rings the app (which wakes its
+//!   is done; only while the app side still holds the exchange) are each a token handed to
+//!   the app side's `Notify`, which queues it for its loop. New exchanges and tokens only mark the courier; it rings the app (which wakes its
 //!   loop only if that sleeps) once per round of the I/O thread's ready work, however many
 //!   exchanges that round queued.
 
@@ -229,16 +229,22 @@ impl Mailbox {
         self.lock().body.pop_front()
     }
 
-    /// Connection side: the exchange is over there (the relay is done or broke off).
+    /// Connection side: the exchange is over there (the relay is done or broke off). The app
+    /// side hears of it only while it still holds the exchange: once all its senders are
+    /// gone (its call finished, which answers every later `receive()`/`send()` at once and
+    /// wakes whatever waited), the token would wake nobody.
     fn close_rx(&self) {
         let mut state = self.lock();
         state.rx_gone = true;
+        let app_holds = !state.tx_gone;
         // Messages nobody will write are dropped here (a lent Python buffer among them goes
         // back to pyo3's pending releases), not on the app's thread later.
         let queued = std::mem::take(&mut state.msgs);
         drop(state);
         drop(queued);
-        self.tell_app();
+        if app_holds {
+            self.tell_app();
+        }
     }
 }
 
@@ -404,6 +410,19 @@ mod tests {
                 trailers: None,
             }))
             .is_err());
+    }
+
+    #[test]
+    fn an_app_side_that_let_go_is_not_told_of_the_end() {
+        let notes = Arc::new(Count::default());
+        let mb = Mailbox::new(
+            Arc::clone(&notes) as Arc<dyn Notify>,
+            Arc::new(Courier::default()),
+        );
+        drop(RemoteTx(Arc::clone(&mb)));
+        drop(RemoteRx(Arc::clone(&mb)));
+        assert!(mb.is_closed());
+        assert_eq!(notes.0.load(Ordering::SeqCst), 0);
     }
 
     impl Mailbox {

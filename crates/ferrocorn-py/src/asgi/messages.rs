@@ -107,7 +107,10 @@ pub(crate) fn parse(message: &Bound<'_, PyAny>) -> Result<Outgoing, MessageError
     match kind {
         "http.response.start" => Ok(Outgoing::Start {
             head: Box::new(start(dict)?),
-            trailers: flag(dict, "trailers")?,
+            trailers: bool_field(
+                dict.get_item(intern!(dict.py(), "trailers")).ok().flatten(),
+                "trailers",
+            )?,
         }),
         "http.response.body" => {
             let body = match dict.get_item(intern!(dict.py(), "body")).ok().flatten() {
@@ -321,8 +324,12 @@ pub(crate) fn start(dict: &Bound<'_, PyDict>) -> Result<ResponseHead, MessageErr
         .ok_or_else(|| {
             MessageError::Status(status.repr().map_or_else(|_| "?".into(), |r| r.to_string()))
         })?;
-    let mut head =
-        ResponseHead::start(&status_line(code)).map_err(|e| MessageError::Header(e.to_string()))?;
+    let mut head = match ResponseHead::with_status(code) {
+        Some(head) => head,
+        // A 1xx: refused as the status line would be (with its text in the error).
+        None => ResponseHead::start(&status_line(code))
+            .map_err(|e| MessageError::Header(e.to_string()))?,
+    };
     for_each_header(dict, |name, value| {
         if hop_by_hop(name) {
             log::debug!("ASGI app's {name} header dropped: the server frames responses");

@@ -253,7 +253,7 @@ impl Call {
             }
             (Phase::Started(head), Outgoing::Body { body, more }) => {
                 let flow = response
-                    .post_head(*head, body, !more && !declared)
+                    .post_head(head, body, !more && !declared)
                     .map_err(gone)?;
                 (after_body(more), flow)
             }
@@ -261,7 +261,7 @@ impl Call {
                 let file = File::open(&path)?;
                 let len = file.metadata()?.len();
                 response
-                    .post_head(*head, Bytes::new(), len == 0 && !declared)
+                    .post_head(head, Bytes::new(), len == 0 && !declared)
                     .map_err(gone)?;
                 let mut flow = Flow::Ready;
                 if len > 0 {
@@ -277,7 +277,7 @@ impl Call {
                     (Phase::Started(head), Flow::Ready)
                 } else {
                     let flow = response
-                        .post_head(*head, Bytes::new(), !declared)
+                        .post_head(head, Bytes::new(), !declared)
                         .map_err(gone)?;
                     (after_body(false), flow)
                 }
@@ -293,7 +293,7 @@ impl Call {
             ) => {
                 if let Phase::Started(head) = phase {
                     response
-                        .post_head(*head, Bytes::new(), false)
+                        .post_head(head, Bytes::new(), false)
                         .map_err(gone)?;
                 }
                 let mut flow = Flow::Ready;
@@ -400,16 +400,20 @@ impl Call {
     #[pyo3(signature = (error=None))]
     fn finish(&mut self, error: Option<&str>) {
         let closed = self.closed();
-        let label = self.label();
-        log_raised(error, closed, &label);
+        if error.is_some() {
+            log_raised(error, closed, &self.label());
+        }
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         if let Some(response) = self.response.take() {
+            // The request's label, for the log lines below: made only when one is written
+            // (not for every request that completed its response).
+            let label = || self.label();
             match phase {
                 Phase::Done => {}
                 _ if closed => {}
                 Phase::Idle | Phase::Started(_) => {
                     if error.is_none() {
-                        log::error!("ASGI app returned without sending a response ({label})");
+                        log::error!("ASGI app returned without sending a response ({})", label());
                     }
                     let why = if error.is_some() {
                         "the application raised an exception"
@@ -421,7 +425,10 @@ impl Call {
                 }
                 Phase::Streaming => {
                     if error.is_none() {
-                        log::error!("ASGI app returned without completing its response ({label})");
+                        log::error!(
+                            "ASGI app returned without completing its response ({})",
+                            label()
+                        );
                     }
                     response.abort();
                 }
@@ -429,10 +436,10 @@ impl Call {
                 // exception, ended with what was sent otherwise.
                 Phase::Trailers(_) if error.is_some() => response.abort(),
                 Phase::Trailers(gathered) => {
-                    log::error!("ASGI app returned without its last trailers ({label})");
+                    log::error!("ASGI app returned without its last trailers ({})", label());
                     let ended = end_with(&response, &self.request, gathered);
                     if ended.is_err() {
-                        log::debug!("{label}: the client left before the trailers");
+                        log::debug!("{}: the client left before the trailers", label());
                     }
                 }
             }

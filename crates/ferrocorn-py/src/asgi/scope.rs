@@ -28,9 +28,15 @@ pub(crate) struct ScopeShared {
     /// The `server` tuples made so far, by address and port: a worker has a few listeners, so
     /// each request's is one of a few (immutable) tuples, made once.
     servers: Mutex<Vec<(SocketAddr, Py<PyTuple>)>>,
-    /// Every key of a scope, in order, with None: each scope starts as a copy of it, so that
-    /// filling it in replaces values instead of growing the dict (three resizes otherwise).
+    /// Every key of a scope, in order: each scope starts as a copy of it, so that filling it
+    /// in replaces values instead of growing the dict (three resizes otherwise). The keys
+    /// whose value is most often the same immutable object hold it already (`type`
+    /// "http", `http_version` "1.1", `scheme` "http", `root_path` `--root-path`,
+    /// `query_string` b""), and are only set when the request's differs; the others hold None.
     template: Py<PyDict>,
+    /// The last client address made into a str, and that str (a worker's clients are often
+    /// a few addresses, a proxy's one; the str is immutable, so requests may share it).
+    last_client: Mutex<Option<(IpAddr, Py<PyString>)>>,
 }
 
 /// A scope's keys, in the order they are filled in.
@@ -63,12 +69,32 @@ impl ScopeShared {
         for key in KEYS {
             template.set_item(PyString::intern(py, key), py.None())?;
         }
+        template.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        template.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+        template.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+        template.set_item(intern!(py, "query_string"), PyBytes::new(py, b""))?;
+        template.set_item(intern!(py, "root_path"), PyString::new(py, &root_path))?;
         Ok(Self {
             root_path,
             asgi: asgi.unbind(),
             servers: Mutex::new(Vec::new()),
             template: template.unbind(),
+            last_client: Mutex::new(None),
         })
+    }
+
+    /// The client's address as the scope's `client` host: the str made for the last one
+    /// when it is the same address.
+    fn client_host<'py>(&self, py: Python<'py>, ip: IpAddr) -> Bound<'py, PyString> {
+        let mut last = self.last_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, text)) = last.as_ref() {
+            if *addr == ip {
+                return text.bind(py).clone();
+            }
+        }
+        let text = PyString::new(py, &ip_text(ip));
+        *last = Some((ip, text.clone().unbind()));
+        text
     }
 
     /// The `(host, port)` tuple of a TCP listener's address as the scope's `server`.
@@ -117,21 +143,26 @@ pub(crate) fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let head = &req.head;
     let fwd = &req.forwarded;
+    // `type`, and the usual `http_version`, `scheme`, `root_path` and `query_string`, are
+    // in the template already (see `ScopeShared::template`).
     let scope = shared.template.bind(py).copy()?;
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
     // A copy: an app that changes its scope's `asgi` dict changes no other request's.
     scope.set_item(intern!(py, "asgi"), shared.asgi.bind(py).copy()?)?;
     let version = match head.version {
-        Version::Http10 => intern!(py, "1.0"),
-        Version::Http11 => intern!(py, "1.1"),
-        Version::Http2 => intern!(py, "2"),
+        Version::Http10 => Some(intern!(py, "1.0")),
+        Version::Http11 => None,
+        Version::Http2 => Some(intern!(py, "2")),
     };
-    scope.set_item(intern!(py, "http_version"), version)?;
-    scope.set_item(intern!(py, "method"), &*head.method)?;
+    if let Some(version) = version {
+        scope.set_item(intern!(py, "http_version"), version)?;
+    }
+    scope.set_item(intern!(py, "method"), method(py, &head.method))?;
     let scheme = fwd
         .scheme
         .unwrap_or(if req.tls.is_some() { "https" } else { "http" });
-    scope.set_item(intern!(py, "scheme"), scheme)?;
+    if scheme != "http" {
+        scope.set_item(intern!(py, "scheme"), scheme)?;
+    }
 
     // `path` is decoded (UTF-8, as Uvicorn's `unquote`), `raw_path` as sent. The root path is
     // part of `path` (asgiref: "root_path ... path includes it"): a path that does not carry
@@ -151,39 +182,42 @@ pub(crate) fn build<'py>(
             PyBytes::new(py, format!("{root_path}{raw}").as_bytes()),
         )?;
     }
-    scope.set_item(
-        intern!(py, "query_string"),
-        PyBytes::new(py, head.query().as_bytes()),
-    )?;
-    scope.set_item(intern!(py, "root_path"), root_path)?;
+    let query = head.query();
+    if !query.is_empty() {
+        scope.set_item(
+            intern!(py, "query_string"),
+            PyBytes::new(py, query.as_bytes()),
+        )?;
+    }
+    if let Some(prefix) = fwd.prefix.as_deref() {
+        scope.set_item(intern!(py, "root_path"), prefix)?;
+    }
 
     // Fields as received, names lower-cased; a trusted proxy's host (when applied) replaces
     // the client's, as it does HTTP_HOST.
-    let headers = PyList::empty(py);
-    // One buffer for every name lower-cased, not an allocation each.
+    // One buffer for every name lower-cased, not an allocation each; the list made at its
+    // length (no growing).
     let mut name = Vec::with_capacity(32);
-    for h in &head.headers {
+    let pairs = head.headers.iter().map(|h| {
         name.clear();
         name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
         let value: &[u8] = match &fwd.host {
             Some(host) if name == b"host" => host.as_bytes(),
             _ => &h.value,
         };
-        headers.append(PyTuple::new(
-            py,
-            [PyBytes::new(py, &name), PyBytes::new(py, value)],
-        )?)?;
-    }
+        (PyBytes::new(py, &name), PyBytes::new(py, value))
+    });
+    let headers = PyList::new(py, pairs)?;
     scope.set_item(intern!(py, "headers"), headers)?;
 
     let client = match (&fwd.client, &req.peer) {
-        (Some(ip), _) => Some((ip_text(*ip), fwd.client_port.unwrap_or(0))),
-        (None, Peer::Tcp(addr)) => Some((ip_text(addr.ip()), addr.port())),
+        (Some(ip), _) => Some((*ip, fwd.client_port.unwrap_or(0))),
+        (None, Peer::Tcp(addr)) => Some((addr.ip(), addr.port())),
         (None, Peer::Unix) => None,
     };
-    match client {
-        Some(c) => scope.set_item(intern!(py, "client"), c)?,
-        None => scope.set_item(intern!(py, "client"), py.None())?,
+    if let Some((ip, port)) = client {
+        let client = (shared.client_host(py, ip), port).into_pyobject(py)?;
+        scope.set_item(intern!(py, "client"), client)?;
     }
     match &req.local {
         Local::Tcp(addr) => {
@@ -201,6 +235,21 @@ pub(crate) fn build<'py>(
     }
     scope.set_item(intern!(py, "extensions"), extensions(py, req)?)?;
     Ok(scope)
+}
+
+/// The request's method as a str: the common ones interned (made once), others made anew.
+fn method<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    let common = match method {
+        "GET" => intern!(py, "GET"),
+        "POST" => intern!(py, "POST"),
+        "HEAD" => intern!(py, "HEAD"),
+        "PUT" => intern!(py, "PUT"),
+        "DELETE" => intern!(py, "DELETE"),
+        "PATCH" => intern!(py, "PATCH"),
+        "OPTIONS" => intern!(py, "OPTIONS"),
+        other => return PyString::new(py, other),
+    };
+    common.clone()
 }
 
 /// `http.response.pathsend`, `http.response.zerocopysend`, `http.response.early_hint` and

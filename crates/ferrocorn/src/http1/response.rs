@@ -65,6 +65,20 @@ impl ResponseHead {
         })
     }
 
+    /// The head [`ResponseHead::start`] makes of `"{status} {reason(status)}"`, without
+    /// writing and parsing that line (an ASGI app gives the code alone); None for a status
+    /// `start` refuses (outside 200 to 599).
+    pub fn with_status(status: u16) -> Option<Self> {
+        (200..=599).contains(&status).then(|| Self {
+            status,
+            reason: Cow::Borrowed(reason(status)),
+            headers: HeaderBlock::with_capacity(TYPICAL_BLOCK),
+            content_length: None,
+            has_date: false,
+            has_server: false,
+        })
+    }
+
     /// Validates one field from the app and adds it.
     /// The `Trailer` field (RFC 9110 §6.6.2), which names the trailer fields to come: an
     /// ASGI app that sends `http.response.trailers` announces them with it (PEP 3333 has no
@@ -468,6 +482,22 @@ pub fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_alone_makes_the_head_its_line_makes() {
+        for code in [200, 201, 204, 299, 304, 404, 418, 500, 503, 599] {
+            let line = format!("{code} {}", reason(code));
+            let (made, parsed) = (
+                ResponseHead::with_status(code).expect("in range"),
+                ResponseHead::start(&line).expect("a valid line"),
+            );
+            assert_eq!((made.status, &made.reason), (parsed.status, &parsed.reason));
+            assert!(made.headers.is_empty() && made.content_length.is_none());
+        }
+        for code in [0, 100, 103, 199, 600] {
+            assert!(ResponseHead::with_status(code).is_none());
+        }
+    }
 
     #[test]
     fn trailers_are_checked_and_end_a_chunked_body() {
