@@ -231,8 +231,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             };
             match wake {
+                // Boxed, as `fail` below: what they await (a close within a timeout) would
+                // otherwise make this future, held by every idle connection, larger than the
+                // wait itself; a ping is due every `ping_interval` at most.
                 Wake::Ping => {
-                    if let Some(end) = self.ping_due().await {
+                    if let Some(end) = Box::pin(self.ping_due()).await {
                         return end;
                     }
                 }
@@ -259,7 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let _ = self.ws.flush().await;
                     continue;
                 }
-                Wake::Frame(Some(Err(e))) => return self.fail(&e).await,
+                Wake::Frame(Some(Err(e))) => return Box::pin(self.fail(&e)).await,
                 Wake::Frame(None) => {
                     self.closed = true;
                     return Received::Closed {
