@@ -14,6 +14,7 @@
 
 pub(crate) mod done;
 pub(crate) mod messages;
+pub(crate) mod names;
 pub(crate) mod receiving;
 pub(crate) mod runtime;
 pub(crate) mod scope;

@@ -13,6 +13,7 @@ use ferrocorn::addr::{Local, Peer};
 use ferrocorn::app::Request;
 use ferrocorn::http1::request::Version;
 
+use super::names::HeaderNames;
 use crate::wsgi::environ::{percent_decode, strip_prefix};
 
 /// The ASGI version and the HTTP scope's spec version this server implements.
@@ -31,6 +32,8 @@ pub(crate) struct ScopeShared {
     /// Every key of a scope, in order, with None: each scope starts as a copy of it, so that
     /// filling it in replaces values instead of growing the dict (three resizes otherwise).
     template: Py<PyDict>,
+    /// The common header names, one `bytes` each for every scope.
+    names: HeaderNames,
 }
 
 /// A scope's keys, in the order they are filled in.
@@ -68,6 +71,7 @@ impl ScopeShared {
             asgi: asgi.unbind(),
             servers: Mutex::new(Vec::new()),
             template: template.unbind(),
+            names: HeaderNames::new(py),
         })
     }
 
@@ -171,7 +175,7 @@ pub(crate) fn build<'py>(
         };
         headers.append(PyTuple::new(
             py,
-            [PyBytes::new(py, &name), PyBytes::new(py, value)],
+            [shared.names.get(py, &name), PyBytes::new(py, value)],
         )?)?;
     }
     scope.set_item(intern!(py, "headers"), headers)?;
