@@ -367,8 +367,11 @@ impl Call {
     /// The app's `receive()`: the next message, at once or (waiting for the token) from the
     /// loop's `receive_later(call)`.
     fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let message = slf.borrow_mut().next_message(slf.py())?;
-        receive_answer(slf.as_any(), message, || Self::waits(slf))
+        let (message, token) = {
+            let mut call = slf.borrow_mut();
+            (call.next_message(slf.py())?, call.token)
+        };
+        receive_answer(slf.as_any(), message, token, || Self::waits(slf))
     }
 
     /// The next message, or None (`receive_later` waits for the token and asks again).
@@ -517,16 +520,17 @@ fn wait_on_loop<'py>(
 }
 
 /// What an HTTP or WebSocket call's `receive()` answers: `message` as an awaitable already
-/// done, or (none yet) a [`Receiving`] that waits on the loop's side for the call's token;
+/// done, or (none yet) a [`Receiving`] that waits on the loop's side for the call's `token`;
 /// `waits` is only asked for then.
 pub(crate) fn receive_answer<'py>(
     call: &Bound<'py, PyAny>,
     message: Option<Bound<'py, PyDict>>,
+    token: u64,
     waits: impl FnOnce() -> Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match message {
         Some(message) => Done::with(message.into_any()),
-        None => Receiving::new(call, on_loop(waits())?),
+        None => Receiving::new(call, token, on_loop(waits())?),
     }
 }
 

@@ -23,6 +23,8 @@ use pyo3::PyTraverseError;
 pub(crate) struct Receiving {
     /// The `AsgiCall` or `AsgiWebSocket` asked again (`poll_receive`) after each wake.
     call: Py<PyAny>,
+    /// The call's token, which the loop's side wakes it by.
+    token: u64,
     /// The loop's side (`ferrocorn._asgi.LoopWorker`).
     waits: Py<PyAny>,
     /// The future yielded last, until the task that awaited it steps again.
@@ -32,12 +34,14 @@ pub(crate) struct Receiving {
 impl Receiving {
     pub(crate) fn new<'py>(
         call: &Bound<'py, PyAny>,
+        token: u64,
         waits: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Ok(Bound::new(
             call.py(),
             Receiving {
                 call: call.clone().unbind(),
+                token,
                 waits,
                 waiting: None,
             },
@@ -49,10 +53,15 @@ impl Receiving {
     /// else the future for the call's token, to be awaited by the task.
     fn step<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let (call, waits, woken) = {
+        let (call, token, waits, woken) = {
             let mut this = slf.borrow_mut();
             let woken = this.waiting.take().is_some();
-            (this.call.clone_ref(py), this.waits.clone_ref(py), woken)
+            (
+                this.call.clone_ref(py),
+                this.token,
+                this.waits.clone_ref(py),
+                woken,
+            )
         };
         let call = call.bind(py);
         // The first step follows a `receive()` that just found nothing: no need to ask again.
@@ -63,7 +72,6 @@ impl Receiving {
                 return Err(PyStopIteration::new_err((message.unbind(),)));
             }
         }
-        let token = call.getattr(intern!(py, "token"))?;
         let future = waits
             .bind(py)
             .call_method1(intern!(py, "_wait"), (token,))?;
