@@ -144,8 +144,12 @@ const NO_STATUS: u16 = 1005;
 /// The connection ended without a close frame (reported, never sent).
 const ABNORMAL: u16 = 1006;
 
-/// `tungstenite`'s read buffer per connection: a 1 KiB message and its frame head in one read.
-const READ_BUFFER: usize = 2 * 1024;
+/// `tungstenite`'s read buffer per connection, allocated with the session and zero-filled
+/// before each read, so held whole by every connection, idle or not. Each read is a copy
+/// out of the pooled buffer (`pooled`): a 1 KiB message and its frame head take two (2 KiB:
+/// one, for 1 KiB more per connection). A larger message grows it to that message's size
+/// (`tungstenite` reserves the whole payload), as it did at 2 KiB.
+const READ_BUFFER: usize = 1024;
 
 /// An open WebSocket connection over `S` (after the `101`).
 pub struct Session<S> {
