@@ -225,6 +225,7 @@ impl Opened {
     /// Runs the session over `io` (the wire's stream after the answer) until it closes.
     pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, io: S) {
         let ctx = &*self.ctx;
+        self.rx.release_room();
         let mut session = Session::new(
             io,
             &ctx.config.websocket,
