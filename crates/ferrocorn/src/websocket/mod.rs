@@ -146,10 +146,11 @@ const ABNORMAL: u16 = 1006;
 
 /// `tungstenite`'s read buffer per connection, allocated with the session and zero-filled
 /// before each read, so held whole by every connection, idle or not. Each read is a copy
-/// out of the pooled buffer (`pooled`): a 1 KiB message and its frame head take two (2 KiB:
-/// one, for 1 KiB more per connection). A larger message grows it to that message's size
-/// (`tungstenite` reserves the whole payload), as it did at 2 KiB.
-const READ_BUFFER: usize = 1024;
+/// out of the pooled buffer (`pooled`): a 1 KiB message and its frame head take three (2 KiB:
+/// one, for 1.5 KiB more per connection; `bench/instructions.py --ws` counted no difference
+/// beyond its noise). A larger message grows it to that message's size (`tungstenite`
+/// reserves the whole payload), as it did at 2 KiB.
+const READ_BUFFER: usize = 512;
 
 /// An open WebSocket connection over `S` (after the `101`).
 pub struct Session<S> {
