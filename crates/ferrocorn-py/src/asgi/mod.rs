@@ -530,7 +530,7 @@ pub(crate) fn receive_answer<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     match message {
         Some(message) => Done::with(message.into_any()),
-        None => Receiving::new(call, token, on_loop(waits())?),
+        None => Receiving::awaitable(call, token, on_loop(waits())?),
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) struct Receiving {
 }
 
 impl Receiving {
-    pub(crate) fn new<'py>(
+    pub(crate) fn awaitable<'py>(
         call: &Bound<'py, PyAny>,
         token: u64,
         waits: Py<PyAny>,
