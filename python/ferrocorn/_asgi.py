@@ -6,10 +6,10 @@ The runtime wakes the loop through an eventfd watched with ``loop.add_reader``, 
 the loop said it sleeps: a drain that found work schedules the next one with ``call_soon``, so
 a busy loop looks again at every turn without being written to. The app's ``receive`` and
 ``send`` are the native ``AsgiCall``'s own: they never block the loop, and answer at once with
-an awaitable that is already done, or with :meth:`LoopWorker.receive_later` /
-:meth:`LoopWorker.room_later`, coroutines that wait until the call's token comes back through
-the same drain (a body piece arrived, the client read enough of the response, or the
-connection ended). See docs/asgi.md and docs/design.md.
+an awaitable that is already done, or with one that waits until the call's token comes back
+through the same drain (a body piece arrived, the client read enough of the response, or the
+connection ended): for ``receive`` a native awaitable over :meth:`LoopWorker._wait`'s future,
+for ``send`` the coroutine :meth:`LoopWorker.room_later`. See docs/asgi.md and docs/design.md.
 """
 
 from __future__ import annotations
@@ -140,8 +140,9 @@ class LoopWorker:
         self._lifespan_mode = lifespan
         self._tick_period = tick
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The futures of the calls waiting for their token, by token.
-        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        #: The futures of the calls waiting for their token, by token: one future, or a list
+        #: when more than one waits (an idle WebSocket's ``receive`` holds no list).
+        self._waiters: dict[int, asyncio.Future[None] | list[asyncio.Future[None]]] = {}
         self._state: dict[str, Any] = {}
         self._lifespan: _Lifespan | None = None
         self._ready = threading.Event()
@@ -261,31 +262,30 @@ class LoopWorker:
 
     def _wake(self, token: int) -> None:
         waiters = self._waiters.pop(token, None)
-        if waiters is not None:
+        if waiters is None:
+            return
+        if type(waiters) is list:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+        elif not waiters.done():  # type: ignore[union-attr]
+            waiters.set_result(None)  # type: ignore[union-attr]
+
+    # Called by an AsgiCall whose receive() (the native AsgiReceiving) or send() must wait for
+    # its token.
 
     def _wait(self, token: int) -> asyncio.Future[None]:
+        """A future the drain resolves (with None) when the call of ``token`` has news."""
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
         waiters = self._waiters.get(token)
         if waiters is None:
-            self._waiters[token] = [fut]
-        else:
+            self._waiters[token] = fut
+        elif type(waiters) is list:
             waiters.append(fut)
+        else:
+            self._waiters[token] = [waiters, fut]  # type: ignore[list-item]
         return fut
-
-    # Called by an AsgiCall whose receive() or send() must wait for its token.
-
-    async def receive_later(self, call: Any) -> Message:
-        """The call's next message, once its token says there is news."""
-        token = call.token
-        while True:
-            message = call.poll_receive()
-            if message is not None:
-                return message  # type: ignore[no-any-return]
-            await self._wait(token)
 
     async def room_later(self, call: Any) -> None:
         """Returns once the client has taken enough of the response (or is gone)."""

@@ -146,7 +146,8 @@ async def hello(request: Request) -> Response:
 async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """By hand: ``/bad`` tries each bad message and reports the errors; ``/raises-before`` and
     ``/raises-after`` let an exception escape before and after the accept; ``/returns`` returns
-    without answering the handshake."""
+    without answering the handshake; ``/given-up`` (:func:`given_up`) cancels waiting
+    receives."""
     assert scope["type"] == "websocket"
     assert (await receive())["type"] == "websocket.connect"
     path = "/raw/" + scope["path"].rsplit("/", 1)[-1]  # Mount may or may not strip "/raw"
@@ -171,6 +172,9 @@ async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await attempt({"type": "websocket.accept", "headers": "not pairs"})
         await attempt(["not", "a", "dict"])
     await send({"type": "websocket.accept"})
+    if path == "/raw/given-up":
+        await given_up(receive, send)
+        return
     if path == "/raw/raises-after":
         raise ValueError("the app failed after accepting")
     if path == "/raw/bad":
@@ -187,6 +191,25 @@ async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:
         seen["bad_after_close"] = errors[-1]
         message = await receive()
         disconnected(message["code"], message.get("reason"))
+
+
+async def given_up(receive: Any, send: Any) -> None:
+    """``receive()`` awaited in tasks of their own: two given up while they wait (a timeout
+    cancels them), then one in a task that gets the client's next message (the loop's side
+    then holds three futures for the call's token, two of them cancelled), then the plain
+    await's."""
+    for _ in range(2):
+        try:
+            await asyncio.wait_for(receive(), 0.01)
+        except asyncio.TimeoutError:
+            pass
+        else:
+            raise AssertionError("a message came before the client was told to send one")
+    await send({"type": "websocket.send", "text": "gave up twice"})
+    first = await asyncio.ensure_future(receive())
+    await send({"type": "websocket.send", "text": "task: " + first["text"]})
+    second = await receive()
+    await send({"type": "websocket.send", "text": "await: " + second["text"]})
 
 
 app = Starlette(routes=[

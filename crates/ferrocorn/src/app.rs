@@ -345,6 +345,14 @@ impl Rx {
         })
     }
 
+    /// Gives back the room of an app side's queue that holds nothing (see
+    /// `Mailbox::release_room`); the other kinds hold none of their own.
+    pub(crate) fn release_room(&self) {
+        if let Self::Remote(rx) = self {
+            rx.0.release_room();
+        }
+    }
+
     /// The next message if the app has sent one already, without waiting.
     pub(crate) fn try_recv(&mut self) -> Option<AppMsg> {
         match self {

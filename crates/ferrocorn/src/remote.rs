@@ -191,6 +191,19 @@ impl Mailbox {
         }
     }
 
+    /// Connection side: gives back the queues' room when nothing waits in them (a WebSocket
+    /// as its session starts: what the handshake's messages grew them to would otherwise be
+    /// held by every idle connection).
+    pub(crate) fn release_room(&self) {
+        let mut state = self.lock();
+        if state.msgs.is_empty() {
+            state.msgs = VecDeque::new();
+        }
+        if state.body.is_empty() {
+            state.body = VecDeque::new();
+        }
+    }
+
     /// Connection side: the next message; `None` once the app side is gone with nothing
     /// queued.
     pub(crate) async fn recv(&self) -> Option<AppMsg> {

@@ -14,6 +14,8 @@
 
 pub(crate) mod done;
 pub(crate) mod messages;
+pub(crate) mod names;
+pub(crate) mod receiving;
 pub(crate) mod runtime;
 pub(crate) mod scope;
 pub(crate) mod websocket;
@@ -32,6 +34,7 @@ use ferrocorn::remote::Flow;
 
 use self::done::Done;
 use self::messages::Outgoing;
+use self::receiving::Receiving;
 
 pyo3::create_exception!(
     ferrocorn,
@@ -364,8 +367,11 @@ impl Call {
     /// The app's `receive()`: the next message, at once or (waiting for the token) from the
     /// loop's `receive_later(call)`.
     fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let message = slf.borrow_mut().next_message(slf.py())?;
-        receive_answer(slf.as_any(), message, || Self::waits(slf))
+        let (message, token) = {
+            let mut call = slf.borrow_mut();
+            (call.next_message(slf.py())?, call.token)
+        };
+        receive_answer(slf.as_any(), message, token, || Self::waits(slf))
     }
 
     /// The next message, or None (`receive_later` waits for the token and asks again).
@@ -503,28 +509,35 @@ pub(crate) enum StartFailure {
     Boot(String),
 }
 
-/// The coroutine of the loop's side `waits` (`ferrocorn._asgi.LoopWorker`) named `method`
-/// (`receive_later`, `room_later`), which waits for `call`'s token.
+/// The loop's side (`ferrocorn._asgi.LoopWorker`) of a call that must wait for its token.
+fn on_loop(waits: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    waits.ok_or_else(|| PyRuntimeError::new_err("this ASGI call is not on an event loop"))
+}
+
+/// The coroutine of the loop's side `waits` named `method` (`room_later`), which waits for
+/// `call`'s token.
 fn wait_on_loop<'py>(
     waits: Option<Py<PyAny>>,
     call: &Bound<'py, PyAny>,
     method: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let waits =
-        waits.ok_or_else(|| PyRuntimeError::new_err("this ASGI call is not on an event loop"))?;
-    waits.bind(call.py()).call_method1(method, (call,))
+    on_loop(waits)?
+        .bind(call.py())
+        .call_method1(method, (call,))
 }
 
 /// What an HTTP or WebSocket call's `receive()` answers: `message` as an awaitable already
-/// done, or (none yet) the loop's `receive_later(call)`; `waits` is only asked for then.
+/// done, or (none yet) a [`Receiving`] that waits on the loop's side for the call's `token`;
+/// `waits` is only asked for then.
 pub(crate) fn receive_answer<'py>(
     call: &Bound<'py, PyAny>,
     message: Option<Bound<'py, PyDict>>,
+    token: u64,
     waits: impl FnOnce() -> Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match message {
         Some(message) => Done::with(message.into_any()),
-        None => wait_on_loop(waits(), call, intern!(call.py(), "receive_later")),
+        None => Receiving::awaitable(call, token, on_loop(waits())?),
     }
 }
 

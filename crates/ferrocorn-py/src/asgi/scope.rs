@@ -13,6 +13,7 @@ use ferrocorn::addr::{Local, Peer};
 use ferrocorn::app::Request;
 use ferrocorn::http1::request::Version;
 
+use super::names::HeaderNames;
 use crate::wsgi::environ::{percent_decode, strip_prefix};
 
 /// The ASGI version and the HTTP scope's spec version this server implements.
@@ -37,6 +38,8 @@ pub(crate) struct ScopeShared {
     /// The last client address made into a str, and that str (a worker's clients are often
     /// a few addresses, a proxy's one; the str is immutable, so requests may share it).
     last_client: Mutex<Option<(IpAddr, Py<PyString>)>>,
+    /// The common header names, one `bytes` each for every scope.
+    names: HeaderNames,
 }
 
 /// A scope's keys, in the order they are filled in.
@@ -80,6 +83,7 @@ impl ScopeShared {
             servers: Mutex::new(Vec::new()),
             template: template.unbind(),
             last_client: Mutex::new(None),
+            names: HeaderNames::new(py),
         })
     }
 
@@ -205,7 +209,7 @@ pub(crate) fn build<'py>(
             Some(host) if name == b"host" => host.as_bytes(),
             _ => &h.value,
         };
-        (PyBytes::new(py, &name), PyBytes::new(py, value))
+        (shared.names.get(py, &name), PyBytes::new(py, value))
     });
     let headers = PyList::new(py, pairs)?;
     scope.set_item(intern!(py, "headers"), headers)?;

@@ -489,8 +489,11 @@ impl WsCall {
     /// The app's `receive()`: the next event, at once or (waiting for the token) from the
     /// loop's `receive_later(call)`.
     fn receive<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let event = slf.borrow_mut().next_event(slf.py())?;
-        super::receive_answer(slf.as_any(), event, || Self::waits(slf))
+        let (event, token) = {
+            let mut call = slf.borrow_mut();
+            (call.next_event(slf.py())?, call.token)
+        };
+        super::receive_answer(slf.as_any(), event, token, || Self::waits(slf))
     }
 
     /// The next event, or None (`receive_later` waits for the token and asks again).

@@ -225,15 +225,18 @@ impl Opened {
     /// Runs the session over `io` (the wire's stream after the answer) until it closes.
     pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut self, io: S) {
         let ctx = &*self.ctx;
-        let session = Session::new(
+        self.rx.release_room();
+        let mut session = Session::new(
             io,
             &ctx.config.websocket,
             ctx.config.metrics.clone(),
             self.deflate.take(),
         )
         .await;
+        // Lent, not moved: a session moved into `relay`'s future would be held there twice
+        // (the argument and the local it is moved into), for as long as the WebSocket is open.
         let relayed = relay(
-            session,
+            &mut session,
             &mut self.rx,
             &self.inbox,
             ctx,
@@ -277,7 +280,7 @@ struct Relayed {
 /// Runs both directions of an open WebSocket until it closes (see the module's
 /// documentation).
 async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
-    mut session: Session<S>,
+    session: &mut Session<S>,
     rx: &mut Rx,
     inbox: &Inbox,
     ctx: &ConnCtx,
@@ -317,20 +320,20 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
                 let sent = match msg {
                     Some(AppMsg::Ws(WsOut::Text(text))) => {
                         let n = text.len() as u64;
-                        timed(write_timeout, session.send_text(text)).await.map(|()| n)
+                        sent(tokio::time::timeout(write_timeout, session.send_text(text)).await).map(|()| n)
                     }
                     Some(AppMsg::Ws(WsOut::Binary(data))) => {
                         let n = data.len() as u64;
-                        timed(write_timeout, session.send_binary(data)).await.map(|()| n)
+                        sent(tokio::time::timeout(write_timeout, session.send_binary(data)).await).map(|()| n)
                     }
                     Some(AppMsg::Ws(WsOut::Close { code, reason })) => {
                         closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                        timed(write_timeout, session.close(code, &reason)).await.map(|()| 0)
+                        sent(tokio::time::timeout(write_timeout, session.close(code, &reason)).await).map(|()| 0)
                     }
                     // The app's call ended without closing (one that raised sent 1011 first).
                     None => {
                         closing = Some(Box::pin(tokio::time::sleep(CLOSE_GRACE)));
-                        timed(write_timeout, session.close(close::NORMAL, "")).await.map(|()| 0)
+                        sent(tokio::time::timeout(write_timeout, session.close(close::NORMAL, "")).await).map(|()| 0)
                     }
                     // Checked on the app's side: nothing else comes after the accept.
                     Some(_) => Ok(0),
@@ -409,12 +412,14 @@ impl<'a, F: Future<Output = ()>> StopWatch<'a, F> {
     }
 }
 
-/// A send to the client within `--write-timeout`; `Err` says why the connection ends.
-async fn timed<F>(limit: Duration, send: F) -> Result<(), &'static str>
-where
-    F: std::future::Future<Output = Result<(), crate::websocket::SendError>>,
-{
-    match tokio::time::timeout(limit, send).await {
+/// How a send to the client within `--write-timeout` ended (`tokio::time::timeout` over it);
+/// `Err` says why the connection ends. Not an `async fn` taking the send: its future would
+/// hold the send's twice (the argument and the timeout's), in the largest of the relay's
+/// states, which sizes what every open WebSocket holds.
+fn sent(
+    outcome: Result<Result<(), crate::websocket::SendError>, tokio::time::error::Elapsed>,
+) -> Result<(), &'static str> {
+    match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(crate::websocket::SendError::BadCode(_))) => Ok(()),
         Ok(Err(_)) => Err("the client went away"),

@@ -148,6 +148,10 @@ impl Conn {
     /// as long as the WebSocket is open. None when there is none.
     pub(crate) fn into_websocket(mut self) -> Option<Parked> {
         let ws = self.parked.take()?;
+        // The waits for a next request head are over: their timer and the stop's wake-up
+        // would otherwise stay allocated (and registered) for the whole session.
+        self.idle_timer = None;
+        self.stop_wait = None;
         Some(Box::pin(self.serve_websocket(ws)))
     }
 

@@ -144,8 +144,13 @@ const NO_STATUS: u16 = 1005;
 /// The connection ended without a close frame (reported, never sent).
 const ABNORMAL: u16 = 1006;
 
-/// `tungstenite`'s read buffer per connection: a 1 KiB message and its frame head in one read.
-const READ_BUFFER: usize = 2 * 1024;
+/// `tungstenite`'s read buffer per connection, allocated with the session and zero-filled
+/// before each read, so held whole by every connection, idle or not. Each read is a copy
+/// out of the pooled buffer (`pooled`): a 1 KiB message and its frame head take three (2 KiB:
+/// one, for 1.5 KiB more per connection; `bench/instructions.py --ws` counted no difference
+/// beyond its noise). A larger message grows it to that message's size (`tungstenite`
+/// reserves the whole payload), as it did at 2 KiB.
+const READ_BUFFER: usize = 512;
 
 /// An open WebSocket connection over `S` (after the `101`).
 pub struct Session<S> {
@@ -231,8 +236,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             };
             match wake {
+                // Boxed, as `fail` below: what they await (a close within a timeout) would
+                // otherwise make this future, held by every idle connection, larger than the
+                // wait itself; a ping is due every `ping_interval` at most.
                 Wake::Ping => {
-                    if let Some(end) = self.ping_due().await {
+                    if let Some(end) = Box::pin(self.ping_due()).await {
                         return end;
                     }
                 }
@@ -259,7 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let _ = self.ws.flush().await;
                     continue;
                 }
-                Wake::Frame(Some(Err(e))) => return self.fail(&e).await,
+                Wake::Frame(Some(Err(e))) => return Box::pin(self.fail(&e)).await,
                 Wake::Frame(None) => {
                     self.closed = true;
                     return Received::Closed {

@@ -250,8 +250,10 @@ fn an_idle_websocket_holds_a_small_future() {
     let session = std::mem::size_of::<Session<crate::http2::Rewind<&mut Stream>>>();
     eprintln!("connection future: {http} bytes; parked WebSocket: {parked}; session: {session}");
     assert!(http <= 8 * 1024, "the connection's future is {http} bytes");
+    // 2,616 bytes before the session was lent to the relay (not moved into it: held twice)
+    // and the rare states of `Session::recv` (a ping due, a failure) were boxed.
     assert!(
-        parked <= 3 * 1024,
+        parked <= 2 * 1024,
         "a parked WebSocket's future is {parked} bytes"
     );
 }
