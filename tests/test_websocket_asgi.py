@@ -293,11 +293,11 @@ def test_bad_app_messages_raise_into_the_app_and_the_worker_serves_on(
 
 
 def test_a_receive_given_up_while_it_waits_leaves_the_next_ones_their_messages(
-        site_factory: Callable[..., Site]) -> None:
+        site_factory: Callable[..., Site], scheme: str) -> None:
     # A receive() that must wait is a native awaitable (asgi/receiving.rs): cancelled through
     # its throw(), driven by a task of its own through send(), awaited directly through
     # __next__, each with its future for the call's token on the loop's side.
-    site = site_factory("plain")
+    site = site_factory(scheme)
     ws = site.raw("/raw/given-up")
     try:
         assert ws.recv() == "gave up twice"

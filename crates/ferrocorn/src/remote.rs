@@ -386,11 +386,18 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// A mailbox whose notes to the app are counted in `notes`.
+    fn counted_mailbox(notes: &Arc<Count>) -> Arc<Mailbox> {
+        Mailbox::new(
+            Arc::clone(notes) as Arc<dyn Notify>,
+            Arc::new(Courier::default()),
+        )
+    }
+
     #[tokio::test]
     async fn sends_past_the_bound_wait_for_the_relay_to_write() {
         let notes = Arc::new(Count::default());
-        let courier = Arc::new(Courier::default());
-        let mb = Mailbox::new(Arc::clone(&notes) as Arc<dyn Notify>, courier);
+        let mb = counted_mailbox(&notes);
         let piece = Bytes::from(vec![0u8; 64 * 1024]);
         let mut flows = Vec::new();
         for _ in 0..5 {
@@ -409,10 +416,7 @@ mod tests {
     #[test]
     fn the_app_hears_when_the_connection_side_goes() {
         let notes = Arc::new(Count::default());
-        let mb = Mailbox::new(
-            Arc::clone(&notes) as Arc<dyn Notify>,
-            Arc::new(Courier::default()),
-        );
+        let mb = counted_mailbox(&notes);
         let rx = RemoteRx(Arc::clone(&mb));
         drop(rx);
         assert!(mb.is_closed());
@@ -428,10 +432,7 @@ mod tests {
     #[test]
     fn an_app_side_that_let_go_is_not_told_of_the_end() {
         let notes = Arc::new(Count::default());
-        let mb = Mailbox::new(
-            Arc::clone(&notes) as Arc<dyn Notify>,
-            Arc::new(Courier::default()),
-        );
+        let mb = counted_mailbox(&notes);
         drop(RemoteTx(Arc::clone(&mb)));
         drop(RemoteRx(Arc::clone(&mb)));
         assert!(mb.is_closed());
