@@ -15,10 +15,11 @@
 //!   [`Handshake::negotiate`] takes up the client's first acceptable offer (unless
 //!   `--ws-per-message-deflate false`), [`Handshake::accept`] answers it in the `101`, and
 //!   [`Handshake::deflate`] is what [`Session::new`] is given to inflate and deflate with.
-//!
-//! - `pooled`: the byte stream under the session, read through one of the worker thread's
-//!   reusable buffers held only while bytes wait in it, so that `tungstenite`'s own read
-//!   buffer (resident on every connection) can stay at 2 KiB.
+//!   Its read side ([`deflate::inflate::Inflating`]) is under every session, with the extension
+//!   or without: it reads the socket through one of the worker thread's reusable buffers, held
+//!   only while bytes wait in it (so that `tungstenite`'s own read buffer, resident on every
+//!   connection, can stay small), and cuts frames larger than 64 KiB into fragments (so that
+//!   `tungstenite`, which keeps its buffers at the largest frame, never holds more).
 //!
 //! [`Handshake::negotiate`]: handshake::Handshake::negotiate
 //! [`Handshake::accept`]: handshake::Handshake::accept
@@ -69,7 +70,6 @@ macro_rules! writes_through {
 pub mod close;
 pub mod deflate;
 pub mod handshake;
-mod pooled;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -78,7 +78,8 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -86,7 +87,6 @@ use tokio_tungstenite::WebSocketStream;
 use self::deflate::compress::Deflater;
 use self::deflate::inflate::Inflating;
 use self::deflate::{Deflate, DeflateConfig};
-use self::pooled::Pooled;
 use crate::observe::metrics::{RequestMetrics, WsEvent};
 
 /// What every WebSocket connection of a worker shares (`--ws-*`).
@@ -146,15 +146,21 @@ const ABNORMAL: u16 = 1006;
 
 /// `tungstenite`'s read buffer per connection, allocated with the session and zero-filled
 /// before each read, so held whole by every connection, idle or not. Each read is a copy
-/// out of the pooled buffer (`pooled`): a 1 KiB message and its frame head take three (2 KiB:
-/// one, for 1.5 KiB more per connection; `bench/instructions.py --ws` counted no difference
-/// beyond its noise). A larger message grows it to that message's size (`tungstenite`
-/// reserves the whole payload), as it did at 2 KiB.
+/// out of the filter's pooled buffer (`deflate::inflate`): a 1 KiB message and its frame head
+/// take three (2 KiB: one, for 1.5 KiB more per connection; `bench/instructions.py --ws`
+/// counted no difference beyond its noise). A larger frame grows it to that frame's size
+/// (`tungstenite` reserves the whole payload): frames reach it cut to 64 KiB at most.
 const READ_BUFFER: usize = 512;
+
+/// The largest frame sent: a longer message goes out in fragments of this size.
+/// `tungstenite` formats each frame into its write buffer, which keeps the size of the largest
+/// frame for as long as the connection is open (0.30); sent whole, one large message left the
+/// connection holding that much. The same size as the read side's cut (`deflate::inflate::CUT`).
+const SEND_PIECE: usize = 64 * 1024;
 
 /// An open WebSocket connection over `S` (after the `101`).
 pub struct Session<S> {
-    ws: WebSocketStream<Inflating<Pooled<S>>>,
+    ws: WebSocketStream<Inflating<S>>,
     /// Compresses what is sent, when permessage-deflate was agreed on.
     deflater: Option<Box<Deflater>>,
     config: WsConfig,
@@ -189,10 +195,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .max_message_size(Some(config.max_size))
             .max_frame_size(Some(config.max_size))
             // Resident on every connection, idle or not (zero-filled before each read): small,
-            // with the socket read through a pooled buffer (`pooled`); messages arrive whole.
+            // with the socket read through a pooled buffer (`deflate::inflate`).
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0);
-        let stream = Inflating::new(Pooled::new(stream), deflate.as_ref(), config.max_size);
+        let stream = Inflating::new(stream, deflate.as_ref(), config.max_size);
         let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(limits)).await;
         metrics.ws(WsEvent::Opened);
         Self {
@@ -359,20 +365,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends a text message (a `String` is framed without a copy of its bytes).
     pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         let text = text.into();
-        let msg = match &mut self.deflater {
-            Some(d) => Message::Frame(d.frame(text.as_bytes(), Data::Text)),
-            None => Message::Text(text),
-        };
-        self.send(msg).await
+        match &mut self.deflater {
+            Some(d) => {
+                let frame = d.frame(text.as_bytes(), Data::Text);
+                self.send_frame(frame).await
+            }
+            // Boxed, as below: rare, and it would otherwise grow every parked WebSocket.
+            None if text.len() > SEND_PIECE => {
+                Box::pin(self.send_cut(Bytes::from(text), Data::Text, false)).await
+            }
+            None => self.send(Message::Text(text)).await,
+        }
     }
 
     /// Sends a binary message.
     pub async fn send_binary(&mut self, data: Bytes) -> Result<(), SendError> {
-        let msg = match &mut self.deflater {
-            Some(d) => Message::Frame(d.frame(&data, Data::Binary)),
-            None => Message::Binary(data),
+        match &mut self.deflater {
+            Some(d) => {
+                let frame = d.frame(&data, Data::Binary);
+                self.send_frame(frame).await
+            }
+            None if data.len() > SEND_PIECE => {
+                Box::pin(self.send_cut(data, Data::Binary, false)).await
+            }
+            None => self.send(Message::Binary(data)).await,
+        }
+    }
+
+    /// Sends one whole message's frame (a compressed one), in pieces if it is large.
+    async fn send_frame(&mut self, frame: Frame) -> Result<(), SendError> {
+        if frame.payload().len() <= SEND_PIECE {
+            return self.send(Message::Frame(frame)).await;
+        }
+        let (kind, compressed) = (frame.header().opcode, frame.header().rsv1);
+        let OpCode::Data(opcode) = kind else {
+            return self.send(Message::Frame(frame)).await;
         };
-        self.send(msg).await
+        Box::pin(self.send_cut(frame.into_payload(), opcode, compressed)).await
+    }
+
+    /// Sends `payload` as one message of type `opcode` in fragments of [`SEND_PIECE`]
+    /// (`compressed`: RSV1 on the first, as RFC 7692 §6 puts it).
+    async fn send_cut(
+        &mut self,
+        payload: Bytes,
+        opcode: Data,
+        compressed: bool,
+    ) -> Result<(), SendError> {
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        let mut start = 0;
+        while start < payload.len() {
+            let end = (start + SEND_PIECE).min(payload.len());
+            let kind = if start == 0 { opcode } else { Data::Continue };
+            let mut frame = Frame::message(
+                payload.slice(start..end),
+                OpCode::Data(kind),
+                end == payload.len(),
+            );
+            frame.header_mut().rsv1 = compressed && start == 0;
+            // Each piece is written at once (`write_buffer_size` 0); the last is flushed.
+            let msg = Message::Frame(frame);
+            let sent = if end == payload.len() {
+                self.ws.send(msg).await
+            } else {
+                self.ws.feed(msg).await
+            };
+            sent.map_err(SendError::from)?;
+            start = end;
+        }
+        Ok(())
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), SendError> {

@@ -257,3 +257,135 @@ fn an_idle_websocket_holds_a_small_future() {
         "a parked WebSocket's future is {parked} bytes"
     );
 }
+
+/// The frames the server wrote (FIN, RSV1, opcode, payload), read raw off `client` until one
+/// with FIN.
+async fn server_message(client: &mut DuplexStream) -> Vec<(bool, bool, u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    loop {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.expect("a frame");
+        assert_eq!(head[1] & 0x80, 0, "unmasked");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut n = [0u8; 2];
+                client.read_exact(&mut n).await.expect("length");
+                u64::from(u16::from_be_bytes(n))
+            }
+            127 => {
+                let mut n = [0u8; 8];
+                client.read_exact(&mut n).await.expect("length");
+                u64::from_be_bytes(n)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).expect("length")];
+        client.read_exact(&mut payload).await.expect("payload");
+        let fin = head[0] & 0x80 != 0;
+        frames.push((fin, head[0] & 0x40 != 0, head[0] & 0x0f, payload));
+        if fin {
+            return frames;
+        }
+    }
+}
+
+/// A message longer than a piece goes out in fragments of at most [`super::SEND_PIECE`]: the
+/// first of its type, continuations after it, FIN on the last only; a shorter one in one frame.
+#[tokio::test]
+async fn a_large_message_is_sent_in_fragments() {
+    let cfg = config(1 << 22, None);
+    let (mut server, mut client) = session(&cfg).await;
+    let text: String = "héllo wörld ".repeat(10_000);
+    let data = Bytes::from(
+        (0..200_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    for (opcode, payload) in [(1u8, Bytes::from(text.clone())), (2, data.clone())] {
+        let sent = if opcode == 1 {
+            server.send_text(text.clone()).await
+        } else {
+            server.send_binary(data.clone()).await
+        };
+        sent.expect("send");
+        let frames = server_message(&mut client).await;
+        assert_eq!(frames.len(), payload.len().div_ceil(super::SEND_PIECE));
+        for (i, (fin, rsv1, code, piece)) in frames.iter().enumerate() {
+            assert_eq!(*fin, i == frames.len() - 1);
+            assert!(!rsv1);
+            assert_eq!(*code, if i == 0 { opcode } else { 0 });
+            assert!(piece.len() <= super::SEND_PIECE);
+        }
+        let whole: Vec<u8> = frames.into_iter().flat_map(|f| f.3).collect();
+        assert_eq!(whole, payload);
+    }
+    server.send_text("short").await.expect("send");
+    assert_eq!(
+        server_message(&mut client).await,
+        vec![(true, false, 1, b"short".to_vec())]
+    );
+}
+
+/// A large frame from the client reaches the app whole, as does a fragmented message whose
+/// fragments are large, with a ping between them; text cut inside a character is still
+/// checked as a whole (a bad byte past the first piece is 1007).
+#[tokio::test]
+async fn large_frames_from_the_client_arrive_whole() {
+    let cfg = config(1 << 22, None);
+    let (mut server, mut client) = session(&cfg).await;
+    let data: Vec<u8> = (0..300_001u32).map(|i| (i % 253) as u8).collect();
+    client.write_all(&masked(0x82, &data)).await.expect("write");
+    assert_eq!(
+        server.recv().await,
+        Received::Binary(Bytes::from(data.clone()))
+    );
+
+    let text = "ünïcode ".repeat(30_000);
+    let bytes = text.as_bytes();
+    let third = bytes.len() / 3 + 1; // inside a two-byte character
+    let mut frames = masked(0x01, &bytes[..third]);
+    frames.extend(masked(0x89, b"ping"));
+    frames.extend(masked(0x00, &bytes[third..2 * third]));
+    frames.extend(masked(0x80, &bytes[2 * third..]));
+    client.write_all(&frames).await.expect("write");
+    assert_eq!(server.recv().await, Received::Text(text.clone()));
+
+    let mut bad = bytes.to_vec();
+    bad[100_000] = 0xff;
+    client.write_all(&masked(0x81, &bad)).await.expect("write");
+    assert_eq!(
+        server.recv().await,
+        Received::Closed {
+            code: close::INVALID_DATA,
+            reason: "invalid UTF-8".into()
+        }
+    );
+}
+
+/// A large frame sent unmasked is refused as any unmasked frame (1002), a large orphan
+/// continuation as any other (1002), and one over the limit as any other (1009).
+#[tokio::test]
+async fn a_large_frame_is_checked_as_any_frame() {
+    let cfg = config(100_000, None);
+    let mut unmasked = vec![0x82, 126];
+    unmasked.extend_from_slice(&50_000u16.to_be_bytes());
+    unmasked.extend(std::iter::repeat_n(7u8, 50_000));
+    let cases = [
+        (unmasked, close::PROTOCOL_ERROR),
+        (masked(0x80, &[1u8; 50_000]), close::PROTOCOL_ERROR),
+        (masked(0x82, &[1u8; 100_001]), close::TOO_BIG),
+        (
+            [masked(0x02, &[1u8; 60_000]), masked(0x80, &[1u8; 60_000])].concat(),
+            close::TOO_BIG,
+        ),
+    ];
+    for (input, code) in cases {
+        let (mut server, mut client) = session(&cfg).await;
+        client.write_all(&input).await.expect("write");
+        match server.recv().await {
+            Received::Closed { code: got, .. } => assert_eq!(got, code),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(close_code_sent(&mut client).await, code);
+    }
+}

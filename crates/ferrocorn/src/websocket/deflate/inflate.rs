@@ -1,11 +1,19 @@
-//! The read side of permessage-deflate: [`Inflating`] sits between the connection and
-//! `tungstenite` and turns each compressed message into plain fragments as it arrives.
+//! The read side of a WebSocket: [`Inflating`] sits between the connection and `tungstenite`,
+//! turns each compressed message into plain fragments as it arrives (permessage-deflate), and
+//! cuts a large frame into fragments, so that `tungstenite` never holds a frame larger than
+//! [`CUT`].
 //!
 //! A compressed message becomes an empty non-final frame of its type (so `tungstenite` knows
 //! a message is open from its first byte on), continuation frames of at most [`PIECE`]
-//! inflated bytes, and an empty final continuation. The frames handed on carry a zero mask:
+//! inflated bytes, and an empty final continuation. A plain data frame larger than [`CUT`]
+//! becomes fragments of that size, the first of its type, the last with its FIN bit.
+//! `tungstenite` reserves room for a whole frame in its read buffer and never gives it back
+//! (0.30): without the cut, one large message left the connection holding its size for as
+//! long as it stayed open. The pieces of a large frame keep its mask (each piece's header the
+//! mask from where the piece begins in it); the inflated frames carry a zero mask:
 //! `tungstenite` still insists that client frames be masked, and the filter unmasked the
-//! payload before inflating it. Control frames between fragments pass through between them.
+//! compressed payload before inflating it. Control frames between fragments pass through
+//! between them.
 
 use std::io;
 use std::io::Cursor;
@@ -19,31 +27,39 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use super::{Deflate, InflateError};
+use crate::http1::buffers;
 
 /// Largest piece of an inflated message handed on at once (and so the most the filter holds).
 pub const PIECE: usize = 16 * 1024;
+/// Largest plain frame handed on as it came; a larger one goes on in pieces of this size.
+/// Smaller than this, a frame costs nothing more than before the cut: `tungstenite` turns a
+/// one-frame message into the app's bytes without a copy, but copies fragments together
+/// (and checks text twice), so cutting 64 KiB messages into 16 KiB pieces cost a 64 KiB echo
+/// a third more instructions (callgrind).
+pub const CUT: usize = 64 * 1024;
 /// Compressed bytes fed to the inflater at once (unmasked on the stack first).
 const FEED: usize = 1024;
-/// Bytes read from the connection at once.
-const READ: usize = 4096;
+/// Bytes read from the connection at once, into one of the thread's reusable read buffers.
+const READ: usize = buffers::READ_SIZE;
 /// What §7.2.2 says to append to a message's compressed bytes before inflating its end.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// The mask of the frames handed on: XOR with zeros leaves the unmasked payload as it is.
 const ZERO_MASK: [u8; 4] = [0; 4];
 
 /// The connection's stream, inflating compressed messages when permessage-deflate was agreed
-/// on (otherwise only passing the bytes through: the filter is allocated only then).
+/// on, and cutting large frames.
 pub struct Inflating<S> {
     inner: S,
-    filter: Option<Box<Filter>>,
+    filter: Box<Filter>,
 }
 
 impl<S> Inflating<S> {
-    /// `inner`, inflating as `deflate` agreed, with messages of at most `max_size` bytes.
+    /// `inner`, inflating as `deflate` agreed (if it was), with messages of at most
+    /// `max_size` bytes.
     pub fn new(inner: S, deflate: Option<&Deflate>, max_size: usize) -> Self {
         Self {
             inner,
-            filter: deflate.map(|d| Box::new(Filter::new(d, max_size))),
+            filter: Box::new(Filter::new(deflate, max_size)),
         }
     }
 }
@@ -52,7 +68,7 @@ impl<S> Inflating<S> {
 enum Frame {
     /// Before a frame header.
     Header,
-    /// Inside a frame handed on as it is: payload bytes left.
+    /// Inside a frame handed on as it is: bytes left of it (its header's too, at first).
     Pass(u64),
     /// Inside a frame of a compressed message: payload bytes left, the mask and how far into
     /// it the next byte is, and whether the frame ends the message.
@@ -64,6 +80,16 @@ enum Frame {
     },
     /// The message's last frame is in: inflating [`TAIL`] (bytes of it fed so far).
     Finish(usize),
+    /// Inside a plain data frame larger than a piece, handed on in pieces: payload bytes
+    /// left, the mask and how far into it the next byte is, whether the frame ends the
+    /// message, and the next piece's opcode (the frame's for the first, then continuation).
+    Cut {
+        left: u64,
+        mask: [u8; 4],
+        at: usize,
+        fin: bool,
+        opcode: OpCode,
+    },
     /// A header `tungstenite` will refuse too: from here on, bytes pass through unread.
     Opaque,
 }
@@ -78,21 +104,32 @@ enum Message {
     Compressed(usize),
 }
 
-pub(super) struct Filter {
+/// What the filter needs only when permessage-deflate was agreed on (boxed: most sessions
+/// held open are idle, and without the extension they hold none of it).
+struct Inflate {
     client_window_bits: u8,
     no_context_takeover: bool,
-    max_size: usize,
     piece: usize,
+    /// Where the inflater writes, reused within a message.
+    scratch: Vec<u8>,
+    /// The client's LZ77 context: kept between messages only with context takeover.
+    inflater: Option<Decompress>,
+}
+
+pub(super) struct Filter {
+    /// permessage-deflate was agreed on: compressed messages are inflated (else RSV1 frames
+    /// pass through, for `tungstenite` to refuse).
+    inflate: Option<Box<Inflate>>,
+    max_size: usize,
     /// Read from the connection, not yet looked at.
     input: BytesMut,
     /// Ready for `tungstenite`.
     output: BytesMut,
-    /// Where the inflater writes, reused within a message.
-    scratch: Vec<u8>,
+    /// Ready for `tungstenite` after `output`: the payload of a piece of a large frame (split
+    /// off `input`, not copied, still masked).
+    then: BytesMut,
     frame: Frame,
     message: Message,
-    /// The client's LZ77 context: kept between messages only with context takeover.
-    inflater: Option<Decompress>,
     eof: bool,
 }
 
@@ -101,18 +138,23 @@ fn io_error(e: InflateError) -> io::Error {
 }
 
 impl Filter {
-    fn new(deflate: &Deflate, max_size: usize) -> Self {
+    fn new(deflate: Option<&Deflate>, max_size: usize) -> Self {
         Self {
-            client_window_bits: deflate.client_window_bits(),
-            no_context_takeover: deflate.client_no_context_takeover,
+            inflate: deflate.map(|d| {
+                Box::new(Inflate {
+                    client_window_bits: d.client_window_bits(),
+                    no_context_takeover: d.client_no_context_takeover,
+                    piece: PIECE.min(max_size.max(1)),
+                    scratch: Vec::new(),
+                    inflater: None,
+                })
+            }),
             max_size,
-            piece: PIECE.min(max_size.max(1)),
             input: BytesMut::new(),
             output: BytesMut::new(),
-            scratch: Vec::new(),
+            then: BytesMut::new(),
             frame: Frame::Header,
             message: Message::None,
-            inflater: None,
             eof: false,
         }
     }
@@ -121,19 +163,25 @@ impl Filter {
     /// after a large message holds none of it.
     fn idle(&mut self) {
         if self.input.is_empty() {
-            self.input = BytesMut::new();
+            buffers::give(std::mem::take(&mut self.input));
         }
         self.output = BytesMut::new();
-        self.scratch = Vec::new();
+        if let Some(inflate) = self.inflate.as_deref_mut() {
+            inflate.scratch = Vec::new();
+        }
     }
 
     /// Runs the inflater on `input` into the scratch buffer, emptied first: bytes of `input`
     /// used, whether the output filled the buffer, and whether the stream ended.
     fn run(&mut self, input: &[u8], flush: FlushDecompress) -> io::Result<(usize, bool, bool)> {
-        let mut out = std::mem::take(&mut self.scratch);
+        // Only a compressed message comes here, and only with the extension agreed on.
+        let Some(inflate) = self.inflate.as_deref_mut() else {
+            return Err(io_error(InflateError::Corrupt));
+        };
+        let mut out = std::mem::take(&mut inflate.scratch);
         out.clear();
-        out.reserve(self.piece);
-        let inflater = self.inflater();
+        out.reserve(inflate.piece);
+        let inflater = inflate.inflater();
         let before = inflater.total_in();
         let status = inflater
             .decompress_vec(input, &mut out, flush)
@@ -141,22 +189,24 @@ impl Filter {
         let used = usize::try_from(inflater.total_in() - before).unwrap_or(usize::MAX);
         let full = out.len() == out.capacity();
         let emitted = self.emit_inflated(&out);
-        self.scratch = out;
+        if let Some(inflate) = self.inflate.as_deref_mut() {
+            inflate.scratch = out;
+        }
         emitted?;
         Ok((used, full, status == Status::StreamEnd))
     }
 
-    /// Hands on a frame of `payload` (plain, zero-masked).
-    fn emit(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
+    /// Hands on a frame of `payload` (plain, zero-masked); or only the header of one of `len`
+    /// bytes masked with `mask`, whose payload goes in `then`.
+    fn emit(&mut self, opcode: OpCode, is_final: bool, payload: &[u8], len: u64, mask: [u8; 4]) {
         let header = FrameHeader {
             is_final,
             rsv1: false,
             rsv2: false,
             rsv3: false,
             opcode,
-            mask: Some(ZERO_MASK),
+            mask: Some(mask),
         };
-        let len = payload.len() as u64;
         self.output.reserve(header.len(len) + payload.len());
         // Writing into a BytesMut cannot fail.
         let _ = header.format(len, &mut (&mut self.output).writer());
@@ -178,7 +228,13 @@ impl Filter {
             }));
         }
         self.message = Message::Compressed(total);
-        self.emit(OpCode::Data(Data::Continue), false, inflated);
+        self.emit(
+            OpCode::Data(Data::Continue),
+            false,
+            inflated,
+            inflated.len() as u64,
+            ZERO_MASK,
+        );
         Ok(())
     }
 
@@ -186,26 +242,20 @@ impl Filter {
     fn step(&mut self) -> io::Result<bool> {
         match self.frame {
             Frame::Opaque => {
-                let all = self.input.split();
-                self.output.unsplit(all);
-                Ok(false)
-            }
-            Frame::Header => Ok(self.header()),
-            Frame::Pass(left) => {
-                let n = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.input.len());
-                if n == 0 && left > 0 {
+                if self.input.is_empty() {
                     return Ok(false);
                 }
-                let bytes = self.input.split_to(n);
-                self.output.unsplit(bytes);
-                self.frame = match left - n as u64 {
-                    0 => Frame::Header,
-                    rest => Frame::Pass(rest),
-                };
+                let all = self.input.split();
+                self.output.unsplit(all);
                 Ok(true)
             }
+            Frame::Header => Ok(self.header()),
+            // Handed on straight from `input` (`pass`); here only when it is empty.
+            Frame::Pass(0) => {
+                self.frame = Frame::Header;
+                Ok(true)
+            }
+            Frame::Pass(_) => Ok(false),
             Frame::Inflate {
                 left,
                 mask,
@@ -213,7 +263,41 @@ impl Filter {
                 fin,
             } => self.inflate(left, mask, at, fin),
             Frame::Finish(fed) => self.finish(fed),
+            Frame::Cut {
+                left,
+                mask,
+                at,
+                fin,
+                opcode,
+            } => Ok(self.cut(left, mask, at, fin, opcode)),
         }
+    }
+
+    /// Hands on the next piece (of [`CUT`] bytes) of a large plain frame, once it is all in
+    /// `input`: `false` when more input is needed.
+    fn cut(&mut self, left: u64, mask: [u8; 4], at: usize, fin: bool, opcode: OpCode) -> bool {
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(CUT);
+        if self.input.len() < n {
+            return false;
+        }
+        // Still masked: the piece's header carries the mask from where the piece begins in it.
+        let piece = self.input.split_to(n);
+        let left = left - n as u64;
+        let from: [u8; 4] = std::array::from_fn(|i| mask[(at + i) % 4]);
+        self.emit(opcode, fin && left == 0, &[], n as u64, from);
+        self.then = piece;
+        self.frame = if left == 0 {
+            Frame::Header
+        } else {
+            Frame::Cut {
+                left,
+                mask,
+                at: (at + n) % 4,
+                fin,
+                opcode: OpCode::Data(Data::Continue),
+            }
+        };
+        true
     }
 
     /// Reads a frame header from `input`, if it is all there, and decides the frame's fate.
@@ -234,16 +318,17 @@ impl Filter {
         let starts = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
         let continues = header.opcode == OpCode::Data(Data::Continue);
         // A compressed message begins (RSV1 on its first frame only), or goes on.
-        let compressed = match self.message {
-            Message::None => starts && header.rsv1,
-            Message::Compressed(_) => continues && !header.rsv1,
-            Message::Plain => false,
-        };
+        let compressed = self.inflate.is_some()
+            && match self.message {
+                Message::None => starts && header.rsv1,
+                Message::Compressed(_) => continues && !header.rsv1,
+                Message::Plain => false,
+            };
         if let (Some(mask), true) = (mask, compressed) {
             self.input.advance(header_len);
             if self.message == Message::None {
                 self.message = Message::Compressed(0);
-                self.emit(header.opcode, false, &[]);
+                self.emit(header.opcode, false, &[], 0, ZERO_MASK);
             }
             self.frame = Frame::Inflate {
                 left: len,
@@ -253,27 +338,63 @@ impl Filter {
             };
             return true;
         }
-        // Anything else goes on as it came, for `tungstenite` to take or refuse.
         if !header.rsv1 && plain_bits {
             match self.message {
                 Message::None if starts && !header.is_final => self.message = Message::Plain,
                 Message::Plain if continues && header.is_final => self.message = Message::None,
                 _ => {}
             }
+            // A large data frame goes on in pieces (checked by `tungstenite` as any others).
+            if let (Some(mask), true) = (mask, (starts || continues) && len > CUT as u64) {
+                self.input.advance(header_len);
+                self.frame = Frame::Cut {
+                    left: len,
+                    mask,
+                    at: 0,
+                    fin: header.is_final,
+                    opcode: header.opcode,
+                };
+                return true;
+            }
         }
-        let raw = self.input.split_to(header_len);
-        self.output.unsplit(raw);
-        self.frame = Frame::Pass(len);
+        // Anything else goes on as it came, for `tungstenite` to take or refuse.
+        self.frame = Frame::Pass(len.saturating_add(header_len as u64));
         true
     }
 
+    /// Moves what `buf` takes of a frame handed on as it is straight from `input`; false when
+    /// there is none.
+    fn pass(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let Frame::Pass(left) = self.frame else {
+            return false;
+        };
+        let n = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(self.input.len())
+            .min(buf.remaining());
+        if n == 0 {
+            return false;
+        }
+        buf.put_slice(&self.input[..n]);
+        self.input.advance(n);
+        self.frame = match left - n as u64 {
+            0 => Frame::Header,
+            rest => Frame::Pass(rest),
+        };
+        true
+    }
+}
+
+impl Inflate {
     /// The inflater for a message that begins, kept from the last one with context takeover.
     fn inflater(&mut self) -> &mut Decompress {
         let bits = self.client_window_bits.max(9);
         self.inflater
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits))
     }
+}
 
+impl Filter {
     /// Inflates up to [`FEED`] bytes of a compressed frame, handing on what comes out.
     fn inflate(&mut self, left: u64, mask: [u8; 4], at: usize, fin: bool) -> io::Result<bool> {
         if left == 0 {
@@ -292,7 +413,7 @@ impl Filter {
             *out = b ^ mask[(at + i) % 4];
         }
         let (used, _, _) = self.run(&fed[..n], FlushDecompress::None)?;
-        if used == 0 && self.scratch.is_empty() {
+        if used == 0 && self.inflate.as_ref().is_none_or(|i| i.scratch.is_empty()) {
             // Nothing taken, nothing given: the stream ended (BFINAL) and more data follows.
             return Err(io_error(InflateError::Corrupt));
         }
@@ -315,10 +436,14 @@ impl Filter {
             return Ok(true);
         }
         // A final block (BFINAL) ends the LZ77 stream: the next message starts a new one.
-        if self.no_context_takeover || ended {
-            self.inflater = None;
+        if let Some(inflate) = self
+            .inflate
+            .as_deref_mut()
+            .filter(|i| i.no_context_takeover || ended)
+        {
+            inflate.inflater = None;
         }
-        self.emit(OpCode::Data(Data::Continue), true, &[]);
+        self.emit(OpCode::Data(Data::Continue), true, &[], 0, ZERO_MASK);
         self.message = Message::None;
         self.frame = Frame::Header;
         Ok(true)
@@ -332,9 +457,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(filter) = this.filter.as_deref_mut() else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
+        let filter = &mut *this.filter;
         loop {
             if !filter.output.is_empty() {
                 let n = buf.remaining().min(filter.output.len());
@@ -342,11 +465,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
                 filter.output.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if filter.pass(buf) {
+                return Poll::Ready(Ok(()));
+            }
+            if !filter.then.is_empty() {
+                let n = buf.remaining().min(filter.then.len());
+                buf.put_slice(&filter.then[..n]);
+                filter.then.advance(n);
+                if filter.then.is_empty() {
+                    // Lets `input` grow in place again (they shared its allocation).
+                    filter.then = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
             if filter.step()? {
                 continue;
             }
             if filter.eof {
-                // What is left is a partial frame: `tungstenite` sees the connection end in it.
+                // What is left is a partial frame: `tungstenite` sees the connection end in it
+                // (inside a frame being cut, right after its last whole piece).
+                if matches!(filter.frame, Frame::Cut { .. }) {
+                    filter.input.clear();
+                }
                 let rest = filter.input.split();
                 if rest.is_empty() {
                     return Poll::Ready(Ok(()));
@@ -354,17 +494,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
                 filter.output.unsplit(rest);
                 continue;
             }
-            let mut chunk = [0u8; READ];
-            let mut read = ReadBuf::new(&mut chunk);
+            // Straight into `input` (one of the thread's reusable buffers while it holds
+            // bytes, see `idle`), not zero-filled first.
+            if filter.input.capacity() == 0 {
+                filter.input = buffers::take();
+            }
+            filter.input.reserve(READ);
+            let mut read = ReadBuf::uninit(&mut filter.input.spare_capacity_mut()[..READ]);
             let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
+            let n = read.filled().len();
             if polled.is_pending() {
                 filter.idle();
             }
             ready!(polled)?;
-            if read.filled().is_empty() {
+            if n == 0 {
                 filter.eof = true;
             }
-            filter.input.extend_from_slice(read.filled());
+            // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity, which
+            // begins at `input.len()`.
+            unsafe { filter.input.set_len(filter.input.len() + n) };
         }
     }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushDecompress};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use super::compress::deflate;
-use super::inflate::{Inflating, PIECE};
+use super::inflate::{Inflating, CUT, PIECE};
 use super::{Deflate, DeflateConfig, InflateError};
 use crate::http1::request::{RequestHead, Version};
 use crate::observe::metrics::RequestMetrics;
@@ -75,6 +77,23 @@ async fn server_frame(client: &mut DuplexStream) -> (u8, Vec<u8>) {
     let mut payload = vec![0; usize::try_from(len).expect("fits")];
     client.read_exact(&mut payload).await.expect("payload");
     (head[0], payload)
+}
+
+/// The next message the server sent, whole: its first frame's first byte without FIN (RSV1,
+/// opcode) and the payloads of its frames (pieces of at most 64 KiB, continuations after
+/// the first) put together.
+async fn server_message(client: &mut DuplexStream) -> (u8, Vec<u8>) {
+    let (first, mut payload) = server_frame(client).await;
+    let mut fin = first & 0x80 != 0;
+    assert!(payload.len() <= 64 * 1024);
+    while !fin {
+        let (next, more) = server_frame(client).await;
+        assert_eq!(next & 0x7f, 0x00, "a continuation");
+        assert!(more.len() <= 64 * 1024);
+        payload.extend_from_slice(&more);
+        fin = next & 0x80 != 0;
+    }
+    (first & 0x7f, payload)
 }
 
 /// A compressed message from the server, inflated with `d`.
@@ -548,8 +567,8 @@ async fn autobahn_style_echo_over_every_offer_and_size() {
                 let got = server.recv().await;
                 assert_eq!(got, Received::Text(text.to_owned()), "{offer} {size}");
                 server.send_text(text).await.expect("send");
-                let (first, payload) = server_frame(&mut client).await;
-                assert_eq!(first, 0xc1, "{offer} {size}");
+                let (first, payload) = server_message(&mut client).await;
+                assert_eq!(first, 0x41, "{offer} {size}");
                 assert_eq!(peer.inflate(&payload), text.as_bytes(), "{offer} {size}");
 
                 client
@@ -566,10 +585,77 @@ async fn autobahn_style_echo_over_every_offer_and_size() {
                     .send_binary(Bytes::from(binary.clone()))
                     .await
                     .expect("send");
-                let (first, payload) = server_frame(&mut client).await;
-                assert_eq!(first, 0xc2, "{offer} {size}");
+                let (first, payload) = server_message(&mut client).await;
+                assert_eq!(first, 0x42, "{offer} {size}");
                 assert_eq!(peer.inflate(&payload), binary, "{offer} {size}");
             }
         }
     }
+}
+
+/// A compressed message longer than a piece goes out in fragments: RSV1 on the first only
+/// (RFC 7692 §6.1), their payloads together one deflated message.
+#[tokio::test]
+async fn a_large_compressed_message_is_sent_in_fragments() {
+    let (mut server, mut client) = session(1 << 22, Some(FORGET)).await;
+    let blob = noise(300_000);
+    server
+        .send_binary(Bytes::from(blob.clone()))
+        .await
+        .expect("send");
+    let (first, joined) = server_message(&mut client).await;
+    assert_eq!(first, 0x42, "RSV1, binary");
+    assert!(joined.len() > 64 * 1024, "more than one piece");
+    let mut d = Decompress::new_with_window_bits(false, 15);
+    assert_eq!(inflated(&mut d, &joined), blob);
+}
+
+/// With the extension agreed on, a large uncompressed frame is cut into pieces too, and the
+/// app gets it whole.
+#[tokio::test]
+async fn a_large_plain_frame_on_a_compressed_connection_arrives_whole() {
+    let (mut server, mut client) = session(1 << 22, Some(FORGET)).await;
+    let blob = noise(200_000);
+    client.write_all(&masked(0x82, &blob)).await.expect("write");
+    assert_eq!(server.recv().await, Received::Binary(Bytes::from(blob)));
+}
+
+/// What `tungstenite` is handed for a large plain frame: pieces of at most [`CUT`], each
+/// masked as its bytes were (the frame's mask from where the piece begins in it), the first of
+/// the frame's type, the last with its FIN.
+#[tokio::test]
+async fn a_large_frame_is_handed_on_in_pieces() {
+    let (pipe, mut client) = tokio::io::duplex(1 << 20);
+    let mut filter = Inflating::new(pipe, None, 1 << 20);
+    let data = noise(3 * CUT + 5);
+    client.write_all(&masked(0x82, &data)).await.expect("write");
+    drop(client);
+    let mut out = Vec::new();
+    read_all(&mut filter, &mut out).await;
+    let mut at = &out[..];
+    let mut pieces = Vec::new();
+    while !at.is_empty() {
+        let mut cursor = std::io::Cursor::new(at);
+        let (header, len) = FrameHeader::parse(&mut cursor)
+            .expect("a header")
+            .expect("whole");
+        let start = cursor.position() as usize;
+        let end = start + usize::try_from(len).expect("fits");
+        let mask = header.mask.expect("masked");
+        let piece = at[start..end]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4]);
+        pieces.push((header.is_final, header.opcode, piece.collect::<Vec<u8>>()));
+        at = &at[end..];
+    }
+    assert_eq!(pieces.len(), 4);
+    for (i, (fin, opcode, piece)) in pieces.iter().enumerate() {
+        assert_eq!(*fin, i == 3);
+        let kind = if i == 0 { Data::Binary } else { Data::Continue };
+        assert_eq!(*opcode, OpCode::Data(kind));
+        assert!(piece.len() <= CUT);
+    }
+    let whole: Vec<u8> = pieces.into_iter().flat_map(|p| p.2).collect();
+    assert_eq!(whole, data);
 }
