@@ -10,9 +10,11 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct WebSocketSettings {
     /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes
-    /// the connection with 1009. For the protocol the server speaks itself (ASGI's websocket
-    /// scope: docs/websockets.md), not for WSGI apps on gunicorn.socket (their library has its
-    /// own).
+    /// the connection with 1009. Frames over 64 KiB are cut into 64 KiB fragments both ways, so
+    /// a large message leaves no buffer of its size behind (with large messages over many
+    /// connections, run with MALLOC_MMAP_THRESHOLD_=131072 so that glibc gives their memory
+    /// back: docs/websockets.md). For the protocol the server speaks itself (ASGI's websocket
+    /// scope), not for WSGI apps on gunicorn.socket (their library has its own).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     pub ws_max_size: u64,
