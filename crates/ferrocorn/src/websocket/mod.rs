@@ -364,44 +364,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sends a text message (a `String` is framed without a copy of its bytes).
     pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
-        let text = text.into();
-        match &mut self.deflater {
-            Some(d) => {
-                let frame = d.frame(text.as_bytes(), Data::Text);
-                self.send_frame(frame).await
-            }
-            // Boxed, as below: rare, and it would otherwise grow every parked WebSocket.
-            None if text.len() > SEND_PIECE => {
-                Box::pin(self.send_cut(Bytes::from(text), Data::Text, false)).await
-            }
-            None => self.send(Message::Text(text)).await,
-        }
+        self.send_data(Bytes::from(text.into()), Data::Text).await
     }
 
     /// Sends a binary message.
     pub async fn send_binary(&mut self, data: Bytes) -> Result<(), SendError> {
-        match &mut self.deflater {
-            Some(d) => {
-                let frame = d.frame(&data, Data::Binary);
-                self.send_frame(frame).await
-            }
-            None if data.len() > SEND_PIECE => {
-                Box::pin(self.send_cut(data, Data::Binary, false)).await
-            }
-            None => self.send(Message::Binary(data)).await,
-        }
+        self.send_data(data, Data::Binary).await
     }
 
-    /// Sends one whole message's frame (a compressed one), in pieces if it is large.
-    async fn send_frame(&mut self, frame: Frame) -> Result<(), SendError> {
-        if frame.payload().len() <= SEND_PIECE {
+    /// Sends one message of type `opcode` (text or binary): compressed when permessage-deflate
+    /// was agreed on, in one frame, or in fragments when it is larger than [`SEND_PIECE`].
+    async fn send_data(&mut self, payload: Bytes, opcode: Data) -> Result<(), SendError> {
+        let (payload, compressed) = match &mut self.deflater {
+            Some(d) => {
+                let frame = d.frame(&payload, opcode);
+                let compressed = frame.header().rsv1;
+                (frame.into_payload(), compressed)
+            }
+            None => (payload, false),
+        };
+        if payload.len() <= SEND_PIECE {
+            let mut frame = Frame::message(payload, OpCode::Data(opcode), true);
+            frame.header_mut().rsv1 = compressed;
             return self.send(Message::Frame(frame)).await;
         }
-        let (kind, compressed) = (frame.header().opcode, frame.header().rsv1);
-        let OpCode::Data(opcode) = kind else {
-            return self.send(Message::Frame(frame)).await;
-        };
-        Box::pin(self.send_cut(frame.into_payload(), opcode, compressed)).await
+        // Boxed: rare, and it would otherwise grow every parked WebSocket's future.
+        Box::pin(self.send_cut(payload, opcode, compressed)).await
     }
 
     /// Sends `payload` as one message of type `opcode` in fragments of [`SEND_PIECE`]

@@ -196,9 +196,14 @@ impl Filter {
         Ok((used, full, status == Status::StreamEnd))
     }
 
-    /// Hands on a frame of `payload` (plain, zero-masked); or only the header of one of `len`
-    /// bytes masked with `mask`, whose payload goes in `then`.
-    fn emit(&mut self, opcode: OpCode, is_final: bool, payload: &[u8], len: u64, mask: [u8; 4]) {
+    /// Hands on a frame of `payload` (plain, zero-masked).
+    fn emit(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
+        self.emit_header(opcode, is_final, payload.len() as u64, ZERO_MASK);
+        self.output.put_slice(payload);
+    }
+
+    /// Hands on the header of a frame of `len` bytes masked with `mask`.
+    fn emit_header(&mut self, opcode: OpCode, is_final: bool, len: u64, mask: [u8; 4]) {
         let header = FrameHeader {
             is_final,
             rsv1: false,
@@ -207,10 +212,9 @@ impl Filter {
             opcode,
             mask: Some(mask),
         };
-        self.output.reserve(header.len(len) + payload.len());
+        self.output.reserve(header.len(len));
         // Writing into a BytesMut cannot fail.
         let _ = header.format(len, &mut (&mut self.output).writer());
-        self.output.put_slice(payload);
     }
 
     /// Counts `inflated` bytes of the message and hands them on.
@@ -228,13 +232,7 @@ impl Filter {
             }));
         }
         self.message = Message::Compressed(total);
-        self.emit(
-            OpCode::Data(Data::Continue),
-            false,
-            inflated,
-            inflated.len() as u64,
-            ZERO_MASK,
-        );
+        self.emit(OpCode::Data(Data::Continue), false, inflated);
         Ok(())
     }
 
@@ -284,7 +282,7 @@ impl Filter {
         let piece = self.input.split_to(n);
         let left = left - n as u64;
         let from: [u8; 4] = std::array::from_fn(|i| mask[(at + i) % 4]);
-        self.emit(opcode, fin && left == 0, &[], n as u64, from);
+        self.emit_header(opcode, fin && left == 0, n as u64, from);
         self.then = piece;
         self.frame = if left == 0 {
             Frame::Header
@@ -328,7 +326,7 @@ impl Filter {
             self.input.advance(header_len);
             if self.message == Message::None {
                 self.message = Message::Compressed(0);
-                self.emit(header.opcode, false, &[], 0, ZERO_MASK);
+                self.emit(header.opcode, false, &[]);
             }
             self.frame = Frame::Inflate {
                 left: len,
@@ -443,11 +441,22 @@ impl Filter {
         {
             inflate.inflater = None;
         }
-        self.emit(OpCode::Data(Data::Continue), true, &[], 0, ZERO_MASK);
+        self.emit(OpCode::Data(Data::Continue), true, &[]);
         self.message = Message::None;
         self.frame = Frame::Header;
         Ok(true)
     }
+}
+
+/// Moves what `buf` takes of `ready` into it; false when `ready` is empty.
+fn hand_over(ready: &mut BytesMut, buf: &mut ReadBuf<'_>) -> bool {
+    if ready.is_empty() {
+        return false;
+    }
+    let n = buf.remaining().min(ready.len());
+    buf.put_slice(&ready[..n]);
+    ready.advance(n);
+    true
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
@@ -459,19 +468,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
         let this = self.get_mut();
         let filter = &mut *this.filter;
         loop {
-            if !filter.output.is_empty() {
-                let n = buf.remaining().min(filter.output.len());
-                buf.put_slice(&filter.output[..n]);
-                filter.output.advance(n);
+            if hand_over(&mut filter.output, buf) || filter.pass(buf) {
                 return Poll::Ready(Ok(()));
             }
-            if filter.pass(buf) {
-                return Poll::Ready(Ok(()));
-            }
-            if !filter.then.is_empty() {
-                let n = buf.remaining().min(filter.then.len());
-                buf.put_slice(&filter.then[..n]);
-                filter.then.advance(n);
+            if hand_over(&mut filter.then, buf) {
                 if filter.then.is_empty() {
                     // Lets `input` grow in place again (they shared its allocation).
                     filter.then = BytesMut::new();
