@@ -32,6 +32,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from support import Server, free_port, http_request, wait_for
 from support.procfs import vm_kib
+from support.wsframes import BINARY, TEXT, H2WsClient
 
 APP = "asgi_ws:app"
 
@@ -502,22 +503,63 @@ def test_a_flooding_client_is_not_buffered_without_bound(
         client.shut()
 
 
+class _Messages:
+    """send(message) and recv() -> message over a wsproto client (HTTP/1.1, with or without
+    TLS) or over HTTP/2 (RFC 8441's extended CONNECT, TLS with ALPN h2)."""
+
+    def __init__(self, site: Site, over_h2: bool) -> None:
+        self.h2: H2WsClient | None = None
+        self.ws: Ws | None = None
+        if over_h2:
+            assert site.ctx is not None
+            site.ctx.set_alpn_protocols(["h2"])
+            self.h2 = H2WsClient(site.server.port, "/echo", ctx=site.ctx)
+            assert self.h2.status == 200, self.h2.status
+        else:
+            self.ws = site.raw()
+
+    def send(self, message: str | bytes) -> None:
+        if self.h2 is not None:
+            text = isinstance(message, str)
+            self.h2.send_frame(TEXT if text else BINARY,
+                               message.encode() if isinstance(message, str) else message)
+        else:
+            assert self.ws is not None
+            self.ws.send(message)
+
+    def recv(self) -> str | bytes:
+        if self.h2 is not None:
+            opcode, data = self.h2.recv_message()
+            return data.decode() if opcode == TEXT else data
+        assert self.ws is not None
+        return self.ws.recv()
+
+    def shut(self) -> None:
+        if self.h2 is not None:
+            self.h2.shutdown()
+        elif self.ws is not None:
+            self.ws.shut()
+
+
+@pytest.mark.parametrize("transport", ["plain", "tls", "h2"])
 def test_a_large_message_leaves_no_large_buffer_behind(site_factory: Callable[..., Site],
-                                                     scheme: str) -> None:
+                                                     transport: str) -> None:
     """After a 1 MiB message each way, an open WebSocket holds little more than an idle one:
     the server cuts large frames into pieces both ways, since `tungstenite` keeps its read and
     write buffers at the largest frame for as long as the connection is open (a client could
-    otherwise make each of its connections hold up to --ws-max-size).
+    otherwise make each of its connections hold up to --ws-max-size). Over HTTP/1.1, TLS and
+    HTTP/2 (the same session runs on an HTTP/2 stream).
 
     glibc's malloc runs with a fixed mmap threshold here, so that what is measured is what the
     server holds, not the freed memory malloc keeps for reuse (by default it raises the
     threshold after the first large free, and the holes the received messages leave in its
     heap then stay in RSS: docs/websockets.md has both figures)."""
+    scheme = "plain" if transport == "plain" else "tls"
     site = site_factory(scheme, "--workers", "1", env={"MALLOC_MMAP_THRESHOLD_": "131072"})
     big = os.urandom(1 << 20)
 
-    def exchanged() -> Ws:
-        client = site.raw()
+    def exchanged() -> _Messages:
+        client = _Messages(site, transport == "h2")
         client.send(big)
         assert client.recv() == big
         # The app's own variables let go of the large message at the next one.
